@@ -1,0 +1,143 @@
+"""Track-file formats: detection and one reader entry point returning a `Run`.
+
+Supported: Choreography `.spine` (+ `.outline`), Janelia `trx.mat` (MATLAB v7.3), FIMTrack v2
+`.csv`, and LarvaTagger `.label` (labels, not tracks). The format is chosen from the
+extension and confirmed from the first bytes, so a renamed or foreign file fails with one
+clear message instead of a parser traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from maggotflow.tracks import Run, TrackDataError
+
+log = logging.getLogger(__name__)
+
+TRACK_FORMATS = ("spine", "trx", "fimtrack")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_SPINE_START = re.compile(rb"^\s*[0-9]{8}_[0-9]{6}\s+[0-9]")
+_LABEL_START = re.compile(rb'^\s*\{\s*"metadata"\s*:\s*\{\s*"id"')
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Settings a track file cannot carry itself.
+
+    framerate: FIMTrack only, frames per second (the csv has no times). Default 30 Hz.
+    pixelsize_um: FIMTrack only, micrometres per pixel. None means 1 px = 1 unit (a warning
+        is logged: segment normalisation is scale-free, so tagging still works).
+    spine_order: order of points in `.spine`/`.outline` files, "head_first" or "tail_first".
+    min_steps: larvae with fewer time steps are skipped with a warning (a one-frame larva
+        carries no motion to tag).
+    """
+
+    framerate: float = 30.0
+    pixelsize_um: float | None = None
+    spine_order: str = "head_first"
+    min_steps: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.framerate > 0:
+            raise ValueError(f"framerate must be > 0 Hz, got {self.framerate}")
+        if self.pixelsize_um is not None and not self.pixelsize_um > 0:
+            raise ValueError(f"pixelsize_um must be > 0, got {self.pixelsize_um}")
+        if self.spine_order not in ("head_first", "tail_first"):
+            raise ValueError(f"spine_order must be head_first or tail_first, got {self.spine_order!r}")
+
+
+def _head(path: Path, n: int = 512) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except FileNotFoundError:
+        raise TrackDataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise TrackDataError(path, "is a directory, not a track file") from None
+    except OSError as err:
+        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+
+
+def detect_format(path: str | Path) -> str:
+    """Return 'spine', 'outline', 'trx', 'fimtrack' or 'label' for `path`.
+
+    The extension proposes a format and the first bytes must agree; anything else raises
+    TrackDataError naming the file.
+    """
+    path = Path(path)
+    head = _head(path)
+    if not head.strip():
+        raise TrackDataError(path, "is empty")
+    suffix = path.suffix.lower()
+    if suffix in (".spine", ".outline"):
+        if _SPINE_START.match(head):
+            return suffix[1:]
+        raise TrackDataError(path, f"is not a Choreography {suffix} file (first line does not start with 'YYYYMMDD_HHMMSS <larva> <t>')")
+    if suffix == ".mat":
+        # MATLAB v7.3 files are HDF5 with a 512-byte user block; plain HDF5 also accepted.
+        hdf5 = head[:8] == HDF5_SIGNATURE or _has_hdf5_signature_at_512(path)
+        if hdf5:
+            return "trx"
+        if head.startswith(b"MATLAB 5.0"):
+            raise TrackDataError(path, "is a MATLAB v5/v7 file; only MATLAB v7.3 (HDF5) trx.mat files are supported: re-save with save('-v7.3')")
+        raise TrackDataError(path, "is not a MATLAB v7.3 (HDF5) file")
+    if suffix == ".csv":
+        first = head.split(b"\n", 1)[0]
+        if first.lstrip(b"\xef\xbb\xbf").startswith(b",larva(") or b"larva(" in first[:64]:
+            return "fimtrack"
+        raise TrackDataError(path, "is not a FIMTrack v2 csv (header must start with ',larva(0)')")
+    if suffix in (".label", ".json"):
+        if _LABEL_START.match(head):
+            return "label"
+        raise TrackDataError(path, "is not a LarvaTagger .label file (must start with {\"metadata\": {\"id\": ...)")
+    raise TrackDataError(
+        path, f"unsupported file type {suffix or '(no extension)'}: expected .spine, trx.mat, FIMTrack .csv or .label"
+    )
+
+
+def _has_hdf5_signature_at_512(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(512)
+        return f.read(8) == HDF5_SIGNATURE
+
+
+def read_run(path: str | Path, options: ReadOptions | None = None) -> Run:
+    """Read any supported track file into a `Run` (spines tail -> head, mm, s)."""
+    path = Path(path)
+    options = options or ReadOptions()
+    fmt = detect_format(path)
+    if fmt == "spine":
+        from maggotflow.formats.spine import read_spine
+
+        return read_spine(path, options)
+    if fmt == "outline":
+        raise TrackDataError(path, "is an .outline file; give the matching .spine file instead")
+    if fmt == "trx":
+        from maggotflow.formats.trx import read_trx
+
+        return read_trx(path, options)
+    if fmt == "fimtrack":
+        from maggotflow.formats.fimtrack import read_fimtrack
+
+        return read_fimtrack(path, options)
+    raise TrackDataError(path, "is a .label file, not a track file")
+
+
+def is_track_file(path: str | Path) -> bool:
+    """Cheap check by name only (used to list input directories)."""
+    name = Path(path).name.lower()
+    return name.endswith((".spine", ".mat", ".csv"))
+
+
+def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-1 of a file's bytes (LarvaTagger's `dependencies.sha1`)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,203 @@
+"""The data model: a run (one experiment, one track file) holds tracks (one per larva).
+
+Conventions used everywhere in maggotflow:
+
+- times `t` are in seconds, shape (n,), strictly increasing, finite;
+- `spine` is in millimetres, shape (n, k, 2) with k >= 1 points ordered **tail -> head**
+  (readers convert from each tracker's own order);
+- `outline` (optional) is (n, m, 2) in mm, NaN-padded where a frame has fewer points;
+- `labels` (optional) is one entry per time step, each a tuple of label names: `()` means
+  untagged, `("run",)` a single label, `("run", "hunch")` several at once.
+
+Problems with input data raise `TrackDataError`, whose message names the file and the
+problem in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+LabelStep = tuple[str, ...]
+
+
+class TrackDataError(ValueError):
+    """Bad input data. `str(err)` is one line: '<file>: <problem>'."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+    def with_path(self, path: str | Path) -> "TrackDataError":
+        """The same problem, attributed to `path` (used when a reader learns the file late)."""
+        return TrackDataError(path, self.problem)
+
+
+def normalise_label_step(value: Any) -> LabelStep:
+    """A label-file step value ('run', ['run', 'hunch'], [] or None) as a tuple of names."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+@dataclass
+class Track:
+    """One larva: id (string holding an integer for LarvaTagger), times (s), spine (mm)."""
+
+    id: str
+    t: np.ndarray
+    spine: np.ndarray
+    outline: np.ndarray | None = None
+    labels: list[LabelStep] | None = None
+
+    def __post_init__(self) -> None:
+        self.id = str(self.id)
+        self.t = np.asarray(self.t, dtype=np.float64)
+        self.spine = np.asarray(self.spine, dtype=np.float64)
+        self.validate()
+
+    def validate(self, path: str | Path | None = None) -> None:
+        """Raise TrackDataError if the track breaks the model's invariants."""
+        where = f"larva {self.id}"
+        t, spine = self.t, self.spine
+        if t.ndim != 1 or t.size < 1:
+            raise TrackDataError(path, f"{where} has no time steps")
+        if spine.ndim != 3 or spine.shape[0] != t.size or spine.shape[2] != 2 or spine.shape[1] < 1:
+            raise TrackDataError(
+                path, f"{where}: spine has shape {spine.shape}, expected ({t.size}, k, 2)"
+            )
+        if not np.all(np.isfinite(t)):
+            raise TrackDataError(path, f"{where} has non-finite times")
+        if t.size > 1:
+            dt = np.diff(t)
+            if np.any(dt <= 0):
+                i = int(np.argmax(dt <= 0))
+                kind = "duplicated" if dt[i] == 0 else "decreasing"
+                raise TrackDataError(
+                    path, f"{where} has {kind} times at t={t[i + 1]:.4f} s (step {i + 1})"
+                )
+        if not np.all(np.isfinite(spine)):
+            i = int(np.argmax(~np.all(np.isfinite(spine), axis=(1, 2))))
+            raise TrackDataError(
+                path, f"{where} has NaN or infinite spine coordinates at t={t[i]:.4f} s"
+            )
+        if self.outline is not None:
+            self.outline = np.asarray(self.outline, dtype=np.float64)
+            if self.outline.ndim != 3 or self.outline.shape[0] != t.size or self.outline.shape[2] != 2:
+                raise TrackDataError(
+                    path, f"{where}: outline has shape {self.outline.shape}, expected ({t.size}, m, 2)"
+                )
+        if self.labels is not None:
+            self.labels = [normalise_label_step(v) for v in self.labels]
+            if len(self.labels) != t.size:
+                raise TrackDataError(
+                    path, f"{where} has {len(self.labels)} labels for {t.size} time steps"
+                )
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.t.size)
+
+    @property
+    def n_points(self) -> int:
+        return int(self.spine.shape[1])
+
+    def spine_lengths(self) -> np.ndarray:
+        """Spine length (mm) at every step, shape (n,)."""
+        seg = np.diff(self.spine, axis=1)
+        return np.sqrt((seg**2).sum(axis=2)).sum(axis=1)
+
+    def replace(self, **changes: Any) -> "Track":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Run:
+    """One experiment (one track file): metadata plus its larvae.
+
+    `metadata` holds at least `id` (the run id, normally the date_time); readers also fill
+    `date_time`, `tracker`, `genotype`, `effector`, `protocol` and `filename` when known.
+    """
+
+    metadata: dict[str, Any]
+    tracks: list[Track] = field(default_factory=list)
+    source: Path | None = None
+    format: str | None = None
+    sha1: str | None = None
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for track in self.tracks:
+            if track.id in seen:
+                raise TrackDataError(self.source, f"larva id {track.id} appears twice")
+            seen.add(track.id)
+
+    @property
+    def label_names(self) -> list[str]:
+        """All label names used by the tracks, in order of first appearance."""
+        names: dict[str, None] = {}
+        for track in self.tracks:
+            for step in track.labels or ():
+                for name in step:
+                    names.setdefault(name, None)
+        return list(names)
+
+    @property
+    def has_labels(self) -> bool:
+        return any(track.labels is not None for track in self.tracks)
+
+    def track(self, larva_id: str) -> Track:
+        for track in self.tracks:
+            if track.id == str(larva_id):
+                return track
+        raise KeyError(larva_id)
+
+
+def metadata_from_name(name: str) -> dict[str, str]:
+    """Metadata from an `@`-separated Choreography-style file name.
+
+    `20140101_120000@FCF_attP2@UAS_TNT@t15@r_LED100_30s2x15s30s#n#n#n@100.spine`
+    -> date_time, genotype, effector, tracker, protocol (and `extra` for the rest).
+    Fields that are absent are simply missing from the result.
+    """
+    stem = Path(name).name
+    for suffix in (".spine", ".outline", ".csv", ".mat", ".label"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    parts = stem.split("@")
+    keys = ["date_time", "genotype", "effector", "tracker", "protocol"]
+    meta = {k: v for k, v in zip(keys, parts) if v}
+    if len(parts) > len(keys):
+        meta["extra"] = "@".join(parts[len(keys):])
+    return meta
+
+
+def check_unique_ids(ids: Iterable[str], path: str | Path | None) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise TrackDataError(path, f"larva id {i} appears twice")
+        seen.add(i)
+
+
+def label_matrix(labels: Sequence[LabelStep], names: Sequence[str]) -> np.ndarray:
+    """Per-step labels as a boolean (n, len(names)) matrix (multi-label aware)."""
+    index = {name: j for j, name in enumerate(names)}
+    out = np.zeros((len(labels), len(names)), dtype=bool)
+    for i, step in enumerate(labels):
+        for name in step:
+            out[i, index[name]] = True
+    return out
+
+
+def labels_from_matrix(matrix: np.ndarray, names: Sequence[str]) -> list[LabelStep]:
+    """Inverse of `label_matrix`."""
+    return [tuple(names[j] for j in np.flatnonzero(row)) for row in matrix]
