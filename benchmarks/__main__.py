@@ -1,0 +1,27 @@
+"""Run benchmark groups: `python -m benchmarks` (all) or `python -m benchmarks io tagger`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+GROUPS = {
+    "io": "benchmarks.io",            # track-file reading and segment building (issue 2)
+    "tagger": "benchmarks.tagger",    # model and predict throughput (issue 3)
+    "workflow": "benchmarks.workflow",  # Snakemake overhead (issue 4)
+}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or [g for g in GROUPS if importlib.util.find_spec(GROUPS[g]) is not None]
+    for name in names:
+        if name not in GROUPS:
+            print(f"unknown benchmark group {name!r}; choose from {', '.join(GROUPS)}", file=sys.stderr)
+            return 2
+        print(f"== {name} ==")
+        importlib.import_module(GROUPS[name]).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,190 @@
+"""Per-file isolation: one track file (+ its labels) -> the project's own HDF5 intermediate.
+
+Every later stage reads only these intermediates, so each track file is parsed exactly once
+and nothing is shared between files (no common `data/` folder). The layout is columnar
+(all larvae of the file concatenated, `offsets` delimit them), see docs/architecture.md:
+
+    / attrs: format_version, source_path, source_name, sha1, format, metadata (JSON),
+             label_source ("" when unlabelled)
+    /tracks/ids (L,) str   /tracks/offsets (L+1,) int64   /tracks/t (R,) float64
+    /tracks/spine (R, k, 2) float64 mm tail->head   /tracks/outline (R, m, 2) float32 (opt.)
+    /labels/names (C,) str   /labels/matrix (R, C) bool   (optional)
+
+The file is written under a temporary name and renamed, with no timestamps, so identical
+input gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from maggotflow.atomic import atomic_path
+from maggotflow.formats import ReadOptions, read_run
+from maggotflow.tracks import Run, Track, TrackDataError, label_matrix, labels_from_matrix
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+
+
+def isolate(
+    track_path: str | Path,
+    out_path: str | Path,
+    label_path: str | Path | None = None,
+    options: ReadOptions | None = None,
+    check_sha1: bool = True,
+) -> Run:
+    """Read `track_path` (and `label_path`), write the intermediate `out_path`, return the Run.
+
+    Labels come from the label file when given, else from the track file itself (behaviour
+    flags of a `trx.mat`), else the intermediate is unlabelled.
+    """
+    track_path, out_path = Path(track_path), Path(out_path)
+    run = read_run(track_path, options)
+    label_source = ""
+    if label_path is not None:
+        from maggotflow.formats.label import attach_labels, read_label_file
+
+        run = attach_labels(run, read_label_file(label_path), label_path, check_sha1=check_sha1)
+        label_source = Path(label_path).name
+    elif run.has_labels:
+        label_source = track_path.name
+    if not run.tracks:
+        raise TrackDataError(track_path, "contains no larva with enough time steps to tag")
+    write_isolated(run, out_path, label_source=label_source)
+    return run
+
+
+def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> None:
+    """Write `run` as an intermediate (atomic, deterministic bytes)."""
+    tracks = run.tracks
+    offsets = np.zeros(len(tracks) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([tr.n_steps for tr in tracks])
+    k = {tr.n_points for tr in tracks}
+    if len(k) > 1:
+        raise TrackDataError(run.source, f"larvae have different numbers of spine points {sorted(k)}")
+    with atomic_path(out_path) as tmp:
+        # Fixed-size layout, no time tracking, no chunk/filter randomness: same input, same bytes.
+        with h5py.File(tmp, "w", track_order=True, libver=("earliest", "v110")) as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["source_path"] = str(run.source or "")
+            f.attrs["source_name"] = run.source.name if run.source else ""
+            f.attrs["sha1"] = run.sha1 or ""
+            f.attrs["format"] = run.format or ""
+            f.attrs["metadata"] = json.dumps(run.metadata, sort_keys=False, default=str)
+            f.attrs["label_source"] = label_source
+            g = f.create_group("tracks")
+            _dataset(g, "ids", np.array([tr.id for tr in tracks], dtype=object), dtype=_STR)
+            _dataset(g, "offsets", offsets)
+            _dataset(g, "t", _concat([tr.t for tr in tracks], (0,)))
+            _dataset(g, "spine", _concat([tr.spine for tr in tracks], (0, max(k or {1}), 2)))
+            if any(tr.outline is not None for tr in tracks):
+                _dataset(g, "outline", _outline_block(tracks))
+            names = run.label_names
+            if run.has_labels:
+                lg = f.create_group("labels")
+                _dataset(lg, "names", np.array(names, dtype=object), dtype=_STR)
+                rows = [tr.labels if tr.labels is not None else [()] * tr.n_steps for tr in tracks]
+                matrix = np.concatenate([label_matrix(r, names) for r in rows]) if rows else np.zeros((0, len(names)), bool)
+                _dataset(lg, "matrix", matrix)
+
+
+def _dataset(group: h5py.Group, name: str, data: np.ndarray, dtype=None) -> None:
+    group.create_dataset(name, data=data, dtype=dtype, track_times=False)
+
+
+def _concat(arrays: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(empty_shape)
+
+
+def _outline_block(tracks: list[Track]) -> np.ndarray:
+    m = max(tr.outline.shape[1] for tr in tracks if tr.outline is not None)
+    parts = []
+    for tr in tracks:
+        block = np.full((tr.n_steps, m, 2), np.nan, dtype=np.float32)
+        if tr.outline is not None:
+            block[:, : tr.outline.shape[1]] = tr.outline
+        parts.append(block)
+    return np.concatenate(parts)
+
+
+def read_isolated(path: str | Path, with_outline: bool = False) -> Run:
+    """Read an intermediate back into a Run (labels attached when present).
+
+    `run.metadata` is the track file's metadata; `run.source` its original path; `run.sha1`
+    and `run.format` as recorded at isolation.
+    """
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as err:
+        raise TrackDataError(path, f"is not a readable maggotflow intermediate ({err})") from None
+    with f:
+        version = int(f.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION or "tracks" not in f:
+            raise TrackDataError(path, f"is not a maggotflow intermediate of format {FORMAT_VERSION} (found {version})")
+        g = f["tracks"]
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in g["ids"][()]]
+        offsets = g["offsets"][()]
+        t = g["t"][()]
+        spine = g["spine"][()]
+        outline = g["outline"][()] if with_outline and "outline" in g else None
+        names: list[str] = []
+        matrix = None
+        if "labels" in f:
+            names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["labels/names"][()]]
+            matrix = f["labels/matrix"][()]
+        metadata = json.loads(f.attrs["metadata"])
+        source = str(f.attrs["source_path"])
+        sha1 = str(f.attrs["sha1"]) or None
+        fmt = str(f.attrs["format"]) or None
+    tracks = []
+    for i, larva in enumerate(ids):
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        tracks.append(
+            Track(
+                id=larva,
+                t=t[a:b],
+                spine=spine[a:b],
+                outline=None if outline is None else outline[a:b],
+                labels=None if matrix is None else labels_from_matrix(matrix[a:b], names),
+            )
+        )
+    return Run(metadata=metadata, tracks=tracks, source=Path(source) if source else None, format=fmt, sha1=sha1)
+
+
+def isolated_label_names(path: str | Path) -> list[str]:
+    """Label names recorded in an intermediate ([] when unlabelled), without reading tracks."""
+    with h5py.File(path, "r") as f:
+        if "labels" not in f:
+            return []
+        return [s.decode() if isinstance(s, bytes) else str(s) for s in f["labels/names"][()]]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("trackfile", help="track file (.spine, trx.mat or FIMTrack .csv)")
+    parser.add_argument("out", help="output intermediate (.h5)")
+    parser.add_argument("--labels", dest="label_path", help="LarvaTagger .label file with this file's labels")
+    parser.add_argument("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
+    parser.add_argument("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
+    parser.add_argument("--spine-order", choices=["head_first", "tail_first"], default="head_first",
+                        help="point order in .spine/.outline files (default head_first)")
+    parser.add_argument("--min-steps", type=int, default=2, help="skip larvae with fewer steps (default 2)")
+    parser.add_argument("--no-sha1-check", action="store_true",
+                        help="accept a label file made for another version of the track file")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize,
+                          spine_order=args.spine_order, min_steps=args.min_steps)
+    run = isolate(args.trackfile, args.out, args.label_path, options, check_sha1=not args.no_sha1_check)
+    n = sum(tr.n_steps for tr in run.tracks)
+    log.info("%s: %d larvae, %d time steps -> %s", args.trackfile, len(run.tracks), n, args.out)
+    return 0
