@@ -30,7 +30,8 @@ class ReadOptions:
     framerate: FIMTrack only, frames per second (the csv has no times). Default 30 Hz.
     pixelsize_um: FIMTrack only, micrometres per pixel. None means 1 px = 1 unit (a warning
         is logged: segment normalisation is scale-free, so tagging still works).
-    spine_order: order of points in `.spine`/`.outline` files, "head_first" or "tail_first".
+    spine_order: order of points in `.spine`/`.outline` files, "head_first" or "tail_first"
+        (FIMTrack names head and tail itself; trx.mat is oriented by its x_head/x_tail).
     min_steps: larvae with fewer time steps are skipped with a warning (a one-frame larva
         carries no motion to tag).
     """

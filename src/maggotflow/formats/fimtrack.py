@@ -1,0 +1,312 @@
+"""FIMTrack v2 `.csv` tables (transposed: one column per larva, one row per feature and frame).
+
+Layout::
+
+    ,larva(0),larva(1),...
+    head_x(0),312.5,,...          <- feature(frame), then one cell per larva; empty = not tracked
+    head_x(1),313.0,,...
+    ...
+    head_y(0),...
+    spinepoint_1_x(0),...         <- spinepoint_1 .. spinepoint_N, x and y blocks
+    tail_x(0),...  tail_y(0),...  mom_x, mom_y, radius_i, is_coiled, go_phase, left_bended, ...
+
+The spine is head, spinepoint_1..N, tail (FIMTrack names the ends, so no order option is
+needed; `ReadOptions.spine_order` does not apply). Coordinates are pixels and the file has
+no times: `ReadOptions.framerate` (Hz) and `ReadOptions.pixelsize_um` (um per pixel) give
+t = frame / framerate (s) and mm = px * pixelsize_um / 1000. A larva missing in some frames
+gets a track with a gap (those frames are absent). Features other than the spine are ignored
+on reading.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from maggotflow.atomic import atomic_path
+from maggotflow.formats import ReadOptions
+from maggotflow.formats.spine import scan_text_lines, warn_skipped_larvae
+from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
+
+log = logging.getLogger(__name__)
+
+_LARVA_CELL = re.compile(r"larva\(([0-9]+)\)")
+_ROW_NAME = r"([A-Za-z0-9_]+)\(([0-9]+)\)"
+_SPINEPOINT = re.compile(r"spinepoint_([0-9]+)_([xy])")
+_DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
+# Frame times written by write_fimtrack must sit on the frame grid within this fraction of a frame.
+GRID_TOLERANCE = 0.01
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TrackDataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise TrackDataError(path, "is a directory, not a track file") from None
+    except OSError as err:
+        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+
+
+def _parse_header(path: Path, first_line: bytes) -> tuple[list[str], bool]:
+    """Larva ids from the header, and whether lines end with an extra (empty) cell."""
+    try:
+        header = first_line.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise TrackDataError(path, "is not a text file (header is not readable text)") from None
+    cells = header.split(",")
+    if cells[0].strip() != "" or len(cells) < 2:
+        raise TrackDataError(path, "is not a FIMTrack v2 csv: the header must be ',larva(0),larva(1),...'")
+    trailing = cells[-1].strip() == "" and len(cells) > 2
+    larva_cells = cells[1:-1] if trailing else cells[1:]
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for column, cell in enumerate(larva_cells, start=2):
+        match = _LARVA_CELL.fullmatch(cell.strip())
+        if match is None:
+            raise TrackDataError(path, f"header cell {column} is {cell!r}, expected 'larva(N)'")
+        larva = str(int(match.group(1)))
+        if larva in seen:
+            raise TrackDataError(
+                path, f"larva {larva} appears twice in the header (columns {seen[larva]} and {column})"
+            )
+        seen[larva] = column
+        ids.append(larva)
+    return ids, trailing
+
+
+def _check_cell_counts(path: Path, data: bytes, n_cells: int) -> np.ndarray:
+    """1-based line numbers of the non-blank data lines; every line must have `n_cells` cells."""
+    commas, non_blank = scan_text_lines(path, data, "commas", allow_non_ascii=True, kind="FIMTrack csv")
+    lines = np.flatnonzero(non_blank) + 1
+    commas = commas[non_blank]
+    bad = np.flatnonzero(commas != n_cells - 1)
+    if bad.size:
+        i = int(bad[0])
+        line, n = int(lines[i]), int(commas[i]) + 1
+        if i == lines.size - 1 and n < n_cells:
+            raise TrackDataError(path, f"last line {line} is truncated ({n} cells instead of {n_cells})")
+        raise TrackDataError(path, f"line {line} has {n} cells but the header has {n_cells}: wrong cell count")
+    return lines[1:]  # the header is line 1
+
+
+def _spine_features(path: Path, features: set[str]) -> list[str]:
+    """Feature names of the spine, head first: head, spinepoint_1..N, tail (x then y)."""
+    for end in ("head", "tail"):
+        for axis in ("x", "y"):
+            if f"{end}_{axis}" not in features:
+                raise TrackDataError(path, f"has no {end}_{axis} rows: not a FIMTrack spine table")
+    numbers = sorted({int(m.group(1)) for f in features if (m := _SPINEPOINT.fullmatch(f))})
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise TrackDataError(path, f"spine points are numbered {numbers}, expected 1..{len(numbers)} without gaps")
+    for i in numbers:
+        for axis in ("x", "y"):
+            if f"spinepoint_{i}_{axis}" not in features:
+                raise TrackDataError(path, f"has spinepoint_{i} rows but no spinepoint_{i}_{axis} rows")
+    points = ["head"] + [f"spinepoint_{i}" for i in numbers] + ["tail"]
+    return [f"{p}_{axis}" for p in points for axis in ("x", "y")]
+
+
+def _run_metadata(path: Path) -> dict:
+    """id = the date_time when the name is `date_time@genotype@...`, else the file stem."""
+    meta = metadata_from_name(path.name)
+    ordered: dict = {}
+    if _DATE_TIME.fullmatch(meta.get("date_time", "")):
+        ordered["id"] = meta["date_time"]
+        for key in ("tracker", "genotype", "effector", "protocol", "date_time"):
+            if key in meta:
+                ordered[key] = meta[key]
+    else:
+        ordered["id"] = path.stem
+    ordered["filename"] = path.name
+    return ordered
+
+
+def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
+    """Read a FIMTrack v2 csv.
+
+    In: path; `options.framerate` (Hz), `options.pixelsize_um` (um/px, None = keep pixels as
+    units, with a warning), `options.min_steps`.
+    Out: a Run with one Track per tracked `larva(N)` column (id "N"): t = frame / framerate (s),
+    spine (n, k, 2) tail -> head in mm (k = N spine points + 2). Frames where a larva's spine
+    cells are empty are left out of its track (a gap).
+    """
+    path = Path(path)
+    options = options or ReadOptions()
+    data = _read_bytes(path)
+    if not data.strip():
+        raise TrackDataError(path, "is empty")
+    first_line = data.split(b"\n", 1)[0]
+    larva_ids, trailing = _parse_header(path, first_line)
+    n_cells = len(larva_ids) + 1 + int(trailing)
+    lines = _check_cell_counts(path, data, n_cells)
+    if lines.size == 0:
+        raise TrackDataError(path, "has a header but no data rows")
+
+    try:
+        df = pd.read_csv(
+            io.BytesIO(data),
+            header=None,
+            skiprows=1,
+            names=list(range(n_cells)),
+            index_col=False,
+            dtype={0: str},
+            quoting=csv.QUOTE_NONE,
+            skipinitialspace=True,
+            na_values=["-nan", "-NaN", "nan", "NaN"],  # C++ streams print NaN like this: missing too
+            encoding="utf-8",
+            engine="c",
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        raise TrackDataError(path, f"cannot be parsed as a FIMTrack csv ({str(err).splitlines()[0]})") from None
+    if len(df) != lines.size:
+        raise TrackDataError(path, f"cannot be parsed as a FIMTrack csv ({len(df)} rows for {lines.size} lines)")
+
+    names = df[0].str.strip().str.extract(_ROW_NAME)
+    unnamed = names[0].isna().to_numpy(bool)
+    if unnamed.any():
+        i = int(np.argmax(unnamed))
+        raise TrackDataError(path, f"line {lines[i]}: row name {df[0].iloc[i]!r} is not 'feature(frame)'")
+    frame = names[1].astype(np.int64).to_numpy()
+
+    spine_features = _spine_features(path, set(names[0].unique()))
+    code_of = {f: c for c, f in enumerate(spine_features)}
+    codes = names[0].map(code_of).fillna(-1).to_numpy(dtype=np.int64)  # -1: a feature we do not need
+    wanted = np.flatnonzero(codes >= 0)
+    codes, frame, wanted_lines = codes[wanted], frame[wanted], lines[wanted]
+
+    key = codes * (frame.max() + 1) + frame
+    order = np.argsort(key, kind="stable")
+    dup = np.flatnonzero(np.diff(key[order]) == 0)
+    if dup.size:
+        a, b = order[dup[0]], order[dup[0] + 1]
+        raise TrackDataError(
+            path,
+            f"row {spine_features[codes[a]]}({frame[a]}) appears twice (lines {wanted_lines[a]} and {wanted_lines[b]})",
+        )
+
+    cells = df.iloc[wanted, 1 : 1 + len(larva_ids)]
+    if not all(pd.api.types.is_numeric_dtype(dtype) for dtype in cells.dtypes):
+        first_bad: tuple[int, str] | None = None
+        for column in cells.columns:
+            if pd.api.types.is_numeric_dtype(cells[column].dtype):
+                continue
+            coerced = pd.to_numeric(cells[column], errors="coerce")
+            rows = np.flatnonzero((coerced.isna() & cells[column].notna()).to_numpy(bool))
+            if rows.size and (first_bad is None or wanted_lines[rows[0]] < first_bad[0]):
+                first_bad = (int(wanted_lines[rows[0]]), str(cells[column].iloc[rows[0]]))
+        if first_bad is not None:
+            raise TrackDataError(path, f"line {first_bad[0]}: value {first_bad[1]!r} is not a number")
+        cells = cells.apply(pd.to_numeric, errors="coerce")
+    values = cells.to_numpy(dtype=np.float64)
+    if np.isinf(values).any():
+        i = int(np.argmax(np.isinf(values).any(axis=1)))
+        raise TrackDataError(path, f"line {wanted_lines[i]} has infinite coordinates")
+
+    # Dense (feature, frame, larva) block; NaN where the tracker has no value.
+    n_frames = int(frame.max()) + 1
+    block = np.full((len(spine_features), n_frames, len(larva_ids)), np.nan)
+    block[codes, frame] = values
+    finite = np.isfinite(block)
+    present = finite.all(axis=0)  # (frame, larva): the whole spine is known
+    partial = finite.any(axis=0) & ~present
+    if partial.any():
+        log.warning(
+            "%s: %d larva-frame(s) with an incomplete spine (some cells empty) were left out",
+            path, int(partial.sum()),
+        )
+
+    if options.pixelsize_um is None:
+        log.warning("%s: pixel size unknown; coordinates kept in pixels (1 px = 1 unit)", path)
+        scale = 1.0
+    else:
+        scale = options.pixelsize_um / 1000.0  # mm per pixel
+
+    k = len(spine_features) // 2
+    tracks = []
+    skipped = []
+    for j, larva in enumerate(larva_ids):
+        frames = np.flatnonzero(present[:, j])
+        if frames.size < options.min_steps:
+            skipped.append((larva, int(frames.size)))
+            continue
+        # (features, n) -> (n, k, 2), head first in the file -> tail first in maggotflow
+        spine = block[:, frames, j].T.reshape(-1, k, 2)[:, ::-1] * scale
+        try:
+            tracks.append(Track(larva, frames / options.framerate, np.ascontiguousarray(spine)))
+        except TrackDataError as err:
+            raise err.with_path(path) from None
+    warn_skipped_larvae(log, path, skipped, options.min_steps)
+    return Run(
+        metadata=_run_metadata(path),
+        tracks=tracks,
+        source=path,
+        format="fimtrack",
+        sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path)
+    )
+
+
+def write_fimtrack(
+    run: Run,
+    path: str | Path,
+    framerate: float = 30.0,
+    pixelsize_um: float | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Write `run` as a FIMTrack v2 csv, atomically.
+
+    In: tracks on a common frame grid (t * framerate within 1% of a whole frame, t >= 0),
+    whole-number larva ids, the same number k >= 2 of spine points everywhere.
+    Out: blocks head_x, head_y, spinepoint_1..k-2 x/y, tail_x, tail_y, mom_x, mom_y for frames
+    0..max, in pixels (mm * 1000 / pixelsize_um; None writes mm values unchanged). Frames where
+    a larva is absent are empty cells. mom (centre of mass) is approximated by the mean of the
+    spine points; radius and behaviour blocks are not written.
+    """
+    path = Path(path)
+    if not framerate > 0:
+        raise ValueError(f"framerate must be > 0 Hz, got {framerate}")
+    if not run.tracks:
+        raise ValueError("a FIMTrack csv needs at least one larva")
+    ks = {track.n_points for track in run.tracks}
+    if len(ks) != 1 or min(ks) < 2:
+        raise ValueError(f"FIMTrack needs the same number (>= 2) of spine points for every larva, got {sorted(ks)}")
+    k = ks.pop()
+    scale = 1.0 if pixelsize_um is None else 1000.0 / pixelsize_um  # px per mm
+
+    frames_of = []
+    for track in run.tracks:
+        if not str(track.id).isdigit():
+            raise ValueError(f"larva id {track.id!r} is not a whole number; FIMTrack needs larva(N) columns")
+        exact = track.t * framerate
+        frames = np.rint(exact).astype(np.int64)
+        if np.abs(exact - frames).max() > GRID_TOLERANCE or frames.min() < 0:
+            raise ValueError(f"larva {track.id}: times are not on a {framerate} Hz frame grid starting at 0 s")
+        if np.any(np.diff(frames) <= 0):
+            raise ValueError(f"larva {track.id}: two time steps fall on the same frame at {framerate} Hz")
+        frames_of.append(frames)
+    n_frames = int(max(frames.max() for frames in frames_of)) + 1
+
+    points = ["head"] + [f"spinepoint_{i}" for i in range(1, k - 1)] + ["tail"]
+    features = [f"{p}_{axis}" for p in points for axis in ("x", "y")] + ["mom_x", "mom_y"]
+    block = np.full((len(features), n_frames, len(run.tracks)), np.nan)
+    for j, (track, frames) in enumerate(zip(run.tracks, frames_of)):
+        head_first = track.spine[:, ::-1] * scale  # (n, k, 2)
+        block[: 2 * k, frames, j] = head_first.reshape(len(frames), 2 * k).T
+        block[2 * k :, frames, j] = head_first.mean(axis=1).T
+
+    index = [f"{feature}({f})" for feature in features for f in range(n_frames)]
+    table = pd.DataFrame(
+        block.reshape(len(features) * n_frames, len(run.tracks)),
+        index=index,
+        columns=[f"larva({int(track.id)})" for track in run.tracks],
+    )
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        table.to_csv(tmp, float_format="%.4f", na_rep="", lineterminator="\n", encoding="ascii")

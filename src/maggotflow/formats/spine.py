@@ -1,0 +1,471 @@
+"""Choreography `.spine` / `.outline` files (MWT tracker + Choreography, plain text).
+
+One line per larva per frame, whitespace separated::
+
+    20140101_120000 12 3.141 x1 y1 x2 y2 ... xk yk
+
+i.e. date_time (`YYYYMMDD_HHMMSS`), larva id (whole number), time (s), then k points (mm).
+All lines of a `.spine` file have the same k. The `.outline` file with the same stem has
+the same layout with a contour whose number of points may change from line to line.
+
+Point order: whether a `.spine` line lists the head or the tail first is a tracker setting,
+so it is an option (`ReadOptions.spine_order`, default "head_first"); inside maggotflow
+spines are tail -> head. Outlines are closed contours and are kept in file order.
+
+Reading is vectorised (numpy + the pandas C parser): the file is scanned once as bytes to
+count the values on every line, which gives exact line numbers for error messages, then
+parsed in one go and grouped by larva with a stable sort.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from maggotflow.atomic import atomic_path
+from maggotflow.formats import ReadOptions
+from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
+
+log = logging.getLogger(__name__)
+
+DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
+# Placeholder written when a run has no date_time: obviously fake, but keeps the file
+# recognisable as a .spine file (detection needs a date_time at the start of line 1).
+PLACEHOLDER_DATE_TIME = "00000000_000000"
+# Spine and outline lines of the same frame are written from the same data by Choreography;
+# allow for a different number of printed decimals only.
+OUTLINE_TIME_TOLERANCE = 5e-4  # s
+
+
+@dataclass
+class _Table:
+    """A parsed Choreography text table, one row per non-blank line."""
+
+    date_time: np.ndarray  # (R,) str
+    ids: np.ndarray  # (R,) int64 larva ids
+    t: np.ndarray  # (R,) s
+    coords: np.ndarray  # (R, C) mm, NaN beyond each line's own values
+    counts: np.ndarray  # (R,) number of values on the line (date_time and id included)
+    lines: np.ndarray  # (R,) 1-based line numbers in the file
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TrackDataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise TrackDataError(path, "is a directory, not a track file") from None
+    except OSError as err:
+        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+
+
+# Bytes scanned per block: bounds the scan's memory on 100 MB files.
+SCAN_CHUNK = 1 << 23
+
+
+def scan_text_lines(
+    path: Path, data: bytes, count: str = "values", allow_non_ascii: bool = False, kind: str = "track"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count per line of a text file, vectorised: (counts, non_blank), one entry per line.
+
+    count="values": whitespace-separated values on the line; count="commas": commas.
+    non_blank: the line has something other than spaces, tabs and line ends.
+    Raises TrackDataError naming the line for control bytes (binary data) and, unless
+    `allow_non_ascii`, for bytes above 126. Shared by the text track formats.
+    """
+    b = np.frombuffer(data, dtype=np.uint8)
+    counts, non_blank = [], []
+    start, lines_before = 0, 0
+    while start < b.size:
+        end = min(start + SCAN_CHUNK, b.size)
+        if end < b.size:  # cut blocks at line ends so that no line straddles two blocks
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= 0 else (data.find(b"\n", end) + 1 or b.size)
+        chunk = b[start:end]
+        is_ws = (chunk == 32) | (chunk == 10) | (chunk == 9) | (chunk == 13)
+        newlines = np.flatnonzero(chunk == 10)
+        binary = ~is_ws & (chunk < 32)
+        if not allow_non_ascii:
+            binary |= chunk > 126
+        if binary.any():
+            pos = int(np.argmax(binary))
+            line = lines_before + int(np.searchsorted(newlines, pos)) + 1
+            what = "binary" if chunk[pos] < 32 else "binary or non-ASCII"
+            raise TrackDataError(
+                path, f"contains {what} data (byte 0x{chunk[pos]:02x} on line {line}): not a text {kind} file"
+            )
+        line_ends = newlines if chunk[-1] == 10 else np.append(newlines, chunk.size - 1)
+        if count == "values":
+            marks = ~is_ws
+            marks[1:] &= is_ws[:-1]  # a value starts where non-space follows space
+        else:
+            marks = chunk == 44
+        counts.append(np.diff(np.cumsum(marks, dtype=np.int32)[line_ends], prepend=0))
+        non_blank.append(np.diff(np.cumsum(~is_ws, dtype=np.int32)[line_ends], prepend=0) > 0)
+        lines_before += line_ends.size
+        start = end
+    if not counts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    return np.concatenate(counts), np.concatenate(non_blank)
+
+
+def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
+    """Parse a `.spine` (kind="spine", fixed number of points) or `.outline` table."""
+    if not data.strip():
+        raise TrackDataError(path, "is empty")
+    counts, non_blank = scan_text_lines(path, data, "values", kind=f".{kind}")
+    lines = np.flatnonzero(non_blank) + 1
+    counts = counts[non_blank]
+    last = int(lines[-1])
+
+    if kind == "spine":
+        expected = int(counts[0])
+        if expected < 5:
+            raise TrackDataError(
+                path,
+                f"line {lines[0]} has {expected} values; expected 'date_time larva t x1 y1 ...' with at least one point",
+            )
+        if (expected - 3) % 2:
+            raise TrackDataError(
+                path, f"line {lines[0]} has an odd number of coordinates ({expected - 3}); expected x y pairs"
+            )
+        bad = np.flatnonzero(counts != expected)
+        if bad.size:
+            i = int(bad[0])
+            line, n = int(lines[i]), int(counts[i])
+            if line == last and n < expected:
+                raise TrackDataError(
+                    path, f"last line {line} is truncated ({n} values instead of {expected}); the file was cut short"
+                )
+            raise TrackDataError(
+                path,
+                f"line {line} has {n} values but line {lines[0]} has {expected}: wrong column count "
+                f"(every line must have the same number of spine points)",
+            )
+    else:
+        bad = np.flatnonzero((counts < 3) | ((counts - 3) % 2 == 1))
+        if bad.size:
+            i = int(bad[0])
+            what = "is truncated" if int(lines[i]) == last else "has a wrong column count"
+            raise TrackDataError(
+                path,
+                f"line {lines[i]} {what} ({counts[i]} values): expected 'date_time larva t' then x y pairs",
+            )
+
+    width = int(counts.max())
+    try:
+        df = pd.read_csv(
+            io.BytesIO(data),
+            sep=r"\s+",
+            header=None,
+            names=list(range(width)),
+            dtype={0: str},
+            quoting=csv.QUOTE_NONE,
+            engine="c",
+        )
+    except (ValueError, pd.errors.ParserError) as err:  # not expected after the scan above
+        raise TrackDataError(path, f"cannot be parsed as a {kind} table ({str(err).splitlines()[0]})") from None
+    if len(df) != counts.size:
+        raise TrackDataError(path, f"cannot be parsed as a {kind} table ({len(df)} rows for {counts.size} lines)")
+
+    # Fast path: one experiment per file, so the date_time column is one repeated value.
+    first = df[0].iloc[0]
+    same = bool((df[0] == first).all()) if isinstance(first, str) else False
+    ok = np.full(len(df), True) if same and DATE_TIME.fullmatch(first) else (
+        df[0].str.fullmatch(DATE_TIME.pattern).fillna(False).to_numpy(bool)
+    )
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise TrackDataError(
+            path, f"line {lines[i]} does not start with a date_time (YYYYMMDD_HHMMSS): {df[0].iloc[i]!r}"
+        )
+    date_time = df[0].to_numpy(dtype=object)
+
+    ids = df[1]
+    if not pd.api.types.is_integer_dtype(ids.dtype) or (ids < 0).any():
+        numeric = pd.to_numeric(ids, errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(numeric) | (numeric % 1 != 0) | (numeric < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TrackDataError(path, f"line {lines[i]}: larva id {str(ids.iloc[i])!r} is not a whole number")
+        ids = pd.Series(numeric)
+    ids = ids.to_numpy().astype(np.int64)
+
+    numbers = df.iloc[:, 2:]
+    if not all(pd.api.types.is_numeric_dtype(dtype) for dtype in numbers.dtypes):
+        first_bad: tuple[int, str] | None = None
+        for column in numbers.columns:
+            if pd.api.types.is_numeric_dtype(numbers[column].dtype):
+                continue
+            coerced = pd.to_numeric(numbers[column], errors="coerce")
+            rows = np.flatnonzero((coerced.isna() & numbers[column].notna()).to_numpy(bool))
+            if rows.size and (first_bad is None or rows[0] < first_bad[0]):
+                first_bad = (int(rows[0]), str(numbers[column].iloc[rows[0]]))
+        if first_bad is not None:
+            row, value = first_bad
+            raise TrackDataError(path, f"line {lines[row]}: value {value!r} is not a number")
+        numbers = numbers.apply(pd.to_numeric, errors="coerce")
+    values = numbers.to_numpy(dtype=np.float64)
+
+    # A value is 'present' when the line has it; beyond that pandas pads with NaN.
+    present = np.arange(width - 2)[None, :] < (counts - 2)[:, None]
+    bad_value = present & ~np.isfinite(values)
+    if bad_value.any():
+        row = int(np.argmax(bad_value.any(axis=1)))
+        if bad_value[row, 0]:
+            raise TrackDataError(path, f"line {lines[row]} has a NaN or infinite time")
+        raise TrackDataError(path, f"line {lines[row]} has NaN or infinite coordinates")
+    return _Table(date_time, ids, values[:, 0].copy(), values[:, 1:], counts, lines)
+
+
+def warn_skipped_larvae(logger: logging.Logger, path: Path, skipped: list[tuple[str, int]], min_steps: int) -> None:
+    """One warning per file for larvae too short to keep: [(larva id, number of steps)]."""
+    if not skipped:
+        return
+    shown = ", ".join(f"larva {larva} ({n} step{'s' if n != 1 else ''})" for larva, n in skipped[:20])
+    more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+    logger.warning(
+        "%s: skipped %d larva(e) with fewer than %d time steps (min_steps): %s%s",
+        path, len(skipped), min_steps, shown, more,
+    )
+
+
+def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, np.ndarray]]:
+    """(larva id, row indices in file order) per larva, sorted by id.
+
+    A larva may appear in several blocks of lines as long as its times keep increasing.
+    """
+    order = np.argsort(table.ids, kind="stable")
+    ids = table.ids[order]
+    t = table.t[order]
+    same = ids[1:] == ids[:-1]
+    bad = np.flatnonzero(same & (np.diff(t) <= 0))
+    if bad.size:
+        # Report the offending line that comes first in the file.
+        j = int(bad[np.argmin(table.lines[order[bad + 1]])])
+        prev, row = order[j], order[j + 1]
+        problem = "is duplicated" if t[j + 1] == t[j] else "is not increasing"
+        raise TrackDataError(
+            path,
+            f"larva {ids[j]}: time {table.t[row]:.4f} s on line {table.lines[row]} {problem} "
+            f"(line {table.lines[prev]} has {table.t[prev]:.4f} s)",
+        )
+    bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    return [(int(table.ids[rows[0]]), rows) for rows in np.split(order, bounds)]
+
+
+def _read_outlines(
+    outline_path: Path, spine_path: Path, spine: _Table, spine_groups: list[tuple[int, np.ndarray]], wanted: set[int]
+) -> dict[int, np.ndarray]:
+    """Outlines (n, m, 2) mm, NaN-padded, for the larvae in `wanted`, checked against the spine."""
+    table = _parse_table(outline_path, _read_bytes(outline_path), "outline")
+    groups = dict(_group_by_larva(outline_path, table))
+    spine_rows = dict(spine_groups)
+    extra = sorted(set(groups) - set(spine_rows))
+    if extra:
+        raise TrackDataError(outline_path, f"larva {extra[0]} is in the outline file but not in {spine_path.name}")
+    outlines: dict[int, np.ndarray] = {}
+    for larva, rows in spine_rows.items():
+        orows = groups.get(larva)
+        if orows is None:
+            raise TrackDataError(outline_path, f"larva {larva} of {spine_path.name} has no outline lines")
+        if orows.size != rows.size:
+            raise TrackDataError(
+                outline_path,
+                f"larva {larva} has {orows.size} outline lines but {rows.size} spine lines in {spine_path.name}",
+            )
+        off = np.abs(table.t[orows] - spine.t[rows]) > OUTLINE_TIME_TOLERANCE
+        if off.any():
+            i = int(np.argmax(off))
+            raise TrackDataError(
+                outline_path,
+                f"larva {larva}: outline time {table.t[orows[i]]:.4f} s on line {table.lines[orows[i]]} does not "
+                f"match spine time {spine.t[rows[i]]:.4f} s in {spine_path.name}",
+            )
+        if larva in wanted:
+            m = int((table.counts[orows].max() - 3) // 2)
+            outlines[larva] = table.coords[orows, : 2 * m].reshape(-1, m, 2)
+    return outlines
+
+
+def _run_metadata(path: Path, first_date_time: str) -> dict:
+    """id first (the date_time), then what the `@`-separated name says, then the file name."""
+    meta = metadata_from_name(path.name)
+    if not DATE_TIME.fullmatch(meta.get("date_time", "")):
+        # Not a Choreography-style name: its parts are not genotype/effector/...
+        meta = {"date_time": first_date_time}
+    elif meta["date_time"] != first_date_time:
+        log.warning(
+            "%s: file name says date_time %s but the lines say %s; using the file name",
+            path, meta["date_time"], first_date_time,
+        )
+    ordered = {"id": meta["date_time"]}
+    for key in ("tracker", "genotype", "effector", "protocol", "date_time"):
+        if key in meta:
+            ordered[key] = meta[key]
+    ordered["filename"] = path.name
+    if meta.get("extra"):
+        ordered["extra"] = meta["extra"]
+    return ordered
+
+
+def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
+    """Read a Choreography `.spine` file (and its sibling `.outline` when present).
+
+    In: path to `<stem>.spine`; `options.spine_order` gives the point order in the file,
+    `options.min_steps` the fewest time steps a larva needs to be kept.
+    Out: a Run with one Track per larva (sorted by id): t (s), spine (n, k, 2) mm tail -> head,
+    outline (n, m, 2) mm NaN-padded when `<stem>.outline` exists. Metadata: id (= date_time),
+    tracker/genotype/effector/protocol from the `@`-separated name, date_time, filename.
+    Raises TrackDataError naming the file and line for malformed content.
+    """
+    path = Path(path)
+    options = options or ReadOptions()
+    data = _read_bytes(path)
+    table = _parse_table(path, data, "spine")
+    k = int((table.counts[0] - 3) // 2)
+    groups = _group_by_larva(path, table)
+
+    kept = [(larva, rows) for larva, rows in groups if rows.size >= options.min_steps]
+    short = [(str(larva), rows.size) for larva, rows in groups if rows.size < options.min_steps]
+    warn_skipped_larvae(log, path, short, options.min_steps)
+
+    outline_path = path.with_suffix(".outline")
+    outlines = None
+    if outline_path.is_file():
+        outlines = _read_outlines(outline_path, path, table, groups, {larva for larva, _ in kept})
+
+    tracks = []
+    for larva, rows in kept:
+        spine = table.coords[rows, : 2 * k].reshape(-1, k, 2)
+        if options.spine_order == "head_first":
+            spine = spine[:, ::-1]
+        try:
+            tracks.append(
+                Track(
+                    str(larva),
+                    table.t[rows],
+                    np.ascontiguousarray(spine),
+                    outline=None if outlines is None else outlines[larva],
+                )
+            )
+        except TrackDataError as err:
+            raise err.with_path(path) from None
+    if not tracks:
+        log.warning("%s: no larva has at least %d time steps", path, options.min_steps)
+    return Run(
+        metadata=_run_metadata(path, str(table.date_time[0])),
+        tracks=tracks,
+        source=path,
+        format="spine",
+        sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path), without re-reading
+    )
+
+
+def _time_decimals(run: Run) -> int:
+    """3 decimals like Choreography, 4 when 3 would merge frames (fast cameras)."""
+    for decimals in (3, 4):
+        if all(np.all(np.diff(np.round(track.t, decimals)) > 0) for track in run.tracks):
+            return decimals
+    raise ValueError("time steps closer than 0.1 ms cannot be written to a .spine file")
+
+
+def _date_time_of(run: Run) -> str:
+    for key in ("date_time", "id"):
+        value = str(run.metadata.get(key, ""))
+        if DATE_TIME.fullmatch(value):
+            return value
+    log.warning("run %s has no date_time (YYYYMMDD_HHMMSS); writing %s", run.metadata.get("id"), PLACEHOLDER_DATE_TIME)
+    return PLACEHOLDER_DATE_TIME
+
+
+def _spine_text(run: Run, date_time: str, head_first: bool, t_decimals: int, precision: int) -> str:
+    chunks = []
+    for track in run.tracks:
+        spine = track.spine[:, ::-1] if head_first else track.spine
+        k = spine.shape[1]
+        fmt = f"{date_time} {int(track.id)} %.{t_decimals}f" + f" %.{precision}f" * (2 * k)
+        rows = np.column_stack([track.t, spine.reshape(-1, 2 * k)]).tolist()
+        chunks.append("\n".join(fmt % tuple(row) for row in rows))
+    return "\n".join(chunks) + "\n"
+
+
+def _outline_text(run: Run, date_time: str, t_decimals: int, precision: int) -> str:
+    chunks = []
+    formats: dict[int, str] = {}
+    for track in run.tracks:
+        outline = np.asarray(track.outline, dtype=np.float64)
+        valid = np.isfinite(outline).all(axis=2)  # (n, m): points that exist
+        # Move each line's points to the front (stable: contour order kept), drop the padding.
+        order = np.argsort(~valid, axis=1, kind="stable")
+        packed = np.take_along_axis(outline, order[:, :, None], axis=1).reshape(len(outline), -1)
+        n_points = valid.sum(axis=1)
+        prefix = f"{date_time} {int(track.id)} %.{t_decimals}f"
+        lines = []
+        for t, c, row in zip(track.t.tolist(), n_points.tolist(), packed.tolist()):
+            fmt = formats.get(c)
+            if fmt is None:  # one format per point count, not one per value
+                fmt = formats[c] = f" %.{precision}f" * (2 * c)
+            lines.append(prefix % t + fmt % tuple(row[: 2 * c]))
+        chunks.append("\n".join(lines))
+    return "\n".join(chunks) + "\n"
+
+
+def write_spine(
+    run: Run,
+    path: str | Path,
+    spine_order: str = "head_first",
+    write_outline: bool = True,
+    precision: int = 4,
+    overwrite: bool = True,
+) -> None:
+    """Write `run` as a Choreography `.spine` file (and `.outline` next to it), atomically.
+
+    In: spines tail -> head in mm, times in s; larva ids must be whole numbers.
+    `spine_order` is the point order in the written file; coordinates get `precision`
+    decimals (mm), times 3 decimals (4 when frames are closer than 1 ms).
+    The `.outline` (same stem) is written when `write_outline` and every track has an outline;
+    NaN padding is dropped, so lines have each frame's own number of contour points.
+    """
+    path = Path(path)
+    if spine_order not in ("head_first", "tail_first"):
+        raise ValueError(f"spine_order must be head_first or tail_first, got {spine_order!r}")
+    if not run.tracks:
+        raise ValueError("a .spine file needs at least one larva")
+    for track in run.tracks:
+        if not str(track.id).isdigit():
+            raise ValueError(f"larva id {track.id!r} is not a whole number; .spine files need integer ids")
+    date_time = _date_time_of(run)
+    t_decimals = _time_decimals(run)
+    spine_text = _spine_text(run, date_time, spine_order == "head_first", t_decimals, precision)
+
+    outline_text = None
+    if write_outline:
+        with_outline = sum(track.outline is not None for track in run.tracks)
+        if with_outline == len(run.tracks):
+            outline_text = _outline_text(run, date_time, t_decimals, precision)
+        elif with_outline:
+            log.warning(
+                "%s: only %d of %d larvae have an outline; no .outline file written",
+                path, with_outline, len(run.tracks),
+            )
+    outline_path = path.with_suffix(".outline")
+    if outline_text is None and outline_path.exists():
+        log.warning("%s: an older %s exists next to it and will not match", path, outline_path.name)
+
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(path, overwrite=overwrite))
+        tmp.write_text(spine_text, encoding="ascii")
+        if outline_text is not None:
+            tmp_outline = stack.enter_context(atomic_path(outline_path, overwrite=overwrite))
+            tmp_outline.write_text(outline_text, encoding="ascii")
