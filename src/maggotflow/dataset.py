@@ -1,0 +1,839 @@
+"""Labelled segment datasets: per-file intermediates -> one columnar HDF5 for training.
+
+What a sample is
+    For every labelled time step of every larva, one segment (`maggotflow.segments`) centred
+    on that step; the sample's label is the step's label. Labels are read from the
+    intermediates (`maggotflow.isolation`), renamed through `synonyms` (names in the label
+    files -> the task's names; names not in the mapping are kept as they are) and then
+    restricted to the label set:
+
+    - steps that are untagged, or whose labels are all outside the label set, are dropped;
+    - a step carrying several labels of the set takes the **first of them in label-set
+      order** (e.g. with labels run,cast,hunch a step tagged (hunch, cast) becomes cast);
+    - the label set is `labels` when given, else every name found in the files (after
+      synonyms), in order of first appearance over the files sorted by path;
+    - single-behaviour tagger (`target="roll"`): labels are `["roll", "not_roll"]`; a step
+      tagged roll (among others or not) is roll, any other tagged step is not_roll (with
+      `labels` also given, only steps carrying one of those labels count as not_roll);
+      untagged steps are still dropped.
+
+Split before cutting windows (no temporal leakage)
+    Overlapping windows of one larva must not sit on both sides of the split, so whole files
+    go to validation (`split_by="file"`): `round(validation_fraction * n)` of the n files
+    that hold samples, at least one on each side. With a single such file, whole larvae go
+    to validation instead (`split_by="larva"`). The validation units are drawn at random
+    (seeded) among those whose removal still leaves every class at least one training
+    sample, so a rare behaviour seen in a single file stays trainable. Every sample records
+    its side in `/split` (0 train, 1 validation).
+
+Balancing (of the training samples; validation keeps its natural class distribution)
+    - `auto` (default): keep every sample; class weights are the normalised inverse class
+      frequencies over the training samples, `w_k = K * (1/n_k) / sum_j (1/n_j)` (mean 1,
+      sum K), for a cross-entropy loss weighted per class.
+    - `maggotuba`: two-level subsampling. Target proportions: run .25, cast .25 and equal
+      shares of the remaining .5 for the other labels (names `run`/`run_*` and
+      `cast`/`cast_*` count as run and cast; proportions are renormalised when a group is
+      empty, and a single-behaviour tagger gets .5/.5). The total is `max_samples`, or at
+      most the largest total the rarest class can fill. Each behaviour's quota is then
+      spread evenly over the source files: files with fewer samples give them all and the
+      rest is shared among the others. Class weights are all 1.
+    - `none`: keep every sample, weights 1.
+    Explicit `class_weights` (one per label, in label order) override the weights of any
+    strategy. `max_samples` caps the total number of samples written (train + validation):
+    validation keeps its natural share of the cap, and for auto/none the training samples
+    are a uniform random subset (seeded).
+    Every class of the label set needs at least one training sample: otherwise the build
+    fails naming the missing classes (a class with no data cannot be learnt, and its auto
+    weight would be infinite).
+
+File layout (docs/architecture.md, "Tagger interfaces")::
+
+    /segments (N, 2, P, W) float32, chunked by rows, uncompressed (read speed)
+    /label (N,) int16 index into attrs.labels    /file (N,) int32 index into /files
+    /files (F,) str (intermediate paths)  /larva (N,) str  /t (N,) float64 centre time (s)
+    /split (N,) uint8 (0 train, 1 validation)
+    attrs: format_version, kind, labels, class_weights, balancing, segment_spec, split_by,
+           synonyms, sources (path, source_path, sha1 of the track file, label_source,
+           split, n_samples per file), target, seed, validation_fraction, max_samples,
+           class_counts (all JSON)
+
+Rows are ordered by file (sorted paths), then larva, then time. The build makes two passes
+(labels of all files, then segments one file at a time written straight into the output),
+so memory holds one file's tracks plus per-step label codes, never all segments. The file is
+written atomically, and identical inputs and seed give identical bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import h5py
+import numpy as np
+
+from maggotflow.atomic import atomic_path
+from maggotflow.segments import SegmentSpec, build_segments
+from maggotflow.tracks import Track, TrackDataError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KIND = "maggotflow-dataset"
+BALANCING_STRATEGIES = ("auto", "maggotuba", "none")
+TRAIN, VALIDATION = 0, 1
+_STR = h5py.string_dtype("utf-8")
+
+# Synonyms map names found in label files to the task's names. None by default: a lab's
+# label names are its own; presets cover the usual conversions.
+DEFAULT_SYNONYMS: dict[str, str] = {}
+# 7-behaviour names (and trx.mat flag variants) -> the 6-behaviour task's names.
+SIX_FROM_SEVEN: dict[str, str] = {
+    "run_large": "run", "cast_large": "cast", "back_large": "back",
+    "hunch_large": "hunch", "roll_large": "roll",
+    "run_strong": "run", "cast_strong": "cast", "back_strong": "back",
+    "hunch_strong": "hunch", "roll_strong": "roll",
+}
+SYNONYM_PRESETS: dict[str, dict[str, str]] = {"six-from-seven": SIX_FROM_SEVEN}
+
+FileFilter = Callable[[Path, dict], bool]
+
+
+# --------------------------------------------------------------------------------------
+# Option parsing helpers (shared with `maggotflow.evaluation`)
+
+
+def parse_names(text: str | Sequence[str] | None) -> list[str] | None:
+    """'run,cast, hunch' (or a list of such) -> ['run', 'cast', 'hunch']; None stays None."""
+    if text is None:
+        return None
+    parts = [text] if isinstance(text, str) else list(text)
+    names = [n.strip() for p in parts for n in p.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"label list {','.join(names)} names a label twice")
+    return names
+
+
+def parse_synonyms(text: str | Sequence[str] | None) -> dict[str, str]:
+    """'run_large=run,cast_large=cast' and/or preset names ('six-from-seven') -> dict."""
+    if text is None:
+        return dict(DEFAULT_SYNONYMS)
+    parts = [text] if isinstance(text, str) else list(text)
+    out: dict[str, str] = {}
+    for item in (n.strip() for p in parts for n in p.split(",")):
+        if not item:
+            continue
+        if item in SYNONYM_PRESETS:
+            out.update(SYNONYM_PRESETS[item])
+            continue
+        name, sep, task_name = item.partition("=")
+        if not sep or not name.strip() or not task_name.strip():
+            raise ValueError(
+                f"synonym {item!r} is not of the form name_in_file=task_name "
+                f"(or a preset: {', '.join(SYNONYM_PRESETS)})"
+            )
+        out[name.strip()] = task_name.strip()
+    return out
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """'1,2.5,1' -> [1.0, 2.5, 1.0]."""
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"class weights {text!r} are not a comma-separated list of numbers") from None
+
+
+# --------------------------------------------------------------------------------------
+# Reading the intermediates (layout: maggotflow.isolation)
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _open_intermediate(path: Path) -> h5py.File:
+    from maggotflow.isolation import FORMAT_VERSION as INTERMEDIATE_VERSION
+
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise TrackDataError(path, "file not found") from None
+    except OSError as err:
+        raise TrackDataError(path, f"is not a readable maggotflow intermediate ({err})") from None
+    version = int(f.attrs.get("format_version", -1))
+    if version != INTERMEDIATE_VERSION or "tracks" not in f:
+        f.close()
+        raise TrackDataError(path, f"is not a maggotflow intermediate of format {INTERMEDIATE_VERSION} "
+                                   "(make it with `maggotflow isolate`)")
+    if "labels" not in f:
+        f.close()
+        raise TrackDataError(path, "has no behaviour labels: unlabelled files serve for pretraining only "
+                                   "(isolate the track file with --labels <file>.label)")
+    return f
+
+
+@dataclass
+class _Source:
+    """One intermediate: identity, used label names, then per-step label codes."""
+
+    path: Path
+    source_path: str
+    sha1: str
+    label_source: str
+    metadata: dict
+    used_names: list[str]                       # raw names present on at least one step
+    ids: list[str] = field(default_factory=list)
+    offsets: np.ndarray | None = None           # (L+1,) rows of each larva
+    step_label: np.ndarray | None = None        # (R,) int16 class index, -1 = not a sample
+    larva_split: np.ndarray | None = None       # (L,) uint8 TRAIN / VALIDATION
+    selected: np.ndarray | None = None          # sorted rows written to the dataset
+
+    @property
+    def larva_of_row(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
+
+    def row_split(self) -> np.ndarray:
+        return self.larva_split[self.larva_of_row]
+
+
+def _scan(path: Path) -> _Source:
+    """First look at an intermediate: checks it is labelled, lists the names used."""
+    with _open_intermediate(path) as f:
+        names = _decode(f["labels/names"][()])
+        matrix = f["labels/matrix"][()]
+        used = [n for n, u in zip(names, matrix.any(axis=0) if matrix.size else [False] * len(names)) if u]
+        return _Source(
+            path=path,
+            source_path=str(f.attrs.get("source_path", "")),
+            sha1=str(f.attrs.get("sha1", "")),
+            label_source=str(f.attrs.get("label_source", "")),
+            metadata=json.loads(f.attrs.get("metadata", "{}")),
+            used_names=used,
+        )
+
+
+@dataclass(frozen=True)
+class _Task:
+    labels: list[str]
+    synonyms: dict[str, str]
+    target: str | None
+    restrict: frozenset[str] | None  # target mode: names that count as not_<target>
+
+    def step_labels(self, names: list[str], matrix: np.ndarray) -> np.ndarray:
+        """(R, C) bool label matrix -> (R,) int16 class index, -1 for dropped steps."""
+        mapped = [self.synonyms.get(n, n) for n in names]
+        rows = matrix.shape[0]
+        if self.target is not None:
+            is_target = np.zeros(rows, dtype=bool)
+            tagged = np.zeros(rows, dtype=bool)
+            for c, name in enumerate(mapped):
+                if name == self.target:
+                    is_target |= matrix[:, c]
+                if self.restrict is None or name in self.restrict or name == self.target:
+                    tagged |= matrix[:, c]
+            return np.where(is_target, 0, np.where(tagged, 1, -1)).astype(np.int16)
+        index = {name: k for k, name in enumerate(self.labels)}
+        present = np.zeros((rows, len(self.labels)), dtype=bool)
+        for c, name in enumerate(mapped):
+            k = index.get(name)
+            if k is not None:
+                present[:, k] |= matrix[:, c]
+        # argmax finds the first True: the first label in label-set order.
+        out = np.argmax(present, axis=1).astype(np.int16)
+        out[~present.any(axis=1)] = -1
+        return out
+
+
+def _load_step_labels(src: _Source, task: _Task) -> None:
+    with _open_intermediate(src.path) as f:
+        names = _decode(f["labels/names"][()])
+        src.step_label = task.step_labels(names, f["labels/matrix"][()])
+        src.ids = _decode(f["tracks/ids"][()])
+        src.offsets = f["tracks/offsets"][()].astype(np.int64)
+    if src.offsets.size != len(src.ids) + 1 or src.offsets[-1] != src.step_label.size:
+        raise TrackDataError(src.path, "is a damaged intermediate (labels and tracks disagree in length)")
+
+
+# --------------------------------------------------------------------------------------
+# Split, sampling and weights
+
+
+def _choose_validation(counts: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Validation flags for units (files or larvae) with per-class sample counts (U, K).
+
+    `round(fraction * U)` units, at least 1 and at most U-1 when U >= 2 and fraction > 0.
+    Units are taken in seeded random order, skipping a unit whose move would leave a class
+    without training samples; if too few can be moved, the remainder is filled regardless
+    (the missing class is then reported by the caller).
+    """
+    n_units = counts.shape[0]
+    val = np.zeros(n_units, dtype=bool)
+    if fraction <= 0 or n_units < 2:
+        return val
+    n_val = int(np.clip(round(fraction * n_units), 1, n_units - 1))
+    order = rng.permutation(n_units)
+    train_counts = counts.sum(axis=0)
+    needed = train_counts > 0
+    for u in order:
+        if val.sum() == n_val:
+            break
+        after = train_counts - counts[u]
+        if np.all(after[needed] > 0):
+            val[u] = True
+            train_counts = after
+    for u in order:  # fallback: classes cannot all stay in training
+        if val.sum() >= n_val:
+            break
+        val[u] = True
+    return val
+
+
+def _largest_remainder(total: int, proportions: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Integers summing to <= total, close to total * proportions, each <= its cap."""
+    raw = total * proportions
+    out = np.minimum(np.floor(raw).astype(np.int64), caps)
+    left = total - int(out.sum())
+    for k in np.argsort(-(raw - np.floor(raw)), kind="stable"):
+        if left <= 0:
+            break
+        if out[k] < caps[k] and proportions[k] > 0:
+            out[k] += 1
+            left -= 1
+    return out
+
+
+def spread_evenly(quota: int, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Split `quota` samples over sources holding `counts` samples, as evenly as possible.
+
+    Water-filling: every source gives min(count, level); sources with fewer samples than the
+    level give all they have and the others share the rest. Leftover single samples go to
+    randomly chosen (seeded) sources that still have samples. Returns takes (same shape).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if quota >= counts.sum():
+        return counts.copy()
+    lo, hi = 0, int(counts.max())  # smallest level L with sum(min(counts, L)) >= quota
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.minimum(counts, mid).sum() >= quota:
+            hi = mid
+        else:
+            lo = mid + 1
+    takes = np.minimum(counts, lo - 1) if lo > 0 else np.zeros_like(counts)
+    left = quota - int(takes.sum())
+    if left > 0:
+        eligible = np.flatnonzero(counts > takes)
+        takes[rng.choice(eligible, size=left, replace=False)] += 1
+    return takes
+
+
+def maggotuba_proportions(labels: Sequence[str], target: str | None = None) -> np.ndarray:
+    """Target class proportions of the `maggotuba` strategy (sum 1), see the module doc."""
+    k = len(labels)
+    if target is not None:
+        return np.full(k, 1.0 / k)
+    groups = np.array([
+        "run" if (n == "run" or n.startswith("run_")) else
+        "cast" if (n == "cast" or n.startswith("cast_")) else "other"
+        for n in labels
+    ])
+    p = np.zeros(k)
+    for group, share in (("run", 0.25), ("cast", 0.25)):
+        members = groups == group
+        if members.any():
+            p[members] = share / members.sum()
+    others = groups == "other"
+    if others.any():
+        p[others] = 0.5 / others.sum()
+    return p / p.sum()
+
+
+def auto_class_weights(train_counts: np.ndarray) -> np.ndarray:
+    """Normalised inverse frequencies: w_k = K * (1/n_k) / sum_j (1/n_j) (mean 1)."""
+    inv = 1.0 / np.asarray(train_counts, dtype=np.float64)
+    return inv * (inv.size / inv.sum())
+
+
+def _pick_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if n >= rows.size:
+        return rows
+    return np.sort(rng.choice(rows, size=n, replace=False))
+
+
+def _uniform_subset(candidates: list[np.ndarray], n: int | None, rng: np.random.Generator) -> list[np.ndarray]:
+    """A uniform random subset of n rows drawn over all files' candidate rows (seeded)."""
+    sizes = np.array([c.size for c in candidates], dtype=np.int64)
+    if n is None or n >= sizes.sum():
+        return candidates
+    per_file = rng.multivariate_hypergeometric(sizes, n)
+    return [_pick_rows(c, int(k), rng) for c, k in zip(candidates, per_file)]
+
+
+# --------------------------------------------------------------------------------------
+# The dataset
+
+
+def build_dataset(
+    intermediates: Sequence[str | Path],
+    out_path: str | Path,
+    spec: SegmentSpec = SegmentSpec(),
+    labels: Sequence[str] | None = None,
+    synonyms: dict[str, str] | None = None,
+    balancing: str = "auto",
+    class_weights: Sequence[float] | None = None,
+    target: str | None = None,
+    validation_fraction: float = 0.2,
+    max_samples: int | None = None,
+    seed: int = 0,
+    file_filter: FileFilter | None = None,
+) -> "Dataset":
+    """Build the dataset HDF5 `out_path` from labelled intermediates and return it loaded.
+
+    intermediates: per-file HDF5 intermediates (`maggotflow isolate`), all labelled.
+    spec: segment window (steps), frame interval (s) and body points.
+    labels / synonyms / target / balancing / class_weights / validation_fraction /
+    max_samples / seed: see the module docstring. file_filter(path, metadata) -> bool keeps
+    only the files it accepts (e.g. one tracker's data).
+    Raises TrackDataError for bad input files, ValueError for inconsistent options.
+    """
+    out_path = Path(out_path)
+    synonyms = dict(DEFAULT_SYNONYMS if synonyms is None else synonyms)
+    labels = None if labels is None else list(labels)
+    if balancing not in BALANCING_STRATEGIES:
+        raise ValueError(f"balancing must be one of {', '.join(BALANCING_STRATEGIES)}, got {balancing!r}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {validation_fraction}")
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max samples must be >= 1, got {max_samples}")
+    if labels is not None and len(set(labels)) != len(labels):
+        raise ValueError(f"label list {','.join(labels)} names a label twice")
+    given = [Path(p) for p in intermediates]
+    paths = sorted(set(given), key=str)
+    if len(paths) != len(given):
+        raise ValueError("an intermediate is listed twice")
+    if not paths:
+        raise ValueError("no intermediate given")
+    if any(p.resolve() == out_path.resolve() for p in paths):
+        raise ValueError(f"{out_path}: the output would overwrite one of the inputs")
+
+    # Pass 0: check every file and find the label names (cheap: no spines read).
+    sources = []
+    for path in paths:
+        src = _scan(path)
+        if file_filter is not None and not file_filter(path, src.metadata):
+            log.info("%s: left out by the file filter", path)
+            continue
+        sources.append(src)
+    if not sources:
+        raise ValueError("the file filter left no intermediate")
+    found: dict[str, None] = {}
+    for src in sources:
+        for name in src.used_names:
+            found.setdefault(synonyms.get(name, name), None)
+    task = _make_task(labels, target, synonyms, list(found))
+
+    # Pass 1: per-step class codes of every file.
+    for src in sources:
+        _load_step_labels(src, task)
+    n_classes = len(task.labels)
+    file_counts = np.array([np.bincount(s.step_label[s.step_label >= 0], minlength=n_classes)
+                            for s in sources], dtype=np.int64).reshape(len(sources), n_classes)
+    if file_counts.sum() == 0:
+        raise ValueError(f"no labelled time step carries any of the labels {', '.join(task.labels)}")
+
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    split_rng, sample_rng = (np.random.default_rng(s) for s in seeds)
+    split_by = _split(sources, file_counts, n_classes, validation_fraction, split_rng)
+
+    train_counts = _counts(sources, n_classes, TRAIN, candidates=True)
+    missing = [task.labels[k] for k in np.flatnonzero(train_counts == 0)]
+    if missing:
+        where = "in any file" if file_counts[:, train_counts == 0].sum() == 0 else "in the training files"
+        raise ValueError(
+            f"no training sample for {', '.join(missing)} ({where}); every class needs training data: "
+            "drop it from --labels, add labelled files, or change --seed / --validation-fraction"
+        )
+
+    _select(sources, task, balancing, max_samples, sample_rng)
+    train_counts = _counts(sources, n_classes, TRAIN)
+    val_counts = _counts(sources, n_classes, VALIDATION)
+    if np.any(train_counts == 0):
+        lost = [task.labels[k] for k in np.flatnonzero(train_counts == 0)]
+        raise ValueError(f"max samples {max_samples} is too small: no training sample left for {', '.join(lost)}")
+    if class_weights is not None:
+        weights = np.asarray(class_weights, dtype=np.float64)
+        if weights.shape != (n_classes,):
+            raise ValueError(f"{weights.size} class weights given for {n_classes} labels ({', '.join(task.labels)})")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.any():
+            raise ValueError("class weights must be finite, >= 0 and not all zero")
+    elif balancing == "auto":
+        weights = auto_class_weights(train_counts)
+    else:
+        weights = np.ones(n_classes)
+
+    attrs = {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "labels": json.dumps(task.labels),
+        "class_weights": json.dumps([float(w) for w in weights]),
+        "balancing": balancing,
+        "segment_spec": json.dumps(spec.to_dict()),
+        "split_by": split_by,
+        "synonyms": json.dumps(synonyms, sort_keys=True),
+        "sources": json.dumps([_source_record(s) for s in sources]),
+        "target": target or "",
+        "seed": int(seed),
+        "validation_fraction": float(validation_fraction),
+        "max_samples": json.dumps(max_samples),
+        "class_counts": json.dumps({"train": train_counts.tolist(), "validation": val_counts.tolist()}),
+    }
+    _write(sources, out_path, spec, attrs)
+    log.info("%s: %d training + %d validation samples; %s", out_path, train_counts.sum(), val_counts.sum(),
+             ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
+                       for n, a, b, w in zip(task.labels, train_counts, val_counts, weights)))
+    return Dataset.load(out_path)
+
+
+def _make_task(labels: list[str] | None, target: str | None, synonyms: dict[str, str], found: list[str]) -> _Task:
+    if target is not None:
+        if target not in found:
+            raise ValueError(f"target behaviour {target!r} is not found in any file "
+                             f"(labels found: {', '.join(found) or 'none'})")
+        unknown = [n for n in labels or () if n not in found]
+        if unknown:
+            raise ValueError(f"label(s) {', '.join(unknown)} not found in any file "
+                             f"(labels found: {', '.join(found)}; see --synonyms)")
+        restrict = None if labels is None else frozenset(labels)
+        return _Task([target, f"not_{target}"], synonyms, target, restrict)
+    if labels is None:
+        labels = found
+    unknown = [n for n in labels if n not in found]
+    if unknown:
+        raise ValueError(f"label(s) {', '.join(unknown)} not found in any file "
+                         f"(labels found: {', '.join(found) or 'none'}; see --synonyms)")
+    if not labels:
+        raise ValueError("the files carry no label at all")
+    return _Task(list(labels), synonyms, None, None)
+
+
+def _split(sources: list[_Source], file_counts: np.ndarray, n_classes: int, fraction: float,
+           rng: np.random.Generator) -> str:
+    """Assign whole files (or, with a single file, whole larvae) to validation."""
+    with_samples = [i for i, c in enumerate(file_counts) if c.sum() > 0]
+    for src in sources:
+        src.larva_split = np.zeros(len(src.ids), dtype=np.uint8)
+    if len(with_samples) >= 2:
+        val = _choose_validation(file_counts[with_samples], fraction, rng)
+        for i, v in zip(with_samples, val):
+            sources[i].larva_split[:] = VALIDATION if v else TRAIN
+        return "file"
+    src = sources[with_samples[0]]
+    larva = src.larva_of_row
+    keep = src.step_label >= 0
+    counts = np.zeros((len(src.ids), n_classes), dtype=np.int64)
+    np.add.at(counts, (larva[keep], src.step_label[keep]), 1)
+    has = np.flatnonzero(counts.sum(axis=1) > 0)
+    if fraction > 0 and has.size < 2:
+        log.warning("%s: a single labelled larva: no validation samples", src.path)
+    val = _choose_validation(counts[has], fraction, rng)
+    src.larva_split[has[val]] = VALIDATION
+    return "larva"
+
+
+def _candidates(src: _Source, side: int, k: int | None = None) -> np.ndarray:
+    mask = (src.step_label >= 0) if k is None else (src.step_label == k)
+    return np.flatnonzero(mask & (src.row_split() == side))
+
+
+def _counts(sources: list[_Source], n_classes: int, side: int, candidates: bool = False) -> np.ndarray:
+    total = np.zeros(n_classes, dtype=np.int64)
+    for src in sources:
+        rows = _candidates(src, side) if candidates else src.selected[src.row_split()[src.selected] == side]
+        total += np.bincount(src.step_label[rows], minlength=n_classes)
+    return total
+
+
+def _select(sources: list[_Source], task: _Task, balancing: str, max_samples: int | None,
+            rng: np.random.Generator) -> None:
+    """Choose the rows written to the dataset (sets `src.selected`)."""
+    train = [_candidates(s, TRAIN) for s in sources]
+    val = [_candidates(s, VALIDATION) for s in sources]
+    n_train, n_val = sum(c.size for c in train), sum(c.size for c in val)
+    train_cap = None
+    if max_samples is not None:
+        # Validation keeps its natural share of the cap; training gets the rest.
+        val_cap = min(n_val, int(round(max_samples * n_val / (n_train + n_val))))
+        val = _uniform_subset(val, val_cap, rng)
+        train_cap = max_samples - sum(c.size for c in val)
+    if balancing == "maggotuba":
+        train = _maggotuba(sources, task, train_cap, rng)
+    else:
+        train = _uniform_subset(train, train_cap, rng)
+    for src, a, b in zip(sources, train, val):
+        src.selected = np.union1d(a, b).astype(np.int64)
+
+
+def _maggotuba(sources: list[_Source], task: _Task, cap: int | None, rng: np.random.Generator) -> list[np.ndarray]:
+    """Two-level subsampling of the training rows: class proportions, then even over files."""
+    n_classes = len(task.labels)
+    per_class = [[_candidates(s, TRAIN, k) for s in sources] for k in range(n_classes)]
+    counts = np.array([[c.size for c in row] for row in per_class], dtype=np.int64)  # (K, F)
+    available = counts.sum(axis=1)
+    p = maggotuba_proportions(task.labels, task.target)
+    with np.errstate(divide="ignore"):
+        most = int(np.min(np.floor(available[p > 0] / p[p > 0])))
+    total = most if cap is None else min(most, cap)
+    quotas = _largest_remainder(total, p, available)
+    picked = [[] for _ in sources]
+    for k in range(n_classes):
+        takes = spread_evenly(int(quotas[k]), counts[k], rng)
+        for f, (rows, n) in enumerate(zip(per_class[k], takes)):
+            picked[f].append(_pick_rows(rows, int(n), rng))
+    return [np.sort(np.concatenate(rows)) for rows in picked]
+
+
+def _source_record(src: _Source) -> dict[str, Any]:
+    sides = set(src.row_split()[src.selected].tolist()) if src.selected.size else set()
+    split = "train" if sides == {TRAIN} else "validation" if sides == {VALIDATION} else \
+        "train+validation" if sides else "unused"
+    return {"path": str(src.path), "source_path": src.source_path, "sha1": src.sha1,
+            "label_source": src.label_source, "split": split, "n_samples": int(src.selected.size)}
+
+
+def _write(sources: list[_Source], out_path: Path, spec: SegmentSpec, attrs: dict[str, Any]) -> None:
+    """Pass 2: cut the selected segments file by file straight into the output."""
+    n = sum(int(s.selected.size) for s in sources)
+    row_bytes = 2 * spec.n_points * spec.window * 4
+    chunk_rows = max(1, min(n, (1 << 20) // row_bytes))  # ~1 MB chunks: fast row batches
+    with atomic_path(out_path) as tmp:
+        with h5py.File(tmp, "w", track_order=True, libver=("earliest", "v110")) as f:
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            opts = dict(track_times=False)
+            f.create_dataset("files", data=np.array([str(s.path) for s in sources], dtype=object),
+                             dtype=_STR, **opts)
+            segments = f.create_dataset("segments", shape=(n, 2, spec.n_points, spec.window), dtype=np.float32,
+                                        chunks=(chunk_rows, 2, spec.n_points, spec.window), **opts)
+            label = f.create_dataset("label", shape=(n,), dtype=np.int16, **opts)
+            file_index = f.create_dataset("file", shape=(n,), dtype=np.int32, **opts)
+            larva = f.create_dataset("larva", shape=(n,), dtype=_STR, **opts)
+            times = f.create_dataset("t", shape=(n,), dtype=np.float64, **opts)
+            split = f.create_dataset("split", shape=(n,), dtype=np.uint8, **opts)
+            start = 0
+            for i, src in enumerate(sources):
+                rows = src.selected
+                if rows.size == 0:
+                    continue
+                stop = start + rows.size
+                t = _write_segments(src, rows, segments, start, spec)
+                label[start:stop] = src.step_label[rows]
+                file_index[start:stop] = i
+                larva[start:stop] = np.array(src.ids, dtype=object)[src.larva_of_row[rows]]
+                times[start:stop] = t
+                split[start:stop] = src.row_split()[rows]
+                start = stop
+
+
+def _write_segments(src: _Source, rows: np.ndarray, out: h5py.Dataset, start: int, spec: SegmentSpec) -> np.ndarray:
+    """Write segments for `rows` of one file at out[start:]; return their centre times (s)."""
+    with _open_intermediate(src.path) as f:
+        t = f["tracks/t"][()]
+        spine = f["tracks/spine"][()]
+    offsets = src.offsets
+    larva_of = src.larva_of_row[rows]
+    bounds = np.searchsorted(larva_of, np.arange(len(src.ids) + 1))
+    for j in np.unique(larva_of):
+        a, b = int(offsets[j]), int(offsets[j + 1])
+        sel = rows[bounds[j]:bounds[j + 1]]
+        try:
+            track = Track(src.ids[j], t[a:b], spine[a:b])
+            seg = build_segments(track, spec, centres=t[sel])
+        except TrackDataError as err:
+            raise err.with_path(src.path) from None
+        out[start + bounds[j]:start + bounds[j + 1]] = seg
+    return t[rows]
+
+
+class Dataset:
+    """A dataset file opened for training: metadata plus columnar arrays.
+
+    Attributes: `labels` (list), `class_weights` (np.ndarray, one per label), `spec`
+    (SegmentSpec), `split_by`, `balancing`, `synonyms`, `target` (None unless a
+    single-behaviour tagger), `sources` (list of dicts), `files` (list of paths), and the
+    per-sample arrays `label` (int16), `file` (int32 into `files`), `larva` (str), `t`
+    (centre time, s), `split` (uint8, 0 train / 1 validation) and `segments`
+    (N, 2, P, W) float32: an h5py dataset read on demand (sorted index lists or slices), or
+    a numpy array with `in_memory=True`. Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self, path: Path, h5: h5py.File | None, attrs: dict[str, Any], arrays: dict[str, Any]):
+        self.path = path
+        self._h5 = h5
+        self.labels: list[str] = json.loads(attrs["labels"])
+        self.class_weights = np.asarray(json.loads(attrs["class_weights"]), dtype=np.float64)
+        self.spec = SegmentSpec(**json.loads(attrs["segment_spec"]))
+        self.split_by: str = str(attrs["split_by"])
+        self.balancing: str = str(attrs["balancing"])
+        self.synonyms: dict[str, str] = json.loads(attrs["synonyms"])
+        self.sources: list[dict] = json.loads(attrs["sources"])
+        self.target: str | None = str(attrs.get("target", "")) or None
+        self.seed = int(attrs.get("seed", 0))
+        self.files: list[str] = arrays["files"]
+        self.segments = arrays["segments"]
+        self.label: np.ndarray = arrays["label"]
+        self.file: np.ndarray = arrays["file"]
+        self.larva: np.ndarray = arrays["larva"]
+        self.t: np.ndarray = arrays["t"]
+        self.split: np.ndarray = arrays["split"]
+
+    @classmethod
+    def load(cls, path: str | Path, in_memory: bool = False) -> "Dataset":
+        """Open a dataset file; TrackDataError if it is not one (or of another version)."""
+        path = Path(path)
+        try:
+            h5 = h5py.File(path, "r")
+        except FileNotFoundError:
+            raise TrackDataError(path, "file not found") from None
+        except OSError as err:
+            raise TrackDataError(path, f"is not a readable dataset file ({err})") from None
+        try:
+            attrs = dict(h5.attrs)
+            if attrs.get("kind") != KIND or "segments" not in h5:
+                raise TrackDataError(path, "is not a maggotflow dataset (make one with `maggotflow dataset`)")
+            if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+                raise TrackDataError(path, f"is a dataset of format {attrs.get('format_version')}, "
+                                           f"this maggotflow reads format {FORMAT_VERSION}: rebuild it")
+            arrays = {
+                "files": _decode(h5["files"][()]),
+                "segments": h5["segments"][()] if in_memory else h5["segments"],
+                "label": h5["label"][()],
+                "file": h5["file"][()],
+                "larva": np.array(_decode(h5["larva"][()]), dtype=object),
+                "t": h5["t"][()],
+                "split": h5["split"][()],
+            }
+        except BaseException:
+            h5.close()
+            raise
+        if in_memory:
+            h5.close()
+            h5 = None
+        return cls(path, h5, attrs, arrays)
+
+    def __len__(self) -> int:
+        return int(self.label.size)
+
+    def train_indices(self) -> np.ndarray:
+        """Row indices of the training samples (ascending)."""
+        return np.flatnonzero(self.split == TRAIN)
+
+    def val_indices(self) -> np.ndarray:
+        """Row indices of the validation samples (ascending)."""
+        return np.flatnonzero(self.split == VALIDATION)
+
+    def class_counts(self, side: int | None = None) -> np.ndarray:
+        """Samples per label (all, or TRAIN=0 / VALIDATION=1 only)."""
+        labels = self.label if side is None else self.label[self.split == side]
+        return np.bincount(labels, minlength=len(self.labels))
+
+    def read_segments(self, indices: np.ndarray) -> np.ndarray:
+        """Segments (len(indices), 2, P, W) float32 in the order of `indices` (any order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.segments, np.ndarray):
+            return self.segments[indices]
+        order = np.argsort(indices, kind="stable")
+        unique, inverse = np.unique(indices[order], return_inverse=True)
+        block = self.segments[unique] if unique.size else np.zeros((0,) + self.segments.shape[1:], np.float32)
+        out = np.empty((indices.size,) + block.shape[1:], dtype=np.float32)
+        out[order] = block[inverse]
+        return out
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="dataset file to write (.h5)")
+    parser.add_argument("inputs", nargs="*", help="labelled intermediates (from `maggotflow isolate`)")
+    parser.add_argument("--input-list", help="text file listing more intermediates, one path per line")
+    parser.add_argument("--labels", help="comma-separated label set, e.g. run,cast,back,hunch,roll,stop_large "
+                                         "(default: every label found)")
+    parser.add_argument("--synonyms", action="append",
+                        help="name_in_file=task_name pairs, comma-separated, or a preset "
+                             f"({', '.join(SYNONYM_PRESETS)}); repeatable")
+    parser.add_argument("--target", help="single-behaviour tagger: e.g. roll -> labels roll, not_roll")
+    parser.add_argument("--balancing", "--balancing-strategy", choices=BALANCING_STRATEGIES, default="auto",
+                        help="auto (weights by inverse frequency, default), maggotuba (subsampling) or none")
+    parser.add_argument("--class-weights", help="comma-separated weights, one per label in label order")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of files (or larvae, with one file) kept for validation (default 0.2)")
+    parser.add_argument("--max-samples", type=int, help="cap on the number of samples written")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of split and subsampling (default 0)")
+    parser.add_argument("--window", type=int, default=20, help="segment length in steps (default 20)")
+    parser.add_argument("--frame-interval", type=float, default=0.1, help="segment grid step in s (default 0.1)")
+    parser.add_argument("--n-points", type=int, default=5, help="body points per spine (default 5)")
+    parser.add_argument("--only", action="append", metavar="KEY=VALUE",
+                        help="keep only files whose metadata has KEY=VALUE (e.g. tracker=t15); repeatable")
+
+
+def _metadata_filter(items: list[str] | None) -> FileFilter | None:
+    if not items:
+        return None
+    wanted: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--only {item!r} is not of the form KEY=VALUE")
+        wanted[key.strip()] = value.strip()
+    return lambda path, metadata: all(str(metadata.get(k, "")) == v for k, v in wanted.items())
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        inputs = [Path(p) for p in args.inputs]
+        if args.input_list:
+            listing = Path(args.input_list)
+            try:
+                lines = listing.read_text(encoding="utf-8").splitlines()
+            except OSError as err:
+                raise TrackDataError(listing, f"cannot be read ({err.strerror})") from None
+            inputs += [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+        spec = SegmentSpec(window=args.window, frame_interval=args.frame_interval, n_points=args.n_points)
+        dataset = build_dataset(
+            inputs, args.out, spec=spec, labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms),
+            balancing=args.balancing, class_weights=parse_weights(args.class_weights), target=args.target,
+            validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
+            file_filter=_metadata_filter(args.only),
+        )
+    except TrackDataError:
+        raise  # printed by the CLI
+    except ValueError as err:
+        print(f"maggotflow dataset: error: {err}", file=sys.stderr)
+        return 2
+    with dataset:
+        train, val = dataset.class_counts(TRAIN), dataset.class_counts(VALIDATION)
+        print(f"{args.out}: {len(dataset)} samples ({train.sum()} training, {val.sum()} validation), "
+              f"split by {dataset.split_by}")
+        for name, a, b, w in zip(dataset.labels, train, val, dataset.class_weights):
+            print(f"  {name:<16} train {a:>8}  validation {b:>8}  weight {w:.4g}")
+    return 0

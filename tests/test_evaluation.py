@@ -1,0 +1,196 @@
+"""Evaluation: hand-computed metrics, matching rules, report files, CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from maggotflow.cli import main
+from maggotflow.evaluation import evaluate, format_table, pair_directories, write_report
+from maggotflow.tracks import TrackDataError
+
+
+def label_file(path, tracks, names=None, colors=False):
+    """Write a LarvaTagger .label by hand. tracks: {id: (t list, labels list)}."""
+    used = names or sorted({n for _, steps in tracks.values() for s in steps
+                            for n in ([s] if isinstance(s, str) else s)})
+    labels = {"names": used, "colors": ["#000000"] * len(used)} if colors else used
+    doc = {
+        "metadata": {"id": "20240101_120000", "tracker": "t15"},
+        "units": {"t": "s"},
+        "labels": labels,
+        "dependencies": {"filename": "x.spine", "sha1": "0" * 40},
+        "data": [{"id": larva, "t": t, "labels": steps} for larva, (t, steps) in tracks.items()],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+T1 = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+REF = {
+    "1": (T1, ["run", "run", "run", "run", "cast", "cast", "cast", [], "hunch", ["run", "hunch"]]),
+    "2": ([0.0, 0.1, 0.2, 0.3], ["run", "cast", "cast", "hunch"]),
+}
+# Predicted times are 0.8 ms late (still matched) except at 0.5 s, 2 ms late (unmatched).
+# Larva 2 has no prediction at all; larva 3 is not in the reference (ignored).
+PRED_T1 = [round(t + (0.002 if t == 0.5 else 0.0008), 4) for t in T1]
+PRED = {
+    "1": (PRED_T1, ["run", "run", "cast", "run", "cast", "run", "cast", "cast", "hunch", "hunch"]),
+    "3": ([0.0, 0.1], ["roll", "roll"]),
+}
+
+
+@pytest.fixture
+def pair(tmp_path):
+    ref = label_file(tmp_path / "ref" / "a.label", REF, colors=True)
+    pred = label_file(tmp_path / "pred" / "a.label", PRED)
+    return pred, ref
+
+
+def test_hand_computed_metrics(pair):
+    report = evaluate([pair], labels=["run", "cast", "hunch"])
+    # Larva 1: 0.0 0.1 0.3 run->run; 0.2 run->cast; 0.4 0.6 cast->cast; 0.5 cast->(missing)
+    # (2 ms off); 0.7 untagged -> ignored; 0.8 hunch->hunch; 0.9 (run, hunch) predicted hunch
+    # -> correct, row hunch. Larva 2 absent: run, cast, cast, hunch -> (missing).
+    #            run cast hunch (other) (missing)
+    # run         3    1    0     0       1        support 5
+    # cast        0    2    0     0       3        support 5
+    # hunch       0    0    2     0       1        support 3
+    assert report.columns == ["run", "cast", "hunch", "(other)", "(missing)"]
+    assert report.confusion.tolist() == [[3, 1, 0, 0, 1], [0, 2, 0, 0, 3], [0, 0, 2, 0, 1]]
+    assert report.n_steps == 13 and report.n_missing == 5 and report.n_ignored == 1
+    # precision: run 3/3, cast 2/3, hunch 2/2; recall: run 3/5, cast 2/5, hunch 2/3
+    # F1: run 2*1*.6/1.6 = .75; cast 2*(2/3)*.4/(2/3+.4) = .5; hunch 2*1*(2/3)/(5/3) = .8
+    m = report.per_label
+    assert m["run"]["precision"] == pytest.approx(1.0) and m["run"]["recall"] == pytest.approx(0.6)
+    assert m["cast"]["precision"] == pytest.approx(2 / 3) and m["cast"]["recall"] == pytest.approx(0.4)
+    assert m["hunch"]["precision"] == pytest.approx(1.0) and m["hunch"]["recall"] == pytest.approx(2 / 3)
+    assert [m[n]["f1"] for n in ("run", "cast", "hunch")] == pytest.approx([0.75, 0.5, 0.8])
+    assert [m[n]["support"] for n in ("run", "cast", "hunch")] == [5, 5, 3]
+    assert report.macro_f1 == pytest.approx((0.75 + 0.5 + 0.8) / 3)
+    assert report.accuracy == pytest.approx(7 / 13)
+    assert report.files[0]["n_steps"] == 13 and report.files[0]["n_correct"] == 7
+
+
+def test_label_subset_ignores_other_reference_labels_and_counts_other_predictions(pair):
+    report = evaluate([pair], labels=["run", "cast"])
+    # hunch-only reference steps are ignored (0.8 s, larva 2's last step) besides 0.7 s;
+    # 0.9 s (run, hunch) is a run step whose prediction (hunch) is outside the set: (other).
+    #          run cast (other) (missing)
+    # run       3    1    1       1
+    # cast      0    2    0       3
+    assert report.confusion.tolist() == [[3, 1, 1, 1], [0, 2, 0, 3]]
+    assert report.n_ignored == 3
+    # run: P 1, R 3/6, F1 2/3; cast: P 2/3, R 2/5, F1 .5
+    assert report.per_label["run"]["f1"] == pytest.approx(2 / 3)
+    assert report.macro_f1 == pytest.approx((2 / 3 + 0.5) / 2)
+    assert report.accuracy == pytest.approx(5 / 11)
+
+
+def test_default_labels_and_zero_support_label_outside_macro_f1(tmp_path):
+    ref = label_file(tmp_path / "r.label", {"1": ([0.0, 0.1, 0.2, 0.3], ["run", "run", "cast", "cast"])},
+                     names=["run", "cast", "hunch"])
+    pred = label_file(tmp_path / "p.label", {"1": ([0.0, 0.1, 0.2, 0.3], ["run", "roll", "cast", "cast"])})
+    report = evaluate([(pred, ref)])
+    # Names used in the reference in declaration order (hunch is declared but unused), then
+    # names used only in the predictions.
+    assert report.labels == ["run", "cast", "roll"]
+    assert report.confusion[:, :3].tolist() == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    roll = report.per_label["roll"]
+    assert roll == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    # run: P 1, R .5, F1 2/3; cast: P 1, R 1, F1 1; roll (support 0) not averaged.
+    assert report.macro_f1 == pytest.approx((2 / 3 + 1.0) / 2)
+    assert report.accuracy == pytest.approx(3 / 4)
+
+
+def test_synonyms_and_untagged_predictions(tmp_path):
+    ref = label_file(tmp_path / "r.label", {"1": ([0.0, 0.1, 0.2], ["run_large", "cast_large", "cast_large"])},
+                     names=["run_large", "cast_large"])
+    pred = label_file(tmp_path / "p.label", {"1": ([0.0, 0.1, 0.2], ["run", [], "cast"])})
+    report = evaluate([(pred, ref)], synonyms={"run_large": "run", "cast_large": "cast"})
+    assert report.labels == ["run", "cast"]
+    assert report.confusion.tolist() == [[1, 0, 0, 0], [0, 1, 0, 1]]  # untagged prediction = missing
+
+
+def test_time_matching_tolerance_is_one_millisecond(tmp_path):
+    t = [1.0, 1.1, 1.2]
+    ref = label_file(tmp_path / "r.label", {"7": (t, ["run", "run", "run"])})
+    pred = label_file(tmp_path / "p.label", {"7": ([1.001, 1.0995, 1.2015], ["run", "run", "run"])})
+    report = evaluate([(pred, ref)])
+    assert report.confusion.tolist() == [[2, 0, 1]]  # 1 ms late, 0.5 ms early -> matched; 1.5 ms late -> missing
+
+
+def test_multiple_pairs_accumulate(tmp_path, pair):
+    ref2 = label_file(tmp_path / "ref" / "b.label", {"1": ([0.0, 0.1], ["hunch", "hunch"])})
+    pred2 = label_file(tmp_path / "pred" / "b.label", {"1": ([0.0, 0.1], ["hunch", "run"])})
+    report = evaluate([pair, (pred2, ref2)], labels=["run", "cast", "hunch"])
+    assert report.confusion.tolist() == [[3, 1, 0, 0, 1], [0, 2, 0, 0, 3], [1, 0, 3, 0, 1]]
+    assert [f["n_steps"] for f in report.files] == [13, 2]
+
+
+def test_nothing_to_evaluate_is_an_error(tmp_path):
+    ref = label_file(tmp_path / "r.label", {"1": ([0.0], [[]])}, names=["run"])
+    pred = label_file(tmp_path / "p.label", {"1": ([0.0], ["run"])})
+    with pytest.raises(ValueError, match="no reference time step"):
+        evaluate([(pred, ref)])
+
+
+def test_report_files_and_table(pair, tmp_path):
+    report = evaluate([pair], labels=["run", "cast", "hunch"])
+    out = tmp_path / "report"
+    write_report(report, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(7 / 13)
+    assert metrics["confusion"]["counts"][1] == [0, 2, 0, 0, 3]
+    with open(out / "per_label.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == ["run", "cast", "hunch"]
+    assert float(rows[2]["f1"]) == pytest.approx(0.8) and rows[2]["support"] == "3"
+    with open(out / "confusion.csv") as f:
+        table = list(csv.reader(f))
+    assert table[0][1:] == ["run", "cast", "hunch", "(other)", "(missing)"]
+    assert table[1] == ["run", "3", "1", "0", "0", "1"]
+    png = (out / "confusion.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not list(out.glob("*.part"))
+    text = format_table(report)
+    assert "hunch" in text and "0.800" in text and "macro-F1 0.683" in text and "accuracy 0.538" in text
+
+
+def test_pair_directories(tmp_path):
+    label_file(tmp_path / "ref" / "x" / "a.label", REF)
+    label_file(tmp_path / "ref" / "b.label", REF)
+    label_file(tmp_path / "pred" / "x" / "a.label", PRED)  # same relative path
+    label_file(tmp_path / "pred" / "elsewhere" / "b.label", PRED)  # same, unique name
+    pairs = pair_directories(tmp_path / "pred", tmp_path / "ref")
+    assert [(p.relative_to(tmp_path).as_posix(), r.relative_to(tmp_path).as_posix()) for p, r in pairs] == [
+        ("pred/elsewhere/b.label", "ref/b.label"), ("pred/x/a.label", "ref/x/a.label")]
+    label_file(tmp_path / "ref" / "c.label", REF)
+    with pytest.raises(ValueError, match="1 reference file"):
+        pair_directories(tmp_path / "pred", tmp_path / "ref")
+
+
+def test_cli(pair, tmp_path, capsys):
+    pred, ref = pair
+    out = tmp_path / "report"
+    assert main(["evaluate", "--predicted", str(pred), "--reference", str(ref), "--out", str(out),
+                 "--labels", "run,cast,hunch"]) == 0
+    assert "macro-F1 0.683" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "per_label.csv", "confusion.csv", "confusion.png"}
+    assert main(["evaluate", "--predicted-dir", str(pred.parent), "--reference-dir", str(ref.parent),
+                 "--labels", "run,cast,hunch"]) == 0
+    assert "accuracy 0.538" in capsys.readouterr().out
+    assert main(["evaluate", "--predicted", str(pred), str(pred), "--reference", str(ref)]) == 2
+    assert "same number of files" in capsys.readouterr().err
+    bad = tmp_path / "bad.label"
+    bad.write_text('{"metadata": {"id": "x"}, "labels": [], "data": [')
+    assert main(["evaluate", "--predicted", str(bad), "--reference", str(ref)]) == 1
+    assert "bad.label" in capsys.readouterr().err
+
+
+def test_unreadable_label_file_names_it(tmp_path):
+    ref = label_file(tmp_path / "r.label", REF)
+    with pytest.raises(TrackDataError, match="missing.label"):
+        evaluate([(tmp_path / "missing.label", ref)])
