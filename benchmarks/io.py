@@ -25,7 +25,7 @@ DURATION = float(os.environ.get("BENCH_DURATION", 300))
 
 
 def main() -> None:
-    config = SimulationConfig(duration_s=DURATION, larvae=(LARVAE, LARVAE), framerate=(30.0, 30.0))
+    config = SimulationConfig(duration_s=DURATION, larvae=(LARVAE, LARVAE), frame_rate_hz=(30.0, 30.0))
     run = simulate_run(np.random.default_rng(0), config, {"id": "20200101_000000"})
     steps = sum(tr.n_steps for tr in run.tracks)
     print(f"  input: {len(run.tracks)} larvae, {steps:,} larva-steps ({DURATION:.0f} s at 30 fps)")
