@@ -59,6 +59,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     from maggotflow.tracks import TrackDataError
 
+    expected: tuple[type[BaseException], ...] = (TrackDataError, FileExistsError)
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=chosen if chosen in COMMANDS else None)
@@ -68,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command in ("pretrain", "train", "predict"):
+        from maggotflow.instance import InstanceError
+
+        expected += (InstanceError,)
     try:
         return int(args._run(args) or 0)
-    except (TrackDataError, FileExistsError) as err:
+    except expected as err:
         print(f"maggotflow {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,358 @@
+"""`ModelInstance`: one self-describing model folder (a pretrained encoder or a tagger).
+
+    config.json      format_version, kind ("pretrained" | "tagger"), segment_spec (window,
+                     frame_interval, n_points), encoder config, normalisation, labels
+                     (+ colors), classifier config, decoder config, post_rule, created_by
+    encoder.pt       encoder state dict
+    decoder.pt       decoder state dict          (pretrained)
+    classifier.pt    classifier state dict       (tagger)
+    curves/          <name>.csv + <name>.png (pretraining, training)
+    provenance.json  input files and their sha1s, seeds, budgets, best step
+
+Weights are plain state dicts written with `torch.save` and read back with
+`torch.load(weights_only=True)`: loading a model never executes code from the folder.
+
+`save` builds the folder under a temporary sibling name and renames it into place, so a
+crashed job never leaves a half-written instance under the final name; an existing instance
+is replaced, anything else at that path is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maggotflow.curves import read_curve, save_curve
+from maggotflow.model import (
+    Classifier,
+    ClassifierConfig,
+    Decoder,
+    Encoder,
+    EncoderConfig,
+    Tagger,
+    select_device,
+)
+from maggotflow.segments import SegmentSpec
+
+FORMAT_VERSION = 1
+KINDS = ("pretrained", "tagger")
+POST_RULES = (None, "ABC->AAC")
+CONFIG_NAME = "config.json"
+PROVENANCE_NAME = "provenance.json"
+
+# What `maggotflow.segments.build_segments` does to every segment; written into config.json
+# so that the folder says how its inputs must be prepared.
+NORMALISATION = {
+    "body_points": "spine resampled to n_points evenly spaced in arc length, tail -> head",
+    "time_grid": "centre + (j - window//2) * frame_interval, rounded to 1e-4 s, edge-clamped",
+    "scale": "divided by the larva length (median spine length of the track)",
+    "rotation": "mean tail -> head axis of the present window along +x",
+    "centre": "mean position of the middle body point over the present window",
+}
+
+
+class InstanceError(ValueError):
+    """A model folder that cannot be used. `str(err)` is one line '<path>: <problem>'."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+def _created_by() -> str:
+    from maggotflow import __version__
+
+    return f"maggotflow {__version__}"
+
+
+def is_instance_folder(path: str | Path) -> bool:
+    """True if `path` holds a config.json written by maggotflow (any format version)."""
+    try:
+        config = json.loads((Path(path) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and str(config.get("created_by", "")).startswith("maggotflow")
+
+
+def check_target(path: str | Path) -> None:
+    """Raise FileExistsError unless `path` is free or an existing maggotflow instance.
+
+    Called before long work (pretraining, training) so that a wrong `--out` fails at once
+    instead of after hours; `save` calls it again.
+    """
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and is_instance_folder(path)):
+        raise FileExistsError(f"{path}: exists and is not a maggotflow model instance; not overwritten")
+
+
+class ModelInstance:
+    """A pretrained encoder (+ decoder) or a tagger (encoder + classifier), with its config.
+
+    Attributes: path (folder, None until saved or loaded), kind, segment_spec, encoder_config,
+    encoder, decoder (pretrained) / decoder_context, classifier_config, classifier (tagger),
+    labels (behaviour names, classifier output order), colors (one "#rrggbb" per label or
+    None), post_rule (None or "ABC->AAC"), provenance (dict), curves (name -> rows).
+    `config` is the content of config.json.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        segment_spec: SegmentSpec,
+        encoder_config: EncoderConfig,
+        encoder: Encoder | None = None,
+        decoder: Decoder | None = None,
+        classifier_config: ClassifierConfig | None = None,
+        classifier: Classifier | None = None,
+        labels: list[str] | None = None,
+        colors: list[str] | None = None,
+        post_rule: str | None = None,
+        provenance: dict | None = None,
+        curves: dict[str, list[dict]] | None = None,
+        decoder_context: int = 1,
+        path: str | Path | None = None,
+    ):
+        """Modules left as None are built fresh (Kaiming-initialised) from their configs."""
+        self.path = None if path is None else Path(path)
+        if kind not in KINDS:
+            raise ValueError(f"model instance kind must be one of {KINDS}, got {kind!r}")
+        if (segment_spec.window, segment_spec.n_points) != (encoder_config.window, encoder_config.n_points):
+            raise ValueError(
+                f"segment spec (window {segment_spec.window}, {segment_spec.n_points} points) does not match "
+                f"the encoder (window {encoder_config.window}, {encoder_config.n_points} points)"
+            )
+        if post_rule not in POST_RULES:
+            raise ValueError(f"post_rule must be one of {POST_RULES}, got {post_rule!r}")
+        self.kind = kind
+        self.segment_spec = segment_spec
+        self.encoder_config = encoder_config
+        self.encoder = encoder if encoder is not None else Encoder(encoder_config)
+        self.labels = [str(x) for x in (labels or [])]
+        self.colors = None if colors is None else [str(c) for c in colors]
+        self.post_rule = post_rule
+        self.provenance = dict(provenance or {})
+        self.curves = dict(curves or {})
+        self.decoder_context = decoder_context
+        self.decoder = decoder
+        self.classifier_config = classifier_config
+        self.classifier = classifier
+        if kind == "pretrained" and self.decoder is None:
+            self.decoder = Decoder(encoder_config, decoder_context)
+        if self.decoder is not None:
+            self.decoder_context = self.decoder.context
+        if kind == "tagger":
+            if classifier_config is None:
+                raise ValueError("a tagger instance needs a classifier config")
+            if classifier_config.latent_dim != encoder_config.latent_dim:
+                raise ValueError(
+                    f"classifier latent_dim {classifier_config.latent_dim} != encoder latent_dim {encoder_config.latent_dim}"
+                )
+            if len(self.labels) != classifier_config.n_classes:
+                raise ValueError(f"{len(self.labels)} labels for a classifier of {classifier_config.n_classes} classes")
+            if self.classifier is None:
+                self.classifier = Classifier(classifier_config)
+        if self.colors is not None and len(self.colors) != len(self.labels):
+            raise ValueError(f"{len(self.colors)} colors for {len(self.labels)} labels")
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def config(self) -> dict[str, Any]:
+        """The content of config.json."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "segment_spec": self.segment_spec.to_dict(),
+            "encoder": self.encoder_config.to_dict(),
+            "normalisation": NORMALISATION,
+            "labels": list(self.labels),
+            "colors": None if self.colors is None else list(self.colors),
+            "classifier": None if self.classifier_config is None else self.classifier_config.to_dict(),
+            "decoder": None if self.decoder is None else {"context": self.decoder_context},
+            "post_rule": self.post_rule,
+            "created_by": _created_by(),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The instance's networks by file stem: encoder, decoder and/or classifier."""
+        mods = {"encoder": self.encoder, "decoder": self.decoder, "classifier": self.classifier}
+        return {k: v for k, v in mods.items() if v is not None}
+
+    def to(self, device: str | torch.device) -> "ModelInstance":
+        """Move all networks to `device` ("auto", "cpu", "cuda", ... or a torch.device)."""
+        device = select_device(device)
+        for module in self.modules().values():
+            module.to(device)
+        return self
+
+    def tagger(self) -> Tagger:
+        """The encoder + classifier in eval mode, on the instance's device (shares weights)."""
+        if self.classifier is None:
+            where = self.path if self.path is not None else "model instance"
+            raise InstanceError(where, f"is a {self.kind} instance without classifier; train a tagger from it first")
+        return Tagger(self.encoder, self.classifier).eval()
+
+    def __repr__(self) -> str:
+        return (f"ModelInstance(kind={self.kind!r}, path={str(self.path)!r}, window={self.segment_spec.window}, "
+                f"latent_dim={self.encoder_config.latent_dim}, labels={self.labels})")
+
+    # ----------------------------------------------------------------- save
+    def save(self, path: str | Path) -> Path:
+        """Write the instance folder at `path` (atomically: temporary sibling, then rename).
+
+        An existing maggotflow instance at `path` is replaced; any other existing file or
+        folder raises FileExistsError. Returns the path; `self.path` is updated.
+        """
+        path = Path(path)
+        check_target(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.mkdir (not mkdtemp) so the folder gets the user's umask, readable by the lab.
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
+        os.mkdir(tmp)
+        old = None
+        try:
+            self._write_into(tmp, title_prefix=path.name)
+            if path.exists():
+                old = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
+                os.rename(path, old)
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and not path.exists():
+                os.rename(old, path)  # put the previous instance back
+                old = None
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.path = path
+        return path
+
+    def _write_into(self, folder: Path, title_prefix: str) -> None:
+        (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+        (folder / PROVENANCE_NAME).write_text(
+            json.dumps(self.provenance, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+        for stem, module in self.modules().items():
+            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            torch.save(state, folder / f"{stem}.pt")
+        for name, rows in self.curves.items():
+            save_curve(rows, folder / "curves", name, title=f"{title_prefix}: {name}")
+
+    # ----------------------------------------------------------------- load
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "ModelInstance":
+        """Read the instance folder at `path`, networks in eval mode on `device` (None: CPU).
+
+        Raises InstanceError ('<path>: <problem>') for a missing, foreign or damaged folder.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise InstanceError(path, "model instance folder not found")
+        if not path.is_dir():
+            raise InstanceError(path, "is a file, not a model instance folder")
+        config_path = path / CONFIG_NAME
+        if not config_path.exists():
+            hint = ""
+            if (path / "autoencoder_config.json").exists() or (path / "clf_config.json").exists():
+                hint = " (it looks like an original MaggotUBA-adapter instance, which maggotflow cannot read)"
+            raise InstanceError(path, f"no {CONFIG_NAME}: not a maggotflow model instance{hint}")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InstanceError(path, f"{CONFIG_NAME} is not readable JSON ({_one_line(err)})") from None
+        if not isinstance(config, dict) or not str(config.get("created_by", "")).startswith("maggotflow"):
+            raise InstanceError(path, f"{CONFIG_NAME} was not written by maggotflow: not a maggotflow model instance")
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise InstanceError(
+                path, f"model instance format_version {version!r} is not supported "
+                      f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
+            )
+        try:
+            kind = config["kind"]
+            spec = SegmentSpec(**config["segment_spec"])
+            encoder_config = EncoderConfig.from_dict(config["encoder"])
+            clf = config.get("classifier")
+            classifier_config = None if clf is None else ClassifierConfig.from_dict(clf)
+            dec = config.get("decoder")
+            context = 1 if dec is None else int(dec.get("context", 1))
+            labels = config.get("labels") or []
+            colors = config.get("colors")
+            post_rule = config.get("post_rule")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InstanceError(path, f"{CONFIG_NAME} is incomplete or invalid ({_one_line(err)})") from None
+        provenance: dict = {}
+        prov_path = path / PROVENANCE_NAME
+        if prov_path.exists():
+            try:
+                provenance = json.loads(prov_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                raise InstanceError(path, f"{PROVENANCE_NAME} is not readable JSON ({_one_line(err)})") from None
+        curves = {}
+        for csv_path in sorted((path / "curves").glob("*.csv")):
+            try:
+                curves[csv_path.stem] = read_curve(csv_path)
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                raise InstanceError(path, f"curves/{csv_path.name} is not readable ({_one_line(err)})") from None
+
+        encoder = Encoder(encoder_config)
+        decoder = Decoder(encoder_config, context) if dec is not None else None
+        classifier = Classifier(classifier_config) if classifier_config is not None else None
+        if kind == "pretrained" and decoder is None:
+            raise InstanceError(path, f"{CONFIG_NAME} describes a pretrained instance without decoder")
+        if kind == "tagger" and classifier is None:
+            raise InstanceError(path, f"{CONFIG_NAME} describes a tagger without classifier")
+        for stem, module in (("encoder", encoder), ("decoder", decoder), ("classifier", classifier)):
+            if module is not None:
+                _load_weights(path, stem, module)
+        try:
+            instance = cls(
+                kind, spec, encoder_config, encoder=encoder, decoder=decoder,
+                classifier_config=classifier_config, classifier=classifier, labels=labels,
+                colors=colors, post_rule=post_rule, provenance=provenance, curves=curves,
+                decoder_context=context, path=path,
+            )
+        except ValueError as err:
+            raise InstanceError(path, f"{CONFIG_NAME} is inconsistent ({_one_line(err)})") from None
+        for module in instance.modules().values():
+            module.eval()
+        return instance.to(device if device is not None else "cpu")
+
+
+def _one_line(err: BaseException, limit: int = 240) -> str:
+    """An exception message folded onto one line (torch's are multi-line), shortened."""
+    text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+    text = text or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_weights(folder: Path, stem: str, module: torch.nn.Module) -> None:
+    """Load `<folder>/<stem>.pt` into `module`; any problem -> InstanceError naming the file."""
+    weights = folder / f"{stem}.pt"
+    if not weights.exists():
+        raise InstanceError(folder, f"{weights.name} is missing (the {stem} weights)")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle warns before it fails
+            warnings.simplefilter("ignore")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        raise InstanceError(folder, f"{weights.name} is damaged or not a weights file ({_one_line(err)})") from None
+    if not isinstance(state, dict):
+        raise InstanceError(folder, f"{weights.name} does not hold a state dict")
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, KeyError) as err:
+        raise InstanceError(
+            folder, f"{weights.name} does not match the {stem} described in {CONFIG_NAME} ({_one_line(err)})"
+        ) from None

@@ -1,0 +1,273 @@
+"""The MaggotUBA tagger as `nn.Module`s: encoder, decoder (pretraining), classifier.
+
+A segment is a tensor `(2, P, W)` = (x/y, body point tail -> head, time step), see
+`maggotflow.segments`. Shapes in comments: B batch, C channels, P body points, W window
+steps, L latent dimension, K classes.
+
+- `Encoder`: six conv blocks `zero-pad(same) -> Conv2d(bias=False) -> ReLU -> BatchNorm2d`
+  without pooling, kernels alternating along the body `(body_kernel, 1)` and along time
+  `(1, time_kernel)`, then flatten -> Linear -> BatchNorm1d to the latent vector
+  (domain.md section 2.4). With the defaults this costs ~21 million multiply-adds per
+  segment, most of it in the (1, W) convolution after the 128-filter block (`count_macs`).
+- `Decoder`: the encoder mirrored; from the latent of the present window it reconstructs
+  the present and predicts `context` windows before and after it (self-supervised
+  pretraining, `maggotflow.pretraining`).
+- `Classifier`: dense layers on the latent; `Tagger` = encoder + classifier.
+
+All weights of convolutions and dense layers are Kaiming-initialised (normal, fan-in, ReLU
+gain), biases zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """MaggotUBA encoder hyper-parameters (domain.md section 2.4)."""
+
+    window: int = 20  # time steps W per segment (20 x 0.1 s = 2 s)
+    n_points: int = 5  # body points P (tail -> head)
+    latent_dim: int = 25  # L: 10 in the paper, 25 or 100 in the published taggers
+    filters: tuple[int, ...] = (128, 64, 32, 32, 32, 16)  # output channels of each conv block
+    body_kernel: int = 5  # kernels alternate (body_kernel, 1) and (1, time_kernel), body first
+    time_kernel: int | None = None  # None -> window (the kernel spans the whole segment)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        for name in ("window", "n_points", "latent_dim", "body_kernel"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"encoder {name} must be >= 1, got {getattr(self, name)}")
+        if self.time_kernel is not None and self.time_kernel < 1:
+            raise ValueError(f"encoder time_kernel must be >= 1 or None, got {self.time_kernel}")
+        if not self.filters or min(self.filters) < 1:
+            raise ValueError(f"encoder filters must be positive channel counts, got {self.filters}")
+
+    @property
+    def kernels(self) -> list[tuple[int, int]]:
+        """Kernel (body, time) of each conv block: body first, then alternating."""
+        tk = self.window if self.time_kernel is None else self.time_kernel
+        return [(self.body_kernel, 1) if i % 2 == 0 else (1, tk) for i in range(len(self.filters))]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["filters"] = list(self.filters)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderConfig":
+        """Inverse of `to_dict`; unknown keys raise ValueError (a config from elsewhere)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown encoder settings {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Dense classifier on the latent vector."""
+
+    latent_dim: int  # L, equal to the encoder's
+    n_classes: int  # K, number of behaviours
+    hidden: tuple[int, ...] = ()  # widths of hidden layers; () -> a single Linear layer
+    dropout: float = 0.0  # dropout probability applied to the input of every Linear layer
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.latent_dim < 1 or self.n_classes < 1 or (self.hidden and min(self.hidden) < 1):
+            raise ValueError(f"classifier sizes must be >= 1, got {self}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"classifier dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassifierConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown classifier settings {sorted(unknown)}")
+        return cls(**d)
+
+
+def same_padding(kernel: tuple[int, int]) -> tuple[int, int, int, int]:
+    """ZeroPad2d arguments (left, right, top, bottom) keeping the size for any kernel.
+
+    An even kernel needs an odd total padding: the extra zero goes after (right/bottom),
+    as PyTorch's own padding="same" does.
+    """
+    kh, kw = kernel
+    return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+
+
+def conv_block(c_in: int, c_out: int, kernel: tuple[int, int]) -> nn.Sequential:
+    """zero-pad(same) -> Conv2d(bias=False) -> ReLU -> BatchNorm2d; (B, c_in, P, T) -> (B, c_out, P, T)."""
+    return nn.Sequential(
+        nn.ZeroPad2d(same_padding(kernel)),
+        nn.Conv2d(c_in, c_out, kernel, bias=False),
+        nn.ReLU(),
+        nn.BatchNorm2d(c_out),
+    )
+
+
+def kaiming_init(module: nn.Module) -> None:
+    """Kaiming-normal weights (fan-in, ReLU gain) and zero biases for all conv/dense layers."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Encoder(nn.Module):
+    """(B, 2, P, W) normalised segments -> (B, L) latent vectors."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        channels = (2,) + config.filters
+        self.blocks = nn.Sequential(*[
+            conv_block(channels[i], channels[i + 1], k) for i, k in enumerate(config.kernels)
+        ])
+        self.to_latent = nn.Linear(config.filters[-1] * config.n_points * config.window, config.latent_dim)
+        self.norm = nn.BatchNorm1d(config.latent_dim)
+        kaiming_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if x.shape[1:] != (2, c.n_points, c.window):
+            raise ValueError(f"encoder expects segments of shape (B, 2, {c.n_points}, {c.window}), got {tuple(x.shape)}")
+        h = self.blocks(x)  # (B, F_last, P, W)
+        h = self.to_latent(h.flatten(1))  # (B, L)
+        return self.norm(h)  # (B, L)
+
+
+class Decoder(nn.Module):
+    """(B, L) latent of the present window -> (B, 2, P, (2*context + 1) * W).
+
+    With context=1 the output is past + present + future windows along time. The layers
+    mirror the encoder: a dense layer to the last encoder block's shape (stretched to the
+    whole context), then the conv blocks in reverse order of channels and kernels, the last
+    one (mirror of the encoder's first block) a plain Conv2d to the 2 coordinates.
+    """
+
+    def __init__(self, config: EncoderConfig, context: int = 1):
+        super().__init__()
+        if context < 0:
+            raise ValueError(f"decoder context must be >= 0 windows, got {context}")
+        self.config = config
+        self.context = context
+        self.span = (2 * context + 1) * config.window  # T, time steps reconstructed
+        rev = tuple(reversed(config.filters))  # e.g. (16, 32, 32, 32, 64, 128)
+        kernels = list(reversed(config.kernels))  # mirror of the encoder's kernel sequence
+        self.from_latent = nn.Linear(config.latent_dim, rev[0] * config.n_points * self.span)
+        self.norm = nn.BatchNorm2d(rev[0])
+        self.blocks = nn.Sequential(*[
+            conv_block(rev[i], rev[i + 1], kernels[i]) for i in range(len(rev) - 1)
+        ])
+        self.to_coords = nn.Sequential(
+            nn.ZeroPad2d(same_padding(kernels[-1])),
+            nn.Conv2d(rev[-1], 2, kernels[-1], bias=True),  # linear output: coordinates
+        )
+        kaiming_init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        h = self.from_latent(z)  # (B, F_last * P * T)
+        h = h.view(z.shape[0], c.filters[-1], c.n_points, self.span)  # (B, F_last, P, T)
+        h = self.norm(torch.relu(h))
+        h = self.blocks(h)  # (B, F_first, P, T)
+        return self.to_coords(h)  # (B, 2, P, T)
+
+
+class Classifier(nn.Module):
+    """(B, L) latent -> (B, K) logits: [Dropout -> Linear -> ReLU] * hidden, Dropout -> Linear."""
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        widths = (config.latent_dim,) + config.hidden + (config.n_classes,)
+        layers: list[nn.Module] = []
+        for i in range(len(widths) - 1):
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            layers.append(nn.Linear(widths[i], widths[i + 1]))
+            if i < len(widths) - 2:
+                layers.append(nn.ReLU())
+        self.layers = nn.Sequential(*layers)
+        kaiming_init(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)  # (B, K)
+
+
+class Tagger(nn.Module):
+    """Encoder + classifier: (B, 2, P, W) segments -> (B, K) logits."""
+
+    def __init__(self, encoder: Encoder, classifier: Classifier):
+        super().__init__()
+        if encoder.config.latent_dim != classifier.config.latent_dim:
+            raise ValueError(
+                f"classifier expects latent_dim {classifier.config.latent_dim}, "
+                f"encoder gives {encoder.config.latent_dim}"
+            )
+        self.encoder = encoder
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(x))  # (B, 2, P, W) -> (B, L) -> (B, K)
+
+
+def count_macs(config: EncoderConfig) -> int:
+    """Multiply-adds of one encoder forward pass per segment (convolutions + dense layer).
+
+    Padding keeps every feature map at (P, W), so block i costs
+    P * W * c_out * c_in * kh * kw. Batch norms and ReLUs are ignored (element-wise).
+    """
+    channels = (2,) + config.filters
+    positions = config.n_points * config.window
+    conv = sum(
+        positions * channels[i + 1] * channels[i] * kh * kw
+        for i, (kh, kw) in enumerate(config.kernels)
+    )
+    dense = config.filters[-1] * positions * config.latent_dim
+    return int(conv + dense)
+
+
+def select_device(name: str | torch.device = "auto") -> torch.device:
+    """The torch device for `name`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1".
+
+    Asking for CUDA where there is none raises ValueError (one line), instead of failing
+    later deep inside torch.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} requested but CUDA is not available here "
+                "(no GPU visible, or torch built without CUDA); use --device cpu or auto"
+            )
+        n = torch.cuda.device_count()
+        if device.index is not None and device.index >= n:
+            raise ValueError(f"device {name!r} requested but only {n} CUDA device(s) are visible")
+    elif device.type not in ("cpu", "mps"):
+        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available here")
+    return device
