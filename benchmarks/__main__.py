@@ -8,6 +8,7 @@ import sys
 GROUPS = {
     "io": "benchmarks.io",            # track-file reading and segment building (issue 2)
     "tagger": "benchmarks.tagger",    # model and predict throughput (issue 3)
+    "accuracy": "benchmarks.accuracy",  # held-out macro-F1 vs baselines on simulator data (issue 3)
     "workflow": "benchmarks.workflow",  # Snakemake overhead (issue 4)
 }
 

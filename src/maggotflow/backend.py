@@ -1,0 +1,365 @@
+"""`tagging-backend`: the TaggingBackends command line (as LarvaTagger and its users call it).
+
+Runs in a backend project folder (the current directory, or `--root DIR`) laid out as the
+original MaggotUBA-adapter::
+
+    data/raw/NAME/         track files to tag, or labelled track files to train on (any depth)
+    data/interim/NAME/     intermediates, the training dataset, private temporary folders
+    data/processed/NAME/   predictions
+    models/NAME/           tagger model instances (maggotflow ModelInstance folders)
+    pretrained_models/P/   pretrained encoders (also looked up in models/P/)
+
+Commands (options as in TaggingBackends; extra ones are maggotflow's)::
+
+    tagging-backend predict --model-instance NAME [--skip-make-dataset | --make-dataset] [--device D]
+    tagging-backend train --model-instance NAME [--pretrained-model-instance P] [--labels a,b,c]
+        [--balancing-strategy auto|maggotuba|none] [--class-weights 1,2,...] [--iterations N]
+        [--seed S] [--device D]
+
+predict
+    Tags every track file under `data/raw/NAME/` (recursively: `.spine`, `trx.mat`,
+    FIMTrack `.csv`) with `models/NAME/`. One input file -> `data/processed/NAME/predicted.label`
+    (the name LarvaTagger reads); several -> `data/processed/NAME/<path relative to
+    data/raw/NAME with the extension replaced by .label>` (`exp1/trx.mat` -> `exp1/trx.label`).
+    `--skip-make-dataset` (default since TaggingBackends 0.10) reads the track files directly;
+    `--make-dataset` first writes per-file intermediates, in a private temporary folder under
+    `data/interim/NAME/` removed afterwards; the labels are the same either way.
+
+train
+    Pairs each track file with its labels: `STEM.label` next to it (`trx.mat` -> `trx.label`),
+    else a `.label` in the same folder whose `dependencies` name it; a `trx.mat` without one
+    uses its own behaviour flags; other unlabelled files are skipped with a warning. Exported
+    predictions (`predicted.label`, `*.predicted.label`) are never taken as ground truth.
+    Intermediates go to `data/interim/NAME/isolated/`, the dataset to
+    `data/interim/NAME/larva_dataset.h5`, the tagger to `models/NAME/` (an earlier maggotflow
+    instance there is replaced).
+    Budget: `--iterations N` fine-tuning steps (stage 2); stage 1 (classifier alone) gets
+    a quarter of that, `ceil(N / 4)` steps.
+    Encoder: `--pretrained-model-instance P` (`models/P/` or `pretrained_models/P/`); without
+    it `pretrained_models/default/` as in MaggotUBA-adapter; when that does not exist either,
+    a short self-supervised pretraining (`--pretraining-iterations`, default 1000 steps) runs
+    on the same track files first (`data/interim/NAME/pretrained/`): pretraining needs no
+    labels, and a pretrained encoder learns far faster than a random one.
+    `--pretraining-iterations 0` trains from a random encoder instead.
+
+Data isolation: every call takes the list of inputs once, only reads them, keeps its own
+temporary files in a private folder (`tempfile.mkdtemp`) and writes every output atomically
+(temporary sibling, then rename), so two calls running at once in one project folder never
+see each other's half-written files. (Two calls on the same NAME still write the same
+output names: the last one wins, whole.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+from maggotflow.tracks import TrackDataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRETRAINED = "default"
+STAGE1_FRACTION = 0.25  # stage-1 steps = ceil(STAGE1_FRACTION * --iterations)
+
+
+class BackendError(ValueError):
+    """A problem with the backend folder or the options; `str()` is one line."""
+
+
+# ---------------------------------------------------------------------------- layout
+class Project:
+    """Paths of a backend project folder for one model instance name."""
+
+    def __init__(self, root: str | Path, name: str):
+        name = str(name)
+        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+            raise BackendError(f"--model-instance {name!r} must be a plain folder name (no '/', not hidden)")
+        self.root = Path(root)
+        self.name = name
+        self.raw = self.root / "data" / "raw" / name
+        self.interim = self.root / "data" / "interim" / name
+        self.processed = self.root / "data" / "processed" / name
+        self.model = self.root / "models" / name
+
+    def find_instance(self, name: str) -> Path | None:
+        """`models/NAME` or `pretrained_models/NAME`, whichever exists first (None if neither)."""
+        for folder in ("models", "pretrained_models"):
+            path = self.root / folder / name
+            if path.is_dir():
+                return path
+        return None
+
+    def track_files(self):
+        """The manifest (track files + paired labels) of `data/raw/NAME`; BackendError if none."""
+        from maggotflow.manifest import build_manifest
+
+        if not self.raw.is_dir():
+            raise BackendError(f"{self.raw}: folder not found; put the track files there "
+                               f"(data/raw/{self.name}/ under {self.root})")
+        manifest = build_manifest(self.raw)
+        if len(manifest) == 0:
+            raise BackendError(f"{self.raw}: no track file found (.spine, trx.mat or FIMTrack .csv)")
+        return manifest
+
+
+# ---------------------------------------------------------------------------- predict
+def predict(
+    root: str | Path,
+    name: str,
+    make_dataset: bool = False,
+    device: str = "auto",
+    batch_size: int | None = None,
+    read_options=None,
+    on_error: Callable | None = None,
+) -> list[Path]:
+    """Tag `data/raw/NAME/**` with `models/NAME`; return the `.label` files written.
+
+    One input -> `data/processed/NAME/predicted.label`; several -> the relative paths
+    mirrored under `data/processed/NAME/` with `.label` extensions. See the module docstring.
+    """
+    from maggotflow.instance import is_instance_folder
+    from maggotflow.manifest import mirrored_label_path
+    from maggotflow.prediction import OutputClashError, predict_files
+
+    project = Project(root, name)
+    if not project.model.is_dir():
+        raise BackendError(f"{project.model}: model instance {name!r} not found; train one with "
+                           f"`tagging-backend train --model-instance {name}` or copy it to models/{name}/")
+    if not is_instance_folder(project.model):
+        raise BackendError(f"{project.model}: not a maggotflow model instance (no maggotflow config.json); "
+                           "original MaggotUBA-adapter instances cannot be read")
+    manifest = project.track_files()
+    rows = list(manifest)
+    inputs = [Path(r["path"]) for r in rows]
+    if len(rows) == 1:
+        outs = [project.processed / "predicted.label"]
+    else:
+        outs = [project.processed / mirrored_label_path(r["relpath"]) for r in rows]
+    log.info("tagging %d file(s) of %s with %s", len(inputs), project.raw, project.model)
+
+    workdir = None
+    try:
+        if make_dataset:
+            from maggotflow.isolation import isolate
+
+            project.interim.mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(prefix=".predict-", dir=project.interim))
+            isolated = []
+            for row, path in zip(rows, inputs):
+                target = workdir / f"{row['id']}.h5"
+                try:
+                    isolate(path, target, options=read_options)
+                except TrackDataError as err:
+                    if on_error is None:
+                        raise
+                    on_error(path, err)
+                    continue
+                isolated.append((path, target))
+            kept = {p for p, _ in isolated}
+            outs = [o for p, o in zip(inputs, outs) if p in kept]
+            inputs = [t for _, t in isolated]
+            if not inputs:
+                return []
+        try:
+            return predict_files(project.model, inputs, out_paths=outs, batch_size=batch_size, device=device,
+                                 read_options=read_options, on_error=on_error)
+        except OutputClashError as err:
+            raise BackendError(f"{err} (rename one of the track files in {project.raw})") from None
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- train
+def train(
+    root: str | Path,
+    name: str,
+    pretrained_name: str | None = None,
+    labels: Sequence[str] | None = None,
+    balancing: str = "auto",
+    class_weights: Sequence[float] | None = None,
+    iterations: int = 1000,
+    pretraining_iterations: int = 1000,
+    seed: int = 0,
+    device: str = "auto",
+    layers: int = 1,
+    hidden_width: int = 64,
+    post_rule: str | None = None,
+    batch_size: int = 128,
+    read_options=None,
+    log_line: Callable[[str], None] = print,
+):
+    """Train `models/NAME` on the labelled track files of `data/raw/NAME`; return the instance.
+
+    See the module docstring for label pairing, budgets and the pretrained encoder.
+    """
+    from maggotflow.dataset import build_dataset
+    from maggotflow.instance import ModelInstance, check_target
+    from maggotflow.isolation import isolate, isolated_label_names
+    from maggotflow.segments import SegmentSpec
+    from maggotflow.training import TrainConfig, train_tagger
+
+    if iterations < 1:
+        raise BackendError(f"--iterations must be >= 1, got {iterations}")
+    if layers < 1:
+        raise BackendError(f"--layers must be >= 1, got {layers}")
+    project = Project(root, name)
+    check_target(project.model)  # before hours of work: refuse a foreign folder at once
+    config = TrainConfig(
+        stage1_steps=math.ceil(STAGE1_FRACTION * iterations), stage2_steps=iterations, batch_size=batch_size,
+        seed=seed, device=device, hidden=(hidden_width,) * (layers - 1), post_rule=post_rule,
+    )
+
+    # 1. the encoder to start from
+    pretrained = None
+    if pretrained_name is not None:
+        pretrained = project.find_instance(pretrained_name)
+        if pretrained is None:
+            raise BackendError(f"pretrained model instance {pretrained_name!r} not found in "
+                               f"{project.root / 'models'} or {project.root / 'pretrained_models'}")
+    else:
+        default = project.root / "pretrained_models" / DEFAULT_PRETRAINED
+        if default.is_dir():
+            pretrained = default
+    spec = ModelInstance.load(pretrained).segment_spec if pretrained is not None else SegmentSpec()
+
+    # 2. labelled intermediates
+    manifest = project.track_files()
+    isolated_dir = project.interim / "isolated"
+    labelled, unlabelled = [], []
+    for row in manifest:
+        path = Path(row["path"])
+        if not row["label"] and row["format"] != "trx":
+            log.warning("%s: no .label file next to it; not used for training", path)
+            unlabelled.append(path)
+            continue
+        target = isolated_dir / f"{row['id']}.h5"
+        isolate(path, target, row["label"] or None, options=read_options)
+        if not isolated_label_names(target):
+            log.warning("%s: no behaviour labels (no .label file, no behaviour flags); not used for training", path)
+            unlabelled.append(path)
+            continue
+        labelled.append(target)
+    if not labelled:
+        raise BackendError(f"{project.raw}: no labelled track file; put each track file's .label "
+                           "(LarvaTagger) next to it")
+    log_line(f"{len(labelled)} labelled file(s) in {project.raw}"
+             + (f" ({len(unlabelled)} without labels left out)" if unlabelled else ""))
+
+    # 3. pretraining when no pretrained encoder was found
+    if pretrained is None and pretraining_iterations > 0:
+        from maggotflow.pretraining import PretrainConfig, pretrain
+
+        pretrained = project.interim / "pretrained"
+        log_line(f"no pretrained model instance (pretrained_models/{DEFAULT_PRETRAINED} absent): pretraining "
+                 f"an encoder for {pretraining_iterations} steps on the same files -> {pretrained}")
+        pretrain(labelled, None, pretrained,
+                 PretrainConfig(steps=pretraining_iterations, seed=seed, device=device), log=log_line)
+
+    # 4. dataset and two-stage training
+    dataset = project.interim / "larva_dataset.h5"
+    build_dataset(labelled, dataset, spec=spec, labels=labels, balancing=balancing,
+                  class_weights=class_weights, seed=seed).close()
+    return train_tagger(dataset, project.model, pretrained, config, log=log_line)
+
+
+# ---------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagging-backend",
+        description="TaggingBackends-compatible command line of maggotflow (MaggotUBA-style tagger)",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model-instance", required=True, metavar="NAME",
+                        help="model instance name: data in data/*/NAME, model in models/NAME")
+    common.add_argument("--root", type=Path, default=None,
+                        help="backend project folder holding data/ and models/ (default: current directory)")
+    common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    common.add_argument("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
+    common.add_argument("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
+    common.add_argument("--spine-order", choices=["head_first", "tail_first"], default="head_first",
+                        help="point order in .spine/.outline files (default head_first)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("predict", parents=[common], help="tag the track files in data/raw/NAME")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--skip-make-dataset", dest="make_dataset", action="store_false",
+                      help="read the track files directly (default)")
+    mode.add_argument("--make-dataset", dest="make_dataset", action="store_true",
+                      help="write per-file intermediates first (private temporary folder)")
+    p.set_defaults(make_dataset=False)
+    p.add_argument("--batch-size", type=int, default=None, help="segments per forward pass")
+    p.add_argument("--keep-going", action="store_true", help="skip unreadable files, report them at the end")
+    p.add_argument("--data-isolation", action="store_true",
+                   help="accepted for LarvaTagger.jl compatibility: every call is isolated anyway")
+
+    t = sub.add_parser("train", parents=[common], help="train models/NAME on the labelled files in data/raw/NAME")
+    t.add_argument("--pretrained-model-instance", metavar="P", default=None,
+                   help=f"encoder to start from: models/P or pretrained_models/P (default: "
+                        f"pretrained_models/{DEFAULT_PRETRAINED}, else a short pretraining)")
+    t.add_argument("--labels", default=None, help="comma-separated labels to learn (default: every label found)")
+    t.add_argument("--balancing-strategy", choices=("auto", "maggotuba", "none"), default="auto",
+                   help="auto (class weights by inverse frequency, default), maggotuba (subsampling), none")
+    t.add_argument("--class-weights", default=None, help="comma-separated weights, one per label in label order")
+    t.add_argument("--iterations", type=int, default=1000,
+                   help="fine-tuning steps (stage 2); stage 1 gets a quarter of that (default 1000)")
+    t.add_argument("--pretraining-iterations", type=int, default=1000,
+                   help="pretraining steps when no pretrained instance exists; 0: random encoder (default 1000)")
+    t.add_argument("--layers", type=int, default=1, help="dense layers of the classifier (default 1)")
+    t.add_argument("--post-rule", default=None, help="post-prediction rule stored in the tagger: ABC->AAC or none")
+    t.add_argument("--batch-size", type=int, default=128, help="segments per training step (default 128)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `tagging-backend`; returns the exit code (0 ok, 1 error)."""
+    from maggotflow.formats import ReadOptions
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = args.root if args.root is not None else Path.cwd()
+    failures: list = []
+    try:
+        options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize, spine_order=args.spine_order)
+        if args.command == "predict":
+            written = predict(root, args.model_instance, make_dataset=args.make_dataset, device=args.device,
+                              batch_size=args.batch_size, read_options=options,
+                              on_error=(lambda path, err: failures.append(err)) if args.keep_going else None)
+            for path in written:
+                print(path, flush=True)
+        else:
+            from maggotflow.dataset import parse_names, parse_weights
+
+            train(root, args.model_instance, pretrained_name=args.pretrained_model_instance,
+                  labels=parse_names(args.labels), balancing=args.balancing_strategy,
+                  class_weights=parse_weights(args.class_weights), iterations=args.iterations,
+                  pretraining_iterations=args.pretraining_iterations, seed=args.seed, device=args.device,
+                  layers=args.layers, post_rule=args.post_rule, batch_size=args.batch_size,
+                  read_options=options, log_line=lambda msg: print(msg, flush=True))
+    except (TrackDataError, BackendError, ValueError, FileExistsError) as err:
+        # TrackDataError, InstanceError and option problems: one line, no traceback
+        # (with --verbose the traceback too, to report a bug).
+        if args.verbose:
+            raise
+        print(f"tagging-backend {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    if failures:
+        print(f"tagging-backend predict: {len(failures)} file(s) could not be tagged:", file=sys.stderr)
+        for err in failures:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,505 @@
+"""The manifest: one row per track file of an input directory tree, as a TSV file.
+
+The workflow never globs directories while it builds its job graph: every cluster job
+re-reads the Snakefile, and a glob over tens of thousands of files on a network filesystem
+costs seconds per job. Instead the tree is scanned once per workflow invocation (or not at
+all, when the user supplies a manifest) and every job reads `results/manifest.tsv`.
+
+Columns (tab separated, one header line, UTF-8, rows sorted by `relpath`)::
+
+    id         safe unique name derived from the relative path, only [A-Za-z0-9_.-]
+               (every Janelia file is called trx.mat: identity comes from the path)
+    path       absolute path of the track file
+    relpath    path relative to the scanned root (mirrored by the output trees)
+    format     spine | trx | fimtrack
+    size       bytes
+    label      absolute path of the paired LarvaTagger .label file, or "" (see below)
+    tracker, genotype, effector, protocol, date_time
+               metadata from the path, "" when unknown (filters such as "one tracker only")
+
+Label pairing, for a track file `DIR/STEM.EXT`: `DIR/STEM.label` (so `trx.mat` pairs with
+`trx.label`); otherwise a `.label` in DIR whose `dependencies` name the track file. Exported
+predictions (`predicted.label`, `*.predicted.label`, see `exported_label_path`) are never
+taken as ground truth.
+
+Also here, because they are functions of the manifest alone: the held-out split by file
+(`hash_split`), the sharding of prediction jobs (`assign_shards`), the names of prediction
+runs (`predict_run_name`) and of output label files (`mirrored_label_path`).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from maggotflow.atomic import write_text_atomic
+from maggotflow.tracks import TrackDataError, metadata_from_name
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("id", "path", "relpath", "format", "size", "label",
+           "tracker", "genotype", "effector", "protocol", "date_time")
+METADATA_COLUMNS = ("tracker", "genotype", "effector", "protocol", "date_time")
+# Janelia files are always called trx.mat; other .mat files in experiment folders are not tracks.
+DEFAULT_PATTERNS = ("*.spine", "trx.mat", "*.csv")
+EXPORT_SUFFIX = ".predicted.label"
+EXPORT_TRX_NAME = "predicted.label"
+MAX_ID_LENGTH = 150  # leaves room under the 255-byte file-name limit for suffixes
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_DATE_TIME = re.compile(r"^[0-9]{8}_[0-9]{6}$")
+_FORMAT_BY_SUFFIX = {".spine": "spine", ".mat": "trx", ".csv": "fimtrack"}
+
+
+@dataclass
+class Manifest:
+    """Rows (dicts of column -> str) in `relpath` order, with a lookup by id.
+
+    `root` is the scanned directory (None for a user manifest without one).
+    """
+
+    rows: list[dict[str, str]]
+    root: Path | None = None
+    by_id: dict[str, dict[str, str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rows = sorted(self.rows, key=lambda r: (r["relpath"], r["id"]))
+        self.by_id = {}
+        for row in self.rows:
+            if row["id"] in self.by_id:
+                raise ValueError(f"manifest id {row['id']!r} appears twice")
+            self.by_id[row["id"]] = row
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        return iter(self.rows)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.rows]
+
+    def where(self, **equals: str | Sequence[str]) -> "Manifest":
+        """Rows whose columns equal the given values (a list means any of them)."""
+        rows = self.rows
+        for column, wanted in equals.items():
+            allowed = {wanted} if isinstance(wanted, str) else {str(w) for w in wanted}
+            rows = [r for r in rows if r.get(column, "") in allowed]
+        return Manifest([dict(r) for r in rows], self.root)
+
+    def subset(self, ids: Iterable[str]) -> "Manifest":
+        keep = set(ids)
+        return Manifest([dict(r) for r in self.rows if r["id"] in keep], self.root)
+
+    def to_tsv(self) -> str:
+        columns = list(COLUMNS) + sorted({c for r in self.rows for c in r} - set(COLUMNS))
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(columns)
+        for row in self.rows:
+            writer.writerow([row.get(c, "") for c in columns])
+        return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# Ids and names
+
+
+def safe_name(text: str) -> str:
+    """`text` with every character outside [A-Za-z0-9_.-] replaced by '-'."""
+    return _UNSAFE.sub("-", text)
+
+
+def id_from_relpath(relpath: str) -> str:
+    """Safe id from a relative path: components joined by '__', unsafe characters -> '-'.
+
+    't15/GMR@UAS/p/20200101_120000/trx.mat' -> 't15__GMR-UAS__p__20200101_120000__trx.mat'.
+    Over-long ids are cut and completed with a hash of the path.
+    """
+    parts = [p for p in Path(relpath).parts if p not in ("", ".")]
+    name = "__".join(safe_name(p) for p in parts).lstrip(".-") or "file"
+    if len(name) > MAX_ID_LENGTH:
+        name = f"{name[: MAX_ID_LENGTH - 9]}-{_sha1(relpath)[:8]}"
+    return name
+
+
+def unique_ids(relpaths: Sequence[str]) -> list[str]:
+    """`id_from_relpath` of each path; ids that collide get a hash of their path appended."""
+    ids = [id_from_relpath(p) for p in relpaths]
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[i] = counts.get(i, 0) + 1
+    return [i if counts[i] == 1 else f"{i[: MAX_ID_LENGTH - 9]}-{_sha1(p)[:8]}"
+            for i, p in zip(ids, relpaths)]
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def predict_run_name(predict_dir: str | Path, model: str | Path) -> str:
+    """Name of the output folder for tagging `predict_dir` with `model`.
+
+    `<directory name>-<8 hex>`: readable, and the hash of both absolute paths keeps runs on
+    different directories (or with different models) apart even when the names agree.
+    """
+    directory = os.path.realpath(predict_dir)
+    slug = safe_name(os.path.basename(directory.rstrip("/")) or "root").strip(".-")[:40] or "dir"
+    digest = _sha1(directory + "\0" + os.path.realpath(model))[:8]
+    return f"{slug}-{digest}"
+
+
+def mirrored_label_path(relpath: str) -> str:
+    """Relative path of the predicted `.label` of a track file in a mirrored output tree.
+
+    'a/b/X.spine' -> 'a/b/X.label'; 'a/b/trx.mat' -> 'a/b/trx.label'.
+    """
+    return str(Path(relpath).with_suffix(".label"))
+
+
+def exported_label_path(track_path: str | Path) -> Path:
+    """Where a prediction is exported next to its track file.
+
+    trx.mat -> `predicted.label` in the same folder (the name LarvaTagger users know from
+    tagging-backend); other files -> `<stem>.predicted.label`, since one folder may hold
+    many .spine or .csv files. Neither can be mistaken for ground truth (see `pair_labels`).
+    """
+    track_path = Path(track_path)
+    if track_path.suffix.lower() == ".mat":
+        return track_path.with_name(EXPORT_TRX_NAME)
+    return track_path.with_name(track_path.stem + EXPORT_SUFFIX)
+
+
+def is_exported_prediction(name: str) -> bool:
+    return name == EXPORT_TRX_NAME or name.endswith(EXPORT_SUFFIX)
+
+
+# --------------------------------------------------------------------------------------
+# Scanning a tree
+
+
+def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> Manifest:
+    """Scan `root` for track files whose names match `patterns` (fnmatch, case-insensitive).
+
+    Hidden folders are skipped; symbolic links to folders are followed once. `.csv` files
+    that are not FIMTrack tables are skipped with a warning. Raises TrackDataError when
+    `root` is not a readable folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TrackDataError(root, "is not a folder of track files")
+    root_abs = Path(os.path.abspath(root))
+    lowered = [p.lower() for p in patterns]
+    tracks: list[tuple[str, os.DirEntry]] = []
+    label_dirs: dict[str, list[str]] = {}  # relative folder -> .label names
+    not_fimtrack: list[str] = []
+    for reldir, entries in _walk(root_abs):
+        labels = []
+        for entry in entries:
+            name = entry.name
+            lname = name.lower()
+            if lname.endswith(".label"):
+                labels.append(name)
+            elif any(fnmatch.fnmatchcase(lname, p) for p in lowered):
+                if Path(lname).suffix not in _FORMAT_BY_SUFFIX:
+                    continue
+                if lname.endswith(".csv") and not _looks_like_fimtrack(entry):
+                    not_fimtrack.append(os.path.join(reldir, name))
+                    continue
+                tracks.append((reldir, entry))
+        if labels:
+            label_dirs[reldir] = labels
+    if not_fimtrack:
+        log.warning("%s: skipped %d .csv file(s) that are not FIMTrack tables (first: %s)",
+                    root, len(not_fimtrack), not_fimtrack[0])
+    relpaths = [os.path.join(d, e.name) if d else e.name for d, e in tracks]
+    ids = unique_ids(relpaths)
+    rows = []
+    unpaired: dict[str, list[int]] = {}
+    for k, ((reldir, entry), relpath, ident) in enumerate(zip(tracks, relpaths, ids)):
+        path = root_abs / relpath
+        fmt = _FORMAT_BY_SUFFIX[Path(entry.name.lower()).suffix]
+        label = ""
+        same_stem = Path(entry.name).stem + ".label"
+        if same_stem in label_dirs.get(reldir, ()):
+            label = str(path.with_name(same_stem))
+        else:
+            unpaired.setdefault(reldir, []).append(k)
+        row = {"id": ident, "path": str(path), "relpath": relpath, "format": fmt,
+               "size": str(entry.stat().st_size), "label": label}
+        row.update(path_metadata(path, fmt))
+        rows.append(row)
+    for reldir, indices in unpaired.items():
+        candidates = [n for n in label_dirs.get(reldir, ()) if not is_exported_prediction(n)]
+        if candidates:
+            _pair_by_dependencies(root_abs / reldir, candidates, [rows[k] for k in indices])
+    return Manifest(rows, root_abs)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, list[os.DirEntry]]]:
+    """(relative folder, file entries) for every folder under root, sorted, no hidden ones."""
+    seen: set[str] = set()
+    stack = [""]
+    while stack:
+        reldir = stack.pop()
+        real = os.path.realpath(root / reldir)
+        if real in seen:  # a symlink loop or a folder linked twice
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(root / reldir) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            log.warning("%s: cannot list folder (%s); skipped", root / reldir, err.strerror)
+            continue
+        files = []
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__pycache__":
+                continue
+            try:
+                if entry.is_dir():
+                    subdirs.append(os.path.join(reldir, entry.name) if reldir else entry.name)
+                elif entry.is_file():
+                    files.append(entry)
+            except OSError:
+                continue
+        yield reldir, files
+        stack.extend(reversed(subdirs))
+
+
+def _looks_like_fimtrack(entry: os.DirEntry) -> bool:
+    """True for a FIMTrack csv, and for an empty file (which then fails loudly when read)."""
+    try:
+        with open(entry.path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return True
+    first = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf")
+    return not head.strip() or b"larva(" in first[:64]
+
+
+def path_metadata(path: str | Path, fmt: str) -> dict[str, str]:
+    """tracker, genotype, effector, protocol, date_time from a track file's path ("" if unknown).
+
+    trx.mat: `<tracker>/<genotype>@<effector>/<protocol>/<date_time>/trx.mat`; other
+    formats: the `@`-separated file name `date_time@genotype@effector@tracker@protocol@...`.
+    """
+    if fmt == "trx":
+        from maggotflow.formats.trx import trx_metadata_from_path
+
+        meta = trx_metadata_from_path(path)
+    else:
+        name = Path(path).name
+        meta = metadata_from_name(name) if "@" in name else {}
+        if not _DATE_TIME.match(meta.get("date_time", "")):
+            meta.pop("date_time", None)
+        if not meta and _DATE_TIME.match(Path(name).stem):  # FIMTrack '<date_time>.csv'
+            meta = {"date_time": Path(name).stem}
+    return {k: str(meta.get(k, "")) for k in METADATA_COLUMNS}
+
+
+def _pair_by_dependencies(folder: Path, label_names: list[str], rows: list[dict[str, str]]) -> None:
+    """Pair rows (track files of `folder`) with .label files whose dependencies name them."""
+    wanted = {Path(r["path"]).name: r for r in rows}
+    found: dict[str, list[str]] = {}
+    for name in label_names:
+        for filename in _label_dependencies(folder / name):
+            if filename in wanted:
+                found.setdefault(filename, []).append(name)
+    for filename, names in found.items():
+        if len(names) > 1:
+            log.warning("%s: %d label files name %s (%s); using %s", folder, len(names), filename,
+                        ", ".join(names), names[0])
+        wanted[filename]["label"] = str(folder / names[0])
+
+
+def _label_dependencies(path: Path, head_bytes: int = 1 << 16) -> list[str]:
+    """Track file names in a .label file's `dependencies` (read from its head; [] if unreadable).
+
+    `dependencies` precedes the (large) `data` array, so the first 64 kB normally hold it.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read(head_bytes).decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    at = text.find('"dependencies"')
+    if at < 0:
+        return []
+    colon = text.find(":", at + len('"dependencies"'))
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[colon + 1:].lstrip())
+    except (ValueError, IndexError):
+        return []
+    deps = value if isinstance(value, list) else [value]
+    return [str(d["filename"]) for d in deps if isinstance(d, dict) and d.get("filename")]
+
+
+# --------------------------------------------------------------------------------------
+# Reading and writing
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> bool:
+    """Write `manifest` to `path` (atomic) unless it holds exactly that already.
+
+    Returns True when the file was (re)written. Leaving an unchanged file alone keeps its
+    modification time, so rescanning an unchanged tree triggers nothing downstream.
+    """
+    path = Path(path)
+    text = manifest.to_tsv()
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_text_atomic(path, text)
+    return True
+
+
+def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
+    """Read a manifest TSV: one written by `write_manifest`, or a user's own.
+
+    A user manifest needs only a `path` column; relative paths are taken relative to `root`
+    (default: the manifest's folder). Missing columns are derived: `relpath` (relative to
+    `root`, or to the files' common folder), `id`, `format` (from the extension), `size`,
+    `label` (same-stem pairing only) and the metadata. Bad manifests raise TrackDataError
+    naming the manifest and the row.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TrackDataError(path, "manifest not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise TrackDataError(path, f"manifest cannot be read ({err})") from None
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
+    if not reader.fieldnames or "path" not in reader.fieldnames:
+        raise TrackDataError(path, "manifest has no 'path' column (tab-separated, one header line)")
+    base = Path(os.path.abspath(root if root is not None else path.parent))
+    rows = []
+    for line, raw in enumerate(reader, start=2):
+        row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+        if not row.get("path"):
+            if any(row.values()):
+                raise TrackDataError(path, f"line {line}: empty 'path'")
+            continue
+        track = Path(row["path"])
+        track = track if track.is_absolute() else base / track
+        row["path"] = os.path.normpath(track)
+        rows.append(row)
+    if not rows:
+        raise TrackDataError(path, "manifest lists no track file")
+    _complete(rows, path, base if root is not None else None)
+    try:
+        return Manifest(rows, base)
+    except ValueError as err:
+        raise TrackDataError(path, str(err)) from None
+
+
+def _complete(rows: list[dict[str, str]], manifest_path: Path, root: Path | None) -> None:
+    if any(not r.get("relpath") for r in rows):
+        anchor = root
+        if anchor is None:
+            parents = [os.path.dirname(r["path"]) for r in rows]
+            anchor = Path(os.path.commonpath(parents)) if parents else Path("/")
+        for r in rows:
+            if not r.get("relpath"):
+                r["relpath"] = os.path.relpath(r["path"], anchor)
+                if r["relpath"].startswith(".."):  # outside root: keep it unique and safe
+                    r["relpath"] = r["path"].lstrip("/")
+    missing_ids = [r for r in rows if not r.get("id")]
+    for r, ident in zip(missing_ids, unique_ids([r["relpath"] for r in missing_ids])):
+        r["id"] = ident
+    for line, r in enumerate(rows, start=2):
+        if _UNSAFE.search(r["id"]) or r["id"].startswith((".", "-")):
+            raise TrackDataError(manifest_path, f"row {line}: id {r['id']!r} may only use A-Z a-z 0-9 _ . - "
+                                                f"and not start with '.' or '-'")
+        suffix = Path(r["path"]).suffix.lower()
+        if not r.get("format"):
+            if suffix not in _FORMAT_BY_SUFFIX:
+                raise TrackDataError(manifest_path, f"row {line}: {r['path']} is not a .spine, .mat or .csv track file")
+            r["format"] = _FORMAT_BY_SUFFIX[suffix]
+        if not r.get("size"):
+            try:
+                r["size"] = str(os.stat(r["path"]).st_size)
+            except OSError:
+                r["size"] = "0"  # missing file: its own job fails with a clear message
+        if "label" not in r:
+            sibling = Path(r["path"]).with_suffix(".label")
+            r["label"] = str(sibling) if sibling.is_file() else ""
+        elif r["label"] and not os.path.isabs(r["label"]):
+            r["label"] = os.path.normpath(Path(r["path"]).parent / r["label"])
+        if any(not r.get(k) for k in METADATA_COLUMNS):
+            meta = path_metadata(r["path"], r["format"])
+            for k in METADATA_COLUMNS:
+                r[k] = r.get(k) or meta[k]
+
+
+# --------------------------------------------------------------------------------------
+# Splits and shards
+
+
+def hash_fraction(ident: str, seed: int, salt: str) -> float:
+    """A number in [0, 1) fixed by (seed, salt, id): splits that never move a file."""
+    return int(_sha1(f"{seed}\0{salt}\0{ident}")[:15], 16) / 16**15
+
+
+def hash_split(ids: Sequence[str], fraction: float, seed: int = 0, salt: str = "heldout") -> set[str]:
+    """The ids set apart with probability `fraction`, decided per file by a hash.
+
+    Adding or removing other files never moves a file between sides. With fraction > 0 and
+    at least two files, at least one file is set apart and at least one is kept.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    if fraction == 0 or len(ids) < 2:
+        return set()
+    score = {i: hash_fraction(i, seed, salt) for i in ids}
+    chosen = {i for i, u in score.items() if u < fraction}
+    ranked = sorted(ids, key=lambda i: score[i])
+    if not chosen:
+        chosen = {ranked[0]}
+    if len(chosen) == len(ids):
+        chosen.discard(ranked[-1])
+    return chosen
+
+
+def assign_shards(ids: Sequence[str], files_per_job: int) -> dict[str, list[str]]:
+    """Group ids (in sorted order) into prediction shards of about `files_per_job` files.
+
+    Shard boundaries are content-defined: a shard ends after an id whose hash is 0 modulo
+    `files_per_job` (or when it reaches twice that size). Adding a file to a large tree
+    therefore changes only the shard it falls into instead of shifting every later shard,
+    so re-running after new experiments arrive tags only the new files' shards. Shards are
+    named by a hash of their first id: `{name: [ids]}` in order.
+    """
+    if files_per_job < 1:
+        raise ValueError(f"files_per_job must be >= 1, got {files_per_job}")
+    shards: dict[str, list[str]] = {}
+    current: list[str] = []
+
+    def close() -> None:
+        name = "s" + _sha1(current[0])[:10]
+        while name in shards:  # hash collision of two first ids: astronomically rare
+            name += "x"
+        shards[name] = list(current)
+        current.clear()
+
+    for ident in sorted(ids):
+        current.append(ident)
+        if int(_sha1(ident)[:8], 16) % files_per_job == 0 or len(current) >= 2 * files_per_job:
+            close()
+    if current:
+        close()
+    return shards

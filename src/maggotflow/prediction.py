@@ -1,0 +1,514 @@
+"""Prediction: tag every time step of every larva of track files, write LarvaTagger `.label` files.
+
+In: a tagger model instance (`maggotflow train`) and track files (`.spine`, `trx.mat`,
+FIMTrack `.csv`) or per-file intermediates (`.h5` from `maggotflow isolate`, which keep the
+track file's metadata, name and sha1: both give byte-identical `.label` files).
+Out: one `.label` per input (metadata of the track file, `dependencies` = its basename and
+sha1, the tagger's label names and colours, per larva the track's own times rounded to 1 ms
+and one label per time step), written atomically.
+
+How it runs (speed matters: thousands of files, ~1 million segments per big file):
+- the model is loaded once per call; files are read one after another by a producer thread
+  that builds the segments (vectorised per track, `maggotflow.segments.build_segments`,
+  every time step a centre, edge steps with edge-clamped windows) straight into fixed-size
+  batches, so reading and segment building overlap the forward passes;
+- batches span larvae and files (small files do not leave batches half empty); forward
+  passes run under `torch.inference_mode`, float32 on CPU, float16 autocast on CUDA;
+- per-step predictions are the argmax of the logits; the optional post-rule "ABC->AAC"
+  (`apply_post_rule`) is applied per larva.
+
+A larva whose spine has zero length (all points coincide over most of the track) cannot be
+normalised: it is left out of the `.label` file with a warning naming the file. A file that
+cannot be read, or holds no larva to tag, raises TrackDataError naming it (`on_error` /
+`--keep-going` skips it and carries on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from maggotflow.formats import ReadOptions, read_run
+from maggotflow.instance import InstanceError, ModelInstance
+from maggotflow.model import select_device
+from maggotflow.segments import build_segments, larva_length
+from maggotflow.tracks import Run, TrackDataError
+
+log = logging.getLogger(__name__)
+
+INTERMEDIATE_SUFFIXES = (".h5", ".hdf5")
+# Segments per forward pass. On CPU small batches are much faster (measured ~2.5x between
+# 128 and 4096 with the default encoder: the activations of a batch then stay in cache);
+# GPUs want large ones.
+DEFAULT_BATCH_SIZE = {"cpu": 128, "cuda": 8192}
+# Segments are built in chunks of at least this many rows (numpy overhead amortised over
+# many segments); each chunk is then classified batch by batch.
+MIN_CHUNK = 4096
+PREFETCH_CHUNKS = 3  # chunks the producer thread may build ahead of the model
+
+
+# ---------------------------------------------------------------------------- post-rule
+def apply_post_rule(labels: np.ndarray) -> np.ndarray:
+    """Post-prediction rule "ABC -> AAC" on one larva's per-step labels; returns a new array.
+
+    A label lasting a single time step between two other labels is replaced by the label
+    before it. Precisely, going left to right over the already corrected sequence: step k
+    (neither the first nor the last step) is replaced by the label of step k-1 when its
+    label differs from both the (corrected) label of step k-1 and the label of step k+1.
+    Consequences: `A B C` -> `A A C`; `A B A` -> `A A A`; a chain of single-step labels
+    takes the label before the chain (`A B C D E E` -> `A A A A E E`); the first and the
+    last step are never changed; runs of two or more steps are never changed.
+
+    Equivalently (vectorised): the steps kept as they are ("anchors") are the first, the
+    last, and every step whose label equals the next step's; every other step takes the
+    label of the last anchor before it (an anchor's label propagates forward).
+    In: (n,) array of labels (class indices or names). Out: (n,) array, same dtype.
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    if n <= 2:
+        return labels.copy()
+    anchor = np.zeros(n, dtype=bool)
+    anchor[0] = anchor[-1] = True
+    anchor[:-1] |= labels[:-1] == labels[1:]
+    source = np.where(anchor, np.arange(n), 0)
+    np.maximum.accumulate(source, out=source)
+    return labels[source]
+
+
+# ---------------------------------------------------------------------------- inputs
+def is_intermediate(path: str | Path) -> bool:
+    """True for a per-file HDF5 intermediate (by extension: .h5 / .hdf5)."""
+    return Path(path).suffix.lower() in INTERMEDIATE_SUFFIXES
+
+
+def read_input(path: str | Path, options: ReadOptions | None = None) -> Run:
+    """A track file or an intermediate as a Run; TrackDataError if it holds no larva to tag."""
+    path = Path(path)
+    if is_intermediate(path):
+        from maggotflow.isolation import read_isolated
+
+        run = read_isolated(path)
+    else:
+        run = read_run(path, options)
+    if not run.tracks:
+        raise TrackDataError(path, "contains no larva with enough time steps to tag")
+    return run
+
+
+def source_name(path: str | Path) -> str:
+    """Basename of the track file behind `path` (for an intermediate: the file it was made from)."""
+    path = Path(path)
+    if is_intermediate(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                name = str(f.attrs.get("source_name", ""))
+        except OSError as err:
+            raise TrackDataError(path, f"is not a readable maggotflow intermediate ({err})") from None
+        return name or path.name
+    return path.name
+
+
+def default_output_name(path: str | Path) -> str:
+    """`<track file stem>.label`: `a@b@c.spine` -> `a@b@c.label`, `trx.mat` -> `trx.label`."""
+    return Path(source_name(path)).stem + ".label"
+
+
+class OutputClashError(ValueError):
+    """Several inputs would write the same `.label` file (or an input would be overwritten)."""
+
+
+def output_paths(inputs: Sequence[Path], out_dir: Path | None, out_paths: Sequence[Path] | None) -> list[Path]:
+    """The `.label` path of every input; OutputClashError when two coincide or hit an input."""
+    inputs = [Path(p) for p in inputs]
+    if (out_dir is None) == (out_paths is None):
+        raise ValueError("give either an output directory or one output path per input")
+    if out_paths is not None:
+        outs = [Path(p) for p in out_paths]
+        if len(outs) != len(inputs):
+            raise ValueError(f"{len(outs)} output paths for {len(inputs)} inputs")
+    else:
+        outs = [Path(out_dir) / default_output_name(p) for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, out in zip(inputs, outs):
+        key = out.resolve()
+        if key in seen:
+            hint = ("; give one output path per input (--out-paths), e.g. mirroring the input folders"
+                    if out_paths is None else "")
+            raise OutputClashError(f"{seen[key]} and {src} would both be tagged into {out}{hint}")
+        seen[key] = src
+    resolved_inputs = {p.resolve() for p in inputs}
+    for out in outs:
+        if out.resolve() in resolved_inputs:
+            raise OutputClashError(f"{out}: is an input file and will not be overwritten by its labels")
+    return outs
+
+
+# ---------------------------------------------------------------------------- predictor
+@dataclass
+class _Job:
+    """One input in flight: its run, the larvae tagged and the predictions received so far."""
+
+    key: Any
+    run: Run
+    tagged: list[int]  # indices into run.tracks of the larvae that get segments
+    classes: dict[int, np.ndarray]  # track index -> (n,) int64 class per step
+    remaining: int  # steps still waiting for a prediction
+
+
+class Predictor:
+    """A tagger loaded once, applied to many runs.
+
+    instance: a tagger model instance folder (or a loaded ModelInstance). device: "auto",
+    "cpu", "cuda", ... batch_size: segments per forward pass (default 128 on CPU, 8192 on
+    CUDA). prefetch: build segments in a background thread while the model runs.
+    Attributes: `labels`, `colors`, `post_rule`, `spec`, `device`, `batch_size`.
+    """
+
+    def __init__(
+        self,
+        instance: str | Path | ModelInstance,
+        device: str | torch.device = "auto",
+        batch_size: int | None = None,
+        prefetch: bool = True,
+    ):
+        self.device = select_device(device)
+        if isinstance(instance, ModelInstance):
+            self.instance = instance.to(self.device)
+        else:
+            self.instance = ModelInstance.load(instance, device=self.device)
+        if self.instance.kind != "tagger":
+            raise InstanceError(self.instance.path, f"is a {self.instance.kind} instance, not a tagger: "
+                                                    "train a tagger from it first (maggotflow train)")
+        self.model = self.instance.tagger().to(self.device).eval()
+        self.labels = list(self.instance.labels)
+        from maggotflow.formats.label import default_colors
+
+        self.colors = list(self.instance.colors) if self.instance.colors else default_colors(self.labels)
+        self.post_rule = self.instance.post_rule
+        self.spec = self.instance.segment_spec
+        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 128))
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        self.prefetch = prefetch
+        self.use_amp = self.device.type == "cuda"
+        self._steps = tuple((name,) for name in self.labels)
+
+    # -- model
+    def classify(self, segments: np.ndarray) -> np.ndarray:
+        """Class indices (N,) int64 for segments (N, 2, P, W) float32, `batch_size` at a time."""
+        out = np.empty(segments.shape[0], dtype=np.int64)
+        for i in range(0, segments.shape[0], self.batch_size):
+            out[i:i + self.batch_size] = self._forward(segments[i:i + self.batch_size])
+        return out
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, non_blocking=True)
+        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            logits = self.model(x)  # (B, 2, P, W) -> (B, K)
+        return logits.argmax(dim=1).to("cpu").numpy().astype(np.int64, copy=False)
+
+    # -- runs
+    def predict_run(self, run: Run) -> dict[str, list[str]]:
+        """Label names per time step for every larva of `run` (larva id -> list, one per step)."""
+        results = list(self.stream([(None, lambda: run)]))
+        key, run_, classes, error = results[0]
+        if error is not None:
+            raise error
+        return {run.tracks[i].id: [self.labels[c] for c in cls.tolist()] for i, cls in classes.items()}
+
+    def label_steps(self, classes: np.ndarray) -> list[tuple[str, ...]]:
+        """Class indices -> LarvaTagger steps (one-name tuples)."""
+        steps = self._steps
+        return [steps[c] for c in classes.tolist()]
+
+    def stream(
+        self, loaders: Iterable[tuple[Any, Callable[[], Run]]]
+    ) -> Iterator[tuple[Any, Run | None, dict[int, np.ndarray] | None, TrackDataError | None]]:
+        """Tag runs as they are loaded; yield `(key, run, classes, error)` per loader.
+
+        loaders: (key, function returning a Run); a function may raise TrackDataError, which
+        is yielded as `error` (run and classes None) without stopping the others.
+        classes: track index -> (n,) int64 class per time step, post-rule applied; larvae
+        that could not be tagged are absent. Results come in input order except that errors
+        may be reported before earlier inputs finish.
+        """
+        source = self._produce(loaders)
+        messages = _threaded(source, PREFETCH_CHUNKS) if self.prefetch else _inline(source)
+        jobs: dict[int, _Job] = {}
+        try:
+            for message in messages:
+                kind = message[0]
+                if kind == "error":
+                    _, key, err = message
+                    yield key, None, None, err
+                elif kind == "job":
+                    _, job_id, job = message
+                    jobs[job_id] = job
+                    if job.remaining == 0:
+                        yield self._finish(jobs.pop(job_id))
+                elif kind == "batch":
+                    _, batch, n, pieces = message
+                    predicted = self.classify(batch[:n])
+                    done = []
+                    for job_id, track, start, offset, count in pieces:
+                        job = jobs[job_id]
+                        job.classes[track][start:start + count] = predicted[offset:offset + count]
+                        job.remaining -= count
+                        if job.remaining == 0:
+                            done.append(job_id)
+                    for job_id in done:
+                        yield self._finish(jobs.pop(job_id))
+        finally:
+            messages.close()
+
+    def _finish(self, job: _Job) -> tuple[Any, Run, dict[int, np.ndarray], None]:
+        if self.post_rule == "ABC->AAC":
+            for i in job.classes:
+                job.classes[i] = apply_post_rule(job.classes[i])
+        return job.key, job.run, job.classes, None
+
+    def _produce(self, loaders: Iterable[tuple[Any, Callable[[], Run]]]) -> Iterator[tuple]:
+        """Messages: ("error", key, err), ("job", id, _Job), ("batch", array, n, pieces).
+
+        pieces: (job id, track index, first step, row in batch, count) per stretch of steps.
+        """
+        spec = self.spec
+        size = self.batch_size * max(1, -(-MIN_CHUNK // self.batch_size))  # whole forward batches
+        shape = (size, 2, spec.n_points, spec.window)
+        batch, filled, pieces = np.empty(shape, dtype=np.float32), 0, []
+        for job_id, (key, load) in enumerate(loaders):
+            try:
+                run = load()
+                lengths = self._lengths(run)
+            except TrackDataError as err:
+                yield "error", key, err
+                continue
+            tagged = [i for i, length in enumerate(lengths) if length is not None]
+            if not tagged:
+                yield "error", key, TrackDataError(
+                    run.source or key, "no larva has a usable spine (zero length everywhere); nothing to tag")
+                continue
+            classes = {i: np.empty(run.tracks[i].n_steps, dtype=np.int64) for i in tagged}
+            yield "job", job_id, _Job(key, run, tagged, classes, sum(c.size for c in classes.values()))
+            for i in tagged:
+                track, start = run.tracks[i], 0
+                while start < track.n_steps:
+                    count = min(size - filled, track.n_steps - start)
+                    # Segments go straight into the batch buffer: no per-file concatenation.
+                    batch[filled:filled + count] = build_segments(
+                        track, spec, length=lengths[i], centres=track.t[start:start + count])
+                    pieces.append((job_id, i, start, filled, count))
+                    filled += count
+                    start += count
+                    if filled == size:
+                        yield "batch", batch, filled, pieces
+                        batch, filled, pieces = np.empty(shape, dtype=np.float32), 0, []
+        if filled:
+            yield "batch", batch, filled, pieces
+
+    @staticmethod
+    def _lengths(run: Run) -> list[float | None]:
+        """Larva length (mm) per track, None for a larva that cannot be normalised (warned)."""
+        out: list[float | None] = []
+        where = run.source if run.source is not None else run.metadata.get("id", "input")
+        for track in run.tracks:
+            length = larva_length(track)
+            if not np.isfinite(length) or length <= 0:
+                log.warning("%s: larva %s has a zero-length spine; left out of the labels", where, track.id)
+                out.append(None)
+            else:
+                out.append(length)
+        return out
+
+
+class _inline:
+    """Run a message generator in the calling thread (same interface as `_threaded`)."""
+
+    def __init__(self, source: Iterator):
+        self.source = source
+
+    def __iter__(self):
+        return self.source
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class _threaded:
+    """Run a message generator in a background thread, `depth` messages ahead.
+
+    Exceptions raised by the generator are re-raised in the consumer; closing (or an
+    exception in the consumer) stops the thread at its next message.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator, depth: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(source,), name="maggotflow-segments", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for message in source:
+                if not self._put(("ok", message)):
+                    return
+            self._put(("end", None))
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            self._put(("raise", err))
+        finally:
+            source.close()
+
+    def __iter__(self):
+        while True:
+            status, value = self.queue.get()
+            if status == "end":
+                return
+            if status == "raise":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------------------- files
+def predict_files(
+    instance_path: str | Path | ModelInstance | Predictor,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    out_paths: Sequence[str | Path] | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    read_options: ReadOptions | None = None,
+    overwrite: bool = True,
+    on_error: Callable[[Path, TrackDataError], None] | None = None,
+) -> list[Path]:
+    """Tag `inputs` (track files or intermediates) and write one `.label` per input.
+
+    Outputs: `out_paths` (one per input, in order), or `<out_dir>/<track file stem>.label`
+    (`trx.mat` -> `trx.label`; inputs whose names coincide raise OutputClashError before any
+    work: give `out_paths` then). The model is loaded once (`instance_path` may also be a
+    loaded ModelInstance or Predictor). overwrite=False refuses existing outputs
+    (FileExistsError). A bad input raises TrackDataError naming it, unless `on_error` is
+    given: it is then called with (input path, error) and the input skipped.
+    Returns the `.label` paths written, in input order.
+    """
+    inputs = [Path(p) for p in inputs]
+    outs = output_paths(inputs, None if out_dir is None else Path(out_dir),
+                        None if out_paths is None else [Path(p) for p in out_paths])
+    if not overwrite:
+        for out in outs:
+            if out.exists():
+                raise FileExistsError(f"{out}: exists already and will not be overwritten")
+    predictor = (instance_path if isinstance(instance_path, Predictor)
+                 else Predictor(instance_path, device=device, batch_size=batch_size))
+    from maggotflow.formats.label import label_file_for_run, write_label_file
+
+    def loader(path: Path) -> Callable[[], Run]:
+        return lambda: read_input(path, read_options)
+
+    written: dict[int, Path] = {}
+    t0 = time.perf_counter()
+    n_steps = 0
+    for index, run, classes, error in predictor.stream((i, loader(p)) for i, p in enumerate(inputs)):
+        path = inputs[index]
+        if error is not None:
+            if on_error is None:
+                raise error
+            on_error(path, error)
+            continue
+        steps = {run.tracks[i].id: predictor.label_steps(cls) for i, cls in classes.items()}
+        label_file = label_file_for_run(run, names=predictor.labels, colors=predictor.colors, labels=steps)
+        write_label_file(outs[index], label_file, overwrite=overwrite)
+        written[index] = outs[index]
+        n = sum(cls.size for cls in classes.values())
+        n_steps += n
+        log.info("%s: %d larvae, %d time steps -> %s", path, len(classes), n, outs[index])
+    elapsed = time.perf_counter() - t0
+    if n_steps:
+        log.info("tagged %d time steps in %d file(s) in %.1f s (%.0f steps/s on %s)",
+                 n_steps, len(written), elapsed, n_steps / max(elapsed, 1e-9), predictor.device)
+    return [written[i] for i in sorted(written)]
+
+
+# ---------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("model", type=Path, help="tagger model instance folder (from `maggotflow train`)")
+    add("inputs", nargs="*", type=Path,
+        help="track files (.spine, trx.mat, FIMTrack .csv) or intermediates (.h5 from `maggotflow isolate`)")
+    add("--input-list", type=Path, help="text file listing more inputs, one path per line")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", type=Path, help="output folder: <track file stem>.label per input")
+    out.add_argument("--out-paths", nargs="+", type=Path, help="one output .label path per input, in order")
+    add("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    add("--batch-size", type=int, default=None, help="segments per forward pass (default 128 on CPU, 8192 on CUDA)")
+    add("--keep-going", action="store_true", help="skip bad input files, report them at the end (exit 1)")
+    add("--no-overwrite", action="store_true", help="refuse to replace existing .label files")
+    add("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
+    add("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
+    add("--spine-order", choices=["head_first", "tail_first"], default="head_first",
+        help="point order in .spine/.outline files (default head_first)")
+    add("--min-steps", type=int, default=2, help="skip larvae with fewer time steps (default 2)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import sys
+
+    inputs = list(args.inputs)
+    if args.input_list:
+        try:
+            lines = Path(args.input_list).read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise TrackDataError(args.input_list, f"cannot be read ({err.strerror})") from None
+        inputs += [Path(s.strip()) for s in lines if s.strip() and not s.lstrip().startswith("#")]
+    if not inputs:
+        print("maggotflow predict: error: no input file given", file=sys.stderr)
+        return 2
+    failures: list[tuple[Path, TrackDataError]] = []
+    try:
+        options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize,
+                              spine_order=args.spine_order, min_steps=args.min_steps)
+        written = predict_files(
+            args.model, inputs, out_dir=args.out, out_paths=args.out_paths, batch_size=args.batch_size,
+            device=args.device, read_options=options, overwrite=not args.no_overwrite,
+            on_error=(lambda path, err: failures.append((path, err))) if args.keep_going else None,
+        )
+    except TrackDataError:
+        raise  # one line, printed by the CLI
+    except (InstanceError, ValueError) as err:
+        print(f"maggotflow predict: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} .label file(s)", flush=True)
+    if failures:
+        print(f"maggotflow predict: {len(failures)} of {len(inputs)} input(s) failed:", file=sys.stderr)
+        for _, err in failures:
+            print(f"  {err}", file=sys.stderr)
+        return 1
+    return 0

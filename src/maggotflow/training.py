@@ -1,0 +1,576 @@
+"""Two-stage fine-tuning of a tagger (domain.md section 2.6): encoder + dense classifier.
+
+In: a labelled segment dataset (`maggotflow.dataset`, split into training and validation
+files before any window was cut) and, normally, a pretrained encoder (`maggotflow.pretraining`).
+Out: a `ModelInstance` of kind "tagger" (encoder, classifier, label names and colours,
+post-rule, provenance, training curves).
+
+The loop, top to bottom:
+1. Stage 1 ("classifier"): the encoder is frozen, its BatchNorm layers in eval mode too
+   (running statistics untouched), and only the classifier learns (Adam, `lr_stage1`).
+2. Stage 2 ("fine-tune"): encoder and classifier learn together (Adam, `lr_stage2`,
+   smaller: the pretrained features should be adapted, not forgotten at once).
+3. Loss: cross-entropy weighted per class with the dataset's class weights (balancing
+   "auto" gives inverse-frequency weights; see `maggotflow.dataset`), gradient-norm clip.
+4. Budgets are optimisation steps of `batch_size` segments drawn in epochs of a seeded
+   random permutation of the training samples. Validation (loss, accuracy, macro-F1)
+   before training, every `eval_every` steps and at the end of each stage.
+5. The best validated state over both stages is kept. "Best" is the highest validation
+   macro-F1 (the mean of the per-behaviour F1 scores, so a rare behaviour counts as much
+   as runs), ties broken by the lower validation loss; `select_by="loss"` uses the
+   validation loss alone. The validation loss uses the same class weights as training.
+   Without validation samples the final state is kept (a warning is logged).
+
+Without a pretrained instance the encoder starts from a random (Kaiming) initialisation:
+allowed, but logged, as it needs far more labelled data. A pretrained instance may also be
+a tagger: its encoder is reused and a new classifier is trained for the dataset's labels.
+On CUDA the forward pass runs in float16 autocast with gradient scaling; on CPU the same
+seed on the same machine and torch build gives identical weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maggotflow.dataset import Dataset
+from maggotflow.instance import InstanceError, ModelInstance, check_target
+from maggotflow.model import (
+    Classifier,
+    ClassifierConfig,
+    Encoder,
+    EncoderConfig,
+    count_macs,
+    select_device,
+)
+from maggotflow.segments import SegmentSpec
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("classifier", "fine-tune")
+SELECT_BY = ("macro_f1", "loss")
+# Datasets up to this size are read into memory at once (fast random batches); larger ones
+# are read batch by batch from the HDF5 file.
+IN_MEMORY_BYTES = 8 * 1024**3
+
+
+@dataclass
+class TrainConfig:
+    """Budgets, optimiser and classifier architecture of one tagger training."""
+
+    stage1_steps: int = 500  # classifier-only steps (encoder frozen)
+    stage2_steps: int = 2000  # fine-tuning steps (encoder + classifier)
+    batch_size: int = 128  # segments per step
+    lr_stage1: float = 1e-3  # Adam learning rate, stage 1
+    lr_stage2: float = 1e-4  # Adam learning rate, stage 2
+    grad_clip: float = 100.0  # maximum global gradient norm
+    eval_every: int = 100  # validate every N steps (also before training and at each stage end)
+    seed: int = 0  # initialisation, batch order and dropout
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:N"
+    hidden: tuple[int, ...] = ()  # widths of hidden dense layers; () -> a single dense layer
+    dropout: float = 0.0  # dropout before every dense layer of the classifier
+    latent_dim: int = 25  # encoder latent size, only used without a pretrained encoder
+    filters: tuple[int, ...] = (128, 64, 32, 32, 32, 16)  # ditto, encoder conv filters
+    post_rule: str | None = None  # None or "ABC->AAC", applied at prediction time
+    class_weights: tuple[float, ...] | None = None  # None -> the dataset's class weights
+    select_by: str = "macro_f1"  # best checkpoint by "macro_f1" (ties: loss) or "loss"
+    mixed_precision: bool = True  # float16 autocast + GradScaler; CUDA only, ignored on CPU
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.filters = tuple(int(f) for f in self.filters)
+        if self.class_weights is not None:
+            self.class_weights = tuple(float(w) for w in self.class_weights)
+        if self.stage1_steps < 0 or self.stage2_steps < 0:
+            raise ValueError(f"training steps must be >= 0, got {self.stage1_steps}, {self.stage2_steps}")
+        if self.stage1_steps + self.stage2_steps < 1:
+            raise ValueError("training needs at least one step (stage 1 or stage 2)")
+        for name in ("batch_size", "eval_every", "latent_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"training {name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr_stage1 > 0 and self.lr_stage2 > 0 and self.grad_clip > 0):
+            raise ValueError("learning rates and grad_clip must be > 0")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (BatchNorm needs several segments per batch)")
+        self.post_rule = normalise_post_rule(self.post_rule)
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        ClassifierConfig(latent_dim=1, n_classes=1, hidden=self.hidden, dropout=self.dropout)  # validates
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        d["filters"] = list(self.filters)
+        d["class_weights"] = None if self.class_weights is None else list(self.class_weights)
+        return d
+
+
+def normalise_post_rule(rule: str | None) -> str | None:
+    """None, "none", "ABC->AAC", "ABC-AAC" (shell friendly), "abc->aac" -> None or "ABC->AAC"."""
+    if rule is None:
+        return None
+    text = str(rule).strip().upper().replace(" ", "")
+    if text in ("", "NONE", "NULL"):
+        return None
+    if text in ("ABC->AAC", "ABC-AAC", "ABC>AAC"):
+        return "ABC->AAC"
+    raise ValueError(f"unknown post rule {rule!r}: use ABC->AAC or none")
+
+
+# ---------------------------------------------------------------------------- metrics
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K, K) counts, rows = true class, columns = predicted class."""
+    flat = np.asarray(truth, np.int64) * n_classes + np.asarray(predicted, np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Mean per-class F1 = 2TP / (2TP + FP + FN) over the classes that occur (true or predicted).
+
+    A class neither present in the truth nor ever predicted has no defined F1 and is left
+    out (e.g. a behaviour absent from the validation files). NaN for an empty matrix.
+    """
+    tp = np.diag(confusion).astype(np.float64)
+    fp = confusion.sum(axis=0) - tp
+    fn = confusion.sum(axis=1) - tp
+    denom = 2 * tp + fp + fn
+    used = denom > 0
+    if not used.any():
+        return float("nan")
+    return float(np.mean(2 * tp[used] / denom[used]))
+
+
+# ---------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _deterministic(device: torch.device):
+    """Deterministic kernels on CPU for the duration of the run, then the caller's setting."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _same_spec(a: SegmentSpec, b: SegmentSpec) -> bool:
+    return a.window == b.window and a.n_points == b.n_points and math.isclose(
+        a.frame_interval, b.frame_interval, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _spec_text(spec: SegmentSpec) -> str:
+    return f"{spec.window} steps at {spec.frame_interval:g} s, {spec.n_points} body points"
+
+
+class _Batches:
+    """Seeded epochs of a random permutation of `indices`, served `size` at a time.
+
+    The last incomplete batch of an epoch is dropped (BatchNorm needs full batches; every
+    sample is still seen over epochs as the permutation changes).
+    """
+
+    def __init__(self, indices: np.ndarray, size: int, generator: torch.Generator):
+        self.indices = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        self.size = min(size, len(indices))
+        self.generator = generator
+        self.order = torch.empty(0, dtype=torch.int64)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.size > self.order.numel():
+            self.order = self.indices[torch.randperm(self.indices.numel(), generator=self.generator)]
+            self.pos = 0
+        batch = self.order[self.pos:self.pos + self.size]
+        self.pos += self.size
+        return batch
+
+
+# ---------------------------------------------------------------------------- training
+def train_tagger(
+    dataset_path: str | Path,
+    out_instance: str | Path,
+    pretrained: str | Path | None = None,
+    config: TrainConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> ModelInstance:
+    """Train a tagger on `dataset_path`; save it to `out_instance` and return it.
+
+    dataset_path: dataset HDF5 (`maggotflow dataset`); its labels, class weights, split and
+    segment spec are used as they are. pretrained: a model instance folder ("pretrained" or
+    "tagger") whose encoder is fine-tuned, or None for a random encoder. out_instance: the
+    folder to write (an existing maggotflow instance there is replaced; anything else is
+    refused before training). Progress lines go to `log`.
+    Raises InstanceError for an unusable pretrained folder or a segment spec mismatch,
+    TrackDataError for a bad dataset file, ValueError for inconsistent settings.
+    """
+    config = TrainConfig() if config is None else config
+    dataset_path, out_instance = Path(dataset_path), Path(out_instance)
+    check_target(out_instance)
+    device = select_device(config.device)
+
+    dataset = Dataset.load(dataset_path)
+    try:
+        return _train(dataset, out_instance, None if pretrained is None else Path(pretrained), config, device, log)
+    finally:
+        dataset.close()
+
+
+def _train(
+    dataset: Dataset,
+    out_instance: Path,
+    pretrained: Path | None,
+    config: TrainConfig,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> ModelInstance:
+    spec, labels = dataset.spec, list(dataset.labels)
+    n_classes = len(labels)
+    train_idx, val_idx = dataset.train_indices(), dataset.val_indices()
+    if train_idx.size < 2:
+        raise ValueError(f"{dataset.path}: {train_idx.size} training sample(s); training needs at least 2")
+
+    # 1. the starting encoder
+    base: ModelInstance | None = None
+    if pretrained is not None:
+        base = ModelInstance.load(pretrained)
+        if not _same_spec(base.segment_spec, spec):
+            raise InstanceError(
+                pretrained,
+                f"the encoder was pretrained on segments of {_spec_text(base.segment_spec)} but the dataset "
+                f"{dataset.path} has segments of {_spec_text(spec)}: rebuild the dataset with the encoder's "
+                "--window, --frame-interval and --n-points",
+            )
+        encoder_config = base.encoder_config
+    else:
+        encoder_config = EncoderConfig(window=spec.window, n_points=spec.n_points,
+                                       latent_dim=config.latent_dim, filters=config.filters)
+        log("no pretrained encoder given: the encoder starts from random weights "
+            "(fine-tuning then needs much more labelled data)")
+        logger.warning("%s: training without a pretrained encoder", out_instance)
+    classifier_config = ClassifierConfig(latent_dim=encoder_config.latent_dim, n_classes=n_classes,
+                                         hidden=config.hidden, dropout=config.dropout)
+
+    weights = np.asarray(dataset.class_weights if config.class_weights is None else config.class_weights,
+                         dtype=np.float64)
+    if weights.shape != (n_classes,):
+        raise ValueError(f"{weights.size} class weights for {n_classes} labels ({', '.join(labels)})")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.any():
+        raise ValueError("class weights must be finite, >= 0 and not all zero")
+
+    # 2. data: all segments in memory when they fit (random batches are then fancy indexing)
+    n_bytes = int(np.prod(dataset.segments.shape)) * 4
+    if isinstance(dataset.segments, np.ndarray):
+        segments = dataset.segments
+    elif n_bytes <= IN_MEMORY_BYTES:
+        segments = dataset.segments[()]
+    else:
+        segments = None  # read batch by batch
+    labels_t = torch.from_numpy(dataset.label.astype(np.int64))
+
+    def read(indices: torch.Tensor) -> torch.Tensor:
+        idx = indices.numpy()
+        x = segments[idx] if segments is not None else dataset.read_segments(idx)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+
+    use_amp = device.type == "cuda" and config.mixed_precision
+    train_counts = np.bincount(dataset.label[train_idx], minlength=n_classes)
+    val_counts = np.bincount(dataset.label[val_idx], minlength=n_classes)
+    log(f"training a {n_classes}-class tagger on {device}{' (mixed precision)' if use_amp else ''}: "
+        f"{train_idx.size} training / {val_idx.size} validation segments (split by {dataset.split_by}); "
+        f"encoder {count_macs(encoder_config) / 1e6:.1f} M multiply-adds per segment")
+    log("classes: " + ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
+                                for n, a, b, w in zip(labels, train_counts, val_counts, weights)))
+    if val_idx.size == 0:
+        log("no validation samples: the final state is kept")
+        logger.warning("%s: no validation samples; keeping the final state, not the best validated one",
+                       dataset.path)
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _deterministic(device):
+        # 3. model, seeded (the caller's global RNG is restored afterwards)
+        torch.manual_seed(config.seed)
+        encoder = Encoder(encoder_config)
+        if base is not None:
+            encoder.load_state_dict(base.encoder.state_dict())
+        classifier = Classifier(classifier_config)
+        encoder.to(device), classifier.to(device)
+        weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
+        batches = _Batches(train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        def autocast():
+            return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+
+        def validate() -> dict:
+            """Validation loss (class-weighted mean), accuracy and macro-F1."""
+            if val_idx.size == 0:
+                return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
+            was = encoder.training, classifier.training
+            encoder.eval(), classifier.eval()
+            loss_sum, weight_sum = 0.0, 0.0
+            predicted = []
+            chunk = max(4 * config.batch_size, 1024)
+            with torch.inference_mode():
+                for i in range(0, val_idx.size, chunk):
+                    idx = torch.from_numpy(val_idx[i:i + chunk])
+                    with autocast():
+                        logits = classifier(encoder(read(idx)))
+                    logits = logits.float()
+                    target = labels_t[idx].to(device)
+                    loss_sum += float(F.cross_entropy(logits, target, weight=weight_t, reduction="sum"))
+                    weight_sum += float(weight_t[target].sum())
+                    predicted.append(logits.argmax(dim=1).cpu().numpy())
+            encoder.train(was[0]), classifier.train(was[1])
+            pred = np.concatenate(predicted)
+            truth = dataset.label[val_idx]
+            cm = confusion_matrix(truth, pred, n_classes)
+            return {
+                "val_loss": loss_sum / weight_sum if weight_sum > 0 else float("nan"),
+                "val_accuracy": float(np.trace(cm) / cm.sum()),
+                "val_macro_f1": macro_f1(cm),
+            }
+
+        def score(scores: dict) -> tuple:
+            """Sort key, larger is better."""
+            loss = scores["val_loss"]
+            loss = -math.inf if loss is None or math.isnan(loss) else loss
+            if config.select_by == "loss":
+                return (-loss,)
+            f1 = scores["val_macro_f1"]
+            f1 = -math.inf if f1 is None or math.isnan(f1) else f1
+            return (f1, -loss)
+
+        # 4. the loop: stage 1 (classifier only), stage 2 (fine-tuning)
+        scores = validate()
+        best = {"step": 0, "stage": STAGES[0], **scores}
+        best_state = (_state(encoder), _state(classifier))
+        curve = [{"step": 0, "stage": STAGES[0], "train_loss": None, **scores}]
+        log(f"step 0 {_scores_text(scores)}")
+        total = config.stage1_steps + config.stage2_steps
+        step, skipped = 0, 0
+        t0 = time.perf_counter()
+        for stage, n_steps, lr in ((STAGES[0], config.stage1_steps, config.lr_stage1),
+                                   (STAGES[1], config.stage2_steps, config.lr_stage2)):
+            if n_steps == 0:
+                continue
+            frozen = stage == STAGES[0]
+            encoder.requires_grad_(not frozen)
+            encoder.train(not frozen)  # frozen: BatchNorm running statistics untouched too
+            classifier.train()
+            params = list(classifier.parameters()) + ([] if frozen else list(encoder.parameters()))
+            optimiser = torch.optim.Adam(params, lr=lr)
+            running, n_running = 0.0, 0
+            for i in range(n_steps):
+                step += 1
+                idx = batches.next()
+                x, target = read(idx), labels_t[idx].to(device)
+                with autocast():
+                    if frozen:
+                        with torch.no_grad():
+                            z = encoder(x)  # (B, L), no graph through the frozen encoder
+                    else:
+                        z = encoder(x)
+                    logits = classifier(z)  # (B, K)
+                loss = loss_fn(logits.float(), target)
+                optimiser.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    skipped += 1  # a diverging batch must not poison the weights
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimiser)
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    scaler.step(optimiser)
+                    scaler.update()
+                    running += loss.item()
+                    n_running += 1
+                last_of_stage = i == n_steps - 1
+                if step % config.eval_every == 0 or last_of_stage:
+                    scores = validate()
+                    train_loss = running / n_running if n_running else None
+                    curve.append({"step": step, "stage": stage, "train_loss": train_loss, **scores})
+                    running, n_running = 0.0, 0
+                    if val_idx.size == 0 or score(scores) > score(best):
+                        best = {"step": step, "stage": stage, **scores}
+                        best_state = (_state(encoder), _state(classifier))
+                    rate = step / (time.perf_counter() - t0)
+                    train_text = "nan" if train_loss is None else f"{train_loss:.4g}"
+                    log(f"step {step}/{total} ({stage}) train {train_text} {_scores_text(scores)} "
+                        f"({rate:.1f} steps/s, ETA {_eta((total - step) / rate)})"
+                        + (f" [{skipped} non-finite batches skipped]" if skipped else ""))
+        elapsed = time.perf_counter() - t0
+        encoder.requires_grad_(True)
+
+    # 5. keep the best validated state
+    encoder.load_state_dict(best_state[0])
+    classifier.load_state_dict(best_state[1])
+    encoder.eval(), classifier.eval()
+
+    from maggotflow import __version__
+    from maggotflow.formats.label import default_colors
+
+    provenance = {
+        "created_by": f"maggotflow {__version__}",
+        "command": "train",
+        "dataset": str(Path(dataset.path).resolve()),
+        "dataset_sources": dataset.sources,
+        "dataset_seed": dataset.seed,
+        "balancing": dataset.balancing,
+        "split_by": dataset.split_by,
+        "synonyms": dataset.synonyms,
+        "target": dataset.target,
+        "pretrained": None if pretrained is None else str(Path(pretrained).resolve()),
+        "pretrained_provenance": None if base is None else _summary(base.provenance),
+        "labels": labels,
+        "class_weights": [float(w) for w in weights],
+        "train_counts": train_counts.tolist(),
+        "val_counts": val_counts.tolist(),
+        "seed": config.seed,
+        "stage1_steps": config.stage1_steps,
+        "stage2_steps": config.stage2_steps,
+        "select_by": config.select_by,
+        "best": best,
+        "skipped_batches": skipped,
+        "config": config.to_dict(),
+        "device": str(device),
+        "mixed_precision": use_amp,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "seconds": round(elapsed, 1),
+    }
+    curves = {"training": curve}
+    if base is not None:
+        for name, rows in base.curves.items():
+            curves.setdefault(name, rows)  # keep the pretraining curve next to the training one
+    instance = ModelInstance(
+        "tagger", spec, encoder_config, encoder=encoder, classifier_config=classifier_config,
+        classifier=classifier, labels=labels, colors=default_colors(labels), post_rule=config.post_rule,
+        provenance=provenance, curves=curves,
+    )
+    instance.save(out_instance)
+    log(f"saved tagger {out_instance} (best at step {best['step']}, {best['stage']}: "
+        f"{_scores_text(best)}; {total} steps in {_eta(elapsed)})")
+    return instance
+
+
+def _scores_text(scores: dict) -> str:
+    if scores.get("val_loss") is None:
+        return "(no validation)"
+    return (f"val loss {scores['val_loss']:.4g} accuracy {scores['val_accuracy']:.3f} "
+            f"macro-F1 {scores['val_macro_f1']:.3f}")
+
+
+def _summary(provenance: dict) -> dict:
+    """The pretrained instance's provenance without bulky per-file lists."""
+    keep = ("created_by", "command", "steps", "seed", "best_step", "best_val_loss", "validation",
+            "train_segments", "val_segments")
+    out = {k: provenance[k] for k in keep if k in provenance}
+    for key in ("train_files", "val_files"):
+        files = provenance.get(key)
+        if isinstance(files, list):
+            out[key] = [{k: f.get(k) for k in ("source", "sha1")} for f in files if isinstance(f, dict)]
+    return out
+
+
+# ---------------------------------------------------------------------------- CLI
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return values
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    add = parser.add_argument
+    add("dataset", type=Path, help="labelled segment dataset (from `maggotflow dataset`)")
+    add("--out", required=True, type=Path, help="model instance folder to write")
+    add("--pretrained", type=Path, default=None,
+        help="pretrained model instance (from `maggotflow pretrain`, or a tagger whose encoder is reused); "
+             "without it the encoder starts from random weights")
+    add("--stage1-steps", type=int, default=d.stage1_steps,
+        help=f"classifier-only steps, encoder frozen (default {d.stage1_steps})")
+    add("--stage2-steps", type=int, default=d.stage2_steps,
+        help=f"fine-tuning steps, encoder + classifier (default {d.stage2_steps})")
+    add("--batch-size", type=int, default=d.batch_size, help=f"segments per step (default {d.batch_size})")
+    add("--lr-stage1", type=float, default=d.lr_stage1, help=f"learning rate of stage 1 (default {d.lr_stage1})")
+    add("--lr-stage2", type=float, default=d.lr_stage2, help=f"learning rate of stage 2 (default {d.lr_stage2})")
+    add("--grad-clip", type=float, default=d.grad_clip, help=f"gradient norm clip (default {d.grad_clip})")
+    add("--eval-every", type=int, default=d.eval_every, help=f"validate every N steps (default {d.eval_every})")
+    add("--layers", type=int, default=1, help="dense layers of the classifier (default 1)")
+    add("--hidden-width", type=int, default=64, help="width of hidden dense layers when --layers > 1 (default 64)")
+    add("--dropout", type=float, default=d.dropout, help=f"classifier dropout (default {d.dropout})")
+    add("--latent-dim", type=int, default=d.latent_dim,
+        help=f"latent size of a random encoder (ignored with --pretrained; default {d.latent_dim})")
+    add("--filters", type=_int_tuple, default=d.filters,
+        help="conv filters of a random encoder, comma separated (ignored with --pretrained)")
+    add("--class-weights", default=None, help="comma-separated class weights overriding the dataset's")
+    add("--select-by", choices=SELECT_BY, default=d.select_by,
+        help="best checkpoint by validation macro-F1 (ties: loss) or by validation loss (default macro_f1)")
+    add("--post-rule", default=None, help="post-prediction rule stored in the tagger: ABC->AAC (or ABC-AAC) or none")
+    add("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    add("--device", default=d.device, help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    add("--no-mixed-precision", action="store_true", help="full float32 on CUDA too")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from maggotflow.dataset import parse_weights
+
+    if args.layers < 1:
+        raise ValueError(f"--layers must be >= 1, got {args.layers}")
+    weights = parse_weights(args.class_weights)
+    return TrainConfig(
+        stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size,
+        lr_stage1=args.lr_stage1, lr_stage2=args.lr_stage2, grad_clip=args.grad_clip,
+        eval_every=args.eval_every, seed=args.seed, device=args.device,
+        hidden=(args.hidden_width,) * (args.layers - 1), dropout=args.dropout, latent_dim=args.latent_dim,
+        filters=args.filters, post_rule=args.post_rule,
+        class_weights=None if weights is None else tuple(weights), select_by=args.select_by,
+        mixed_precision=not args.no_mixed_precision,
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        config = config_from_args(args)
+        select_device(config.device)
+        train_tagger(args.dataset, args.out, args.pretrained, config, log=lambda msg: print(msg, flush=True))
+    except InstanceError as err:
+        print(f"maggotflow train: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        from maggotflow.tracks import TrackDataError
+
+        if isinstance(err, TrackDataError):
+            raise  # printed by the CLI
+        print(f"maggotflow train: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,197 @@
+"""The manifest: scanning a tree of track files, ids, label pairing, splits and shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from maggotflow import manifest as mf
+from maggotflow.simulation import SimulationConfig, simulate
+from maggotflow.tracks import TrackDataError
+
+FIM_HEADER = ",larva(0),larva(1)\nhead_x(0),1,2\n"
+SPINE_LINE = "20200101_120000 1 0.000 1 2 3 4\n"
+
+
+def touch(path: Path, text: str = SPINE_LINE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def label_json(track_name: str) -> str:
+    return json.dumps({"metadata": {"id": "x"}, "units": {"t": "s"}, "labels": ["run"],
+                       "dependencies": {"filename": track_name, "sha1": "0" * 40},
+                       "data": [{"id": "1", "t": [0.0], "labels": ["run"]}]})
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sim")
+    simulate(root, 6, seed=3, config=SimulationConfig(duration_s=4, larvae=(1, 2)))
+    return root
+
+
+def test_simulated_tree_gives_one_row_per_track_file_with_paired_labels(simulated):
+    m = mf.build_manifest(simulated)
+    tracks = sorted(p for p in simulated.rglob("*") if p.suffix in (".spine", ".mat", ".csv"))
+    assert len(m) == len(tracks) == 6
+    assert sorted(Path(r["path"]) for r in m) == tracks
+    assert {r["format"] for r in m} == {"spine", "trx", "fimtrack"}
+    for row in m:
+        path = Path(row["path"])
+        assert path.is_absolute() and row["relpath"] == str(path.relative_to(simulated))
+        assert int(row["size"]) == path.stat().st_size
+        assert row["label"] == str(path.with_suffix(".label"))  # trx.mat -> trx.label too
+        assert mf.safe_name(row["id"]) == row["id"]
+    trx = [r for r in m if r["format"] == "trx"]
+    # Every Janelia file is called trx.mat: ids still differ and carry the path's metadata.
+    assert len({r["id"] for r in trx}) == len(trx) == 2
+    assert all(r["tracker"] in ("t5", "t15") and r["date_time"] and r["genotype"] for r in trx)
+    spine = [r for r in m if r["format"] == "spine"]
+    assert all(r["tracker"] in ("t5", "t15") and r["protocol"] for r in spine)
+    assert [r["relpath"] for r in m] == sorted(r["relpath"] for r in m)
+
+
+def test_ids_are_safe_unique_and_bounded():
+    assert mf.id_from_relpath("t15/GMR@UAS/p#n/20200101_120000/trx.mat") == \
+        "t15__GMR-UAS__p-n__20200101_120000__trx.mat"
+    ids = mf.unique_ids(["a@b/trx.mat", "a#b/trx.mat", "c/trx.mat"])
+    assert len(set(ids)) == 3 and ids[2] == "c__trx.mat"
+    assert ids[0].startswith("a-b__trx.mat-") and ids[1].startswith("a-b__trx.mat-")
+    long = mf.id_from_relpath("x" * 400 + "/trx.mat")
+    assert len(long) == mf.MAX_ID_LENGTH and long != mf.id_from_relpath("x" * 399 + "/trx.mat")
+    assert not mf.id_from_relpath(".hidden/a.spine").startswith(".")
+
+
+def test_label_pairing_rules_and_predictions_never_taken_as_ground_truth(tmp_path):
+    touch(tmp_path / "a" / "one.spine")
+    touch(tmp_path / "a" / "two.spine")
+    touch(tmp_path / "a" / "three.spine")
+    touch(tmp_path / "a" / "one.label", label_json("one.spine"))           # same stem
+    touch(tmp_path / "a" / "manual.label", label_json("two.spine"))        # by dependencies
+    touch(tmp_path / "a" / "three.predicted.label", label_json("three.spine"))  # our export
+    touch(tmp_path / "b" / "trx.mat", "\x89HDF\r\n\x1a\n")
+    touch(tmp_path / "b" / "predicted.label", label_json("trx.mat"))
+    labels = {Path(r["path"]).name: r["label"] for r in mf.build_manifest(tmp_path)}
+    assert labels == {"one.spine": str(tmp_path / "a" / "one.label"),
+                      "two.spine": str(tmp_path / "a" / "manual.label"),
+                      "three.spine": "", "trx.mat": ""}
+
+
+def test_scan_skips_hidden_folders_foreign_csv_and_other_mat_files(tmp_path, caplog):
+    touch(tmp_path / "x" / "20200101_120000.csv", FIM_HEADER)
+    touch(tmp_path / "x" / "statistics.csv", "name,value\nspeed,1\n")
+    touch(tmp_path / "x" / "empty.csv", "")  # kept: it fails loudly in its own job
+    touch(tmp_path / "x" / "other.mat", "\x89HDF\r\n\x1a\n")
+    touch(tmp_path / ".snapshot" / "old.spine")
+    m = mf.build_manifest(tmp_path)
+    assert sorted(Path(r["path"]).name for r in m) == ["20200101_120000.csv", "empty.csv"]
+    assert "not FIMTrack" in caplog.text and "statistics.csv" in caplog.text
+    assert [r["date_time"] for r in m if r["relpath"].endswith("20200101_120000.csv")] == ["20200101_120000"]
+    assert len(mf.build_manifest(tmp_path, patterns=["*.mat"])) == 1
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    touch(tmp_path / "data" / "a.spine")
+    os.symlink(tmp_path / "data", tmp_path / "data" / "loop")
+    assert [r["relpath"] for r in mf.build_manifest(tmp_path)] == ["data/a.spine"]
+
+
+def test_bad_root_is_one_clear_error(tmp_path):
+    with pytest.raises(TrackDataError, match="not a folder"):
+        mf.build_manifest(tmp_path / "missing")
+
+
+def test_write_is_skipped_when_unchanged_and_reads_back_identical(simulated, tmp_path):
+    m = mf.build_manifest(simulated)
+    out = tmp_path / "results" / "manifest.tsv"
+    assert mf.write_manifest(m, out) is True
+    before = out.stat().st_mtime_ns
+    assert mf.write_manifest(mf.build_manifest(simulated), out) is False
+    assert out.stat().st_mtime_ns == before  # nothing downstream is triggered
+    back = mf.read_manifest(out)
+    assert back.rows == m.rows
+    assert back.to_tsv() == out.read_text()
+
+
+def test_user_manifest_needs_only_paths(simulated, tmp_path):
+    tracks = sorted(p for p in simulated.rglob("*") if p.suffix in (".spine", ".mat"))
+    user = tmp_path / "mine.tsv"
+    user.write_text("path\tcondition\n" + "".join(f"{os.path.relpath(p, tmp_path)}\tctrl\n" for p in tracks))
+    m = mf.read_manifest(user)
+    assert len(m) == len(tracks)
+    for row in m:
+        assert Path(row["path"]).is_file() and row["condition"] == "ctrl"
+        assert row["label"] == str(Path(row["path"]).with_suffix(".label"))
+        assert row["format"] in ("spine", "trx") and int(row["size"]) > 0 and row["tracker"]
+    assert m.where(tracker="t5").ids == [r["id"] for r in m if r["tracker"] == "t5"]
+    # Relative to a given root instead, with the user's own ids kept.
+    user.write_text("id\tpath\nexp1\tt5\n")
+    with pytest.raises(TrackDataError, match="not a .spine"):
+        mf.read_manifest(user, root=simulated)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("file\nx.spine\n", "no 'path' column"),
+    ("path\n", "lists no track file"),
+    ("id\tpath\nbad id\tx.spine\n", "may only use"),
+    ("id\tpath\nsame\ta.spine\nsame\tb.spine\n", "appears twice"),
+])
+def test_bad_user_manifests_name_the_problem(tmp_path, text, problem):
+    user = tmp_path / "mine.tsv"
+    user.write_text(text)
+    with pytest.raises(TrackDataError, match=problem) as err:
+        mf.read_manifest(user)
+    assert str(user) in str(err.value)
+
+
+def test_heldout_split_is_stable_per_file():
+    ids = [f"file{i:03d}" for i in range(200)]
+    held = mf.hash_split(ids, 0.25, seed=1)
+    assert 30 < len(held) < 70
+    more = mf.hash_split(ids + [f"new{i}" for i in range(50)], 0.25, seed=1)
+    assert more & set(ids) == held  # adding files never moves a file between sides
+    assert mf.hash_split(ids, 0.25, seed=2) != held
+    assert len(mf.hash_split(["a", "b"], 0.01)) == 1 and len(mf.hash_split(["a", "b"], 0.99)) == 1
+    assert mf.hash_split(ids, 0.0) == set() and mf.hash_split(["only"], 0.5) == set()
+
+
+def test_shards_cover_every_file_once_and_adding_a_file_moves_one_shard():
+    ids = [f"t15__exp{i:04d}__trx.mat" for i in range(1000)]
+    shards = mf.assign_shards(ids, 20)
+    flat = [i for members in shards.values() for i in members]
+    assert flat == sorted(ids)
+    assert max(len(m) for m in shards.values()) <= 40
+    assert 25 <= len(shards) <= 100  # about 1000 / 20
+    # A new file changes the shard it joins (and, when it moves a boundary, a neighbour or
+    # two), never the whole tail of the tree as fixed-size chunks of the sorted list would.
+    for position in range(0, 1000, 50):
+        grown = mf.assign_shards(ids + [f"t15__exp{position:04d}a__trx.mat"], 20)
+        changed = {k for k in grown if grown[k] != shards.get(k)}
+        assert 1 <= len(changed) <= 3, position
+    assert mf.assign_shards(ids, 20) == shards  # deterministic
+    assert all(len(m) == 1 for m in mf.assign_shards(ids[:10], 1).values())
+    with pytest.raises(ValueError):
+        mf.assign_shards(ids, 0)
+
+
+def test_run_names_keep_folders_and_models_apart(tmp_path):
+    a, b = tmp_path / "lab1" / "screen", tmp_path / "lab2" / "screen"
+    name = mf.predict_run_name(a, "results/models/tagger")
+    assert name.startswith("screen-") and mf.safe_name(name) == name
+    assert name == mf.predict_run_name(str(a) + "/", "results/models/tagger")
+    assert name != mf.predict_run_name(b, "results/models/tagger")
+    assert name != mf.predict_run_name(a, "models/other")
+    assert mf.safe_name(mf.predict_run_name(tmp_path / "my data@#2", "m")) == mf.predict_run_name(tmp_path / "my data@#2", "m")
+
+
+def test_output_label_names():
+    assert mf.mirrored_label_path("t5/a@b/X.spine") == "t5/a@b/X.label"
+    assert mf.mirrored_label_path("t5/g@e/p/d/trx.mat") == "t5/g@e/p/d/trx.label"
+    assert mf.exported_label_path("/d/trx.mat") == Path("/d/predicted.label")
+    assert mf.exported_label_path("/d/X.csv") == Path("/d/X.predicted.label")
+    assert mf.is_exported_prediction("predicted.label") and not mf.is_exported_prediction("trx.label")

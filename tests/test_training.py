@@ -1,0 +1,274 @@
+"""Two-stage fine-tuning on synthetic larvae whose behaviours are easy to tell apart.
+
+Larvae alternate bouts of three behaviours: `run` (crawling forward), `back` (crawling
+backward) and `stop` (still, with tracking jitter). Segments are normalised so that the
+body axis points to +x, so forward and backward motion are opposite drifts along x.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maggotflow.cli import main as cli_main
+from maggotflow.dataset import Dataset, build_dataset
+from maggotflow.instance import InstanceError, ModelInstance
+from maggotflow.isolation import write_isolated
+from maggotflow.model import EncoderConfig
+from maggotflow.segments import SegmentSpec
+from maggotflow.tracks import Run, Track
+from maggotflow.training import TrainConfig, confusion_matrix, macro_f1, train_tagger
+
+TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
+SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
+QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
+SPEEDS = {"run": 1.0, "back": -0.6, "stop": 0.0}  # mm/s along the body axis
+
+
+def behaving_larva(larva_id: str, rng: np.random.Generator, behaviours=("run", "back", "stop"),
+                   duration: float = 30.0, fps: float = 10.0, bout: float = 3.0, k: int = 11) -> Track:
+    """A 3 mm larva doing bouts of `bout` s of the given behaviours in random order."""
+    t = np.round(np.arange(0, duration, 1 / fps) + rng.uniform(0, 1), 4)
+    n_bouts = int(np.ceil(duration / bout)) + 1
+    sequence = rng.choice(len(behaviours), size=n_bouts)
+    which = sequence[((t - t[0]) // bout).astype(int)]
+    speed = np.array([SPEEDS[b] for b in behaviours])[which]
+    heading = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.cos(heading), np.sin(heading)])
+    travelled = np.cumsum(speed * np.gradient(t))
+    s = np.linspace(-1.5, 1.5, k)  # tail -> head along the body
+    stretch = 1 + 0.05 * np.sin(2 * np.pi * 1.3 * t) * (speed != 0)  # peristalsis while crawling
+    centre = rng.uniform(-30, 30, 2) + travelled[:, None] * direction
+    spine = centre[:, None, :] + (s[None, :] * stretch[:, None])[..., None] * direction
+    spine = spine + rng.normal(0, 0.01, spine.shape)  # tracking jitter
+    return Track(larva_id, t, spine, labels=[(behaviours[w],) for w in which])
+
+
+def write_experiments(folder: Path, n_files: int = 3, n_larvae: int = 3, seed: int = 0, **kw) -> list[Path]:
+    """Labelled intermediates, one per synthetic experiment."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n_files):
+        date_time = f"2021010{i + 1}_120000"
+        run = Run({"id": date_time, "date_time": date_time},
+                  [behaving_larva(str(j + 1), rng, **kw) for j in range(n_larvae)],
+                  source=Path(f"{date_time}@g@e@t15@p.spine"), format="spine", sha1=f"{i:040x}")
+        path = folder / f"exp{i}.h5"
+        write_isolated(run, path, label_source="synthetic")
+        paths.append(path)
+    return paths
+
+
+def tiny_pretrained(path: Path, dataset: Path, seed: int = 0) -> Path:
+    """A "pretrained" instance: a randomly initialised tiny encoder whose BatchNorm statistics
+    are calibrated on the dataset's segments (as pretraining leaves them), so that its
+    latents are normalised and a frozen-encoder classifier can learn from them."""
+    torch.manual_seed(seed)
+    instance = ModelInstance("pretrained", SPEC, TINY_ENCODER)
+    with Dataset.load(dataset, in_memory=True) as ds:
+        x = torch.from_numpy(ds.segments[ds.train_indices()])
+    for module in instance.encoder.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # cumulative average over the calibration batches
+    instance.encoder.train()
+    with torch.no_grad():
+        for batch in x.split(64):
+            instance.encoder(batch)
+    instance.encoder.eval()
+    instance.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("training")
+    intermediates = write_experiments(folder)
+    dataset = folder / "dataset.h5"
+    build_dataset(intermediates, dataset, spec=SPEC, max_samples=900, seed=0).close()
+    pretrained = tiny_pretrained(folder / "pretrained", dataset)
+    return {"folder": folder, "intermediates": intermediates, "dataset": dataset, "pretrained": pretrained}
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def validation_predictions(instance: ModelInstance, dataset_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with Dataset.load(dataset_path, in_memory=True) as ds:
+        idx = ds.val_indices()
+        with torch.inference_mode():
+            logits = instance.tagger()(torch.from_numpy(ds.segments[idx]))
+        return logits.argmax(1).numpy(), ds.label[idx]
+
+
+# ---------------------------------------------------------------------------- metrics
+def test_macro_f1_by_hand():
+    truth = np.array([0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0])
+    cm = confusion_matrix(truth, pred, 4)  # class 3 never occurs: left out of the mean
+    assert cm.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    # F1: class 0 = 2/(2+1+1) = .5, class 1 = 4/(4+1) = .8, class 2 = 0
+    assert macro_f1(cm) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+# ---------------------------------------------------------------------------- training
+def test_same_seed_gives_identical_weights_and_other_seed_differs(data, tmp_path):
+    config = TrainConfig(stage1_steps=5, stage2_steps=5, seed=3, **QUICK)
+    a = train_tagger(data["dataset"], tmp_path / "a", data["pretrained"], config, log=lambda m: None)
+    b = train_tagger(data["dataset"], tmp_path / "b", data["pretrained"], config, log=lambda m: None)
+    assert states_equal(a.encoder, b.encoder) and states_equal(a.classifier, b.classifier)
+    config.seed = 4
+    c = train_tagger(data["dataset"], tmp_path / "c", data["pretrained"], config, log=lambda m: None)
+    assert not states_equal(a.classifier, c.classifier)
+
+
+def test_stage1_freezes_encoder_and_stage2_fine_tunes_it(data, tmp_path):
+    pretrained = ModelInstance.load(data["pretrained"])
+    quiet = dict(log=lambda m: None)
+    # The random tiny encoder gives small latents: stage 1 needs a few dozen steps at a high
+    # learning rate before the validation loss moves below its initial value.
+    only1 = train_tagger(data["dataset"], tmp_path / "s1", data["pretrained"],
+                         TrainConfig(stage1_steps=60, stage2_steps=0, lr_stage1=1e-2, select_by="loss",
+                                     **QUICK), **quiet)
+    assert only1.provenance["best"]["step"] > 0  # the classifier did learn something
+    # weights and BatchNorm running statistics untouched
+    assert states_equal(only1.encoder, pretrained.encoder)
+    fresh = ModelInstance("tagger", SPEC, TINY_ENCODER, classifier_config=only1.classifier_config,
+                          labels=only1.labels)
+    assert not states_equal(only1.classifier, fresh.classifier)
+
+    both = train_tagger(data["dataset"], tmp_path / "s2", data["pretrained"],
+                        TrainConfig(stage1_steps=5, stage2_steps=15, eval_every=100, batch_size=32,
+                                    device="cpu", select_by="loss"), **quiet)
+    assert both.provenance["best"]["stage"] == "fine-tune"
+    assert not states_equal(both.encoder, pretrained.encoder)
+    bn = "blocks.0.3.running_mean"  # BatchNorm statistics move in stage 2 only
+    assert not torch.equal(both.encoder.state_dict()[bn], pretrained.encoder.state_dict()[bn])
+
+
+def test_class_weights_drive_the_loss(data, tmp_path):
+    """Weight 0 for every class but `run`: only run samples count in the loss, so the tagger
+    learns to call runs `run` (recall 1) and calls far more steps `run` than with equal weights."""
+    with Dataset.load(data["dataset"]) as ds:
+        labels = ds.labels
+    run = labels.index("run")
+
+    def run_predictions(weights, name):
+        config = TrainConfig(stage1_steps=100, stage2_steps=0, lr_stage1=2e-2, class_weights=weights,
+                             select_by="loss", **QUICK)
+        instance = train_tagger(data["dataset"], tmp_path / name, data["pretrained"], config, log=lambda m: None)
+        assert instance.provenance["class_weights"] == list(weights)
+        return validation_predictions(instance, data["dataset"])
+
+    only_run = tuple(1.0 if name == "run" else 0.0 for name in labels)
+    predicted, truth = run_predictions(only_run, "only_run")
+    equal, _ = run_predictions((1.0,) * len(labels), "equal")
+    assert (truth != run).any()  # the validation set does hold other behaviours
+    assert (predicted[truth == run] == run).all()
+    assert (predicted == run).mean() > (equal == run).mean() + 0.2
+
+
+def test_dataset_class_weights_are_used_by_default(data, tmp_path, monkeypatch):
+    seen = []
+    original = torch.nn.CrossEntropyLoss
+
+    class Recording(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.weight.detach().cpu().numpy().copy())
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", Recording)
+    dataset = data["folder"] / "weighted.h5"
+    build_dataset(data["intermediates"], dataset, spec=SPEC, max_samples=300, class_weights=[0.5, 2.0, 3.0]).close()
+    instance = train_tagger(dataset, tmp_path / "t", data["pretrained"],
+                            TrainConfig(stage1_steps=2, stage2_steps=0, **QUICK), log=lambda m: None)
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], [0.5, 2.0, 3.0])
+    assert instance.provenance["class_weights"] == [0.5, 2.0, 3.0]
+
+
+def test_best_validated_state_is_kept(data, tmp_path):
+    """A wild stage-2 learning rate ruins the tagger; the saved one is the best validated."""
+    config = TrainConfig(stage1_steps=30, stage2_steps=20, lr_stage1=1e-2, lr_stage2=5.0, **QUICK)
+    instance = train_tagger(data["dataset"], tmp_path / "best", data["pretrained"], config, log=lambda m: None)
+    curve = instance.curves["training"]
+    best = instance.provenance["best"]
+    f1s = [row["val_macro_f1"] for row in curve]
+    assert best["val_macro_f1"] == max(f1s)
+    assert curve[-1]["val_macro_f1"] < best["val_macro_f1"]  # the end was worse: the test means something
+    predicted, truth = validation_predictions(ModelInstance.load(tmp_path / "best"), data["dataset"])
+    assert macro_f1(confusion_matrix(truth, predicted, len(instance.labels))) == pytest.approx(best["val_macro_f1"])
+    # training curve with a stage column next to the instance
+    text = (tmp_path / "best" / "curves" / "training.csv").read_text().splitlines()
+    assert text[0].split(",")[:3] == ["step", "stage", "train_loss"]
+    assert {line.split(",")[1] for line in text[1:]} == {"classifier", "fine-tune"}
+    assert (tmp_path / "best" / "curves" / "training.png").stat().st_size > 0
+
+
+def test_separable_behaviours_are_learnt_and_saved_instance_predicts_the_same(data, tmp_path):
+    config = TrainConfig(stage1_steps=60, stage2_steps=120, lr_stage1=1e-2, lr_stage2=3e-3, post_rule="ABC-AAC",
+                         **QUICK)
+    instance = train_tagger(data["dataset"], tmp_path / "good", data["pretrained"], config, log=lambda m: None)
+    assert instance.provenance["best"]["val_accuracy"] >= 0.9
+    loaded = ModelInstance.load(tmp_path / "good")
+    assert loaded.kind == "tagger" and loaded.post_rule == "ABC->AAC"
+    assert loaded.labels == instance.labels and len(loaded.colors) == len(loaded.labels)
+    with Dataset.load(data["dataset"], in_memory=True) as ds:
+        x = torch.from_numpy(ds.segments[:200])
+    with torch.inference_mode():
+        assert torch.equal(instance.tagger()(x), loaded.tagger()(x))
+    prov = json.loads((tmp_path / "good" / "provenance.json").read_text())
+    assert prov["pretrained"] == str(data["pretrained"].resolve())
+    assert prov["dataset"] == str(data["dataset"].resolve())
+    assert [s["sha1"] for s in prov["dataset_sources"]] == [f"{i:040x}" for i in range(3)]
+    assert prov["stage1_steps"] == 60 and prov["stage2_steps"] == 120 and prov["seed"] == 0
+
+
+def test_label_subset_is_carried_into_the_instance(data, tmp_path):
+    dataset = data["folder"] / "subset.h5"
+    build_dataset(data["intermediates"], dataset, spec=SPEC, labels=["stop", "run"], max_samples=300).close()
+    instance = train_tagger(dataset, tmp_path / "sub", data["pretrained"],
+                            TrainConfig(stage1_steps=3, stage2_steps=3, **QUICK), log=lambda m: None)
+    loaded = ModelInstance.load(tmp_path / "sub")
+    assert loaded.labels == ["stop", "run"] and instance.labels == ["stop", "run"]
+    assert loaded.classifier_config.n_classes == 2
+    assert loaded.colors == ["#984ea3", "#000000"]
+
+
+def test_random_encoder_without_pretrained_instance(data, tmp_path):
+    lines = []
+    instance = train_tagger(data["dataset"], tmp_path / "scratch", None,
+                            TrainConfig(stage1_steps=2, stage2_steps=2, **QUICK), log=lines.append)
+    assert instance.encoder_config.latent_dim == 4 and instance.encoder_config.filters == (8, 8, 4, 4, 4, 4)
+    assert any("random" in line for line in lines)
+    assert instance.provenance["pretrained"] is None
+
+
+def test_segment_spec_mismatch_is_a_clear_error(data, tmp_path):
+    other = tmp_path / "other"
+    ModelInstance("pretrained", SegmentSpec(window=12, frame_interval=0.1, n_points=5),
+                  EncoderConfig(window=12, n_points=5, latent_dim=4, filters=(4, 4))).save(other)
+    with pytest.raises(InstanceError, match="12 steps at 0.1 s.*10 steps at 0.1 s"):
+        train_tagger(data["dataset"], tmp_path / "x", other, TrainConfig(**QUICK), log=lambda m: None)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_train(data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = cli_main(["train", str(data["dataset"]), "--pretrained", str(data["pretrained"]), "--out", str(out),
+                     "--stage1-steps", "3", "--stage2-steps", "3", "--layers", "2", "--hidden-width", "8",
+                     "--batch-size", "16", "--device", "cpu", "--seed", "1", "--post-rule", "ABC-AAC"])
+    assert code == 0
+    instance = ModelInstance.load(out)
+    assert instance.post_rule == "ABC->AAC" and instance.classifier_config.hidden == (8,)
+    assert instance.provenance["seed"] == 1
+    # a bad dataset path: one line, exit 1
+    code = cli_main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "y"), "--device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.h5" in err[0]
