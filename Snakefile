@@ -1,0 +1,46 @@
+# maggotflow: tag every time step of every larva with a MaggotUBA-style tagger.
+#
+#   isolate (one job per track file) -> dataset -> pretrain -> train
+#     -> predict (jobs of predict.files_per_job files) -> evaluate -> report
+#
+# Targets: all (default: train + held-out evaluation + report material), train, evaluate,
+# predict (--config predict_dir=DIR [model=PATH]: tags a folder, never trains), report
+# (then `snakemake --report results/report.html`). Settings: config/config.yaml, explained
+# in config/README.md; rules in workflow/rules/, thin job scripts in workflow/scripts/.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.20")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/isolate.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,
+
+
+onsuccess:
+    print_failed_files(WORKFLOW_START)
+
+
+onerror:
+    print_failed_files(WORKFLOW_START)

@@ -1,0 +1,358 @@
+# Everything computed: manifests, splits, shards, input functions, resources, constraints.
+# Stage files only declare inputs, outputs, logs, params and resources, and call a script.
+#
+# Manifests are read lazily (functools.cache) by input functions, so a run only reads what
+# its targets need: `snakemake predict` never scans the training folder. The main process
+# scans folders (inputs.rescan) and writes the TSV only when its content changed; job
+# processes (cluster jobs re-read this file) only read the TSV written by the main process.
+
+import functools
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+
+from maggotflow import manifest as mf
+from maggotflow.tracks import TrackDataError
+
+WORKFLOW_START = time.time()
+
+MANIFEST = "results/manifest.tsv"
+HELDOUT_MANIFEST = "results/evaluation/manifest.tsv"
+PRETRAINED = "results/models/pretrained"
+TAGGER = "results/models/tagger"
+DATASET = "results/dataset/dataset.h5"
+
+if config["tagger"] is not None:
+    raise WorkflowError(
+        f"tagger={config['tagger']}: tagger presets are not available yet; "
+        "set the pretrain/train keys of config/config.yaml instead"
+    )
+
+
+wildcard_constraints:
+    track=r"[A-Za-z0-9_.][A-Za-z0-9_.-]*",
+    run=r"[A-Za-z0-9_.][A-Za-z0-9_.-]*",
+    shard=r"s[0-9a-f]{10}x*",
+
+
+# ------------------------------------------------------------------------ manifests
+
+
+def load_manifest(track_dir, manifest, out):
+    """The manifest of a folder (scanned) or a user's TSV, recorded at `out`."""
+    try:
+        if manifest:
+            found = mf.read_manifest(manifest, root=track_dir)
+        elif not track_dir:
+            raise WorkflowError(f"no input: set a track_dir or a manifest (see config/README.md)")
+        elif workflow.is_main_process and (config["inputs"]["rescan"] or not Path(out).is_file()):
+            found = mf.build_manifest(track_dir, config["inputs"]["patterns"])
+            if not len(found):
+                raise WorkflowError(
+                    f"{track_dir}: no track file matching {', '.join(config['inputs']['patterns'])}"
+                )
+        else:
+            return mf.read_manifest(out)
+    except TrackDataError as err:
+        raise WorkflowError(str(err)) from None
+    if workflow.is_main_process:
+        mf.write_manifest(found, out)
+    return found
+
+
+@functools.cache
+def input_manifest():
+    """All files of inputs.track_dir (or inputs.manifest)."""
+    inputs = config["inputs"]
+    return load_manifest(inputs["track_dir"], inputs["manifest"], MANIFEST)
+
+
+def evaluation_enabled():
+    ev = config["evaluation"]
+    return bool(ev["track_dir"] or ev["manifest"] or ev["heldout_fraction"] > 0)
+
+
+@functools.cache
+def heldout_manifest():
+    """Labelled files the tagger is evaluated on and never trained on."""
+    ev = config["evaluation"]
+    if ev["track_dir"] or ev["manifest"]:
+        found = load_manifest(ev["track_dir"], ev["manifest"], HELDOUT_MANIFEST)
+        overlap = {r["path"] for r in found} & {r["path"] for r in input_manifest()}
+        if overlap:
+            raise WorkflowError(
+                f"{sorted(overlap)[0]}: listed both for training and for evaluation "
+                f"({len(overlap)} file(s)); the tagger must not be evaluated on its training data"
+            )
+    else:
+        candidates = [r["id"] for r in input_manifest() if r["label"]]
+        chosen = mf.hash_split(candidates, ev["heldout_fraction"], config["seed"])
+        found = input_manifest().subset(chosen)
+        if workflow.is_main_process:
+            mf.write_manifest(found, HELDOUT_MANIFEST)
+    unlabelled = [r["relpath"] for r in found if not r["label"]]
+    if unlabelled:
+        raise WorkflowError(
+            f"{unlabelled[0]}: held-out file without a .label file to compare with "
+            f"({len(unlabelled)} such file(s)); evaluation needs reference labels"
+        )
+    if not len(found):
+        raise WorkflowError(
+            "evaluation: no labelled file to hold out; add labelled files, give evaluation.track_dir "
+            "or set evaluation.heldout_fraction: 0"
+        )
+    return found
+
+
+@functools.cache
+def training_manifest():
+    """Files used for pretraining and training: the inputs minus the held-out files."""
+    held = set()
+    if evaluation_enabled() and not (config["evaluation"]["track_dir"] or config["evaluation"]["manifest"]):
+        held = set(heldout_manifest().ids)
+    return input_manifest().subset(set(input_manifest().ids) - held)
+
+
+def predict_run():
+    """Folder name under results/predict/ for predict_dir tagged with the configured model."""
+    if not config["predict_dir"]:
+        raise WorkflowError("snakemake predict needs a folder: --config predict_dir=/path/to/tracks")
+    return mf.predict_run_name(config["predict_dir"], model_path())
+
+
+PREDICT_RUNS = set()  # prediction runs loaded by this invocation
+
+
+@functools.cache
+def predict_manifest(run):
+    if run != predict_run():
+        raise WorkflowError(
+            f"results/predict/{run} does not belong to predict_dir={config['predict_dir']} with "
+            f"model={model_path()}; target the `predict` rule with --config predict_dir=DIR"
+        )
+    PREDICT_RUNS.add(run)
+    return load_manifest(config["predict_dir"], None, f"results/predict/{run}/manifest.tsv")
+
+
+# ------------------------------------------------------------------------ model
+
+
+def model_path():
+    return config["model"] or TAGGER
+
+
+@functools.cache
+def model_fingerprint():
+    """SHA-1 over the model instance's files, so that a changed model re-tags (params)."""
+    folder = Path(model_path())
+    if not (folder / "config.json").is_file():
+        hint = (
+            "train it first with `snakemake train` (tagging never trains)"
+            if folder == Path(TAGGER)
+            else "check --config model=PATH"
+        )
+        raise WorkflowError(f"{folder}: no model instance there; {hint}")
+    digest = hashlib.sha1()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.name == "config.json" or path.suffix == ".pt"):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------ shards
+
+
+@functools.cache
+def shards_of(run):
+    """{shard: [track ids]} of a prediction run ("heldout" = the evaluation files)."""
+    found = heldout_manifest() if run == "heldout" else predict_manifest(run)
+    return mf.assign_shards(found.ids, config["predict"]["files_per_job"])
+
+
+def manifest_of(run):
+    return heldout_manifest() if run == "heldout" else predict_manifest(run)
+
+
+def shard_rows(run, shard):
+    try:
+        ids = shards_of(run)[shard]
+    except KeyError:
+        raise WorkflowError(f"prediction job {shard} is not a shard of {run} (files changed?)") from None
+    by_id = manifest_of(run).by_id
+    return [{k: by_id[i][k] for k in ("id", "path", "relpath")} for i in ids]
+
+
+# ------------------------------------------------------------------------ input functions
+
+
+def isolate_input(wildcards):
+    row = training_manifest().by_id.get(wildcards.track)
+    if row is None:
+        raise WorkflowError(f"{wildcards.track}: not a track id of {MANIFEST}")
+    return {"track": row["path"], "labels": row["label"]} if row["label"] else {"track": row["path"]}
+
+
+def intermediate(row):
+    return f"results/isolated/{row['id']}.h5"
+
+
+def pretraining_intermediates(wildcards):
+    """Every training file: pretraining needs no labels."""
+    return [intermediate(r) for r in training_manifest()]
+
+
+def dataset_intermediates(wildcards):
+    """Training files with labels: a paired .label, or a trx.mat (flags inside)."""
+    rows = [r for r in training_manifest() if r["label"] or r["format"] == "trx"]
+    if not rows:
+        raise WorkflowError(f"no labelled training file in {MANIFEST}: pair track files with .label files")
+    return [intermediate(r) for r in rows]
+
+
+def predict_shard_tracks(wildcards):
+    return [r["path"] for r in shard_rows(wildcards.run, wildcards.shard)]
+
+
+def predict_shard_params(wildcards):
+    return shard_rows(wildcards.run, wildcards.shard)
+
+
+def heldout_shard_tracks(wildcards):
+    return [r["path"] for r in shard_rows("heldout", wildcards.shard)]
+
+
+def heldout_shard_params(wildcards):
+    return shard_rows("heldout", wildcards.shard)
+
+
+def heldout_shard_files(wildcards):
+    return [f"results/evaluation/predictions/shards/{s}.tsv" for s in shards_of("heldout")]
+
+
+def heldout_references(wildcards):
+    return [r["label"] for r in heldout_manifest()]
+
+
+def heldout_reference_map(wildcards):
+    return {r["id"]: r["label"] for r in heldout_manifest()}
+
+
+def predict_shard_files(wildcards):
+    return [f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run)]
+
+
+def predict_model_fingerprint(wildcards):
+    return model_fingerprint()
+
+
+def predict_model(wildcards):
+    return model_path()
+
+
+# ------------------------------------------------------------------------ targets
+
+
+def predict_targets(wildcards):
+    run = predict_run()
+    targets = [f"results/predict/{run}/summary.tsv"]
+    if config["predict"]["export_next_to_tracks"]:
+        targets.append(f"results/predict/{run}/exported.tsv")
+    return targets
+
+
+def report_targets(wildcards):
+    targets = [TAGGER]
+    if evaluation_enabled():
+        targets += ["results/evaluation/metrics.json", "results/report/ethograms"]
+    return targets
+
+
+def all_targets(wildcards):
+    return report_targets(wildcards)
+
+
+# ------------------------------------------------------------------------ params
+
+
+def read_options(wildcards):
+    return dict(config["read"])
+
+
+def segment_spec(wildcards):
+    return dict(config["segment"])
+
+
+def task(wildcards):
+    return {"labels": config["labels"], "synonyms": config["synonyms"], "target": config["target"]}
+
+
+def pretrain_settings(wildcards):
+    return dict(config["pretrain"], seed=config["seed"], device=config["device"], **config["segment"])
+
+
+def train_settings(wildcards):
+    return dict(config["train"], seed=config["seed"], device=config["device"])
+
+
+# ------------------------------------------------------------------------ resources
+
+
+def gpus(wildcards):
+    """GPUs per job of the GPU rules: none when the device is the CPU."""
+    return 0 if config["device"] == "cpu" else 1
+
+
+def isolate_mem_mb(wildcards, input, attempt):
+    # Reading holds the file's arrays about twice over (parse + float64 copies).
+    return attempt * int(1000 + 10 * input.size_mb)
+
+
+def dataset_mem_mb(wildcards, input, attempt):
+    return attempt * int(4000 + 2 * input.size_mb)
+
+
+def model_mem_mb(wildcards, attempt):
+    return attempt * 8000
+
+
+def predict_mem_mb(wildcards, attempt):
+    return attempt * 6000
+
+
+# ------------------------------------------------------------------------ failures
+
+
+def print_failed_files(since):
+    """List the files whose jobs failed in this run (records written by the job scripts).
+
+    Only the log folders of the data this invocation loaded are searched, so a concurrent
+    `snakemake predict` on another folder does not report this run's failures, nor this run
+    its failures.
+    """
+    folders = [Path("logs")]
+    if input_manifest.cache_info().currsize:
+        folders.append(Path("logs/isolate"))
+    if heldout_manifest.cache_info().currsize:
+        folders += [Path("logs/evaluation"), Path("logs/evaluation/predict")]
+    folders += [Path("logs/predict") / run for run in sorted(PREDICT_RUNS)]
+    records = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.failed")):
+            try:
+                if path.stat().st_mtime < since - 1:
+                    continue  # from an earlier run
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            log_file = path.with_suffix(".log")
+            records += [line.split("\t", 1) + [log_file] for line in text.splitlines() if line]
+    if not records:
+        return
+    lines = [f"{len(records)} input(s) failed (file, problem, log):"]
+    lines += [f"  {r[0]}\n      {r[1] if len(r) > 2 else ''}\n      log: {r[-1]}" for r in records]
+    logger.warning("\n".join(lines))

@@ -1,0 +1,20 @@
+# One job per track file: parse it once (plus its .label) into the per-file intermediate.
+# A file that cannot be read fails this job only (its problem is listed at the end of the run).
+
+
+rule isolate:
+    input:
+        unpack(isolate_input),
+    output:
+        "results/isolated/{track}.h5",
+    log:
+        "logs/isolate/{track}.log",
+    params:
+        read=read_options,
+    threads: 1
+    resources:
+        mem_mb=isolate_mem_mb,
+    conda:
+        "../../envs/maggotflow.yaml"
+    script:
+        "../scripts/isolate.py"

@@ -1,0 +1,33 @@
+"""Labelled intermediates -> the segment dataset (maggotflow.dataset.build_dataset).
+
+Intermediates without labels (a trx.mat without behaviour flags) are left out with a
+warning: they still serve pretraining.
+"""
+
+from jobsetup import job
+
+with job(snakemake, subject="dataset") as log:
+    from maggotflow.dataset import build_dataset
+    from maggotflow.isolation import isolated_label_names
+    from maggotflow.segments import SegmentSpec
+
+    labelled = [p for p in snakemake.input if isolated_label_names(p)]
+    for path in sorted(set(snakemake.input) - set(labelled)):
+        log.warning("%s: no behaviour labels; used for pretraining only", path)
+    if not labelled:
+        raise ValueError("no labelled training file: pair the track files with .label files")
+    task, settings = snakemake.params.task, snakemake.params.settings
+    dataset = build_dataset(
+        labelled,
+        snakemake.output[0],
+        spec=SegmentSpec(**snakemake.params.segment),
+        labels=task["labels"],
+        synonyms=task["synonyms"],
+        balancing=settings["balancing"],
+        class_weights=settings["class_weights"],
+        target=task["target"],
+        validation_fraction=settings["validation_fraction"],
+        max_samples=settings["max_samples"],
+        seed=snakemake.params.seed,
+    )
+    log.info("%s written from %d files", snakemake.output[0], len(labelled))

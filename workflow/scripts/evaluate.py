@@ -1,0 +1,26 @@
+"""Held-out predictions vs reference .label files -> metrics.json, per_label.csv, confusion.*"""
+
+from pathlib import Path
+
+from jobsetup import job
+
+with job(snakemake, subject="evaluation") as log:
+    from maggotflow.atomic import write_text_atomic
+    from maggotflow.evaluation import evaluate, format_table, write_report
+
+    references = snakemake.params.references
+    pairs = []
+    for shard in snakemake.input.shards:
+        for line in open(shard, encoding="utf-8").read().splitlines()[1:]:
+            ident, track, label, status = line.split("\t")[:4]
+            if status == "ok":
+                pairs.append((label, references[ident]))
+            else:
+                log.warning("%s: not tagged, left out of the evaluation", track)
+    pairs.sort(key=lambda pair: pair[1])
+    task = snakemake.params.task
+    report = evaluate(pairs, labels=task["labels"], synonyms=task["synonyms"])
+    write_report(report, Path(snakemake.output.metrics).parent)
+    table = format_table(report)
+    write_text_atomic(snakemake.output.table, table + "\n")
+    log.info("%d held-out file(s)\n%s", len(pairs), table)

@@ -1,0 +1,69 @@
+"""Shared by the workflow's job scripts: the rule's log file, and one-line failures.
+
+`with job(snakemake) as log:` sends stderr, stdout and `logging` to the rule's log, makes
+sure the maggotflow library is importable (from the repository's `src/` when the job runs
+in an environment where it is not installed, e.g. a conda env built by `--sdm conda`), and
+turns bad input into one line in the log plus a failure record `<log stem>.failed`
+(`<file>\t<problem>` per line) that the workflow lists at the end of the run. A job that
+succeeds removes its stale record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def ensure_library() -> None:
+    try:
+        import maggotflow  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(SRC))
+
+
+def failure_record(log_path: str | Path) -> Path:
+    return Path(log_path).with_suffix(".failed")
+
+
+def record_failures(log_path: str | Path, failures: list[tuple[str, str]]) -> None:
+    """Write `<file>\t<problem>` lines (atomically) next to the job's log."""
+    from maggotflow.atomic import write_text_atomic
+
+    text = "".join(f"{f}\t{' '.join(str(p).split())}\n" for f, p in failures)
+    write_text_atomic(failure_record(log_path), text)
+
+
+@contextlib.contextmanager
+def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
+    """Run the body with logging to the rule's log; `subject` names the input in failures."""
+    log_path = Path(snakemake.log[0])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(log_path, "w", encoding="utf-8", buffering=1)
+    sys.stderr = sys.stdout = stream
+    logging.basicConfig(level=logging.INFO, stream=stream, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("maggotflow.workflow")
+    failure_record(log_path).unlink(missing_ok=True)
+    ensure_library()
+    from maggotflow.tracks import TrackDataError
+
+    try:
+        yield logger
+    except TrackDataError as err:
+        # Bad input: one line a biologist understands, no traceback.
+        logger.error("%s", err)
+        record_failures(log_path, [(err.path or subject or "?", err.problem)])
+        stream.flush()
+        sys.exit(1)
+    except Exception as err:
+        traceback.print_exc(file=stream)
+        record_failures(log_path, [(subject or "?", f"{type(err).__name__}: {err}")])
+        stream.flush()
+        sys.exit(1)
+    stream.flush()
