@@ -122,8 +122,15 @@ def source_name(path: str | Path) -> str:
 
 
 def default_output_name(path: str | Path) -> str:
-    """`<track file stem>.label`: `a@b@c.spine` -> `a@b@c.label`, `trx.mat` -> `trx.label`."""
-    return Path(source_name(path)).stem + ".label"
+    """`<track file stem>.label`: `a@b@c.spine` -> `a@b@c.label`, `trx.mat` -> `trx.label`.
+
+    An intermediate that cannot be opened is named after itself (`x.h5` -> `x.label`): it
+    fails later, when read, like any bad input (so `on_error` / `--keep-going` skip it).
+    """
+    try:
+        return Path(source_name(path)).stem + ".label"
+    except TrackDataError:
+        return Path(path).stem + ".label"
 
 
 class OutputClashError(ValueError):

@@ -1,0 +1,344 @@
+"""Prediction on simulated experiments in all three track formats, with a tiny trained tagger.
+
+The tagger (2-s windows of 10 steps, a 4-d latent, a few training steps) is not meant to be
+accurate: these tests check what `maggotflow.prediction` promises about its output files
+(one label per time step of every larva, the track's own times, the model's own
+predictions, LarvaTagger layout, identical bytes whatever the input kind, batch size or
+threading) and how it treats bad input and output names.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maggotflow.cli import main as cli_main
+from maggotflow.dataset import build_dataset
+from maggotflow.formats import ReadOptions, file_sha1, read_run
+from maggotflow.formats.label import default_colors, read_label_file
+from maggotflow.instance import ModelInstance
+from maggotflow.isolation import isolate
+from maggotflow.prediction import (
+    OutputClashError,
+    Predictor,
+    apply_post_rule,
+    predict_files,
+)
+from maggotflow.segments import SegmentSpec, build_segments, larva_length
+from maggotflow.simulation import SimulationConfig, label_file_path, simulate
+from maggotflow.tracks import TrackDataError
+from maggotflow.training import TrainConfig, train_tagger
+
+SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
+SIM = SimulationConfig(duration_s=20.0, larvae=(2, 3))
+FIMTRACK = ReadOptions(framerate=SIM.fimtrack_frame_rate_hz, pixelsize_um=SIM.fimtrack_pixelsize_um)
+FORMATS = ("spine", "trx", "fimtrack")  # simulate() writes file i in FORMATS[i % 3]
+QUIET = dict(log=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """3 simulated experiments (.spine, trx.mat, FIMTrack .csv), their intermediates and a tagger."""
+    root = tmp_path_factory.mktemp("prediction")
+    tracks = simulate(root / "sim", 3, seed=5, config=SIM)
+    intermediates = []
+    for fmt, track in zip(FORMATS, tracks):
+        out = root / "iso" / f"{fmt}.h5"
+        isolate(track, out, label_file_path(track), FIMTRACK)
+        intermediates.append(out)
+    build_dataset(intermediates, root / "dataset.h5", spec=SPEC, max_samples=600, seed=0).close()
+    config = TrainConfig(stage1_steps=4, stage2_steps=4, batch_size=32, eval_every=10, device="cpu",
+                         latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
+    tagger = root / "tagger"
+    train_tagger(root / "dataset.h5", tagger, None, config, **QUIET)
+    # The same weights with the post-rule switched on in the instance.
+    ruled = ModelInstance.load(tagger)
+    ruled.post_rule = "ABC->AAC"
+    ruled.save(root / "tagger_rule")
+    return {"root": root, "tracks": dict(zip(FORMATS, tracks)), "iso": dict(zip(FORMATS, intermediates)),
+            "tagger": tagger, "tagger_rule": root / "tagger_rule"}
+
+
+def model_classes(instance: ModelInstance, track) -> np.ndarray:
+    """What the tagger says for every step of `track`, computed here without the predictor."""
+    segments = build_segments(track, instance.segment_spec, length=larva_length(track))
+    with torch.inference_mode():
+        return instance.tagger()(torch.from_numpy(segments)).argmax(1).numpy()
+
+
+def label_bytes(paths) -> list[bytes]:
+    return [Path(p).read_bytes() for p in paths]
+
+
+# ---------------------------------------------------------------------------- output
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_step_of_every_larva_gets_the_model_label_at_the_track_times(sim, tmp_path, fmt):
+    track_path = sim["tracks"][fmt]
+    written = predict_files(sim["tagger"], [track_path], out_dir=tmp_path, device="cpu", read_options=FIMTRACK)
+    stem = "trx" if fmt == "trx" else track_path.stem
+    assert written == [tmp_path / f"{stem}.label"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.label"]  # no temporary left behind
+
+    instance = ModelInstance.load(sim["tagger"])
+    run = read_run(track_path, FIMTRACK)
+    predicted = read_label_file(written[0])
+    truth = read_label_file(label_file_path(track_path))  # the simulator's ground truth
+    assert list(predicted.tracks) == [tr.id for tr in run.tracks] == list(truth.tracks)
+    for track in run.tracks:
+        t, steps = predicted.tracks[track.id]
+        np.testing.assert_array_equal(t, np.round(track.t, 3))  # the track's own times, 1 ms
+        np.testing.assert_array_equal(t, truth.tracks[track.id][0])
+        assert len(steps) == track.n_steps and all(len(step) == 1 for step in steps)
+        # exactly the model's argmax on the segment centred on each step
+        expected = model_classes(instance, track)
+        assert [step[0] for step in steps] == [instance.labels[c] for c in expected]
+
+    # LarvaTagger layout: key order, labels with colours, the track file's name and sha1
+    text = written[0].read_text(encoding="utf-8")
+    assert text.startswith('{\n"metadata": {"id": ')
+    doc = json.loads(text)
+    assert list(doc) == ["metadata", "units", "labels", "dependencies", "data"]
+    assert doc["metadata"]["id"] == run.metadata["id"]
+    assert doc["units"] == {"t": "s"}
+    assert doc["labels"] == {"names": instance.labels, "colors": default_colors(instance.labels)}
+    assert sorted(instance.labels) == sorted(SIM.label_names)
+    assert doc["dependencies"] == {"filename": track_path.name, "sha1": file_sha1(track_path)}
+    assert [list(item) for item in doc["data"]] == [["id", "t", "labels"]] * len(run.tracks)
+
+
+def test_intermediate_gives_the_same_bytes_as_its_track_file(sim, tmp_path):
+    tracks = [sim["tracks"][f] for f in FORMATS]
+    isos = [sim["iso"][f] for f in FORMATS]
+    from_tracks = predict_files(sim["tagger"], tracks, out_dir=tmp_path / "a", device="cpu", read_options=FIMTRACK)
+    from_isos = predict_files(sim["tagger"], isos, out_dir=tmp_path / "b", device="cpu")
+    # an intermediate is named after the track file it was made from, not after itself
+    assert [p.name for p in from_isos] == [p.name for p in from_tracks]
+    assert [p.name for p in from_isos] != [p.stem + ".label" for p in isos]
+    assert label_bytes(from_isos) == label_bytes(from_tracks)
+
+
+def test_results_do_not_depend_on_batch_size_or_prefetch_thread(sim, tmp_path):
+    inputs = [sim["iso"][f] for f in FORMATS]
+    n_steps = sum(tr.n_steps for p in inputs for tr in read_run_any(p).tracks)
+    outputs = []
+    # 7: many small batches; 128: the CPU default; larger than all inputs together: one
+    # batch spanning all three files.
+    for i, (batch_size, prefetch) in enumerate([(128, True), (7, True), (7, False), (n_steps + 50, True),
+                                                (n_steps + 50, False)]):
+        predictor = Predictor(sim["tagger"], device="cpu", batch_size=batch_size, prefetch=prefetch)
+        outputs.append(label_bytes(predict_files(predictor, inputs, out_dir=tmp_path / str(i))))
+    assert all(out == outputs[0] for out in outputs[1:])
+
+
+def read_run_any(path):
+    from maggotflow.prediction import read_input
+
+    return read_input(path, FIMTRACK)
+
+
+def test_predict_run_matches_the_files(sim, tmp_path):
+    predictor = Predictor(sim["tagger"], device="cpu")
+    run = read_run_any(sim["tracks"]["trx"])
+    per_larva = predictor.predict_run(run)
+    written = predict_files(predictor, [sim["tracks"]["trx"]], out_dir=tmp_path)
+    labels = read_label_file(written[0])
+    assert {k: [s[0] for s in steps] for k, (_, steps) in labels.tracks.items()} == per_larva
+
+
+# ---------------------------------------------------------------------------- post-rule
+def reference_post_rule(labels):
+    """ABC -> AAC exactly as specified: left to right over the corrected sequence."""
+    out = list(labels)
+    for k in range(1, len(out) - 1):
+        if out[k] != out[k - 1] and labels[k] != labels[k + 1]:
+            out[k] = out[k - 1]
+    return out
+
+
+@pytest.mark.parametrize("before, after", [
+    ("ABC", "AAC"),
+    ("ABA", "AAA"),
+    ("ABCDEE", "AAAAEE"),        # a chain of single steps takes the label before it
+    ("AABCC", "AAACC"),
+    ("BAAAC", "BAAAC"),          # first and last steps are never changed
+    ("BA", "BA"),
+    ("A", "A"),
+    ("", ""),
+    ("AABBCC", "AABBCC"),        # runs of two or more steps are untouched
+    ("AABBAAB", "AABBAAB"),
+    ("AABAACCDC", "AAAAACCCC"),
+])
+def test_abc_to_aac(before, after):
+    got = apply_post_rule(np.array(list(before), dtype="<U1"))
+    assert "".join(got.tolist()) == after
+    assert "".join(reference_post_rule(list(before))) == after
+
+
+def test_abc_to_aac_on_class_indices_matches_the_specification():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 30))
+        labels = rng.integers(0, int(rng.integers(1, 4)), n)
+        got = apply_post_rule(labels)
+        assert got.dtype == labels.dtype
+        assert got.tolist() == reference_post_rule(labels.tolist())
+        if n:
+            assert got[0] == labels[0] and got[-1] == labels[-1]
+    labels = np.array([0, 1, 2])
+    apply_post_rule(labels)
+    assert labels.tolist() == [0, 1, 2]  # the input is not modified
+
+
+def test_the_instance_post_rule_is_applied(sim, tmp_path):
+    inputs = [sim["iso"][f] for f in FORMATS]
+    plain = predict_files(sim["tagger"], inputs, out_dir=tmp_path / "plain", device="cpu")
+    ruled = predict_files(sim["tagger_rule"], inputs, out_dir=tmp_path / "rule", device="cpu")
+    changed = 0
+    for a, b in zip(plain, ruled):
+        pa, pb = read_label_file(a), read_label_file(b)
+        assert list(pa.tracks) == list(pb.tracks)
+        for larva, (t, steps) in pa.tracks.items():
+            names = [s[0] for s in steps]
+            expected = apply_post_rule(np.array(names)).tolist()
+            assert [s[0] for s in pb.tracks[larva][1]] == expected
+            np.testing.assert_array_equal(pb.tracks[larva][0], t)
+            changed += sum(x != y for x, y in zip(names, expected))
+    assert changed > 0  # the untrained tagger does flicker: the rule had work to do
+
+
+# ---------------------------------------------------------------------------- names and bad input
+def test_output_name_clash_is_refused_before_any_work(sim, tmp_path):
+    other = tmp_path / "elsewhere" / "trx.mat"
+    other.parent.mkdir()
+    shutil.copy(sim["tracks"]["trx"], other)
+    missing_model = tmp_path / "no-such-model"  # never loaded: the clash is found first
+    with pytest.raises(OutputClashError, match="trx.mat.*trx.mat.*trx.label.*--out-paths"):
+        predict_files(missing_model, [sim["tracks"]["trx"], other], out_dir=tmp_path / "out")
+    # the intermediate of a trx.mat is tagged into trx.label as well
+    with pytest.raises(OutputClashError):
+        predict_files(missing_model, [sim["iso"]["trx"], other], out_dir=tmp_path / "out")
+    with pytest.raises(OutputClashError, match="will not be overwritten"):
+        predict_files(missing_model, [sim["tracks"]["spine"]], out_paths=[sim["tracks"]["spine"]])
+    assert not (tmp_path / "out").exists()
+    # one output path per input resolves the clash
+    outs = [tmp_path / "out" / "a" / "trx.label", tmp_path / "out" / "b" / "trx.label"]
+    assert predict_files(sim["tagger"], [sim["tracks"]["trx"], other], out_paths=outs, device="cpu") == outs
+    a, b = (json.loads(p.read_text()) for p in outs)
+    assert a["data"] == b["data"]  # same track data, same labels (metadata differ: it comes from the path)
+    assert a["dependencies"] == b["dependencies"]
+
+
+def bad_inputs(sim, folder: Path) -> dict[str, Path]:
+    folder.mkdir()
+    truncated = folder / "trx.mat"
+    truncated.write_bytes(sim["tracks"]["trx"].read_bytes()[:3000])
+    garbage = folder / "20200101_000000@g@e@t15@p@1.spine"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    broken_h5 = folder / "broken.h5"
+    broken_h5.write_bytes(sim["iso"]["spine"].read_bytes()[:1000])
+    return {"truncated": truncated, "garbage": garbage, "broken_h5": broken_h5}
+
+
+def test_a_bad_file_is_named_and_skipped_with_on_error(sim, tmp_path):
+    bad = bad_inputs(sim, tmp_path / "bad")
+    good = [sim["tracks"]["spine"], sim["tracks"]["fimtrack"]]
+    inputs = [good[0], bad["truncated"], bad["garbage"], bad["broken_h5"], good[1]]
+    failed = []
+    out = tmp_path / "out"
+    written = predict_files(sim["tagger"], inputs, out_dir=out, device="cpu", read_options=FIMTRACK,
+                            on_error=lambda path, err: failed.append((path, str(err))))
+    assert written == [out / (good[0].stem + ".label"), out / (good[1].stem + ".label")]
+    assert [p for p, _ in failed] == [bad["truncated"], bad["garbage"], bad["broken_h5"]]
+    for path, message in failed:
+        assert message.startswith(str(path)) and "\n" not in message
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)  # nothing partial
+    expected = predict_files(sim["tagger"], good, out_dir=tmp_path / "ref", device="cpu", read_options=FIMTRACK)
+    assert label_bytes(written) == label_bytes(expected)  # the bad ones did not disturb the others
+
+    # without on_error the first bad file stops the call, naming it, and gets no output
+    with pytest.raises(TrackDataError, match="trx.mat"):
+        predict_files(sim["tagger"], [bad["truncated"], good[0]], out_dir=tmp_path / "stop", device="cpu")
+    assert not (tmp_path / "stop" / "trx.label").exists()
+
+
+def test_no_overwrite_refuses_existing_outputs(sim, tmp_path):
+    existing = tmp_path / "trx.label"
+    existing.write_text("mine")
+    with pytest.raises(FileExistsError, match="trx.label"):
+        predict_files(sim["tagger"], [sim["tracks"]["trx"]], out_dir=tmp_path, overwrite=False, device="cpu")
+    assert existing.read_text() == "mine"
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_cli_predict(sim, tmp_path, capsys):
+    tracks = [str(sim["tracks"][f]) for f in FORMATS]
+    out = tmp_path / "out"
+    common = ["--device", "cpu", "--pixelsize", str(SIM.fimtrack_pixelsize_um)]
+    assert cli_main(["predict", str(sim["tagger"]), *tracks, "--out", str(out), *common]) == 0
+    assert capsys.readouterr().out.strip() == "wrote 3 .label file(s)"
+    reference = predict_files(sim["tagger"], tracks, out_dir=tmp_path / "ref", device="cpu", read_options=FIMTRACK)
+    assert label_bytes(sorted(out.iterdir())) == label_bytes(sorted(reference))
+
+    # --input-list (comments and blank lines ignored) and --out-paths
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# inputs\n{tracks[1]}\n\n")
+    one = tmp_path / "one" / "x.label"
+    assert cli_main(["predict", str(sim["tagger"]), "--input-list", str(listing), "--out-paths", str(one),
+                     *common]) == 0
+    assert one.read_bytes() == (tmp_path / "ref" / "trx.label").read_bytes()
+    capsys.readouterr()
+
+    def one_line_error(argv, code=1):
+        assert cli_main(argv) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        return err[0]
+
+    bad = bad_inputs(sim, tmp_path / "bad")
+    line = one_line_error(["predict", str(sim["tagger"]), tracks[0], str(bad["garbage"]), "--out",
+                           str(tmp_path / "o2"), *common])
+    assert str(bad["garbage"]) in line
+    line = one_line_error(["predict", str(tmp_path / "no-model"), tracks[0], "--out", str(tmp_path / "o3")])
+    assert "no-model" in line
+    pretrained_only = tmp_path / "pretrained"
+    ModelInstance("pretrained", SPEC, ModelInstance.load(sim["tagger"]).encoder_config).save(pretrained_only)
+    line = one_line_error(["predict", str(pretrained_only), tracks[0], "--out", str(tmp_path / "o4")])
+    assert "not a tagger" in line
+    line = one_line_error(["predict", str(sim["tagger"]), tracks[1], str(sim["iso"]["trx"]), "--out",
+                           str(tmp_path / "o5")])
+    assert "trx.label" in line
+    line = one_line_error(["predict", str(sim["tagger"]), tracks[1], "--out", str(out), "--no-overwrite"])
+    assert "trx.label" in line and "overwritten" in line
+    assert one_line_error(["predict", str(sim["tagger"]), "--out", str(out)], code=2).endswith("no input file given")
+    assert not any((tmp_path / d).exists() for d in ("o3", "o4", "o5"))
+
+    # --keep-going: the good files are tagged, the bad ones listed, exit 1
+    o6 = tmp_path / "o6"
+    assert cli_main(["predict", str(sim["tagger"]), tracks[0], str(bad["truncated"]), tracks[2],
+                     str(bad["garbage"]), "--out", str(o6), "--keep-going", *common]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "wrote 2 .label file(s)"
+    err = captured.err.strip().splitlines()
+    assert err[0] == "maggotflow predict: 2 of 4 input(s) failed:"
+    assert [line.split(":")[0].strip() for line in err[1:]] == [str(bad["truncated"]), str(bad["garbage"])]
+    assert sorted(p.name for p in o6.iterdir()) == sorted([Path(tracks[0]).stem + ".label",
+                                                           Path(tracks[2]).stem + ".label"])
+
+
+def test_console_entry_point_bad_input_is_one_line(sim, tmp_path):
+    garbage = tmp_path / "garbage.spine"
+    garbage.write_text("not a spine file\n")
+    done = subprocess.run([sys.executable, "-m", "maggotflow.cli", "predict", str(sim["tagger"]), str(garbage),
+                           "--out", str(tmp_path / "out"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"maggotflow predict: error: {garbage}: " + done.stderr.split(
+        f"{garbage}: ", 1)[1].strip()]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out" / "garbage.label").exists()
