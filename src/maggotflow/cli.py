@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("maggotflow.pretraining", "self-supervised pretraining of the encoder"),
     "dataset": ("maggotflow.dataset", "build a labelled segment dataset from intermediates"),
     "train": ("maggotflow.training", "two-stage fine-tuning of a tagger"),
+    "train-forest": ("maggotflow.forest", "random forest on a frozen encoder's latents (preset 20220418)"),
+    "ensemble": ("maggotflow.ensemble", "assemble trained taggers into a majority-vote ensemble"),
     "predict": ("maggotflow.prediction", "tag track files, writing LarvaTagger .label files"),
     "evaluate": ("maggotflow.evaluation", "compare predicted and reference .label files"),
 }
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command in ("pretrain", "train", "predict"):
+    if args.command in ("pretrain", "train", "train-forest", "ensemble", "predict"):
         from maggotflow.instance import InstanceError
 
         expected += (InstanceError,)

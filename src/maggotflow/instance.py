@@ -31,12 +31,12 @@ import torch
 
 from maggotflow.curves import read_curve, save_curve
 from maggotflow.model import (
-    Classifier,
     ClassifierConfig,
     Decoder,
     Encoder,
     EncoderConfig,
     Tagger,
+    build_classifier,
     select_device,
 )
 from maggotflow.segments import SegmentSpec
@@ -111,7 +111,7 @@ class ModelInstance:
         encoder: Encoder | None = None,
         decoder: Decoder | None = None,
         classifier_config: ClassifierConfig | None = None,
-        classifier: Classifier | None = None,
+        classifier: torch.nn.Module | None = None,
         labels: list[str] | None = None,
         colors: list[str] | None = None,
         post_rule: str | None = None,
@@ -158,7 +158,7 @@ class ModelInstance:
             if len(self.labels) != classifier_config.n_classes:
                 raise ValueError(f"{len(self.labels)} labels for a classifier of {classifier_config.n_classes} classes")
             if self.classifier is None:
-                self.classifier = Classifier(classifier_config)
+                self.classifier = build_classifier(classifier_config)
         if self.colors is not None and len(self.colors) != len(self.labels):
             raise ValueError(f"{len(self.colors)} colors for {len(self.labels)} labels")
 
@@ -214,29 +214,8 @@ class ModelInstance:
         An existing maggotflow instance at `path` is replaced; any other existing file or
         folder raises FileExistsError. Returns the path; `self.path` is updated.
         """
-        path = Path(path)
-        check_target(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # os.mkdir (not mkdtemp) so the folder gets the user's umask, readable by the lab.
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
-        os.mkdir(tmp)
-        old = None
-        try:
-            self._write_into(tmp, title_prefix=path.name)
-            if path.exists():
-                old = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
-                os.rename(path, old)
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and not path.exists():
-                os.rename(old, path)  # put the previous instance back
-                old = None
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self.path = path
-        return path
+        self.path = save_folder(path, lambda tmp: self._write_into(tmp, title_prefix=Path(path).name))
+        return self.path
 
     def _write_into(self, folder: Path, title_prefix: str) -> None:
         (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
@@ -257,28 +236,10 @@ class ModelInstance:
         Raises InstanceError ('<path>: <problem>') for a missing, foreign or damaged folder.
         """
         path = Path(path)
-        if not path.exists():
-            raise InstanceError(path, "model instance folder not found")
-        if not path.is_dir():
-            raise InstanceError(path, "is a file, not a model instance folder")
-        config_path = path / CONFIG_NAME
-        if not config_path.exists():
-            hint = ""
-            if (path / "autoencoder_config.json").exists() or (path / "clf_config.json").exists():
-                hint = " (it looks like an original MaggotUBA-adapter instance, which maggotflow cannot read)"
-            raise InstanceError(path, f"no {CONFIG_NAME}: not a maggotflow model instance{hint}")
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise InstanceError(path, f"{CONFIG_NAME} is not readable JSON ({_one_line(err)})") from None
-        if not isinstance(config, dict) or not str(config.get("created_by", "")).startswith("maggotflow"):
-            raise InstanceError(path, f"{CONFIG_NAME} was not written by maggotflow: not a maggotflow model instance")
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise InstanceError(
-                path, f"model instance format_version {version!r} is not supported "
-                      f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
-            )
+        config = read_config(path)
+        if config.get("kind") == "ensemble":
+            raise InstanceError(path, "is an ensemble of taggers: load it with maggotflow.ensemble.Ensemble "
+                                      "(maggotflow predict reads both)")
         try:
             kind = config["kind"]
             spec = SegmentSpec(**config["segment_spec"])
@@ -308,7 +269,7 @@ class ModelInstance:
 
         encoder = Encoder(encoder_config)
         decoder = Decoder(encoder_config, context) if dec is not None else None
-        classifier = Classifier(classifier_config) if classifier_config is not None else None
+        classifier = build_classifier(classifier_config) if classifier_config is not None else None
         if kind == "pretrained" and decoder is None:
             raise InstanceError(path, f"{CONFIG_NAME} describes a pretrained instance without decoder")
         if kind == "tagger" and classifier is None:
@@ -328,6 +289,65 @@ class ModelInstance:
         for module in instance.modules().values():
             module.eval()
         return instance.to(device if device is not None else "cpu")
+
+
+def save_folder(path: str | Path, write_into) -> Path:
+    """Build a model folder with `write_into(tmp)` in a temporary sibling, then rename it to `path`.
+
+    An existing maggotflow instance at `path` is replaced (put back if the rename fails);
+    anything else there raises FileExistsError. A crash never leaves a half-written folder
+    under the final name.
+    """
+    path = Path(path)
+    check_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # os.mkdir (not mkdtemp) so the folder gets the user's umask, readable by the lab.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
+    os.mkdir(tmp)
+    old = None
+    try:
+        write_into(tmp)
+        if path.exists():
+            old = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.rename(old, path)  # put the previous instance back
+            old = None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_config(path: str | Path) -> dict:
+    """config.json of a maggotflow model folder (any kind), checked; InstanceError otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InstanceError(path, "model instance folder not found")
+    if not path.is_dir():
+        raise InstanceError(path, "is a file, not a model instance folder")
+    config_path = path / CONFIG_NAME
+    if not config_path.exists():
+        hint = ""
+        if (path / "autoencoder_config.json").exists() or (path / "clf_config.json").exists():
+            hint = " (it looks like an original MaggotUBA-adapter instance, which maggotflow cannot read)"
+        raise InstanceError(path, f"no {CONFIG_NAME}: not a maggotflow model instance{hint}")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InstanceError(path, f"{CONFIG_NAME} is not readable JSON ({_one_line(err)})") from None
+    if not isinstance(config, dict) or not str(config.get("created_by", "")).startswith("maggotflow"):
+        raise InstanceError(path, f"{CONFIG_NAME} was not written by maggotflow: not a maggotflow model instance")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InstanceError(
+            path, f"model instance format_version {version!r} is not supported "
+                  f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
+        )
+    return config
 
 
 def _one_line(err: BaseException, limit: int = 240) -> str:

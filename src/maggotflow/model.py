@@ -12,7 +12,8 @@ steps, L latent dimension, K classes.
 - `Decoder`: the encoder mirrored; from the latent of the present window it reconstructs
   the present and predicts `context` windows before and after it (self-supervised
   pretraining, `maggotflow.pretraining`).
-- `Classifier`: dense layers on the latent; `Tagger` = encoder + classifier.
+- `Classifier`: dense layers on the latent; `ForestClassifier`: a random forest on the
+  latent stored as tensors (the 20220418 prototype); `Tagger` = encoder + classifier.
 
 All weights of convolutions and dense layers are Kaiming-initialised (normal, fan-in, ReLU
 gain), biases zero.
@@ -70,12 +71,21 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Dense classifier on the latent vector."""
+    """Classifier on the latent vector: dense layers (default) or a random forest.
+
+    kind "dense": `hidden` and `dropout` apply. kind "random_forest" (the 20220418
+    prototype): `n_trees` trees stored as arrays of `n_nodes` nodes each (padded), walked
+    `depth` levels deep; the arrays are filled by `maggotflow.forest.train_forest`.
+    """
 
     latent_dim: int  # L, equal to the encoder's
     n_classes: int  # K, number of behaviours
     hidden: tuple[int, ...] = ()  # widths of hidden layers; () -> a single Linear layer
     dropout: float = 0.0  # dropout probability applied to the input of every Linear layer
+    kind: str = "dense"  # "dense" or "random_forest"
+    n_trees: int = 0  # random_forest only: number of trees
+    n_nodes: int = 0  # random_forest only: nodes per tree (arrays padded to the largest tree)
+    depth: int = 0  # random_forest only: depth of the deepest tree
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -83,6 +93,10 @@ class ClassifierConfig:
             raise ValueError(f"classifier sizes must be >= 1, got {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"classifier dropout must be in [0, 1), got {self.dropout}")
+        if self.kind not in CLASSIFIER_KINDS:
+            raise ValueError(f"classifier kind must be one of {CLASSIFIER_KINDS}, got {self.kind!r}")
+        if self.kind == "random_forest" and (self.n_trees < 1 or self.n_nodes < 1 or self.depth < 0):
+            raise ValueError(f"a random forest needs n_trees >= 1, n_nodes >= 1 and depth >= 0, got {self}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,6 +110,9 @@ class ClassifierConfig:
         if unknown:
             raise ValueError(f"unknown classifier settings {sorted(unknown)}")
         return cls(**d)
+
+
+CLASSIFIER_KINDS = ("dense", "random_forest")
 
 
 def same_padding(kernel: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -207,6 +224,48 @@ class Classifier(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z)  # (B, K)
+
+
+class ForestClassifier(nn.Module):
+    """(B, L) latent -> (B, K) class probabilities averaged over the trees of a random forest.
+
+    The trees are tensors (buffers, saved in the state dict like any weights), so the
+    forest runs on the same device as the encoder and needs no scikit-learn at prediction
+    time. Per tree t and node m: `feature[t, m]` (latent index), `threshold[t, m]` (go left
+    when z[feature] <= threshold), `left`/`right` child indices (a leaf points to itself)
+    and `value[t, m]` (K class probabilities of a leaf). Walking `depth` levels reaches a
+    leaf from the root for every segment at once.
+    """
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        if config.kind != "random_forest":
+            raise ValueError(f"ForestClassifier needs a random_forest config, got kind {config.kind!r}")
+        self.config = config
+        t, m, k = config.n_trees, config.n_nodes, config.n_classes
+        self.register_buffer("feature", torch.zeros(t, m, dtype=torch.int64))
+        self.register_buffer("threshold", torch.zeros(t, m, dtype=torch.float32))
+        self.register_buffer("left", torch.zeros(t, m, dtype=torch.int64))
+        self.register_buffer("right", torch.zeros(t, m, dtype=torch.int64))
+        self.register_buffer("value", torch.full((t, m, k), 1.0 / k, dtype=torch.float32))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.float()
+        zt = z.t()  # (L, B)
+        n_trees, batch = self.feature.shape[0], z.shape[0]
+        node = torch.zeros(n_trees, batch, dtype=torch.int64, device=z.device)  # (T, B) roots
+        for _ in range(self.config.depth):
+            f = self.feature.gather(1, node)  # (T, B) latent index at each current node
+            go_left = zt.gather(0, f) <= self.threshold.gather(1, node)  # (T, B)
+            node = torch.where(go_left, self.left.gather(1, node), self.right.gather(1, node))
+        k = self.value.shape[2]
+        leaf = self.value.gather(1, node.unsqueeze(2).expand(n_trees, batch, k))  # (T, B, K)
+        return leaf.mean(dim=0)  # (B, K) probabilities
+
+
+def build_classifier(config: ClassifierConfig) -> nn.Module:
+    """The classifier module a config describes: `Classifier` (dense) or `ForestClassifier`."""
+    return ForestClassifier(config) if config.kind == "random_forest" else Classifier(config)
 
 
 class Tagger(nn.Module):

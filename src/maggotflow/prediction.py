@@ -15,7 +15,10 @@ How it runs (speed matters: thousands of files, ~1 million segments per big file
 - batches span larvae and files (small files do not leave batches half empty); forward
   passes run under `torch.inference_mode`, float32 on CPU, float16 autocast on CUDA;
 - per-step predictions are the argmax of the logits; the optional post-rule "ABC->AAC"
-  (`apply_post_rule`) is applied per larva.
+  (`apply_post_rule`) is applied per larva;
+- an ensemble (`maggotflow.ensemble`) is tagged the same way: the segments of each of its
+  windows are built once per chunk, every member classifies them, and the label with the
+  most votes wins (ties: highest summed member probability).
 
 A larva whose spine has zero length (all points coincide over most of the track) cannot be
 normalised: it is left out of the `.label` file with a warning naming the file. A file that
@@ -40,7 +43,7 @@ import torch
 
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.instance import InstanceError, ModelInstance
-from maggotflow.model import select_device
+from maggotflow.model import ForestClassifier, select_device
 from maggotflow.segments import build_segments, larva_length
 from maggotflow.tracks import Run, TrackDataError
 
@@ -176,36 +179,44 @@ class _Job:
 
 
 class Predictor:
-    """A tagger loaded once, applied to many runs.
+    """A tagger (or an ensemble of taggers) loaded once, applied to many runs.
 
-    instance: a tagger model instance folder (or a loaded ModelInstance). device: "auto",
+    instance: a tagger or ensemble folder (or a loaded ModelInstance / Ensemble). device: "auto",
     "cpu", "cuda", ... batch_size: segments per forward pass (default 128 on CPU, 8192 on
     CUDA). prefetch: build segments in a background thread while the model runs.
-    Attributes: `labels`, `colors`, `post_rule`, `spec`, `device`, `batch_size`.
+    Attributes: `labels`, `colors`, `post_rule`, `specs` (the segment specs the members need,
+    `spec` the first), `device`, `batch_size`.
     """
 
     def __init__(
         self,
-        instance: str | Path | ModelInstance,
+        instance: "str | Path | ModelInstance | Ensemble",
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         prefetch: bool = True,
     ):
+        from maggotflow.ensemble import Ensemble, load_model
+
         self.device = select_device(device)
-        if isinstance(instance, ModelInstance):
+        if isinstance(instance, (ModelInstance, Ensemble)):
             self.instance = instance.to(self.device)
         else:
-            self.instance = ModelInstance.load(instance, device=self.device)
-        if self.instance.kind != "tagger":
-            raise InstanceError(self.instance.path, f"is a {self.instance.kind} instance, not a tagger: "
-                                                    "train a tagger from it first (maggotflow train)")
-        self.model = self.instance.tagger().to(self.device).eval()
+            self.instance = load_model(instance, device=self.device)
+        members = self.instance.members if isinstance(self.instance, Ensemble) else [self.instance]
+        for member in members:
+            if member.kind != "tagger":
+                raise InstanceError(member.path, f"is a {member.kind} instance, not a tagger: "
+                                                 "train a tagger from it first (maggotflow train)")
+        # Members grouped by segment spec: each spec's segments are built once per chunk.
+        self.specs = list(dict.fromkeys(m.segment_spec for m in members))
+        self.members = [(self.specs.index(m.segment_spec), m.tagger().to(self.device).eval()) for m in members]
+        self.model = self.members[0][1]
         self.labels = list(self.instance.labels)
         from maggotflow.formats.label import default_colors
 
         self.colors = list(self.instance.colors) if self.instance.colors else default_colors(self.labels)
         self.post_rule = self.instance.post_rule
-        self.spec = self.instance.segment_spec
+        self.spec = self.specs[0]
         self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 128))
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
@@ -214,19 +225,44 @@ class Predictor:
         self._steps = tuple((name,) for name in self.labels)
 
     # -- model
-    def classify(self, segments: np.ndarray) -> np.ndarray:
-        """Class indices (N,) int64 for segments (N, 2, P, W) float32, `batch_size` at a time."""
-        out = np.empty(segments.shape[0], dtype=np.int64)
-        for i in range(0, segments.shape[0], self.batch_size):
-            out[i:i + self.batch_size] = self._forward(segments[i:i + self.batch_size])
+    def classify(self, segments: "np.ndarray | Sequence[np.ndarray]") -> np.ndarray:
+        """Class indices (N,) int64, `batch_size` segments at a time.
+
+        segments: (N, 2, P, W) float32 for a single tagger, or one such array per spec of
+        `self.specs` (same N) for an ensemble.
+        """
+        arrays = [segments] if isinstance(segments, np.ndarray) else list(segments)
+        n = arrays[0].shape[0]
+        out = np.empty(n, dtype=np.int64)
+        for i in range(0, n, self.batch_size):
+            out[i:i + self.batch_size] = self._forward([a[i:i + self.batch_size] for a in arrays])
         return out
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, non_blocking=True)
+    def _forward(self, batches: list[np.ndarray]) -> np.ndarray:
+        xs = [torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device, non_blocking=True)
+              for b in batches]
         autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
-            logits = self.model(x)  # (B, 2, P, W) -> (B, K)
-        return logits.argmax(dim=1).to("cpu").numpy().astype(np.int64, copy=False)
+            if len(self.members) == 1:
+                scores = self.model(xs[0])  # (B, 2, P, W) -> (B, K) logits (or forest probabilities)
+            else:
+                scores = self._vote(xs)
+        return scores.argmax(dim=1).to("cpu").numpy().astype(np.int64, copy=False)
+
+    def _vote(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """(B, K) votes per label, plus summed member probabilities / (members + 1) to break ties.
+
+        The tie-break term is < 1, so it never outweighs a difference of one vote.
+        """
+        k = len(self.labels)
+        votes = torch.zeros(xs[0].shape[0], k, dtype=torch.float32, device=self.device)
+        probs = torch.zeros_like(votes)
+        for spec_index, model in self.members:
+            out = model(xs[spec_index]).float()  # (B, K)
+            p = out if isinstance(model.classifier, ForestClassifier) else out.softmax(dim=1)
+            votes += torch.nn.functional.one_hot(out.argmax(dim=1), k).float()
+            probs += p
+        return votes + probs / (len(self.members) + 1)
 
     # -- runs
     def predict_run(self, run: Run) -> dict[str, list[str]]:
@@ -269,7 +305,7 @@ class Predictor:
                         yield self._finish(jobs.pop(job_id))
                 elif kind == "batch":
                     _, batch, n, pieces = message
-                    predicted = self.classify(batch[:n])
+                    predicted = self.classify([b[:n] for b in batch])
                     done = []
                     for job_id, track, start, offset, count in pieces:
                         job = jobs[job_id]
@@ -289,14 +325,18 @@ class Predictor:
         return job.key, job.run, job.classes, None
 
     def _produce(self, loaders: Iterable[tuple[Any, Callable[[], Run]]]) -> Iterator[tuple]:
-        """Messages: ("error", key, err), ("job", id, _Job), ("batch", array, n, pieces).
+        """Messages: ("error", key, err), ("job", id, _Job), ("batch", arrays, n, pieces).
+
+        arrays: one segment buffer per spec of `self.specs`, the first n rows filled.
 
         pieces: (job id, track index, first step, row in batch, count) per stretch of steps.
         """
-        spec = self.spec
         size = self.batch_size * max(1, -(-MIN_CHUNK // self.batch_size))  # whole forward batches
-        shape = (size, 2, spec.n_points, spec.window)
-        batch, filled, pieces = np.empty(shape, dtype=np.float32), 0, []
+
+        def buffers() -> list[np.ndarray]:  # one per segment spec (several for an ensemble)
+            return [np.empty((size, 2, spec.n_points, spec.window), dtype=np.float32) for spec in self.specs]
+
+        batch, filled, pieces = buffers(), 0, []
         for job_id, (key, load) in enumerate(loaders):
             try:
                 run = load()
@@ -315,15 +355,16 @@ class Predictor:
                 track, start = run.tracks[i], 0
                 while start < track.n_steps:
                     count = min(size - filled, track.n_steps - start)
-                    # Segments go straight into the batch buffer: no per-file concatenation.
-                    batch[filled:filled + count] = build_segments(
-                        track, spec, length=lengths[i], centres=track.t[start:start + count])
+                    # Segments go straight into the batch buffers: no per-file concatenation.
+                    for buffer, spec in zip(batch, self.specs):
+                        buffer[filled:filled + count] = build_segments(
+                            track, spec, length=lengths[i], centres=track.t[start:start + count])
                     pieces.append((job_id, i, start, filled, count))
                     filled += count
                     start += count
                     if filled == size:
                         yield "batch", batch, filled, pieces
-                        batch, filled, pieces = np.empty(shape, dtype=np.float32), 0, []
+                        batch, filled, pieces = buffers(), 0, []
         if filled:
             yield "batch", batch, filled, pieces
 
@@ -467,7 +508,7 @@ def predict_files(
 # ---------------------------------------------------------------------------- CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("model", type=Path, help="tagger model instance folder (from `maggotflow train`)")
+    add("model", type=Path, help="tagger model instance or ensemble folder (maggotflow train / ensemble)")
     add("inputs", nargs="*", type=Path,
         help="track files (.spine, trx.mat, FIMTrack .csv) or intermediates (.h5 from `maggotflow isolate`)")
     add("--input-list", type=Path, help="text file listing more inputs, one path per line")

@@ -63,6 +63,7 @@ class PretrainConfig:
     window: int = 20  # W, time steps of the present window
     frame_interval: float = 0.1  # s between window steps (10 Hz)
     n_points: int = 5  # body points
+    interpolate: bool = True  # False: windows of native frames (20220418 prototype), no resampling
     latent_dim: int = 25
     filters: tuple[int, ...] = (128, 64, 32, 32, 32, 16)
     body_kernel: int = 5
@@ -86,7 +87,8 @@ class PretrainConfig:
 
     @property
     def segment_spec(self) -> SegmentSpec:
-        return SegmentSpec(window=self.window, frame_interval=self.frame_interval, n_points=self.n_points)
+        return SegmentSpec(window=self.window, frame_interval=self.frame_interval, n_points=self.n_points,
+                           interpolate=self.interpolate)
 
     @property
     def encoder_config(self) -> EncoderConfig:

@@ -15,6 +15,12 @@ Normalisation of one segment (the model sees shapes, not positions or sizes):
 2. rotate so that the mean tail -> head vector over the window points along +x,
 3. centre on the mean position of the middle body point over the window.
 
+Native frames (`SegmentSpec(interpolate=False)`, the 20220418 prototype): the window is
+`window` consecutive frames of the track itself around the step (index-clamped at the
+ends), with no interpolation. `frame_interval` is then only nominal: the window's duration
+depends on the file's frame rate, so such a tagger is only valid on data recorded at the
+frame rate it was trained on (the prototype's known limitation).
+
 Everything is vectorised over all centres of a track: no Python loop per segment.
 Output tensors are `(N, 2, P, W)` float32 = (segment, x/y, body point tail->head, time).
 """
@@ -33,11 +39,16 @@ GRID_DECIMALS = 4  # grid times rounded to 1e-4 s
 
 @dataclass(frozen=True)
 class SegmentSpec:
-    """Shape of a segment: `window` steps at `frame_interval` s, `n_points` body points."""
+    """Shape of a segment: `window` steps at `frame_interval` s, `n_points` body points.
+
+    interpolate=False takes `window` native frames instead of resampling the track at
+    `frame_interval` (see the module docstring).
+    """
 
     window: int = 20
     frame_interval: float = 0.1
     n_points: int = 5
+    interpolate: bool = True
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -49,7 +60,7 @@ class SegmentSpec:
 
     @property
     def duration(self) -> float:
-        """Window duration in seconds."""
+        """Window duration in seconds (nominal when interpolate is False)."""
         return self.window * self.frame_interval
 
     def to_dict(self) -> dict:
@@ -139,8 +150,11 @@ def build_segments(
     if not np.isfinite(length) or length <= 0:
         raise TrackDataError(None, f"larva {track.id} has zero length (all spine points coincide)")
     points = resample_spine(track.spine, spec.n_points)  # (n, P, 2)
-    grid = grid_times(centres, spec, context)  # (N, W)
-    seg = interpolate_spines(track.t, points, grid)  # (N, W, P, 2)
+    if spec.interpolate:
+        grid = grid_times(centres, spec, context)  # (N, W)
+        seg = interpolate_spines(track.t, points, grid)  # (N, W, P, 2)
+    else:
+        seg = points[native_indices(track.t, centres, spec, context)]  # (N, W, P, 2)
     present = seg[:, context * spec.window:(context + 1) * spec.window]  # (N, window, P, 2)
     axis = (present[:, :, -1, :] - present[:, :, 0, :]).mean(axis=1)  # (N, 2) tail -> head
     norm = np.hypot(axis[:, 0], axis[:, 1])
@@ -156,8 +170,26 @@ def build_segments(
     return np.ascontiguousarray(out.transpose(0, 1, 3, 2), dtype=np.float32)
 
 
+def native_indices(t: np.ndarray, centres: np.ndarray, spec: SegmentSpec, context: int = 0) -> np.ndarray:
+    """Frame indices (N, W) of native-frame windows centred on the frames nearest `centres`.
+
+    Frame `window//2` of the present window is the centre frame; indices past the track's
+    ends are clamped to the first or last frame.
+    """
+    centres = np.asarray(centres, dtype=np.float64)
+    i = np.clip(np.searchsorted(t, centres), 1, max(t.size - 1, 1))
+    nearest = np.where(np.abs(t[i - 1] - centres) <= np.abs(t[np.minimum(i, t.size - 1)] - centres), i - 1, i)
+    nearest = np.minimum(nearest, t.size - 1)
+    offsets = np.arange(-(context * spec.window), (context + 1) * spec.window) - spec.window // 2
+    return np.clip(nearest[:, None] + offsets[None, :], 0, t.size - 1)
+
+
 def valid_centres(track: Track, spec: SegmentSpec, context: int = 0) -> np.ndarray:
     """Boolean mask of the steps whose whole (context) window lies inside the track."""
+    if not spec.interpolate:
+        offsets = np.arange(-(context * spec.window), (context + 1) * spec.window) - spec.window // 2
+        index = np.arange(track.t.size)
+        return (index + offsets[0] >= 0) & (index + offsets[-1] <= track.t.size - 1)
     grid = grid_times(track.t[[0]], spec, context)[0] - track.t[0]
     lo, hi = grid[0], grid[-1]
     return (track.t + lo >= track.t[0] - 1e-9) & (track.t + hi <= track.t[-1] + 1e-9)

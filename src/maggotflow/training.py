@@ -85,6 +85,7 @@ class TrainConfig:
     class_weights: tuple[float, ...] | None = None  # None -> the dataset's class weights
     select_by: str = "macro_f1"  # best checkpoint by "macro_f1" (ties: loss) or "loss"
     mixed_precision: bool = True  # float16 autocast + GradScaler; CUDA only, ignored on CPU
+    bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -179,11 +180,13 @@ def _eta(seconds: float) -> str:
 
 
 def _same_spec(a: SegmentSpec, b: SegmentSpec) -> bool:
-    return a.window == b.window and a.n_points == b.n_points and math.isclose(
+    return a.window == b.window and a.n_points == b.n_points and a.interpolate == b.interpolate and math.isclose(
         a.frame_interval, b.frame_interval, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _spec_text(spec: SegmentSpec) -> str:
+    if not spec.interpolate:
+        return f"{spec.window} native frames, {spec.n_points} body points"
     return f"{spec.window} steps at {spec.frame_interval:g} s, {spec.n_points} body points"
 
 
@@ -253,6 +256,10 @@ def _train(
     train_idx, val_idx = dataset.train_indices(), dataset.val_indices()
     if train_idx.size < 2:
         raise ValueError(f"{dataset.path}: {train_idx.size} training sample(s); training needs at least 2")
+    if config.bootstrap:
+        # Bagging (ensemble members): as many samples as there are, drawn with replacement.
+        rng = np.random.default_rng([config.seed, 0xBA6])
+        train_idx = np.sort(rng.choice(train_idx, size=train_idx.size, replace=True))
 
     # 1. the starting encoder
     base: ModelInstance | None = None
@@ -537,6 +544,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     add("--device", default=d.device, help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     add("--no-mixed-precision", action="store_true", help="full float32 on CUDA too")
+    add("--bootstrap", action="store_true",
+        help="bagging: train on a bootstrap resample of the training samples (ensemble members, with --seed)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -552,7 +561,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hidden=(args.hidden_width,) * (args.layers - 1), dropout=args.dropout, latent_dim=args.latent_dim,
         filters=args.filters, post_rule=args.post_rule,
         class_weights=None if weights is None else tuple(weights), select_by=args.select_by,
-        mixed_precision=not args.no_mixed_precision,
+        mixed_precision=not args.no_mixed_precision, bootstrap=args.bootstrap,
     )
 
 

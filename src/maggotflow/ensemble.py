@@ -1,0 +1,161 @@
+"""Ensembles of taggers with a majority vote (the 20221228 tagger: bagging).
+
+An ensemble is a model folder of its own::
+
+    config.json      format_version, kind "ensemble", labels, colors, post_rule, vote,
+                     members (relative folder names, in vote order)
+    provenance.json  the members' provenance summaries
+    members/NNN/     one complete tagger instance per member (`maggotflow.instance`)
+
+Members are trained independently (so a cluster trains them in parallel: one job each,
+`maggotflow train --bootstrap --seed k`), possibly on different windows (1.5 s and 3 s in
+20221228); they must share the label list. `maggotflow ensemble OUT MEMBER...` assembles
+them. Prediction (`maggotflow.prediction.Predictor`) builds each window's segments once,
+runs every member, and takes for every time step the label most members vote for; a tie
+goes to the tied label with the highest summed member probability. The post-rule, if any,
+is applied to the voted labels. Cost grows with the number of members (~50x for 50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from maggotflow.instance import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    PROVENANCE_NAME,
+    InstanceError,
+    ModelInstance,
+    _created_by,
+    read_config,
+    save_folder,
+)
+
+KIND = "ensemble"
+VOTES = ("majority",)
+
+
+class Ensemble:
+    """Tagger instances voting together. Attributes: members, labels, colors, post_rule, vote, path."""
+
+    kind = KIND
+
+    def __init__(self, members: Sequence[ModelInstance], post_rule: str | None = None, vote: str = "majority",
+                 provenance: dict | None = None, path: str | Path | None = None):
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        for m in members:
+            if m.kind != "tagger":
+                raise ValueError(f"ensemble members must be taggers, {m.path} is a {m.kind} instance")
+            if m.labels != members[0].labels:
+                raise ValueError(f"ensemble members must share their labels: {m.path} has {m.labels}, "
+                                 f"{members[0].path} has {members[0].labels}")
+        if vote not in VOTES:
+            raise ValueError(f"vote must be one of {VOTES}, got {vote!r}")
+        self.members = members
+        self.labels = list(members[0].labels)
+        self.colors = members[0].colors
+        self.post_rule = post_rule
+        self.vote = vote
+        self.provenance = dict(provenance or {})
+        self.path = None if path is None else Path(path)
+
+    def to(self, device) -> "Ensemble":
+        for m in self.members:
+            m.to(device)
+        return self
+
+    @property
+    def config(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": KIND,
+            "labels": self.labels,
+            "colors": self.colors,
+            "post_rule": self.post_rule,
+            "vote": self.vote,
+            "members": [f"members/{i:03d}" for i in range(len(self.members))],
+            "created_by": _created_by(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the ensemble folder atomically (members copied in); returns the path."""
+
+        def write_into(tmp: Path) -> None:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+            (tmp / PROVENANCE_NAME).write_text(json.dumps(self.provenance, indent=2, default=str) + "\n",
+                                               encoding="utf-8")
+            for i, member in enumerate(self.members):
+                target = tmp / "members" / f"{i:03d}"
+                target.mkdir(parents=True)
+                member._write_into(target, title_prefix=f"member {i:03d}")
+
+        self.path = save_folder(path, write_into)
+        return self.path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Ensemble":
+        path = Path(path)
+        config = read_config(path)
+        if config.get("kind") != KIND:
+            raise InstanceError(path, f"is a {config.get('kind')} instance, not an ensemble")
+        try:
+            names = [str(n) for n in config["members"]]
+            post_rule, vote = config.get("post_rule"), config.get("vote", "majority")
+        except (KeyError, TypeError) as err:
+            raise InstanceError(path, f"{CONFIG_NAME} is incomplete ({err})") from None
+        members = [ModelInstance.load(path / name, device=device) for name in names]
+        provenance = {}
+        if (path / PROVENANCE_NAME).exists():
+            provenance = json.loads((path / PROVENANCE_NAME).read_text(encoding="utf-8"))
+        try:
+            return cls(members, post_rule=post_rule, vote=vote, provenance=provenance, path=path)
+        except ValueError as err:
+            raise InstanceError(path, str(err)) from None
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> ModelInstance | Ensemble:
+    """A tagger instance or an ensemble, whichever the folder holds."""
+    config = read_config(path)
+    if config.get("kind") == KIND:
+        return Ensemble.load(path, device=device)
+    return ModelInstance.load(path, device=device)
+
+
+def assemble(member_paths: Sequence[str | Path], out: str | Path, post_rule: str | None = None) -> Ensemble:
+    """Load the member taggers, check they agree, and save them as one ensemble at `out`."""
+    from maggotflow.training import normalise_post_rule
+
+    members = [ModelInstance.load(p) for p in member_paths]
+    provenance = {
+        "command": "ensemble",
+        "members": [{"path": str(Path(p).resolve()), "window": m.segment_spec.window,
+                     "frame_interval": m.segment_spec.frame_interval,
+                     "best": m.provenance.get("best"), "seed": m.provenance.get("seed")}
+                    for p, m in zip(member_paths, members)],
+    }
+    try:
+        ensemble = Ensemble(members, post_rule=normalise_post_rule(post_rule), provenance=provenance)
+    except ValueError as err:
+        raise InstanceError(out, str(err)) from None
+    ensemble.save(out)
+    return ensemble
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="ensemble folder to write")
+    parser.add_argument("members", nargs="+", type=Path, help="tagger instance folders (maggotflow train)")
+    parser.add_argument("--post-rule", default=None, help="none or ABC->AAC, applied to the voted labels")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    ensemble = assemble(args.members, args.out, args.post_rule)
+    print(f"wrote ensemble of {len(ensemble.members)} taggers to {args.out}")
+    return 0
+
