@@ -1,0 +1,383 @@
+"""The Snakemake workflow, run for real (snakemake CLI) on small simulated data.
+
+Every test works in its own temporary project folder (the working directory of the runs)
+and points at this checkout's Snakefile with an absolute path, with a tiny config overlay
+(few short files, a tiny encoder, a few optimisation steps). The trained project is built
+once per module and reused by the tests that need a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from maggotflow import manifest as mf
+from maggotflow.formats import ReadOptions, read_run
+from maggotflow.formats.label import read_label_file
+from maggotflow.simulation import SimulationConfig, simulate
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TRACK_SUFFIXES = (".spine", ".mat", ".csv")
+READ = ReadOptions(pixelsize_um=100)  # the simulator's FIMTrack pixel size
+
+# The test experiment: 8 short files, an encoder ~1/100 of the default, a few steps.
+TINY_CONFIG = """\
+inputs:
+  track_dir: data/train
+read:
+  pixelsize_um: 100
+device: cpu
+pretrain:
+  steps: 20
+  eval_every: 10
+  batch_size: 32
+  filters: [8, 8, 8, 8, 8, 8]
+  latent_dim: 8
+train:
+  stage1_steps: 10
+  stage2_steps: 10
+  eval_every: 10
+  batch_size: 32
+predict:
+  files_per_job: 2
+evaluation:
+  heldout_fraction: 0.25
+threads:
+  dataset: 1
+  pretrain: 1
+  train: 1
+  predict: 1
+report:
+  ethograms: 2
+"""
+EXPORT_CONFIG = "predict:\n  export_next_to_tracks: true\n"
+SMALL = SimulationConfig(duration_s=10, larvae=(2, 3))
+STARTED_JOB = re.compile(r"^(local)?rule \w+:$", re.M)  # how Snakemake announces a job
+
+
+def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = (), timeout: float = 180,
+              background: str | None = None):
+    """Run the workflow in `workdir`: `snakemake ARGS -s SNAKEFILE --configfile tiny.yaml ...`.
+
+    ARGS come first (targets, --config: options taking several values must be closed by the
+    next option). Returns the CompletedProcess (stdout holds stdout + stderr), or the Popen
+    (output in workdir/<background>) when `background` names an output file.
+    """
+    cmd = [str(SNAKEMAKE), *args, "-s", str(SNAKEFILE),
+           "--configfile", str(workdir / "tiny.yaml"), *(str(workdir / c) for c in configfiles),
+           "--cores", "2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
+    env["PATH"] = f"{SNAKEMAKE.parent}{os.pathsep}{env.get('PATH', '')}"
+    if background:
+        with open(workdir / background, "w") as out:
+            return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    return subprocess.run(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stdout[-4000:]
+    return result.stdout
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table Snakemake prints: {rule: jobs}."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def new_project(root: Path, n_files: int = 8, seed: int = 1) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tiny.yaml").write_text(TINY_CONFIG)
+    (root / "export.yaml").write_text(EXPORT_CONFIG)
+    simulate(root / "data" / "train", n_files, seed=seed, config=SMALL)
+    return root
+
+
+def track_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in TRACK_SUFFIXES)
+
+
+def unlabelled_folder(folder: Path, n_files: int, seed: int) -> Path:
+    simulate(folder, n_files, seed=seed, config=SMALL)
+    for label in folder.rglob("*.label"):
+        label.unlink()
+    return folder
+
+
+def label_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.label"))}
+
+
+def run_folder(project: Path, predict_dir: Path) -> Path:
+    return project / "results" / "predict" / mf.predict_run_name(predict_dir, project / "results/models/tagger")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project on which the whole default target ran once (train + held-out evaluation)."""
+    project = new_project(tmp_path_factory.mktemp("trained"))
+    result = snakemake(project)
+    return SimpleNamespace(dir=project, output=ok(result))
+
+
+# ---------------------------------------------------------------------------- static checks
+
+
+def test_lint_reports_nothing(tmp_path):
+    project = new_project(tmp_path, n_files=3)
+    output = ok(snakemake(project, "--lint"))
+    assert "Congratulations, your workflow is in a good condition!" in output
+    assert "Lints for" not in output
+
+
+def test_dry_run_plans_every_stage_and_runs_nothing(tmp_path):
+    project = new_project(tmp_path)
+    output = ok(snakemake(project, "-n"))
+    manifest = mf.read_manifest(project / "results/manifest.tsv")
+    heldout = mf.read_manifest(project / "results/evaluation/manifest.tsv")
+    assert len(manifest) == len(track_files(project / "data/train")) == 8
+    assert 0 < len(heldout) < len(manifest) and set(heldout.ids) <= set(manifest.ids)
+    shards = mf.assign_shards(heldout.ids, 2)
+    assert job_counts(output) == {
+        "all": 1, "isolate": len(manifest) - len(heldout), "dataset": 1, "pretrain": 1,
+        "train_tagger": 1, "predict_heldout_shard": len(shards), "evaluate_heldout": 1,
+        "ethograms": 1,
+    }
+    # Nothing but the manifests: no job ran, no log was opened.
+    written = sorted(str(p.relative_to(project)) for p in (project / "results").rglob("*") if p.is_file())
+    assert written == ["results/evaluation/manifest.tsv", "results/manifest.tsv"]
+    assert not (project / "logs").exists()
+
+
+# ---------------------------------------------------------------------------- the full run
+
+
+def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
+    from maggotflow.dataset import Dataset
+    from maggotflow.instance import ModelInstance
+
+    project = trained.dir
+    manifest = mf.read_manifest(project / "results/manifest.tsv")
+    heldout = mf.read_manifest(project / "results/evaluation/manifest.tsv")
+    training = [r for r in manifest if r["id"] not in set(heldout.ids)]
+    assert sorted(Path(r["path"]) for r in manifest) == track_files(project / "data/train")
+
+    # isolate: one intermediate + one log per training file, none for held-out files.
+    isolated = sorted(p.name for p in (project / "results/isolated").iterdir())
+    assert isolated == sorted(f"{r['id']}.h5" for r in training)
+    assert all((project / "logs/isolate" / f"{r['id']}.log").is_file() for r in training)
+
+    # dataset: built from training files only, split by whole files.
+    dataset = Dataset.load(project / "results/dataset/dataset.h5")
+    sources = {s["source_path"] for s in dataset.sources}
+    assert sources <= {r["path"] for r in training}
+    assert not sources & {r["path"] for r in heldout}
+
+    # pretrain -> train: a loadable tagger whose encoder has the configured size.
+    tagger = ModelInstance.load(project / "results/models/tagger")
+    assert tagger.kind == "tagger" and tagger.encoder_config.latent_dim == 8
+    assert ModelInstance.load(project / "results/models/pretrained").kind == "pretrained"
+    for name in ("pretrain", "train", "dataset"):
+        assert (project / "logs" / f"{name}.log").stat().st_size > 0
+        assert (project / "results/benchmarks" / f"{name}.tsv").is_file()
+
+    # held-out predictions: one .label per held-out file in a tree mirroring the input
+    # tree, every time step of every larva tagged with one of the tagger's labels.
+    labels_root = project / "results/evaluation/predictions/labels"
+    predicted = sorted(str(p.relative_to(labels_root)) for p in labels_root.rglob("*.label"))
+    assert predicted == sorted(mf.mirrored_label_path(r["relpath"]) for r in heldout)
+    for row in heldout:
+        label = read_label_file(labels_root / mf.mirrored_label_path(row["relpath"]))
+        run = read_run(row["path"], READ)
+        assert label.dependencies[0]["filename"] == Path(row["path"]).name
+        steps = {str(int(t.id)): t.n_steps for t in run.tracks if t.n_steps >= 2}
+        assert {k: len(v[1]) for k, v in label.tracks.items()} == steps
+        assert all(len(s) == 1 and s[0] in tagger.labels for _, v in label.tracks.items() for s in v[1])
+
+    # evaluation: metrics over the held-out files' steps.
+    metrics = json.loads((project / "results/evaluation/metrics.json").read_text())
+    assert len(metrics["files"]) == len(heldout) and metrics["n_steps"] > 0 and metrics["n_missing"] == 0
+    assert 0 <= metrics["macro_f1"] <= 1 and set(metrics["per_label"]) == set(metrics["labels"])
+    assert (project / "results/evaluation/confusion.png").stat().st_size > 0
+    assert len(list((project / "results/report/ethograms").glob("*.png"))) == min(2, len(heldout))
+
+    # Up to date: nothing to re-run.
+    assert "Nothing to be done" in ok(snakemake(project, "-n"))
+
+
+def test_report_is_written(trained):
+    ok(snakemake(trained.dir, "--report", "report.html"))
+    html = (trained.dir / "report.html").read_text(errors="replace")
+    assert "confusion" in html.lower() and "ethogram" in html.lower()
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained, tmp_path):
+    from maggotflow.prediction import predict_files
+
+    project = trained.dir
+    tagger = project / "results/models/tagger"
+    before = {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()}
+    folder = unlabelled_folder(tmp_path / "screen", 3, seed=5)
+    tracks = track_files(folder)
+    # A file already sits where one prediction would be exported: it must survive.
+    occupied = mf.exported_label_path(tracks[0])
+    occupied.write_bytes(b"my own notes\n")
+
+    output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("export.yaml",)))
+    assert set(job_counts(output)) == {"predict", "predict_shard", "predict_summary", "export_predictions"}
+    assert {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()} == before
+
+    run = run_folder(project, folder)
+    produced = label_bytes(run / "labels")
+    assert sorted(produced) == sorted(mf.mirrored_label_path(str(t.relative_to(folder))) for t in tracks)
+    # The same bytes as the library's own prediction of the same files.
+    reference = tmp_path / "reference"
+    predict_files(tagger, tracks, out_paths=[reference / f"{i}.label" for i in range(len(tracks))],
+                  device="cpu", read_options=READ)
+    for i, track in enumerate(tracks):
+        assert produced[mf.mirrored_label_path(str(track.relative_to(folder)))] == \
+            (reference / f"{i}.label").read_bytes()
+
+    summary = (run / "summary.tsv").read_text().splitlines()
+    assert len(summary) == 1 + len(tracks) and all(line.split("\t")[3] == "ok" for line in summary[1:])
+    exported = {line.split("\t")[0]: line.split("\t")[2] for line in (run / "exported.tsv").read_text().splitlines()[1:]}
+    assert exported == {str(t): "kept" if t == tracks[0] else "written" for t in tracks}
+    assert occupied.read_bytes() == b"my own notes\n"
+    for track in tracks[1:]:
+        assert mf.exported_label_path(track).read_bytes() == \
+            produced[mf.mirrored_label_path(str(track.relative_to(folder)))]
+
+    # Again: nothing to do; and the exported files are not taken for ground truth.
+    assert "Nothing to be done" in ok(snakemake(project, "predict", "--config", f"predict_dir={folder}",
+                                                configfiles=("export.yaml",)))
+    assert not any(r["label"] for r in mf.read_manifest(run / "manifest.tsv"))
+
+
+def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
+    folder = unlabelled_folder(tmp_path / "screen", 1, seed=6)
+    result = snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}", f"model={tmp_path / 'nope'}")
+    assert result.returncode != 0
+    assert f"{tmp_path / 'nope'}: no model instance there" in result.stdout
+    assert not STARTED_JOB.search(result.stdout)  # no job at all
+
+    fresh = new_project(tmp_path / "fresh", n_files=2)
+    result = snakemake(fresh, "predict", "--config", f"predict_dir={folder}")
+    assert result.returncode != 0 and "train it first with `snakemake train`" in result.stdout
+    assert not STARTED_JOB.search(result.stdout)
+    assert not (fresh / "results/models").exists() and not (fresh / "results/isolated").exists()
+
+
+def test_concurrent_predicts_on_two_folders_do_not_clash(trained, tmp_path):
+    project = trained.dir
+    first = unlabelled_folder(tmp_path / "first", 3, seed=7)
+    second = unlabelled_folder(tmp_path / "second", 4, seed=8)
+    # One unreadable file in the second folder: its shard fails, every other file is tagged.
+    broken = second / "broken" / "20200101_000000@x@y@t5@p@100.spine"
+    broken.parent.mkdir()
+    broken.write_text("not a spine file\n")
+    # Both runs at the same time, in the same project.
+    one = snakemake(project, "predict", "--config", f"predict_dir={first}", background="first.out")
+    two = snakemake(project, "predict", "--keep-going", "--config", f"predict_dir={second}",
+                    background="second.out")
+    assert one.wait(timeout=180) == 0, (project / "first.out").read_text()[-4000:]
+    assert two.wait(timeout=180) != 0
+    text_one, text_two = (project / "first.out").read_text(), (project / "second.out").read_text()
+    assert "LockException" not in text_one + text_two
+
+    run_one, run_two = run_folder(project, first), run_folder(project, second)
+    assert run_one != run_two
+    assert sorted(label_bytes(run_one / "labels")) == \
+        sorted(mf.mirrored_label_path(str(t.relative_to(first))) for t in track_files(first))
+    assert len((run_one / "summary.tsv").read_text().splitlines()) == 1 + 3
+    good = [t for t in track_files(second) if t != broken]
+    assert sorted(label_bytes(run_two / "labels")) == \
+        sorted(mf.mirrored_label_path(str(t.relative_to(second))) for t in good)
+    assert not (run_two / "labels" / mf.mirrored_label_path(str(broken.relative_to(second)))).exists()
+    # Each run's end-of-run summary names its own failures only.
+    assert "1 input(s) failed" in text_two and str(broken) in text_two
+    assert "failed" not in text_one.split("Finished jobid")[-1] and str(broken) not in text_one
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_corrupt_track_file_fails_only_its_isolation_job(tmp_path):
+    project = new_project(tmp_path, n_files=5)
+    # A trx.mat cut short (an interrupted copy), with its labels: a training file.
+    source = next((project / "data/train").rglob("trx.mat"))
+    broken_dir = project / "data/train/t5/broken@copy/p/20200101_000000"
+    broken_dir.mkdir(parents=True)
+    broken = broken_dir / "trx.mat"
+    broken.write_bytes(source.read_bytes()[:20000])
+    shutil.copy(source.with_name("trx.label"), broken_dir / "trx.label")
+    (project / "tiny.yaml").write_text(TINY_CONFIG.replace("heldout_fraction: 0.25", "heldout_fraction: 0"))
+
+    result = snakemake(project, "--keep-going")
+    assert result.returncode != 0
+    manifest = mf.read_manifest(project / "results/manifest.tsv")
+    bad = next(r for r in manifest if r["path"] == str(broken))
+    # Every other file was isolated; the broken one left no output (not even a partial one).
+    assert sorted(p.name for p in (project / "results/isolated").iterdir()) == \
+        sorted(f"{r['id']}.h5" for r in manifest if r is not bad)
+    assert result.stdout.count("Error in rule") == 1 and "Error in rule isolate" in result.stdout
+    log = (project / "logs/isolate" / f"{bad['id']}.log").read_text()
+    assert f"{broken}: is truncated or corrupt" in log and "Traceback" not in log
+    # The end-of-run summary names the file, its problem and its log.
+    summary = result.stdout.split("1 input(s) failed (file, problem, log):", 1)[1]
+    assert str(broken) in summary and "truncated or corrupt" in summary
+    assert f"logs/isolate/{bad['id']}.log" in summary
+
+
+def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, tmp_path):
+    project = tmp_path / "killed"
+    project.mkdir()
+    for name in ("tiny.yaml", "export.yaml"):
+        shutil.copy(trained.dir / name, project / name)
+    shutil.copytree(trained.dir / "data", project / "data")
+
+    main = snakemake(project, background="killed.out")
+    out = project / "killed.out"
+    deadline = time.monotonic() + 120
+    while "rule pretrain:" not in out.read_text() and main.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert main.poll() is None, "the run ended before pretraining started"
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    # The killed process's job (pretraining) lives on, as an orphaned cluster job would:
+    # wait for it to end before recovering.
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(main.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    assert list((project / ".snakemake/incomplete").iterdir()), "nothing marked incomplete"
+
+    locked = snakemake(project)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout
+    ok(snakemake(project, "--unlock"))
+    ok(snakemake(project, "--rerun-incomplete"))
+
+    recovered = label_bytes(project / "results/evaluation/predictions/labels")
+    clean = label_bytes(trained.dir / "results/evaluation/predictions/labels")
+    assert recovered and recovered == clean
+    assert "Nothing to be done" in ok(snakemake(project, "-n"))
