@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import pytest
+import yaml
 
 from maggotflow import manifest as mf
 from maggotflow.formats import ReadOptions, read_run
@@ -137,6 +139,43 @@ def trained(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------- static checks
+
+
+def schema_keys(schema: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """(dotted key, schema) of every leaf key of the config schema."""
+    for name, sub in schema.get("properties", {}).items():
+        key = f"{prefix}{name}"
+        if "properties" in sub:
+            yield from schema_keys(sub, f"{key}.")
+        else:
+            yield key, sub
+
+
+def render(value) -> str:
+    """A default as config/README.md writes it (YAML flow style)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(render(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {render(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def test_config_readme_explains_every_schema_key_with_its_default():
+    schema = yaml.safe_load((REPO / "config/config.schema.yaml").read_text())
+    readme = (REPO / "config/README.md").read_text()
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `([a-z_.0-9]+)` \| `([^`]*)` \|", readme, re.M)}
+    for key, sub in schema_keys(schema):
+        assert key in rows or f"`{key}`" in readme, \
+            f"config key {key} is not explained in config/README.md (add a table row: | `{key}` | `default` | ...)"
+        if key in rows and "default" in sub:
+            assert rows[key] == render(sub["default"]), \
+                f"config/README.md gives {key} the default {rows[key]!r}; the schema says {render(sub['default'])!r}"
+    known = {key for key, _ in schema_keys(schema)}
+    assert set(rows) <= known, f"config/README.md documents keys the schema lacks: {sorted(set(rows) - known)}"
 
 
 def test_lint_reports_nothing(tmp_path):
