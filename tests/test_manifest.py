@@ -179,6 +179,28 @@ def test_shards_cover_every_file_once_and_adding_a_file_moves_one_shard():
         mf.assign_shards(ids, 0)
 
 
+def test_shards_of_large_files_are_capped_by_size_and_changes_stay_local():
+    ids = [f"t15__exp{i:04d}__trx.mat" for i in range(1000)]
+    sizes = {i: (900 if k % 7 == 0 else 100) for k, i in enumerate(ids)}  # bytes
+    shards = mf.assign_shards(ids, 200, sizes=sizes, max_bytes=1000)
+    assert [i for members in shards.values() for i in members] == sorted(ids)
+    for members in shards.values():
+        # Closed as soon as the files reach the cap: everything but the last file is below it.
+        assert sum(sizes[i] for i in members[:-1]) < 1000
+    assert len(shards) > 1000 / 10  # files of >= 100 bytes: at most 10 per shard
+    big = mf.assign_shards(ids[:5], 200, sizes={i: 5000 for i in ids}, max_bytes=1000)
+    assert all(len(m) == 1 for m in big.values())  # a file larger than the cap: a job of its own
+    # Without sizes (or with a cap no shard reaches) the shards are the count-based ones.
+    assert mf.assign_shards(ids, 200, sizes=sizes, max_bytes=10**9) == mf.assign_shards(ids, 200)
+    # Growing the sizes of one file re-shards only around it.
+    heavier = dict(sizes, **{ids[500]: 5000})
+    changed = mf.assign_shards(ids, 200, sizes=heavier, max_bytes=1000)
+    differ = {k for k in changed if changed[k] != shards.get(k)}
+    assert 1 <= len(differ) <= 5
+    with pytest.raises(ValueError):
+        mf.assign_shards(ids, 20, sizes=sizes, max_bytes=0)
+
+
 def test_run_names_keep_folders_and_models_apart(tmp_path):
     a, b = tmp_path / "lab1" / "screen", tmp_path / "lab2" / "screen"
     name = mf.predict_run_name(a, "results/models/tagger")

@@ -39,7 +39,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from maggotflow.atomic import write_text_atomic
 from maggotflow.tracks import TrackDataError, metadata_from_name
@@ -475,30 +475,42 @@ def hash_split(ids: Sequence[str], fraction: float, seed: int = 0, salt: str = "
     return chosen
 
 
-def assign_shards(ids: Sequence[str], files_per_job: int) -> dict[str, list[str]]:
+def assign_shards(ids: Sequence[str], files_per_job: int, sizes: Mapping[str, int] | None = None,
+                  max_bytes: int | None = None) -> dict[str, list[str]]:
     """Group ids (in sorted order) into prediction shards of about `files_per_job` files.
 
     Shard boundaries are content-defined: a shard ends after an id whose hash is 0 modulo
     `files_per_job` (or when it reaches twice that size). Adding a file to a large tree
     therefore changes only the shard it falls into instead of shifting every later shard,
-    so re-running after new experiments arrive tags only the new files' shards. Shards are
-    named by a hash of their first id: `{name: [ids]}` in order.
+    so re-running after new experiments arrive tags only the new files' shards. With
+    `sizes` (bytes per id) and `max_bytes`, a shard also ends once its files reach
+    `max_bytes`, so that a job of large files stays short (a file larger than that gets a
+    shard of its own); the effect of a change still stops at the next hash boundary.
+    Shards are named by a hash of their first id: `{name: [ids]}` in order.
     """
     if files_per_job < 1:
         raise ValueError(f"files_per_job must be >= 1, got {files_per_job}")
+    if max_bytes is not None and max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
     shards: dict[str, list[str]] = {}
     current: list[str] = []
+    total = 0
 
     def close() -> None:
+        nonlocal total
         name = "s" + _sha1(current[0])[:10]
         while name in shards:  # hash collision of two first ids: astronomically rare
             name += "x"
         shards[name] = list(current)
         current.clear()
+        total = 0
 
     for ident in sorted(ids):
         current.append(ident)
-        if int(_sha1(ident)[:8], 16) % files_per_job == 0 or len(current) >= 2 * files_per_job:
+        if sizes is not None:
+            total += int(sizes.get(ident, 0))
+        if (int(_sha1(ident)[:8], 16) % files_per_job == 0 or len(current) >= 2 * files_per_job
+                or (max_bytes is not None and total >= max_bytes)):
             close()
     if current:
         close()

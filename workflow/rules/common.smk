@@ -171,7 +171,14 @@ def model_fingerprint():
 def shards_of(run):
     """{shard: [track ids]} of a prediction run ("heldout" = the evaluation files)."""
     found = heldout_manifest() if run == "heldout" else predict_manifest(run)
-    return mf.assign_shards(found.ids, config["predict"]["files_per_job"])
+    settings = config["predict"]
+    max_mb = settings["max_mb_per_job"]
+    return mf.assign_shards(
+        found.ids,
+        settings["files_per_job"],
+        sizes={r["id"]: int(r["size"] or 0) for r in found},
+        max_bytes=None if max_mb is None else int(max_mb * 1e6),
+    )
 
 
 def manifest_of(run):
