@@ -31,7 +31,7 @@ run_snakemake predict --config predict_dir=data/new_experiments
 echo "== 4/4 report"
 run_snakemake --report results/report.html > /dev/null 2>&1 || echo "   (report not written: see snakemake --report)"
 
-run=$(ls -d results/predict/new_experiments-*/ | head -n 1)
+run=$(ls -td results/predict/new_experiments-*/ | head -n 1)   # the newest, if run before
 cat <<END
 
 Results (under $DEMO/):
@@ -43,6 +43,6 @@ Results (under $DEMO/):
   report                   results/report.html
   logs                     logs/
 
-Held-out evaluation ($(ls data/heldout | wc -l | tr -d ' ') folders, files never used for training):
+Held-out evaluation ($(($(wc -l < results/evaluation/manifest.tsv) - 1)) files of data/heldout, never used for training):
 END
 cat results/evaluation/table.txt
