@@ -11,6 +11,9 @@
 #   LOCAL_SLURM_PARTITIONS  partitions, comma separated; first = default (default: cpu,gpu)
 #   LOCAL_SLURM_GPUS        fake GPUs advertised as gres/gpu (default: 2)
 #   LOCAL_SLURM_CPUS        CPUs advertised (default: the real count; more = oversubscribed)
+#   LOCAL_SLURM_MEM         memory advertised, MB (default: 90% of the real memory); jobs'
+#                           --mem is not enforced (no cgroups), so a larger value lets
+#                           retried jobs (memory x attempt) run on a small CI machine
 #   LOCAL_SLURM_OWNER       pid that owns the cluster (default: the parent shell); a cluster
 #                           whose owner died is considered stale and restarted
 #   LOCAL_SLURM_TIMEOUT     seconds to wait for the node to become idle (default: 60)
@@ -101,6 +104,10 @@ if [ -n "${LOCAL_SLURM_CPUS:-}" ]; then
     overrides="SlurmdParameters=config_overrides"
 fi
 mem=$((mem * 9 / 10))
+if [ -n "${LOCAL_SLURM_MEM:-}" ]; then   # nothing enforces memory here (no cgroups)
+    mem=$LOCAL_SLURM_MEM
+    overrides="SlurmdParameters=config_overrides"
+fi
 gres_types=""; gres=""
 if [ "$GPUS" -gt 0 ]; then
     # gres/gpu needs device files; character devices like /dev/null (1,3) satisfy slurmd,

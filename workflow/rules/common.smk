@@ -341,11 +341,11 @@ def print_failed_files(since):
     `snakemake predict` on another folder does not report this run's failures, nor this run
     its failures.
     """
-    folders = [Path("logs")]
-    if input_manifest.cache_info().currsize:
-        folders.append(Path("logs/isolate"))
+    folders = []
+    if input_manifest.cache_info().currsize:  # training: isolate, dataset, pretrain, train
+        folders += [Path("logs"), Path("logs/isolate")]
     if heldout_manifest.cache_info().currsize:
-        folders += [Path("logs/evaluation"), Path("logs/evaluation/predict")]
+        folders += [Path("logs/evaluation"), Path("logs/evaluation/predict"), Path("logs/report")]
     folders += [Path("logs/predict") / run for run in sorted(PREDICT_RUNS)]
     records = []
     for folder in folders:
