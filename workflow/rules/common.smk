@@ -343,7 +343,7 @@ def print_failed_files(since):
     """
     folders = []
     if input_manifest.cache_info().currsize:  # training: isolate, dataset, pretrain, train
-        folders += [Path("logs"), Path("logs/isolate")]
+        folders += [Path("logs"), Path("logs/isolate"), Path("logs/train")]
     if heldout_manifest.cache_info().currsize:
         folders += [Path("logs/evaluation"), Path("logs/evaluation/predict"), Path("logs/report")]
     folders += [Path("logs/predict") / run for run in sorted(PREDICT_RUNS)]
