@@ -16,6 +16,9 @@ min_version("9.20")
 configfile: "config/config.yaml"
 
 
+include: "workflow/rules/presets.smk"
+
+
 validate(config, "config/config.schema.yaml")
 
 
@@ -27,6 +30,7 @@ include: "workflow/rules/isolate.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -26,15 +26,21 @@ PRETRAINED = "results/models/pretrained"
 TAGGER = "results/models/tagger"
 DATASET = "results/dataset/dataset.h5"
 
-if config["tagger"] is not None:
-    raise WorkflowError(
-        f"tagger={config['tagger']}: tagger presets are not available yet; "
-        "set the pretrain/train keys of config/config.yaml instead"
-    )
+# A majority-vote ensemble (preset 20221228): one pretrained encoder and one dataset per
+# window, one training job per member, then results/models/tagger assembles them.
+ENSEMBLE = config["ensemble"]
+ENSEMBLE_WINDOWS = sorted({m["window"] for m in ENSEMBLE["members"]}) if ENSEMBLE else []
+ENSEMBLE_MEMBERS = (
+    [f"w{m['window']}-m{k:03d}" for m in ENSEMBLE["members"] for k in range(m["count"])]
+    if ENSEMBLE
+    else []
+)
 
 
 wildcard_constraints:
     track=r"[A-Za-z0-9_.][A-Za-z0-9_.-]*",
+    window=r"[0-9]+",
+    member=r"w[0-9]+-m[0-9]+",
     run=r"[A-Za-z0-9_.][A-Za-z0-9_.-]*",
     shard=r"s[0-9a-f]{10}x*",
 
@@ -114,7 +120,15 @@ def training_manifest():
     held = set()
     if evaluation_enabled() and not (config["evaluation"]["track_dir"] or config["evaluation"]["manifest"]):
         held = set(heldout_manifest().ids)
-    return input_manifest().subset(set(input_manifest().ids) - held)
+    found = input_manifest().subset(set(input_manifest().ids) - held)
+    wanted = config["inputs"]["filter"]
+    if wanted:
+        found = found.where(**wanted)
+        if not len(found):
+            raise WorkflowError(
+                f"inputs.filter {wanted}: no training file matches (metadata columns of {MANIFEST})"
+            )
+    return found
 
 
 def predict_run():
@@ -157,9 +171,9 @@ def model_fingerprint():
         )
         raise WorkflowError(f"{folder}: no model instance there; {hint}")
     digest = hashlib.sha1()
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.rglob("*")):  # rglob: an ensemble's members are subfolders
         if path.is_file() and (path.name == "config.json" or path.suffix == ".pt"):
-            digest.update(path.name.encode())
+            digest.update(path.relative_to(folder).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -299,11 +313,38 @@ def task(wildcards):
 
 
 def pretrain_settings(wildcards):
-    return dict(config["pretrain"], seed=config["seed"], device=config["device"], **config["segment"])
+    settings = dict(config["pretrain"], seed=config["seed"], device=config["device"], **config["segment"])
+    if "window" in wildcards.keys():  # an ensemble's per-window encoder
+        settings["window"] = int(wildcards.window)
+    return settings
 
 
 def train_settings(wildcards):
-    return dict(config["train"], seed=config["seed"], device=config["device"])
+    settings = dict(config["train"], seed=config["seed"], device=config["device"])
+    if "member" in wildcards.keys():  # an ensemble member: own seed, bagging
+        settings["seed"] = config["seed"] * 1000 + ENSEMBLE_MEMBERS.index(wildcards.member)
+        settings["bootstrap"] = ENSEMBLE.get("bootstrap", True)
+    return settings
+
+
+def window_segment_spec(wildcards):
+    return dict(config["segment"], window=int(wildcards.window))
+
+
+def member_dataset(wildcards):
+    return f"results/dataset/dataset-w{member_window(wildcards)}.h5"
+
+
+def member_pretrained(wildcards):
+    return f"results/models/pretrained-w{member_window(wildcards)}"
+
+
+def member_window(wildcards):
+    return int(wildcards.member.split("-")[0][1:])
+
+
+def ensemble_members(wildcards):
+    return [f"results/models/members/{m}" for m in ENSEMBLE_MEMBERS]
 
 
 # ------------------------------------------------------------------------ resources

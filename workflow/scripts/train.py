@@ -1,14 +1,25 @@
-"""Dataset + pretrained encoder -> a tagger instance (maggotflow.training.train_tagger)."""
+"""Dataset + pretrained encoder -> a tagger instance.
+
+train.classifier dense: two-stage fine-tuning (maggotflow.training.train_tagger);
+random_forest: a forest on the frozen encoder's latents (maggotflow.forest.train_forest).
+"""
 
 from jobsetup import job
 
 with job(snakemake, subject="training") as log:
     import torch
 
-    from maggotflow.training import TrainConfig, train_tagger
-
     torch.set_num_threads(snakemake.threads)
     settings = dict(snakemake.params.settings)
-    settings["hidden"] = tuple(settings.pop("layers"))
-    train_tagger(snakemake.input.dataset, snakemake.output[0], snakemake.input.pretrained,
-                 TrainConfig(**settings), log=log.info)
+    classifier, forest = settings.pop("classifier"), settings.pop("forest")
+    if classifier == "random_forest":
+        from maggotflow.forest import ForestConfig, train_forest
+
+        config = ForestConfig(**forest, seed=settings["seed"], device=settings["device"], n_jobs=snakemake.threads)
+        train_forest(snakemake.input.dataset, snakemake.output[0], snakemake.input.pretrained, config, log=log.info)
+    else:
+        from maggotflow.training import TrainConfig, train_tagger
+
+        settings["hidden"] = tuple(settings.pop("layers"))
+        train_tagger(snakemake.input.dataset, snakemake.output[0], snakemake.input.pretrained,
+                     TrainConfig(**settings), log=log.info)
