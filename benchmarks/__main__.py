@@ -10,6 +10,8 @@ GROUPS = {
     "tagger": "benchmarks.tagger",    # model and predict throughput (issue 3)
     "accuracy": "benchmarks.accuracy",  # held-out macro-F1 vs baselines on simulator data (issue 3)
     "workflow": "benchmarks.workflow",  # Snakemake overhead (issue 4)
+    "presets": "benchmarks.presets",  # tagger presets: prediction cost, held-out macro-F1 (issue 6)
+    "slurm": "benchmarks.slurm",      # job fan-out through a real local SLURM, root only (issue 5)
 }
 
 
