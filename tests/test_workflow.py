@@ -192,7 +192,8 @@ def test_dry_run_plans_every_stage_and_runs_nothing(tmp_path):
     heldout = mf.read_manifest(project / "results/evaluation/manifest.tsv")
     assert len(manifest) == len(track_files(project / "data/train")) == 8
     assert 0 < len(heldout) < len(manifest) and set(heldout.ids) <= set(manifest.ids)
-    shards = mf.assign_shards(heldout.ids, 2)
+    shards = mf.assign_shards(heldout.ids, 2, sizes={r["id"]: int(r["size"]) for r in heldout},
+                              max_bytes=1000 * 10**6)
     assert job_counts(output) == {
         "all": 1, "isolate": len(manifest) - len(heldout), "dataset": 1, "pretrain": 1,
         "train_tagger": 1, "predict_heldout_shard": len(shards), "evaluate_heldout": 1,
@@ -304,6 +305,13 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     for track in tracks[1:]:
         assert mf.exported_label_path(track).read_bytes() == \
             produced[mf.mirrored_label_path(str(track.relative_to(folder)))]
+
+    # Jobs of large files are cut by size: a cap below every file's size gives one job per file.
+    (project / "small_jobs.yaml").write_text("predict:\n  max_mb_per_job: 0.001\n")
+    planned = ok(snakemake(project, "-n", "-F", "predict", "--config", f"predict_dir={folder}",
+                           configfiles=("small_jobs.yaml",)))
+    assert all(t.stat().st_size > 1000 for t in tracks)
+    assert job_counts(planned)["predict_shard"] == len(tracks)
 
     # Again: nothing to do; and the exported files are not taken for ground truth.
     assert "Nothing to be done" in ok(snakemake(project, "predict", "--config", f"predict_dir={folder}",
