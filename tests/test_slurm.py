@@ -128,6 +128,19 @@ def slurm_jobs():
     return {re.search(r"JobId=(\d+)", l).group(1): l for l in out.splitlines() if "JobId=" in l}
 
 
+def children(pid):
+    """Pids of the direct children of PID (from /proc/*/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def labels(workdir, folder):
     """{relative path: bytes} of the .label files under WORKDIR/FOLDER."""
     root = Path(workdir) / folder
@@ -241,9 +254,8 @@ def killed(trained):
         time.sleep(0.2)
         done = finished_shards(log1)
     # kill the Snakemake process itself (not `timeout`, which would pass on a SIGTERM)
-    main = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    for pid in main:
-        os.kill(int(pid), signal.SIGKILL)
+    for pid in children(proc.pid):
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     assert done, "no shard finished before the run ended\n" + tail(log1)
     shards_dir = predict_run_dir(work, "new2") / "shards"
