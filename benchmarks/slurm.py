@@ -9,7 +9,8 @@ prediction job asks for a GPU as on a cluster.
 
 - sharded: predict.files_per_job 50 (the default) on BENCH_SLURM_FILES files (2,000);
 - one job per file: files_per_job 1, submitted as job arrays (--slurm-array-jobs
-  predict_shard), on BENCH_SLURM_PER_FILE files (200) only: each job pays ~5 s of start-up
+  predict_shard; 25 tasks per sbatch call, the profile's slurm-array-limit), on
+  BENCH_SLURM_PER_FILE files (100) only: each job pays ~5 s of start-up
   (sbatch, srun, a fresh Snakemake, torch import) on 2 cores, so 2,000 such jobs would take
   about an hour here. The 2,000-file figure for it is EXTRAPOLATED linearly from the
   measured wall time per file (printed as such).
@@ -33,7 +34,7 @@ from benchmarks.workflow import make_model, make_tracks
 
 ENV = os.environ.get
 N_FILES = int(ENV("BENCH_SLURM_FILES", 2000))
-N_PER_FILE = int(ENV("BENCH_SLURM_PER_FILE", 200))
+N_PER_FILE = int(ENV("BENCH_SLURM_PER_FILE", 100))
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm"
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile")]
@@ -77,6 +78,9 @@ def predict(root: Path, name: str, folder: Path, model: Path, files_per_job: int
     n_labels = len(list((work / "results" / "predict").glob("*/labels/**/*.label")))
     if n_labels != len(list(folder.rglob("*.spine"))):
         raise RuntimeError(f"{name}: {n_labels} .label files written for {folder}")
+    if "exceeds argument-length limits" in log.read_text(errors="replace"):
+        raise RuntimeError(f"{name}: an array sbatch call was too long (see profiles/slurm "
+                           "slurm-array-limit): the plugin's fallback runs the wrong jobs")
     jobs, calls = sbatch_counts(log)
     return seconds, jobs, calls
 
@@ -98,7 +102,7 @@ def main() -> None:
     try:
         model = root / "tagger"
         make_model(model)
-        many, few = root / "tracks2000", root / "tracks200"
+        many, few = root / f"tracks{N_FILES}", root / f"tracks{N_PER_FILE}"
         make_tracks(many, N_FILES)
         make_tracks(few, N_PER_FILE)
         print(f"  {N_FILES} and {N_PER_FILE} .spine files (1 larva x 3 s at 10 Hz), local SLURM:"
@@ -107,7 +111,7 @@ def main() -> None:
         row(f"sharded (50 files/job), {N_FILES} files: SLURM jobs", jobs, "jobs", f"{calls} sbatch calls")
         row(f"sharded (50 files/job), {N_FILES} files: wall time", wall, "s")
         row(f"sharded (50 files/job), {N_FILES} files: per file", 1000 * wall / N_FILES, "ms/file")
-        array = ["--slurm-array-jobs", "predict_shard", "--slurm-array-limit", "1000"]
+        array = ["--slurm-array-jobs", "predict_shard"]  # profile's slurm-array-limit: 25 tasks
         wall1, jobs1, calls1 = predict(root, "per-file", few, model, 1, array, 3600)
         row(f"one job per file (arrays), {N_PER_FILE} files: SLURM jobs", jobs1, "jobs", f"{calls1} sbatch calls")
         row(f"one job per file (arrays), {N_PER_FILE} files: wall time", wall1, "s")
