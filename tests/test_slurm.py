@@ -293,8 +293,11 @@ def test_every_stage_ran_as_a_slurm_job_with_the_right_gpu_request(trained, canc
         partition = re.search(r" -p (\S+)", call).group(1)
         assert partition == ("gpu" if rule in GPU_RULES else "cpu"), f"{rule}: {call}"
         assert re.search(r" -t \d+", call) and re.search(r" --mem \d+", call), call
-    # isolate is the per-file rule: its 6 jobs went as one job array
+    # isolate is the per-file rule: its 6 jobs went as one job array, and each task ran its
+    # own job (no output missing, nothing restarted)
     assert [c for r, c, _ in calls if r == "isolate"][0].count("--array=1-6") == 1
+    text = trained["log"].read_text(errors="replace")
+    assert "Trying to restart job" not in text and "MissingOutputException" not in text
     # SLURM's own record agrees (jobs are kept 300 s after they end)
     seen = 0
     for record in {**trained["jobs"], **cancelled["jobs"]}.values():
