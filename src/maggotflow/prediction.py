@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from maggotflow.instance import InstanceError, ModelInstance
 from maggotflow.model import ForestClassifier, select_device
 from maggotflow.segments import build_segments, larva_length
 from maggotflow.tracks import Run, TrackDataError
+
+if TYPE_CHECKING:
+    from maggotflow.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 

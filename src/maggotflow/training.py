@@ -53,6 +53,7 @@ from maggotflow.model import (
     count_macs,
     select_device,
 )
+from maggotflow.pretraining import _deterministic, _eta, _int_tuple, _state  # shared loop helpers
 from maggotflow.segments import SegmentSpec
 
 logger = logging.getLogger(__name__)
@@ -152,33 +153,6 @@ def macro_f1(confusion: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _deterministic(device: torch.device):
-    """Deterministic kernels on CPU for the duration of the run, then the caller's setting."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _same_spec(a: SegmentSpec, b: SegmentSpec) -> bool:
     return a.window == b.window and a.n_points == b.n_points and a.interpolate == b.interpolate and math.isclose(
         a.frame_interval, b.frame_interval, rel_tol=1e-9, abs_tol=1e-12)
@@ -505,14 +479,6 @@ def _summary(provenance: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- CLI
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return values
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     add = parser.add_argument
