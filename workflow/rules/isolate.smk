@@ -10,7 +10,7 @@ rule isolate:
     log:
         "logs/isolate/{track}.log",
     params:
-        read=read_options,
+        read=config["read"],  # a value, not a function: thousands of these jobs in one DAG
     threads: 1
     resources:
         mem_mb=isolate_mem_mb,
