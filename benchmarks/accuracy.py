@@ -81,17 +81,20 @@ def main() -> None:
         train_iso, test_iso = iso[:N_TRAIN], iso[N_TRAIN:]
         refs = [label_file_path(p) for p in files[N_TRAIN:]]
         t_data = time.perf_counter() - t0
+        print(f"  simulated and isolated {len(files)} files in {t_data:.0f} s", flush=True)
         quiet = lambda *_: None  # noqa: E731
         t0 = time.perf_counter()
         pretrain(train_iso, None, root / "pretrained",
                  PretrainConfig(steps=PRETRAIN_STEPS, filters=FILTERS, seed=SEED, device="cpu"), log=quiet)
         t_pre = time.perf_counter() - t0
+        print(f"  pretrained {PRETRAIN_STEPS} steps in {t_pre:.0f} s", flush=True)
         t0 = time.perf_counter()
         build_dataset(train_iso, root / "dataset.h5", balancing="auto", seed=SEED)
         train_tagger(root / "dataset.h5", root / "tagger", root / "pretrained",
                      TrainConfig(stage1_steps=STAGE1_STEPS, stage2_steps=STAGE2_STEPS, seed=SEED, device="cpu"),
                      log=quiet)
         t_train = time.perf_counter() - t0
+        print(f"  dataset + fine-tuning {STAGE1_STEPS} + {STAGE2_STEPS} steps in {t_train:.0f} s", flush=True)
         t0 = time.perf_counter()
         predicted = predict_files(root / "tagger", test_iso, out_paths=[root / "pred" / f"{i}.label" for i in range(N_TEST)], device="cpu")
         t_pred = time.perf_counter() - t0
