@@ -329,6 +329,11 @@ def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
     assert f"{tmp_path / 'nope'}: no model instance there" in result.stdout
     assert not STARTED_JOB.search(result.stdout)  # no job at all
 
+    pretrained = trained.dir / "results/models/pretrained"
+    result = snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}", f"model={pretrained}")
+    assert result.returncode != 0 and f"{pretrained}: is a pretrained encoder, not a tagger" in result.stdout
+    assert not STARTED_JOB.search(result.stdout)
+
     fresh = new_project(tmp_path / "fresh", n_files=2)
     result = snakemake(fresh, "predict", "--config", f"predict_dir={folder}")
     assert result.returncode != 0 and "train it first with `snakemake train`" in result.stdout

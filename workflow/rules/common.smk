@@ -170,6 +170,15 @@ def model_fingerprint():
             else "check --config model=PATH"
         )
         raise WorkflowError(f"{folder}: no model instance there; {hint}")
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        raise WorkflowError(f"{folder}: config.json is damaged; not a usable model instance") from None
+    if kind == "pretrained":
+        raise WorkflowError(
+            f"{folder}: is a pretrained encoder, not a tagger; give a trained tagger "
+            "(results/models/tagger of a training run)"
+        )
     digest = hashlib.sha1()
     for path in sorted(folder.rglob("*")):  # rglob: an ensemble's members are subfolders
         if path.is_file() and (path.name == "config.json" or path.suffix == ".pt"):
