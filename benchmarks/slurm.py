@@ -7,7 +7,8 @@ about job fan-out, not the model). `snakemake predict --config predict_dir=DIR m
 with `--profile profiles/slurm --profile tests/slurm/profile` and `device: auto`, so every
 prediction job asks for a GPU as on a cluster.
 
-- sharded: predict.files_per_job 50 (the default) on BENCH_SLURM_FILES files (2,000);
+- sharded: predict.files_per_job at its default (config/config.yaml: 200) and at 50, on
+  BENCH_SLURM_FILES files (2,000);
 - one job per file: files_per_job 1, submitted as job arrays (--slurm-array-jobs
   predict_shard; 25 tasks per sbatch call, the profile's slurm-array-limit), on
   BENCH_SLURM_PER_FILE files (100) only: each job pays ~5 s of start-up
@@ -28,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from benchmarks.common import row
 from benchmarks.workflow import make_model, make_tracks
@@ -107,10 +110,15 @@ def main() -> None:
         make_tracks(few, N_PER_FILE)
         print(f"  {N_FILES} and {N_PER_FILE} .spine files (1 larva x 3 s at 10 Hz), local SLURM:"
               " 1 node, 2 CPUs, 2 fake GPUs; every job asks for 1 GPU")
-        wall, jobs, calls = predict(root, "sharded", many, model, 50, [], 3600)
-        row(f"sharded (50 files/job), {N_FILES} files: SLURM jobs", jobs, "jobs", f"{calls} sbatch calls")
-        row(f"sharded (50 files/job), {N_FILES} files: wall time", wall, "s")
-        row(f"sharded (50 files/job), {N_FILES} files: per file", 1000 * wall / N_FILES, "ms/file")
+        default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["predict"]["files_per_job"]
+        per_file_sharded = {}
+        for files_per_job in (default, 50):
+            wall, jobs, calls = predict(root, f"sharded-{files_per_job}", many, model, files_per_job, [], 3600)
+            name = f"sharded ({files_per_job} files/job), {N_FILES} files"
+            row(f"{name}: SLURM jobs", jobs, "jobs", f"{calls} sbatch calls")
+            row(f"{name}: wall time", wall, "s")
+            row(f"{name}: per file", 1000 * wall / N_FILES, "ms/file")
+            per_file_sharded[files_per_job] = wall / N_FILES
         array = ["--slurm-array-jobs", "predict_shard"]  # profile's slurm-array-limit: 25 tasks
         wall1, jobs1, calls1 = predict(root, "per-file", few, model, 1, array, 3600)
         row(f"one job per file (arrays), {N_PER_FILE} files: SLURM jobs", jobs1, "jobs", f"{calls1} sbatch calls")
@@ -118,7 +126,9 @@ def main() -> None:
         row(f"one job per file (arrays), {N_PER_FILE} files: per file", 1000 * wall1 / N_PER_FILE, "ms/file")
         row(f"one job per file, {N_FILES} files: wall time EXTRAPOLATED", wall1 / N_PER_FILE * N_FILES, "s",
             f"= {N_FILES} x measured per-file time; {N_FILES} jobs")
-        row("per-file time: one job per file / sharded", (wall1 / N_PER_FILE) / (wall / N_FILES), "x")
+        for files_per_job, seconds in per_file_sharded.items():
+            row(f"per-file time: one job per file / sharded ({files_per_job} files/job)",
+                (wall1 / N_PER_FILE) / seconds, "x")
     finally:
         subprocess.run(["bash", str(CLUSTER / "stop_local_slurm.sh")], capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
