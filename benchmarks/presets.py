@@ -4,7 +4,8 @@
    encoder filters, the preset's window(s), latent size, classifier; the 20221228 ensemble
    with all its 50 members; random weights, since cost does not depend on them) tags the
    same realistic file on CPU (BENCH_PRESET_LARVAE larvae x BENCH_PRESET_SECONDS s at
-   30 fps); printed as segments/s (median of 3) and cost relative to `default`.
+   30 fps); printed as segments/s (median over BENCH_PRESET_ROUNDS rounds in which every
+   preset is timed in turn; the ensemble once) and cost relative to `default`.
 2. Accuracy: every preset is trained and evaluated by the workflow itself
    (`snakemake --config tagger=<name>`) in one project on simulated data (24 training + 8
    held-out files, 7 behaviours; the 6-behaviour presets map them with their synonyms), at
@@ -18,15 +19,16 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from benchmarks.common import median_time
 from maggotflow.ensemble import Ensemble
 from maggotflow.instance import ModelInstance
 from maggotflow.model import ClassifierConfig, EncoderConfig, ForestClassifier
@@ -37,12 +39,13 @@ from maggotflow.simulation import SimulationConfig, simulate
 ENV = os.environ.get
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (REPO / "config" / "taggers").glob("*.yaml"))
-LARVAE = int(ENV("BENCH_PRESET_LARVAE", 10))
-SECONDS = float(ENV("BENCH_PRESET_SECONDS", 30))
+LARVAE = int(ENV("BENCH_PRESET_LARVAE", 5))
+SECONDS = float(ENV("BENCH_PRESET_SECONDS", 20))
 PRETRAIN = int(ENV("BENCH_PRESET_PRETRAIN", 300))
 STAGE1 = int(ENV("BENCH_PRESET_STAGE1", 100))
 STAGE2 = int(ENV("BENCH_PRESET_STAGE2", 400))
 MEMBERS = int(ENV("BENCH_PRESET_MEMBERS", 3))
+ROUNDS = int(ENV("BENCH_PRESET_ROUNDS", 5))
 SEVEN = ["run_large", "cast_large", "back_large", "hunch_large", "roll_large", "stop_large", "small_motion"]
 
 
@@ -83,9 +86,11 @@ def cost_table() -> dict[str, float]:
 
         run = read_input(track)
         n = sum(t.n_steps for t in run.tracks)
-        rates = {}
+        rates: dict[str, list[float]] = {}
         print(f"  prediction cost: one file, {len(run.tracks)} larvae, {n} time steps, CPU, "
-              f"{torch.get_num_threads()} threads, default encoder filters")
+              f"{torch.get_num_threads()} threads, default encoder filters; presets timed in turn "
+              f"over {ROUNDS} rounds (median; the ensemble once), so load changes hit all alike")
+        predictors = {}
         for name in PRESETS:
             preset = load_preset(name)
             torch.manual_seed(0)
@@ -95,10 +100,17 @@ def cost_table() -> dict[str, float]:
                 model = Ensemble(members, post_rule=preset["train"].get("post_rule"))
             else:
                 model = untrained_tagger(preset, (preset.get("segment") or {}).get("window", 20))
-            predictor = Predictor(model, device="cpu")
-            repeats = 1 if preset.get("ensemble") else 3
-            seconds = median_time(lambda: predictor.predict_run(run), repeats=repeats, warmup=0 if repeats == 1 else 1)
-            rates[name] = n / seconds
+            predictors[name] = (Predictor(model, device="cpu"), bool(preset.get("ensemble")))
+            if not preset.get("ensemble"):
+                predictors[name][0].predict_run(run)  # warm-up
+        for r in range(ROUNDS):
+            for name, (predictor, is_ensemble) in predictors.items():
+                if is_ensemble and r != ROUNDS // 2:
+                    continue  # ~50x slower: timed once, in the middle round
+                t0 = time.perf_counter()
+                predictor.predict_run(run)
+                rates.setdefault(name, []).append(n / (time.perf_counter() - t0))
+        rates = {name: statistics.median(values) for name, values in rates.items()}
         base = rates.get("default", next(iter(rates.values())))
         for name, rate in rates.items():
             print(f"    {name:<12} {rate:>10,.0f} segments/s   cost x{base / rate:5.1f} of default")
