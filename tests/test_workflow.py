@@ -280,6 +280,11 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     tagger = project / "results/models/tagger"
     before = {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()}
     folder = unlabelled_folder(tmp_path / "screen", 3, seed=5)
+    # Braces and spaces in a path: Snakemake would take "{b}" for a wildcard in an input.
+    odd = next(folder.rglob("*.spine"))
+    odd_copy = folder / "run {b}" / odd.name.replace("@", "@{b}", 1)
+    odd_copy.parent.mkdir()
+    shutil.copy(odd, odd_copy)
     tracks = track_files(folder)
     # A file already sits where one prediction would be exported: it must survive.
     occupied = mf.exported_label_path(tracks[0])
@@ -391,6 +396,11 @@ def test_corrupt_track_file_fails_only_its_isolation_job(tmp_path):
     broken = broken_dir / "trx.mat"
     broken.write_bytes(source.read_bytes()[:20000])
     shutil.copy(source.with_name("trx.label"), broken_dir / "trx.label")
+    # A good file under a folder name with braces is isolated like the others.
+    odd_dir = project / "data/train/t5/exp{2}@copy/p/20200101_000001"
+    odd_dir.mkdir(parents=True)
+    shutil.copy(source, odd_dir / "trx.mat")
+    shutil.copy(source.with_name("trx.label"), odd_dir / "trx.label")
     (project / "tiny.yaml").write_text(TINY_CONFIG.replace("heldout_fraction: 0.25", "heldout_fraction: 0"))
 
     result = snakemake(project, "--keep-going")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import contains_wildcard
 from snakemake.logging import logger
 
 from maggotflow import manifest as mf
@@ -220,11 +221,32 @@ def shard_rows(run, shard):
 # ------------------------------------------------------------------------ input functions
 
 
-def isolate_input(wildcards):
+def trackable(paths):
+    """The paths Snakemake can take as input files.
+
+    A path holding "{name}" (e.g. a folder called "exp{2}") would be read as a wildcard
+    pattern, and Snakemake has no escape for braces; such files reach their job through its
+    params only: they are processed like the others, but a change to them does not make
+    Snakemake re-run the job.
+    """
+    return [p for p in paths if p and not contains_wildcard(p)]
+
+
+def isolate_row(wildcards):
     row = training_manifest().by_id.get(wildcards.track)
     if row is None:
         raise WorkflowError(f"{wildcards.track}: not a track id of {MANIFEST}")
-    return {"track": row["path"], "labels": row["label"]} if row["label"] else {"track": row["path"]}
+    return row
+
+
+def isolate_input(wildcards):
+    row = isolate_row(wildcards)
+    return {k: p for k, p in (("track", row["path"]), ("labels", row["label"])) if trackable([p])}
+
+
+def isolate_files(wildcards):
+    row = isolate_row(wildcards)
+    return {"track": row["path"], "labels": row["label"] or None}
 
 
 def intermediate(row):
@@ -245,7 +267,7 @@ def dataset_intermediates(wildcards):
 
 
 def predict_shard_tracks(wildcards):
-    return [r["path"] for r in shard_rows(wildcards.run, wildcards.shard)]
+    return trackable([r["path"] for r in shard_rows(wildcards.run, wildcards.shard)])
 
 
 def predict_shard_params(wildcards):
@@ -253,7 +275,7 @@ def predict_shard_params(wildcards):
 
 
 def heldout_shard_tracks(wildcards):
-    return [r["path"] for r in shard_rows("heldout", wildcards.shard)]
+    return trackable([r["path"] for r in shard_rows("heldout", wildcards.shard)])
 
 
 def heldout_shard_params(wildcards):
@@ -265,7 +287,7 @@ def heldout_shard_files(wildcards):
 
 
 def heldout_references(wildcards):
-    return [r["label"] for r in heldout_manifest()]
+    return trackable([r["label"] for r in heldout_manifest()])
 
 
 def heldout_reference_map(wildcards):

@@ -10,6 +10,7 @@ rule isolate:
     log:
         "logs/isolate/{track}.log",
     params:
+        files=isolate_files,  # the paths themselves (see trackable in common.smk)
         read=config["read"],  # a value, not a function: thousands of these jobs in one DAG
     threads: 1
     resources:
