@@ -8,16 +8,19 @@ on what the weights learned.
   already in memory, in batches of the size `predict` uses on the device (128 on CPU, 8192
   on CUDA; BENCH_BATCH overrides both); a batch of 4096 is also printed for reference;
 - end-to-end: `predict_files` on a realistic .spine file (BENCH_LARVAE larvae x
-  BENCH_DURATION s at 30 fps; default 100 x 120 s, ~230,000 segments, ~45 MB) including
+  BENCH_DURATION s at 30 fps; default 50 x 120 s, ~150,000 segments, ~33 MB) including
   loading the model, reading, segmenting and writing the .label; segments/s counted over
   all its time steps (one segment per step);
 - ratio end-to-end / model-only (target >= 0.8). The two are measured in alternation,
   BENCH_REPEATS (3) rounds, so that both see the same load on a shared machine; the ratio
   is that of the medians;
 - pretraining and fine-tuning optimisation steps per second at batch 128.
-The default file is 2 minutes long instead of 5 to keep the group near 10 minutes on 2
-CPU cores (BENCH_DURATION=300 for the full size: throughput per segment is the same).
-The device is auto-detected (BENCH_DEVICE overrides).
+The default file is 50 larvae x 2 min instead of 100 x 5 min: at ~2,000-4,000 segments/s
+on 2 CPU cores, three end-to-end rounds on the full size would take 10 to 20 minutes alone
+(BENCH_LARVAE=100 BENCH_DURATION=300 for it; throughput per segment does not depend on it).
+The device is auto-detected (BENCH_DEVICE overrides); BENCH_THREADS sets torch's thread
+count (on a loaded machine 2 threads on 2 cores can be several times slower than 1: see
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from maggotflow.segments import SegmentSpec, build_segments
 from maggotflow.simulation import SimulationConfig, simulate_run
 
 ENV = os.environ.get
-LARVAE = int(ENV("BENCH_LARVAE", 100))
+LARVAE = int(ENV("BENCH_LARVAE", 50))
 DURATION = float(ENV("BENCH_DURATION", 120))
 BATCH = int(ENV("BENCH_BATCH", 0))  # 0: what predict uses on the device
 REPEATS = int(ENV("BENCH_REPEATS", 3))
@@ -53,6 +56,8 @@ def _sync(device: torch.device) -> None:
 
 
 def main() -> None:
+    if ENV("BENCH_THREADS"):  # torch intra-op threads (default: torch's choice, all cores)
+        torch.set_num_threads(int(ENV("BENCH_THREADS")))
     device = select_device(ENV("BENCH_DEVICE", "auto"))
     spec = SegmentSpec()
     enc_cfg = EncoderConfig()
