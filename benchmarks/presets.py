@@ -13,6 +13,7 @@
    BENCH_PRESET_STAGE1/2 steps, encoder filters 32,32,16,16,16,8, 20 forest trees); the
    ensemble is cut to BENCH_PRESET_MEMBERS members per window for this part. Prints the
    held-out macro-F1 of each. Skip it with BENCH_PRESET_ACCURACY=0.
+Torch runs on BENCH_THREADS threads (default 1; every workflow job of part 2 on 1).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def accuracy_table() -> dict[str, float]:
         "pretrain": {"steps": PRETRAIN, "filters": [32, 32, 16, 16, 16, 8]},
         "train": {"stage1_steps": STAGE1, "stage2_steps": STAGE2, "forest": {"n_trees": 20}},
         "predict": {"files_per_job": 8}, "report": {"ethograms": 0},
-        "threads": {"dataset": 2, "pretrain": 2, "train": 2, "predict": 2},
+        "threads": {"dataset": 1, "pretrain": 1, "train": 1, "predict": 1},  # 1 torch thread per job: see docs/benchmarks.md
     }
     scores = {}
     print(f"\n  held-out macro-F1 (workflow, 24 training + 8 held-out simulated files; budget: pretraining "
@@ -157,6 +158,9 @@ def accuracy_table() -> dict[str, float]:
 
 
 def main() -> None:
+    # One torch thread by default: on shared cores more threads wait for each other and make
+    # the figures swing by several x (docs/benchmarks.md); BENCH_THREADS overrides.
+    torch.set_num_threads(int(ENV("BENCH_THREADS", 1)))
     cost_table()
     if ENV("BENCH_PRESET_ACCURACY", "1") != "0":
         accuracy_table()
