@@ -351,3 +351,18 @@ def test_console_entry_point_bad_input_is_one_line(sim, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"maggotflow predict: error: {garbage}: "), lines
     assert "Traceback" not in done.stderr and not (tmp_path / "out" / "garbage.label").exists()
+
+
+def test_cli_threads_option_sets_torch_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert cli_main(["--threads", "1", "simulate", str(tmp_path / "sim"), "--files", "1", "--seed", "3"]) == 0
+        assert torch.get_num_threads() == 1
+        with pytest.raises(SystemExit):
+            cli_main(["--threads", "0", "simulate", str(tmp_path / "sim2")])
+        assert not (tmp_path / "sim2").exists()
+    finally:
+        torch.set_num_threads(before)

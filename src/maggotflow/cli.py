@@ -33,6 +33,9 @@ def build_parser(only: str | None = None, available_only: bool = True) -> argpar
     """The parser; with `only`, just that command's module is imported (fast start-up)."""
     parser = argparse.ArgumentParser(prog="maggotflow", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's own choice, all cores); on a shared "
+                             "node give the cores you were allocated")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -75,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         from maggotflow.instance import InstanceError
 
         expected += (InstanceError,)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args._run(args) or 0)
     except expected as err:
