@@ -6,7 +6,8 @@
 # Targets: all (default: train + held-out evaluation + report material), train, evaluate,
 # predict (--config predict_dir=DIR [model=PATH]: tags a folder, never trains), report
 # (then `snakemake --report results/report.html`). Settings: config/config.yaml, explained
-# in config/README.md; rules in workflow/rules/, thin job scripts in workflow/scripts/.
+# in config/README.md; tagger presets: --config tagger=NAME (config/taggers/, presets.smk;
+# ensembles: ensemble.smk); rules in workflow/rules/, thin job scripts in workflow/scripts/.
 
 from snakemake.utils import min_version, validate
 
