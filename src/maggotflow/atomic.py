@@ -3,15 +3,98 @@
 A crashed or killed job therefore never leaves a partial file under the final name, and a
 reader never sees half a file. The temporary name lives in the target's directory so that
 the final `os.replace` is a same-filesystem rename (atomic on POSIX, also on NFS/Lustre).
+
+Temporaries are hidden and named `.<target name>.<host>-<pid>.<random>.part`: a folder
+scan (manifest, LarvaTagger) never takes one for an output, and the owner in the name lets
+a later run remove what a killed writer left behind (`remove_stale_temporaries`).
+
+File modes: the temporary is given the mode a plain `open(..., "w")` would give under the
+user's umask (0644 under umask 022), never mkstemp's owner-only 0600, so that colleagues
+and LarvaTagger under another account can read every output on a shared cluster. Folders
+are created with `mkdir`, which also honours the umask (0755 under 022).
+
+Write failures of the system (disk full, read-only folder, permission denied) raise
+`OutputError`: an OSError whose `str()` is one line naming the path and the cause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".part"
+# A temporary of another host (or of a pid we cannot check) is taken as abandoned after this.
+STALE_AFTER_S = 24 * 3600
+
+
+class OutputError(OSError):
+    """An output could not be written. `str(err)` is one line: '<path>: cannot write (<cause>)'."""
+
+    def __init__(self, path: str | os.PathLike, cause: OSError | str):
+        self.path = str(path)
+        if isinstance(cause, OSError):
+            reason = cause.strerror or str(cause)
+            code = cause.errno
+        else:
+            reason, code = str(cause), None
+        self.reason = reason
+        super().__init__(code, reason)
+
+    def __str__(self) -> str:
+        hint = ""
+        if self.errno == errno.ENOSPC:
+            hint = "; free some space and run again"
+        elif self.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            hint = "; choose a folder you can write to"
+        return f"{self.path}: cannot write ({self.reason}){hint}"
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no other way: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new regular file under the current umask (0o644 under 022)."""
+    return 0o666 & ~current_umask()
+
+
+def _owner_tag() -> str:
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname()[:32]) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def temporary_name(target: str | os.PathLike, token: str) -> str:
+    """Hidden sibling name of a temporary for `target` (file or folder), owned by this process."""
+    return f".{Path(target).name}.{_owner_tag()}.{token}{TEMP_SUFFIX}"
+
+
+def make_dirs(folder: str | os.PathLike) -> None:
+    """`mkdir -p` that reports failures as one-line OutputError."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(folder, "a file of that name is in the way of the folder") from None
+    except OSError as err:
+        raise OutputError(folder, err) from None
 
 
 @contextlib.contextmanager
@@ -20,22 +103,41 @@ def atomic_path(target: str | os.PathLike, *, overwrite: bool = True) -> Iterato
 
     On any exception the temporary file is removed and `target` is left untouched.
     With `overwrite=False`, an existing `target` raises FileExistsError before anything
-    is written (used where we must never clobber a user's file).
+    is written (used where we must never clobber a user's file). The file gets the mode
+    of the user's umask. OSErrors of the system while writing (disk full, read-only
+    folder) are raised as OutputError naming `target`.
     """
     target = Path(target)
     if not overwrite and target.exists():
         raise FileExistsError(f"{target}: exists already and will not be overwritten")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    make_dirs(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_owner_tag()}.", suffix=TEMP_SUFFIX,
+                                   dir=target.parent)
+        try:
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise OutputError(target, err) from None
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OutputError:
+            raise
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO):
+                raise OutputError(target, err) from None
+            raise
         if not overwrite and target.exists():
             raise FileExistsError(f"{target}: appeared while writing; not overwritten")
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as err:
+            raise OutputError(target, err) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
 
@@ -50,3 +152,73 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes, *, overwrite: boo
     """Write `data` to `target` atomically."""
     with atomic_path(target, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _abandoned(name: str, path: Path, all_owners: bool, now: float) -> bool:
+    if all_owners:
+        return True
+    owner = name.rsplit(".", 3)  # [.target, host-pid, random, part]
+    host, _, pid = owner[1].rpartition("-") if len(owner) == 4 else ("", "", "")
+    if pid.isdigit() and host == _owner_tag().rpartition("-")[0]:
+        return int(pid) != os.getpid() and not _pid_alive(int(pid))
+    try:
+        return now - path.lstat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(targets: Iterable[str | os.PathLike], *, all_owners: bool = False) -> list[Path]:
+    """Remove temporaries that killed writers left next to `targets`; return the ones removed.
+
+    A temporary of target `X` is a hidden sibling `.X.<...>.part` (also a folder: model
+    instances are written as temporary folders). With `all_owners=True` every such
+    temporary goes: for callers that hold the only right to write these targets (a
+    Snakemake job and its declared outputs). Otherwise only the temporaries of dead
+    processes of this host, and any older than STALE_AFTER_S, are removed, so that a
+    concurrent writer's file is never pulled from under it. Each folder is listed once.
+    """
+    import shutil
+
+    by_folder: dict[Path, set[str]] = {}
+    for target in targets:
+        target = Path(target)
+        by_folder.setdefault(target.parent, set()).add(target.name)
+    removed: list[Path] = []
+    now = time.time()
+    for folder, names in by_folder.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if not (entry.startswith(".") and entry.endswith(TEMP_SUFFIX)):
+                continue
+            stem = entry[1:-len(TEMP_SUFFIX)]
+            # The target's own name may hold dots: try every split point.
+            if not any(stem[:i] in names for i, c in enumerate(stem) if c == "."):
+                continue
+            path = folder / entry
+            if not _abandoned(entry, path, all_owners, now):
+                continue
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as err:
+                log.warning("%s: could not remove a stale temporary (%s)", path, err.strerror)
+                continue
+            removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run (first: %s)", len(removed), removed[0])
+    return removed

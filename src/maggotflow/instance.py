@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from maggotflow.atomic import OutputError, temporary_name
 from maggotflow.curves import read_curve, save_curve
 from maggotflow.model import (
     ClassifierConfig,
@@ -302,8 +303,11 @@ def save_folder(path: str | Path, write_into) -> Path:
     check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # os.mkdir (not mkdtemp) so the folder gets the user's umask, readable by the lab.
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
-    os.mkdir(tmp)
+    tmp = path.parent / temporary_name(path, uuid.uuid4().hex[:12])
+    try:
+        os.mkdir(tmp)
+    except OSError as err:
+        raise OutputError(tmp, err) from None
     old = None
     try:
         write_into(tmp)

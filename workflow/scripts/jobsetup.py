@@ -5,7 +5,8 @@ sure the maggotflow library is importable (from the repository's `src/` when the
 in an environment where it is not installed, e.g. a conda env built by `--sdm conda`), and
 turns bad input into one line in the log plus a failure record `<log stem>.failed`
 (`<file>\t<problem>` per line) that the workflow lists at the end of the run. A job that
-succeeds removes its stale record.
+succeeds removes its stale record. Temporaries that a killed attempt left next to the job's
+outputs are removed first; a write that fails (disk full, read-only folder) is one line too.
 """
 
 from __future__ import annotations
@@ -51,10 +52,20 @@ def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
     logger = logging.getLogger("maggotflow.workflow")
     failure_record(log_path).unlink(missing_ok=True)
     ensure_library()
+    from maggotflow.atomic import OutputError, remove_stale_temporaries
     from maggotflow.tracks import TrackDataError
 
+    # This job alone may write its outputs: whatever temporaries sit next to them were
+    # left by a killed attempt (never read as outputs; removed here, not kept for good).
+    remove_stale_temporaries(list(snakemake.output), all_owners=True)
     try:
         yield logger
+    except OutputError as err:
+        # Disk full, read-only folder: one line naming the path and the cause.
+        logger.error("%s", err)
+        record_failures(log_path, [(err.path, f"cannot write ({err.reason})")])
+        stream.flush()
+        sys.exit(1)
     except TrackDataError as err:
         # Bad input: one line a biologist understands, no traceback.
         logger.error("%s", err)
