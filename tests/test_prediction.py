@@ -22,11 +22,14 @@ import torch
 from maggotflow.cli import main as cli_main
 from maggotflow.dataset import build_dataset
 from maggotflow.formats import ReadOptions, file_sha1, read_run
-from maggotflow.formats.label import default_colors, read_label_file
+from maggotflow.formats.label import default_colors, is_maggotflow_label, read_label_file
 from maggotflow.instance import ModelInstance
 from maggotflow.isolation import isolate
 from maggotflow.prediction import (
+    FOREIGN_LABEL,
+    OWN_LABEL,
     OutputClashError,
+    OutputExistsError,
     Predictor,
     apply_post_rule,
     predict_files,
@@ -280,9 +283,59 @@ def test_a_bad_file_is_named_and_skipped_with_on_error(sim, tmp_path):
 def test_no_overwrite_refuses_existing_outputs(sim, tmp_path):
     existing = tmp_path / "trx.label"
     existing.write_text("mine")
-    with pytest.raises(FileExistsError, match="trx.label"):
-        predict_files(sim["tagger"], [sim["tracks"]["trx"]], out_dir=tmp_path, overwrite=False, device="cpu")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="trx.label"):
+            predict_files(sim["tagger"], [sim["tracks"]["trx"]], out_dir=tmp_path, overwrite=overwrite, device="cpu")
     assert existing.read_text() == "mine"
+
+
+def test_hand_made_labels_next_to_the_track_file_are_never_replaced(sim, tmp_path, capsys):
+    """`predict MODEL exp1/trx.mat --out exp1` used to replace the lab's own exp1/trx.label."""
+    exp = tmp_path / "exp1"
+    exp.mkdir()
+    track = exp / "trx.mat"
+    shutil.copy(sim["tracks"]["trx"], track)
+    hand_made = exp / "trx.label"
+    shutil.copy(label_file_path(sim["tracks"]["trx"]), hand_made)  # a real .label, not written by predict
+    before = hand_made.read_bytes()
+    assert not is_maggotflow_label(hand_made)
+    for extra in ([], ["--overwrite"]):
+        assert cli_main(["predict", str(sim["tagger"]), str(track), "--out", str(exp), "--device", "cpu",
+                         *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"maggotflow predict: error: {hand_made}: {FOREIGN_LABEL}"]
+        assert hand_made.read_bytes() == before
+    # --keep-going: the others are tagged, the refused one is listed as failed
+    spine = exp / sim["tracks"]["spine"].name
+    shutil.copy(sim["tracks"]["spine"], spine)
+    assert cli_main(["predict", str(sim["tagger"]), str(track), str(spine), "--out", str(exp), "--device", "cpu",
+                     "--keep-going"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "wrote 1 .label file(s)"
+    assert f"  {hand_made}: {FOREIGN_LABEL}" in captured.err.splitlines()
+    assert hand_made.read_bytes() == before and is_maggotflow_label(exp / (spine.stem + ".label"))
+    assert sorted(p.name for p in exp.iterdir()) == sorted([track.name, hand_made.name, spine.name,
+                                                            spine.stem + ".label"])  # no temporary
+
+
+def test_own_predictions_are_marked_and_replaced_only_on_request(sim, tmp_path, capsys):
+    track = sim["tracks"]["spine"]
+    out = tmp_path / (track.stem + ".label")
+    predict_files(sim["tagger"], [track], out_dir=tmp_path, device="cpu")
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    from maggotflow import __version__
+    assert doc["metadata"]["maggotflow"] == {"version": __version__, "model": sim["tagger"].name}
+    assert is_maggotflow_label(out)
+    first = out.read_bytes()
+    out.write_bytes(first.replace(b'"labels": [', b'"labels":  [', 1))  # mark an edit we can detect
+    edited = out.read_bytes()
+    with pytest.raises(OutputExistsError, match="give --overwrite"):
+        predict_files(sim["tagger"], [track], out_dir=tmp_path, device="cpu")
+    assert out.read_bytes() == edited
+    assert cli_main(["predict", str(sim["tagger"]), str(track), "--out", str(tmp_path), "--device", "cpu",
+                     "--overwrite"]) == 0
+    assert out.read_bytes() == first
+    capsys.readouterr()
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -324,7 +377,7 @@ def test_cli_predict(sim, tmp_path, capsys):
                            str(tmp_path / "o5")])
     assert "trx.label" in line
     line = one_line_error(["predict", str(sim["tagger"]), tracks[1], "--out", str(out), "--no-overwrite"])
-    assert "trx.label" in line and "overwritten" in line
+    assert line == f"maggotflow predict: error: {out / 'trx.label'}: {OWN_LABEL}"
     assert one_line_error(["predict", str(sim["tagger"]), "--out", str(out)], code=2).endswith("no input file given")
     assert not any((tmp_path / d).exists() for d in ("o3", "o4", "o5"))
 

@@ -168,7 +168,8 @@ def predict(
                 return []
         try:
             return predict_files(project.model, inputs, out_paths=outs, batch_size=batch_size, device=device,
-                                 read_options=read_options, on_error=on_error)
+                                 read_options=read_options, on_error=on_error,
+                                 overwrite=True)  # tagging-backend re-tags in place; never a foreign file
         except OutputClashError as err:
             raise BackendError(f"{err} (rename one of the track files in {project.raw})") from None
     finally:
@@ -283,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     common.add_argument("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
     common.add_argument("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
-    common.add_argument("--spine-order", choices=["head_first", "tail_first"], default="head_first",
-                        help="point order in .spine/.outline files (default head_first)")
+    common.add_argument("--spine-order", choices=["auto", "head_first", "tail_first"], default=None,
+                        help="point order in .spine/.outline files: auto (decided per file from the "
+                             "direction of crawling, the default), head_first or tail_first")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -330,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.root if args.root is not None else Path.cwd()
     failures: list = []
     try:
-        options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize, spine_order=args.spine_order)
+        extra = {} if args.spine_order is None else {"spine_order": args.spine_order}
+        options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize, **extra)
         if args.command == "predict":
             written = predict(root, args.model_instance, make_dataset=args.make_dataset, device=args.device,
                               batch_size=args.batch_size, read_options=options,
@@ -346,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   pretraining_iterations=args.pretraining_iterations, seed=args.seed, device=args.device,
                   layers=args.layers, post_rule=args.post_rule, batch_size=args.batch_size,
                   read_options=options, log_line=lambda msg: print(msg, flush=True))
-    except (TrackDataError, BackendError, ValueError, FileExistsError) as err:
+    except (TrackDataError, BackendError, ValueError, FileExistsError, OSError) as err:
         # TrackDataError, InstanceError and option problems: one line, no traceback
         # (with --verbose the traceback too, to report a bug).
         if args.verbose:

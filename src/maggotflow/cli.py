@@ -62,9 +62,11 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from maggotflow.atomic import OutputError
     from maggotflow.tracks import TrackDataError
 
-    expected: tuple[type[BaseException], ...] = (TrackDataError, FileExistsError)
+    # Bad input, a file we must not replace, a full disk or a read-only folder: one line each.
+    expected: tuple[type[BaseException], ...] = (TrackDataError, FileExistsError, OutputError)
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=chosen if chosen in COMMANDS else None)

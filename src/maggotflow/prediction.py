@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -137,6 +138,40 @@ def default_output_name(path: str | Path) -> str:
         return Path(source_name(path)).stem + ".label"
     except TrackDataError:
         return Path(path).stem + ".label"
+
+
+class OutputExistsError(FileExistsError):
+    """An output `.label` exists already and may not be replaced. `str()` is one line."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+FOREIGN_LABEL = ("exists and was not written by maggotflow (hand-made labels?); it is never replaced: "
+                 "tag into another folder (--out)")
+OWN_LABEL = "exists (an earlier maggotflow prediction); give --overwrite to replace it"
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Raise OutputExistsError unless `out` is absent, or is maggotflow's own prediction and `overwrite`.
+
+    A `.label` without maggotflow's provenance mark (`formats.label.is_maggotflow_label`)
+    is a lab's file and is never replaced, whatever `overwrite` says; so is anything at
+    `out` that is not a regular file.
+    """
+    from maggotflow.formats.label import is_maggotflow_label
+
+    if not os.path.lexists(out):
+        return
+    if not out.is_file() or not is_maggotflow_label(out):
+        raise OutputExistsError(out, FOREIGN_LABEL)
+    if not overwrite:
+        raise OutputExistsError(out, OWN_LABEL)
 
 
 class OutputClashError(ValueError):
@@ -457,29 +492,45 @@ def predict_files(
     batch_size: int | None = None,
     device: str = "auto",
     read_options: ReadOptions | None = None,
-    overwrite: bool = True,
-    on_error: Callable[[Path, TrackDataError], None] | None = None,
+    overwrite: bool = False,
+    on_error: Callable[[Path, Exception], None] | None = None,
 ) -> list[Path]:
     """Tag `inputs` (track files or intermediates) and write one `.label` per input.
 
     Outputs: `out_paths` (one per input, in order), or `<out_dir>/<track file stem>.label`
     (`trx.mat` -> `trx.label`; inputs whose names coincide raise OutputClashError before any
     work: give `out_paths` then). The model is loaded once (`instance_path` may also be a
-    loaded ModelInstance or Predictor). overwrite=False refuses existing outputs
-    (FileExistsError). A bad input raises TrackDataError naming it, unless `on_error` is
-    given: it is then called with (input path, error) and the input skipped.
+    loaded ModelInstance or Predictor).
+    Existing outputs: a `.label` that maggotflow did not write (a lab's hand-made labels:
+    no provenance mark) is never replaced; maggotflow's own earlier prediction is replaced
+    only with `overwrite=True`. Either refusal is an OutputExistsError (one line), raised
+    before any work, or with `on_error` reported for that input, which is skipped.
+    Every `.label` written carries the mark (`metadata.maggotflow`: version and model).
+    A bad input raises TrackDataError naming it, unless `on_error` is given: it is then
+    called with (input path, error) and the input skipped. Temporaries that a killed
+    earlier run left next to the outputs are removed first (`atomic.remove_stale_temporaries`).
     Returns the `.label` paths written, in input order.
     """
+    from maggotflow.atomic import remove_stale_temporaries
+    from maggotflow.formats.label import label_file_for_run, provenance_mark, write_label_file
+
     inputs = [Path(p) for p in inputs]
     outs = output_paths(inputs, None if out_dir is None else Path(out_dir),
                         None if out_paths is None else [Path(p) for p in out_paths])
-    if not overwrite:
-        for out in outs:
-            if out.exists():
-                raise FileExistsError(f"{out}: exists already and will not be overwritten")
+    remove_stale_temporaries(outs)
+    refused: set[int] = set()
+    for index, out in enumerate(outs):
+        try:
+            check_replaceable(out, overwrite)
+        except OutputExistsError as err:
+            if on_error is None:
+                raise
+            on_error(inputs[index], err)
+            refused.add(index)
     predictor = (instance_path if isinstance(instance_path, Predictor)
                  else Predictor(instance_path, device=device, batch_size=batch_size))
-    from maggotflow.formats.label import label_file_for_run, write_label_file
+    model_path = getattr(predictor.instance, "path", None)
+    mark = provenance_mark(model=Path(model_path).name if model_path else None)
 
     def loader(path: Path) -> Callable[[], Run]:
         return lambda: read_input(path, read_options)
@@ -487,7 +538,8 @@ def predict_files(
     written: dict[int, Path] = {}
     t0 = time.perf_counter()
     n_steps = 0
-    for index, run, classes, error in predictor.stream((i, loader(p)) for i, p in enumerate(inputs)):
+    todo = ((i, loader(p)) for i, p in enumerate(inputs) if i not in refused)
+    for index, run, classes, error in predictor.stream(todo):
         path = inputs[index]
         if error is not None:
             if on_error is None:
@@ -495,8 +547,16 @@ def predict_files(
             on_error(path, error)
             continue
         steps = {run.tracks[i].id: predictor.label_steps(cls) for i, cls in classes.items()}
-        label_file = label_file_for_run(run, names=predictor.labels, colors=predictor.colors, labels=steps)
-        write_label_file(outs[index], label_file, overwrite=overwrite)
+        label_file = label_file_for_run(run, names=predictor.labels, colors=predictor.colors, labels=steps,
+                                        provenance=mark)
+        try:
+            check_replaceable(outs[index], overwrite)  # again: a file may have appeared meanwhile
+        except OutputExistsError as err:
+            if on_error is None:
+                raise
+            on_error(path, err)
+            continue
+        write_label_file(outs[index], label_file)
         written[index] = outs[index]
         n = sum(cls.size for cls in classes.values())
         n_steps += n
@@ -521,11 +581,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     add("--batch-size", type=int, default=None, help="segments per forward pass (default 128 on CPU, 8192 on CUDA)")
     add("--keep-going", action="store_true", help="skip bad input files, report them at the end (exit 1)")
-    add("--no-overwrite", action="store_true", help="refuse to replace existing .label files")
+    replace = parser.add_mutually_exclusive_group()
+    replace.add_argument("--overwrite", action="store_true",
+                         help="replace maggotflow's own earlier predictions (a .label that maggotflow did not "
+                              "write is never replaced)")
+    replace.add_argument("--no-overwrite", action="store_true",
+                         help="refuse to replace any existing .label (the default; kept for old scripts)")
     add("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
     add("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
-    add("--spine-order", choices=["head_first", "tail_first"], default="head_first",
-        help="point order in .spine/.outline files (default head_first)")
+    add("--spine-order", choices=["auto", "head_first", "tail_first"], default=None,
+        help="point order in .spine/.outline files: auto (decided per file from the direction of "
+             "crawling, the default), head_first or tail_first")
     add("--min-steps", type=int, default=2, help="skip larvae with fewer time steps (default 2)")
 
 
@@ -542,24 +608,34 @@ def run_command(args: argparse.Namespace) -> int:
     if not inputs:
         print("maggotflow predict: error: no input file given", file=sys.stderr)
         return 2
-    failures: list[tuple[Path, TrackDataError]] = []
+    failures: list[tuple[Path, Exception]] = []
+    written: list[Path] = []
+
+    def report_failures() -> None:
+        if failures:
+            print(f"maggotflow predict: {len(failures)} of {len(inputs)} input(s) failed:", file=sys.stderr)
+            for _, err in failures:
+                print(f"  {err}", file=sys.stderr)
+
     try:
+        extra = {} if args.spine_order is None else {"spine_order": args.spine_order}
         options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize,
-                              spine_order=args.spine_order, min_steps=args.min_steps)
+                              min_steps=args.min_steps, **extra)
         written = predict_files(
             args.model, inputs, out_dir=args.out, out_paths=args.out_paths, batch_size=args.batch_size,
-            device=args.device, read_options=options, overwrite=not args.no_overwrite,
+            device=args.device, read_options=options, overwrite=args.overwrite,
             on_error=(lambda path, err: failures.append((path, err))) if args.keep_going else None,
         )
-    except TrackDataError:
-        raise  # one line, printed by the CLI
+    except (TrackDataError, FileExistsError, OSError) as err:
+        # Bad input, a file never to replace, a full disk: one line, and the failures so far.
+        report_failures()
+        print(f"maggotflow predict: error: {err}", file=sys.stderr)
+        return 1
     except (InstanceError, ValueError) as err:
         print(f"maggotflow predict: error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} .label file(s)", flush=True)
     if failures:
-        print(f"maggotflow predict: {len(failures)} of {len(inputs)} input(s) failed:", file=sys.stderr)
-        for _, err in failures:
-            print(f"  {err}", file=sys.stderr)
+        report_failures()
         return 1
     return 0

@@ -34,7 +34,7 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     model = snakemake.input.get("model") or snakemake.params.model
     predict_files(model, [r["path"] for r in rows], out_paths=outs, batch_size=settings["batch_size"],
                   device=snakemake.params.device, read_options=ReadOptions(**snakemake.params.read),
-                  on_error=on_error)
+                  on_error=on_error, overwrite=True)  # its own outputs; never a foreign file
     lines = ["id\tpath\tlabel\tstatus\tproblem\tsha1"]
     for row, out in zip(rows, outs):
         if row["path"] in failed:

@@ -19,6 +19,12 @@ a string holding an integer. `t` (s) is rounded to 1 ms and repeats the track fi
 time steps. A step's label is a name, a list of names (several at once) or `[]` (untagged);
 in maggotflow a step is a tuple of names (`()`, `("run",)`, `("run", "hunch")`).
 
+Provenance: a `.label` written by maggotflow's prediction carries `metadata.maggotflow`
+(`{"version": ..., "model": ...}`, see `PROVENANCE_KEY`). That mark is how maggotflow
+tells its own earlier predictions (which it may replace when asked) from a lab's hand-made
+labels (which it never replaces): `is_maggotflow_label(path)`; in doubt (unreadable, no
+mark), a file is the user's.
+
 Writing puts one larva per line: valid JSON, compact, yet readable and diff-able. Output is
 deterministic (same LabelFile -> same bytes).
 """
@@ -39,6 +45,9 @@ from maggotflow.formats import file_sha1
 from maggotflow.tracks import LabelStep, Run, TrackDataError
 
 log = logging.getLogger(__name__)
+
+# metadata key that marks a .label file as written by maggotflow (value: a dict with "version").
+PROVENANCE_KEY = "maggotflow"
 
 # Label and track times are the same time steps, the label file's rounded to 1 ms.
 TIME_TOLERANCE = 1e-3 + 1e-9  # s
@@ -326,11 +335,42 @@ def write_label_file(path: str | Path, label_file: LabelFile, overwrite: bool = 
         tmp.write_text(text, encoding="utf-8")
 
 
+def is_maggotflow_label(path: str | Path, head_bytes: int = 1 << 16) -> bool:
+    """True when `path` is a `.label` file that maggotflow wrote (its metadata carries the mark).
+
+    Reads only the head of the file (`metadata` comes first). Anything unreadable, not a
+    label file, or without the mark is False: in doubt, a file belongs to the user.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read(head_bytes).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    at = text.find('"metadata"')
+    colon = text.find(":", at + len('"metadata"')) if at >= 0 else -1
+    if colon < 0:
+        return False
+    try:
+        metadata, _ = json.JSONDecoder().raw_decode(text[colon + 1:].lstrip())
+    except ValueError:
+        return False
+    mark = metadata.get(PROVENANCE_KEY) if isinstance(metadata, dict) else None
+    return isinstance(mark, dict) and "version" in mark
+
+
+def provenance_mark(**fields: Any) -> dict[str, Any]:
+    """The `metadata.maggotflow` value of a file maggotflow writes: version plus `fields`."""
+    from maggotflow import __version__
+
+    return {"version": __version__, **fields}
+
+
 def label_file_for_run(
     run: Run,
     names: list[str] | None = None,
     colors: list[str] | None = None,
     labels: dict[str, list[tuple[str, ...]]] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> LabelFile:
     """A LabelFile for the larvae of `run`.
 
@@ -338,7 +378,8 @@ def label_file_for_run(
     given, else from each track's `.labels`. Larvae without labels are left out.
     names default: the names used, in order of first appearance; colors default:
     DEFAULT_COLORS (fallback palette for other names).
-    Out: metadata = run.metadata with "id" first; dependencies = the run's track file
+    provenance: the `metadata.maggotflow` mark (`provenance_mark(...)`) of a prediction.
+    Out: metadata = run.metadata with "id" first (then the mark); dependencies = the run's track file
     (basename + sha1); per-larva t = the track's own times (s).
     """
     by_id = None if labels is None else {_canonical_id(k): v for k, v in labels.items()}
@@ -370,6 +411,10 @@ def label_file_for_run(
         fallback = metadata.get("date_time") or (run.source.stem if run.source is not None else "unknown")
         metadata["id"] = fallback
     metadata = {"id": metadata["id"], **{k: v for k, v in metadata.items() if k != "id"}}
+    if provenance is not None:
+        metadata[PROVENANCE_KEY] = dict(provenance)
+    else:
+        metadata.pop(PROVENANCE_KEY, None)  # labels copied from a prediction are not one of ours
 
     dependencies = None
     if run.source is not None:
