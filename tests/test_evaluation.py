@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -11,8 +12,12 @@ from maggotflow.evaluation import evaluate, format_table, pair_directories, writ
 from maggotflow.tracks import TrackDataError
 
 
-def label_file(path, tracks, names=None, colors=False):
-    """Write a LarvaTagger .label by hand. tracks: {id: (t list, labels list)}."""
+SAME_TRACK_FILE = {"filename": "x.spine", "sha1": "0" * 40}
+
+
+def label_file(path, tracks, names=None, colors=False, dependencies=SAME_TRACK_FILE):
+    """Write a LarvaTagger .label by hand. tracks: {id: (t list, labels list)};
+    dependencies=None leaves the key out."""
     used = names or sorted({n for _, steps in tracks.values() for s in steps
                             for n in ([s] if isinstance(s, str) else s)})
     labels = {"names": used, "colors": ["#000000"] * len(used)} if colors else used
@@ -20,7 +25,7 @@ def label_file(path, tracks, names=None, colors=False):
         "metadata": {"id": "20240101_120000", "tracker": "t15"},
         "units": {"t": "s"},
         "labels": labels,
-        "dependencies": {"filename": "x.spine", "sha1": "0" * 40},
+        **({} if dependencies is None else {"dependencies": dependencies}),
         "data": [{"id": larva, "t": t, "labels": steps} for larva, (t, steps) in tracks.items()],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,3 +199,104 @@ def test_unreadable_label_file_names_it(tmp_path):
     ref = label_file(tmp_path / "r.label", REF)
     with pytest.raises(TrackDataError, match="missing.label"):
         evaluate([(tmp_path / "missing.label", ref)])
+
+
+SEVEN = ["run_large", "cast_large", "back_large", "hunch_large", "roll_large", "stop_large", "small_motion"]
+SIX = ["run", "cast", "back", "hunch", "roll", "stop_large"]
+
+
+def test_reference_labels_the_tagger_does_not_predict_are_left_out_with_a_warning(tmp_path, caplog, capsys):
+    # A 7-behaviour reference against a 6-behaviour tagger, --synonyms forgotten: only
+    # stop_large is a name both use.
+    ref = label_file(tmp_path / "r.label", {"1": (T1, ["run_large"] * 3 + ["cast_large"] * 2 + ["stop_large"] * 3
+                                                  + ["small_motion"] * 2)}, names=SEVEN)
+    pred = label_file(tmp_path / "p.label", {"1": (T1, ["run"] * 3 + ["cast"] * 2 + ["stop_large"] * 5)}, names=SIX)
+    with caplog.at_level(logging.WARNING, logger="maggotflow.evaluation"):
+        report = evaluate([(pred, ref)])
+    # Rows: the reference's names the tagger declares, then the names it predicts. The 7
+    # foreign steps are not rows (their F1 would be 0 by construction), so macro-F1 is over
+    # stop_large only: 3/3 correct, precision 1 (the small_motion steps predicted stop_large
+    # are left out with their rows).
+    assert report.labels == ["stop_large", "run", "cast"]
+    assert report.confusion.tolist() == [[3, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+    assert report.n_steps == 3 and report.n_foreign == 7 and report.n_ignored == 7
+    assert report.foreign_labels == {"run_large": 3, "cast_large": 2, "small_motion": 2}
+    assert report.macro_f1 == 1.0 and report.accuracy == 1.0
+    assert report.to_dict()["foreign_labels"] == {"run_large": 3, "cast_large": 2, "small_motion": 2}
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert message.startswith("7 of 10 labelled reference step(s) carry only labels the tagger does not predict")
+    assert "run_large: 3, cast_large: 2, small_motion: 2" in message and "left out of the evaluation and of macro-F1" in message
+    assert "give --synonyms run_large=run,cast_large=cast " in message
+    assert format_table(report).splitlines()[-1] == f"warning: {message}"
+    # The command prints it as the last line of its report.
+    assert main(["evaluate", "--predicted", str(pred), "--reference", str(ref)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"warning: {message}"
+    # With the synonyms, only small_motion is left: it really is not a behaviour of the tagger.
+    report = evaluate([(pred, ref)], synonyms={"run_large": "run", "cast_large": "cast"})
+    assert report.labels == ["run", "cast", "stop_large"] and report.foreign_labels == {"small_motion": 2}
+    assert report.macro_f1 == 1.0 and report.n_steps == 8
+    # Nothing in common at all: an error that says what to do, not a report of zeros.
+    ref7 = label_file(tmp_path / "r7.label", {"1": (T1[:3], ["run_large", "cast_large", "cast_large"])}, names=SEVEN)
+    with pytest.raises(ValueError, match=r"cast_large: 2, run_large: 1 step\(s\)\) are all labels the tagger does "
+                                         r"not predict .*give --synonyms cast_large=cast,run_large=run"):
+        evaluate([(pred, ref7)])
+    # An explicit label the tagger does not declare stays in macro-F1, with a warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="maggotflow.evaluation"):
+        report = evaluate([(pred, ref)], labels=["stop_large", "small_motion"])
+    assert report.macro_f1 == pytest.approx((0.75 + 0.0) / 2)  # stop_large P 3/5 R 1; small_motion 0
+    assert any("small_motion are not declared by the predicted files" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_prints_the_confusion_matrix(pair, capsys):
+    pred, ref = pair
+    assert main(["evaluate", "--predicted", str(pred), "--reference", str(ref), "--labels", "run,cast,hunch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index("confusion matrix (counts of reference steps)")
+    assert lines[at + 1].split() == ["reference", "\\", "predicted", "run", "cast", "hunch", "(missing)"]
+    # (other) holds nothing, so it is not shown (as in confusion.png).
+    rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[at + 2:at + 5]}
+    assert rows == {"run": [3, 1, 0, 1], "cast": [0, 2, 0, 3], "hunch": [0, 0, 2, 1]}
+
+
+def test_ignore_ends_leaves_out_the_steps_near_each_track_end(pair, capsys):
+    labels = ["run", "cast", "hunch"]
+    assert evaluate([pair], labels=labels).n_steps == 13
+    # 0.1 s: larva 1 (0.0-0.9 s) loses 0.0 and 0.9, larva 2 (0.0-0.3 s) 0.0 and 0.3; a step
+    # exactly 0.1 s from an end is kept.
+    report = evaluate([pair], labels=labels, ignore_ends=0.1)
+    assert report.n_steps == 13 - 4 and report.n_at_ends == 4 and report.n_ignored == 1
+    # 0.15 s: larva 1 loses 0.0, 0.1, 0.8, 0.9; larva 2 all four steps.
+    report = evaluate([pair], labels=labels, ignore_ends=0.15)
+    assert report.n_steps == 13 - 8 and report.n_at_ends == 8 and report.files[0]["n_at_ends"] == 8
+    assert report.confusion.tolist() == [[1, 1, 0, 0, 0], [0, 2, 0, 0, 1], [0, 0, 0, 0, 0]]
+    assert report.to_dict()["ignore_ends"] == 0.15
+    pred, ref = pair
+    assert main(["evaluate", "--predicted", str(pred), "--reference", str(ref), "--labels", "run,cast,hunch",
+                 "--ignore-ends", "0.1"]) == 0
+    assert "(9 steps, " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="ignore_ends"):
+        evaluate([pair], ignore_ends=-1)
+
+
+def test_predicted_and_reference_of_different_track_files_is_an_error(tmp_path, caplog, capsys):
+    tracks = {"1": ([0.0, 0.1], ["run", "cast"])}
+    ref = label_file(tmp_path / "ref.label", tracks)
+    pred = label_file(tmp_path / "pred.label", tracks, dependencies={"filename": "y.spine", "sha1": "1" * 40})
+    with pytest.raises(TrackDataError) as err:
+        evaluate([(pred, ref)])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{pred}: predicted from the track file y.spine (sha1 {'1' * 40})")
+    assert f"its reference {ref} labels x.spine (sha1 {'0' * 40}): not the same track file" in message
+    assert main(["evaluate", "--predicted", str(pred), "--reference", str(ref)]) == 1
+    assert capsys.readouterr().err == f"maggotflow evaluate: error: {message}\n"
+    # Without dependencies the pairing cannot be checked: a warning naming the file.
+    bare = label_file(tmp_path / "bare.label", tracks, dependencies=None)
+    # The .spine and .outline of one Choreography run have different sha1s: a warning only.
+    outline = label_file(tmp_path / "outline.label", tracks, dependencies={"filename": "x.outline", "sha1": "2" * 40})
+    with caplog.at_level(logging.WARNING, logger="maggotflow.evaluation"):
+        assert evaluate([(bare, ref), (outline, ref)]).n_steps == 4
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"{bare}: no track-file sha1 in its 'dependencies': cannot check that it labels the same track file " \
+           f"as {ref}" in warnings
+    assert any(w.startswith(f"{outline}: predicted from x.outline but the reference") for w in warnings)

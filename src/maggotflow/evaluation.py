@@ -4,12 +4,31 @@ Matching
     Files are compared in pairs (predicted, reference). Within a pair, steps are matched by
     larva id and time: a reference step is matched to the predicted step of the same larva
     whose time is within 1 ms (`TIME_TOLERANCE`, the precision of `.label` times).
+    The two files of a pair must label the same track file: when both name track files with
+    a sha1 in their `dependencies` and no sha1 is common, that is an error (TrackDataError
+    naming both files and both track files); a file without a sha1 in its `dependencies`
+    only gets a warning (the pairing cannot be checked).
+
+Label set
+    `labels` when given, else the tagger's label set: every name the predicted files
+    declare (a tagger declares its whole label set; plus names they use as secondary
+    labels). Rows list the names of the set that the reference or the predictions use,
+    reference declaration order first.
 
 What is counted (one row of the confusion matrix per evaluated reference step)
     - Label names of both files go through `synonyms` first (name in file -> task name).
+    - With `ignore_ends` = S > 0 s, reference steps less than S after the first time or
+      less than S before the last time of their larva's reference track are not evaluated
+      (counted in `n_at_ends`; the track ends are often unreliable).
     - Reference steps that are untagged, or whose labels are all outside the label set, are
-      ignored (counted in `n_ignored`). Predicted larvae or steps that the reference does
-      not cover are ignored too (the reference cannot judge them).
+      ignored (counted in `n_ignored`). Those outside the label set are "foreign": counted
+      in `n_foreign` and per name in `foreign_labels` (a step with two foreign names counts
+      under both), and reported by a warning (logged and in `warnings`, which
+      `format_table` prints last) suggesting `--synonyms` -- typically a 7-behaviour
+      reference (`run_large`) against a 6-behaviour tagger (`run`). They are left out of
+      every metric: a class the tagger cannot predict has no column, its F1 would be 0 by
+      construction, so it does not enter macro-F1. Predicted larvae or steps that the
+      reference does not cover are ignored too (the reference cannot judge them).
     - A reference step with several labels counts as correct if the prediction is one of
       them; its row is then that label, otherwise its first label in label-set order.
       (The same rule picks among several predicted labels.)
@@ -27,9 +46,8 @@ Metrics (sklearn-like, zero_division=0)
     labels with support > 0: a label the reference never uses has nothing to recall, so it
     is reported (its wrong predictions lower the recall of the true labels and the
     accuracy) but does not enter the mean. (sklearn's default would average it in as 0.)
-
-Label set: `labels` when given, else every name used in the reference files (declaration
-order, pairs in order), then names used only in the predictions.
+    An explicit `labels` entry that no predicted file declares stays in the mean (the user
+    asked for it) but gets a warning: the tagger cannot predict it, so its F1 is 0.
 """
 
 from __future__ import annotations
@@ -62,7 +80,10 @@ class EvaluationReport:
     per_label: name -> {"precision", "recall", "f1", "support"}. confusion: (K, K + 2) int64
     counts, rows = reference, columns = predicted. n_steps: evaluated reference steps;
     n_missing: those without a prediction; n_ignored: reference steps untagged or outside
-    the label set. files: one dict per pair (paths, n_steps, n_correct, n_missing).
+    the label set; n_foreign: those outside the label set, per name in foreign_labels;
+    n_at_ends: reference steps within ignore_ends (s) of their track's ends. files: one
+    dict per pair (paths, n_steps, n_correct, n_missing, n_foreign, n_at_ends). warnings:
+    one line each (foreign reference labels, labels the tagger cannot predict).
     """
 
     labels: list[str]
@@ -75,6 +96,11 @@ class EvaluationReport:
     columns: list[str] = field(default_factory=list)
     n_missing: int = 0
     n_ignored: int = 0
+    n_foreign: int = 0
+    foreign_labels: dict[str, int] = field(default_factory=dict)
+    n_at_ends: int = 0
+    ignore_ends: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +110,11 @@ class EvaluationReport:
             "n_steps": self.n_steps,
             "n_missing": self.n_missing,
             "n_ignored": self.n_ignored,
+            "n_foreign": self.n_foreign,
+            "foreign_labels": self.foreign_labels,
+            "ignore_ends": self.ignore_ends,
+            "n_at_ends": self.n_at_ends,
+            "warnings": self.warnings,
             "per_label": self.per_label,
             "confusion": {"rows": self.labels, "columns": self.columns, "counts": self.confusion.tolist()},
             "files": self.files,
@@ -131,26 +162,96 @@ def _match(ref_t: np.ndarray, pred_t: np.ndarray) -> np.ndarray:
     return np.where(ok, order[nearest], -1)
 
 
+def _track_files(lf) -> list[tuple[str, str]]:
+    """(track file name, lower-case sha1) of each `dependencies` entry that has a sha1."""
+    out = []
+    for dep in lf.dependencies or []:
+        sha1 = dep.get("sha1")
+        if isinstance(sha1, str) and sha1.strip():
+            out.append((str(dep.get("filename", "?")), sha1.strip().lower()))
+    return out
+
+
+def check_same_track_file(pred_path: Path, pred, ref_path: Path, ref) -> None:
+    """TrackDataError when the predicted and the reference label file name different track
+    files (sha1s in their `dependencies`, none in common); a warning naming the file when
+    one has no sha1 to compare. `pred`, `ref`: LabelFile."""
+    pred_files, ref_files = _track_files(pred), _track_files(ref)
+    for path, found, other in ((pred_path, pred_files, ref_path), (ref_path, ref_files, pred_path)):
+        if not found:
+            log.warning("%s: no track-file sha1 in its 'dependencies': cannot check that it labels "
+                        "the same track file as %s", path, other)
+    if not pred_files or not ref_files or {s for _, s in pred_files} & {s for _, s in ref_files}:
+        return
+    if {Path(n).stem for n, _ in pred_files} & {Path(n).stem for n, _ in ref_files}:
+        # e.g. X.spine vs X.outline: two files of one Choreography run, so no common sha1.
+        log.warning("%s: predicted from %s but the reference %s labels %s: cannot check that they are "
+                    "the same run", pred_path, ", ".join(n for n, _ in pred_files), ref_path,
+                    ", ".join(n for n, _ in ref_files))
+        return
+
+    def named(files):
+        return ", ".join(f"{n} (sha1 {s})" for n, s in files)
+
+    raise TrackDataError(pred_path, f"predicted from the track file {named(pred_files)}, but its reference "
+                                    f"{ref_path} labels {named(ref_files)}: not the same track file "
+                                    "(check the pairing of predicted and reference files)")
+
+
+def _synonym_hint(foreign: Sequence[str], labels: Sequence[str]) -> str:
+    """'give --synonyms run_large=run,...' for foreign names that look like a label's variant."""
+    from maggotflow.dataset import SYNONYM_PRESETS
+
+    pairs = {}
+    for name in foreign:
+        target = next((p[name] for p in SYNONYM_PRESETS.values() if p.get(name) in labels), None)
+        base = name.rsplit("_", 1)[0]  # run_large, cast_strong, ... -> run, cast
+        if target is None and base != name and base in labels:
+            target = base
+        if target is not None:
+            pairs[name] = target
+    if pairs:
+        return ("if they are the same behaviours, give --synonyms "
+                + ",".join(f"{n}={t}" for n, t in pairs.items()) + " (workflow: the synonyms config key)")
+    return ("if they are the tagger's behaviours under other names, give --synonyms NAME=LABEL,... "
+            "(workflow: the synonyms config key)")
+
+
 def evaluate(
     pairs: Sequence[tuple[str | Path, str | Path]],
     labels: Sequence[str] | None = None,
     synonyms: dict[str, str] | None = None,
+    ignore_ends: float = 0.0,
 ) -> EvaluationReport:
     """Compare (predicted .label, reference .label) pairs; see the module docstring.
 
-    Raises TrackDataError for unreadable label files, ValueError when nothing can be
-    evaluated (no reference step carries a label of the set).
+    ignore_ends: s; reference steps less than this after the first or before the last time
+    of their larva's reference track are not evaluated (0 = evaluate every step).
+    Raises TrackDataError for unreadable label files or a pair that labels different track
+    files, ValueError when nothing can be evaluated (no reference step carries a label of
+    the set).
     """
     from maggotflow.formats.label import read_label_file
 
     synonyms = dict(synonyms or {})
+    ignore_ends = float(ignore_ends)
+    if not np.isfinite(ignore_ends) or ignore_ends < 0:
+        raise ValueError(f"ignore_ends must be a number of seconds >= 0, got {ignore_ends}")
     if not pairs:
         raise ValueError("no (predicted, reference) pair of label files given")
     loaded = [(Path(p), read_label_file(p), Path(r), read_label_file(r)) for p, r in pairs]
+    for pred_path, pred, ref_path, ref in loaded:
+        check_same_track_file(pred_path, pred, ref_path, ref)
+    # The tagger's label set: what the predicted files declare (and use, e.g. secondary labels).
+    predictable: dict[str, None] = {}
+    for _, pred, _, _ in loaded:
+        predictable.update(dict.fromkeys(synonyms.get(n, n) for n in pred.names))
+        predictable.update(dict.fromkeys(_used_names(pred, synonyms)))
+    explicit = labels is not None
     if labels is None:
         names: dict[str, None] = {}
         for _, _, _, ref in loaded:
-            names.update(dict.fromkeys(_used_names(ref, synonyms)))
+            names.update(dict.fromkeys(n for n in _used_names(ref, synonyms) if n in predictable))
         for _, pred, _, _ in loaded:
             names.update(dict.fromkeys(_used_names(pred, synonyms)))
         labels = list(names)
@@ -161,18 +262,31 @@ def evaluate(
     n_labels = len(labels)
     other, missing = n_labels, n_labels + 1
     confusion = np.zeros((n_labels, n_labels + 2), dtype=np.int64)
-    files, n_ignored = [], 0
+    files, n_ignored, n_foreign, n_at_ends = [], 0, 0, 0
+    foreign_labels: dict[str, int] = {}
 
     for pred_path, pred, ref_path, ref in loaded:
         before = confusion.copy()
-        ignored_here = 0
+        ignored_here = foreign_here = ends_here = 0
         absent = []
         for larva, (ref_t, ref_steps) in ref.tracks.items():
+            ref_t = np.asarray(ref_t, dtype=np.float64)
             ref_values, ref_codes = _step_codes(ref_steps)
-            ref_in, _ = _masks(ref_values, index, synonyms)
+            ref_in, ref_out = _masks(ref_values, index, synonyms)
             in_set = ref_in[ref_codes]  # (n, K)
-            evaluated = in_set.any(axis=1)
-            ignored_here += int((~evaluated).sum())
+            kept = np.ones(ref_t.size, dtype=bool)
+            if ignore_ends > 0 and ref_t.size:
+                slack = 1e-6  # s; a step exactly ignore_ends from an end is kept despite rounding
+                kept = (ref_t - ref_t.min() >= ignore_ends - slack) & (ref_t.max() - ref_t >= ignore_ends - slack)
+                ends_here += int((~kept).sum())
+            evaluated = in_set.any(axis=1) & kept
+            ignored_here += int((kept & ~evaluated).sum())
+            foreign = ref_out[ref_codes] & kept & ~evaluated
+            if foreign.any():
+                foreign_here += int(foreign.sum())
+                for code, count in enumerate(np.bincount(ref_codes[foreign], minlength=len(ref_values))):
+                    for name in dict.fromkeys(synonyms.get(n, n) for n in ref_values[code]) if count else ():
+                        foreign_labels[name] = foreign_labels.get(name, 0) + int(count)
             if not evaluated.any():
                 continue
             in_set = in_set[evaluated]
@@ -185,7 +299,7 @@ def evaluate(
                 pred_t, pred_steps = entry
                 pred_values, pred_codes = _step_codes(pred_steps)
                 pred_in, pred_out = _masks(pred_values, index, synonyms)
-                j = _match(np.asarray(ref_t, dtype=np.float64)[evaluated], np.asarray(pred_t, dtype=np.float64))
+                j = _match(ref_t[evaluated], np.asarray(pred_t, dtype=np.float64))
                 found = j >= 0
                 p_in = np.zeros_like(in_set)
                 p_in[found] = pred_in[pred_codes[j[found]]]
@@ -202,13 +316,35 @@ def evaluate(
                         len(absent), ref_path.name, ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
         here = confusion - before
         n_ignored += ignored_here
+        n_foreign += foreign_here
+        n_at_ends += ends_here
         files.append({"predicted": str(pred_path), "reference": str(ref_path), "n_steps": int(here.sum()),
-                      "n_correct": int(np.trace(here[:, :n_labels])), "n_missing": int(here[:, missing].sum())})
+                      "n_correct": int(np.trace(here[:, :n_labels])), "n_missing": int(here[:, missing].sum()),
+                      "n_foreign": foreign_here, "n_at_ends": ends_here})
 
     n_steps = int(confusion.sum())
+    foreign_labels = dict(sorted(foreign_labels.items(), key=lambda item: -item[1]))
+    outside = (f"outside the label set ({', '.join(labels)})" if explicit
+               else f"the tagger does not predict (its labels: {', '.join(predictable) or 'none'})")
+    foreign_text = ", ".join(f"{n}: {c}" for n, c in foreign_labels.items())
+    hint = _synonym_hint(list(foreign_labels), labels) + (" or add them to the labels" if explicit else "")
     if n_steps == 0:
+        if foreign_labels:
+            raise ValueError(f"no reference time step can be evaluated: the reference's labels ({foreign_text} "
+                             f"step(s)) are all labels {outside}; {hint}")
         raise ValueError(f"no reference time step carries any of the labels {', '.join(labels) or '(none)'} "
                          "(check --labels and --synonyms)")
+    warnings = []
+    if foreign_labels:
+        warnings.append(f"{n_foreign} of {n_steps + n_foreign} labelled reference step(s) carry only labels "
+                        f"{outside}: {foreign_text}; they are left out of the evaluation and of macro-F1; {hint}")
+    if explicit:
+        unpredictable = [n for n in labels if n not in predictable]
+        if unpredictable:
+            warnings.append(f"label(s) {', '.join(unpredictable)} are not declared by the predicted files: the "
+                            "tagger cannot predict them, so their F1 is 0 and lowers macro-F1")
+    for message in warnings:
+        log.warning("%s", message)
     per_label, f1s = {}, []
     for k, name in enumerate(labels):
         tp = int(confusion[k, k])
@@ -231,19 +367,43 @@ def evaluate(
         columns=labels + [OTHER, MISSING],
         n_missing=int(confusion[:, missing].sum()),
         n_ignored=n_ignored,
+        n_foreign=n_foreign,
+        foreign_labels=foreign_labels,
+        n_at_ends=n_at_ends,
+        ignore_ends=ignore_ends,
+        warnings=warnings,
     )
 
 
+def format_confusion(report: EvaluationReport) -> str:
+    """The confusion matrix as aligned text: rows = reference, columns = predicted counts.
+    (other)/(missing) are shown only when they hold something (as in confusion.png)."""
+    n_labels = len(report.labels)
+    keep = list(range(n_labels)) + [c for c in (n_labels, n_labels + 1) if report.confusion[:, c].any()]
+    corner = "reference \\ predicted"
+    first = max([len(corner)] + [len(n) for n in report.labels])
+    widths = [max(len(report.columns[c]), len(str(int(report.confusion[:, c].max(initial=0))))) for c in keep]
+    lines = [f"{corner:<{first}}" + "".join(f"  {report.columns[c]:>{w}}" for c, w in zip(keep, widths))]
+    for k, name in enumerate(report.labels):
+        lines.append(f"{name:<{first}}" + "".join(f"  {report.confusion[k, c]:>{w}d}" for c, w in zip(keep, widths)))
+    return "\n".join(lines)
+
+
 def format_table(report: EvaluationReport) -> str:
-    """Plain-text table: label, precision, recall, F1, support; then macro-F1 and accuracy."""
+    """Plain-text report: label, precision, recall, F1, support; macro-F1 and accuracy; the
+    confusion matrix; then the warnings (one 'warning: ...' line each)."""
     width = max([len("label")] + [len(n) for n in report.labels])
     lines = [f"{'label':<{width}}  precision  recall      F1  support"]
     for name in report.labels:
         m = report.per_label[name]
         lines.append(f"{name:<{width}}  {m['precision']:>9.3f}  {m['recall']:>6.3f}  {m['f1']:>6.3f}  {m['support']:>7d}")
+    ends = (f", {report.n_at_ends} within {report.ignore_ends:g} s of a track end not evaluated"
+            if report.ignore_ends > 0 else "")
     lines.append(f"macro-F1 {report.macro_f1:.3f}   accuracy {report.accuracy:.3f}   "
                  f"({report.n_steps} steps, {report.n_missing} without prediction, "
-                 f"{report.n_ignored} ignored: untagged in the reference or outside the label set)")
+                 f"{report.n_ignored} ignored: untagged in the reference or outside the label set{ends})")
+    lines += ["", "confusion matrix (counts of reference steps)", format_confusion(report)]
+    lines += [f"warning: {message}" for message in report.warnings]
     return "\n".join(lines)
 
 
@@ -342,6 +502,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="comma-separated labels to evaluate (default: all found)")
     parser.add_argument("--synonyms", action="append",
                         help="name_in_file=task_name pairs or a preset (see `maggotflow dataset --help`)")
+    parser.add_argument("--ignore-ends", type=float, default=0.0, metavar="S",
+                        help="do not evaluate reference steps within S seconds of their track's first or "
+                             "last time (default 0)")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -363,7 +526,8 @@ def run_command(args: argparse.Namespace) -> int:
             if not args.predicted_dir or not args.reference_dir:
                 raise ValueError("--predicted-dir and --reference-dir go together")
             pairs = pair_directories(args.predicted_dir, args.reference_dir)
-        report = evaluate(pairs, labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms))
+        report = evaluate(pairs, labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms),
+                          ignore_ends=args.ignore_ends)
     except TrackDataError:
         raise  # printed by the CLI
     except ValueError as err:
