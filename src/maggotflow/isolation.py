@@ -5,7 +5,10 @@ and nothing is shared between files (no common `data/` folder). The layout is co
 (all larvae of the file concatenated, `offsets` delimit them), see docs/architecture.md:
 
     / attrs: format_version, source_path, source_name, sha1, format, metadata (JSON),
-             label_source ("" when unlabelled)
+             label_source ("" when unlabelled); when the reader decided the head/tail
+             orientation also spine_order, spine_order_decided_by (str),
+             spine_order_forward_fraction (float, NaN when undefined),
+             spine_order_moving_steps (int), copies of the same metadata keys
     /tracks/ids (L,) str   /tracks/offsets (L+1,) int64   /tracks/t (R,) float64
     /tracks/spine (R, k, 2) float64 mm tail->head   /tracks/outline (R, m, 2) float32 (opt.)
     /labels/names (C,) str   /labels/matrix (R, C) bool   (optional)
@@ -25,7 +28,7 @@ import h5py
 import numpy as np
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import ReadOptions, read_run
+from maggotflow.formats import SPINE_ORDERS, ReadOptions, check_regular_file, read_run
 from maggotflow.tracks import Run, Track, TrackDataError, label_matrix, labels_from_matrix
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
             f.attrs["format"] = run.format or ""
             f.attrs["metadata"] = json.dumps(run.metadata, sort_keys=False, default=str)
             f.attrs["label_source"] = label_source
+            _orientation_attrs(f, run.metadata)
             g = f.create_group("tracks")
             _dataset(g, "ids", np.array([tr.id for tr in tracks], dtype=object), dtype=_STR)
             _dataset(g, "offsets", offsets)
@@ -94,6 +98,18 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
                 rows = [tr.labels if tr.labels is not None else [()] * tr.n_steps for tr in tracks]
                 matrix = np.concatenate([label_matrix(r, names) for r in rows]) if rows else np.zeros((0, len(names)), bool)
                 _dataset(lg, "matrix", matrix)
+
+
+def _orientation_attrs(f: h5py.File, metadata: dict) -> None:
+    """The reader's head/tail decision as explicit attributes (also in `metadata`)."""
+    if "spine_order_decided_by" not in metadata:
+        return  # a Run built in code: nothing was decided
+    for key in ("spine_order", "spine_order_decided_by"):
+        if metadata.get(key) is not None:
+            f.attrs[key] = str(metadata[key])
+    fraction = metadata.get("spine_order_forward_fraction")
+    f.attrs["spine_order_forward_fraction"] = np.float64("nan" if fraction is None else fraction)
+    f.attrs["spine_order_moving_steps"] = np.int64(metadata.get("spine_order_moving_steps") or 0)
 
 
 def _dataset(group: h5py.Group, name: str, data: np.ndarray, dtype=None) -> None:
@@ -122,6 +138,7 @@ def read_isolated(path: str | Path, with_outline: bool = False) -> Run:
     and `run.format` as recorded at isolation.
     """
     path = Path(path)
+    check_regular_file(path)  # before any open: a FIFO would block forever
     try:
         f = h5py.File(path, "r")
     except (OSError, FileNotFoundError) as err:
@@ -174,8 +191,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", dest="label_path", help="LarvaTagger .label file with this file's labels")
     parser.add_argument("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
     parser.add_argument("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
-    parser.add_argument("--spine-order", choices=["head_first", "tail_first"], default="head_first",
-                        help="point order in .spine/.outline files (default head_first)")
+    parser.add_argument("--spine-order", choices=list(SPINE_ORDERS), default="auto",
+                        help="point order in .spine/.outline files: auto (default: decided per file from the "
+                             "larvae's motion, head_first when it cannot tell), head_first or tail_first")
     parser.add_argument("--min-steps", type=int, default=2, help="skip larvae with fewer steps (default 2)")
     parser.add_argument("--no-sha1-check", action="store_true",
                         help="accept a label file made for another version of the track file")

@@ -4,12 +4,21 @@ Supported: Choreography `.spine` (+ `.outline`), Janelia `trx.mat` (MATLAB v7.3)
 `.csv`, and LarvaTagger `.label` (labels, not tracks). The format is chosen from the
 extension and confirmed from the first bytes, so a renamed or foreign file fails with one
 clear message instead of a parser traceback.
+
+Only regular files are read: a FIFO, device or socket is refused before it is opened (opening
+a FIFO would wait forever for a writer). gzip-compressed files (magic bytes 1f 8b, whatever
+their name) are refused with a message that says to decompress them: reading them
+transparently would hide from the user which bytes were tagged (the `.label` file's sha1
+names the track file as given).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +28,8 @@ log = logging.getLogger(__name__)
 
 TRACK_FORMATS = ("spine", "trx", "fimtrack")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+GZIP_MAGIC = b"\x1f\x8b"
+SPINE_ORDERS = ("auto", "head_first", "tail_first")
 _SPINE_START = re.compile(rb"^\s*[0-9]{8}_[0-9]{6}\s+[0-9]")
 _LABEL_START = re.compile(rb'^\s*\{\s*"metadata"\s*:\s*\{\s*"id"')
 
@@ -30,15 +41,18 @@ class ReadOptions:
     framerate: FIMTrack only, frames per second (the csv has no times). Default 30 Hz.
     pixelsize_um: FIMTrack only, micrometres per pixel. None means 1 px = 1 unit (a warning
         is logged: segment normalisation is scale-free, so tagging still works).
-    spine_order: order of points in `.spine`/`.outline` files, "head_first" or "tail_first"
-        (FIMTrack names head and tail itself; trx.mat is oriented by its x_head/x_tail).
+    spine_order: order of points in `.spine`/`.outline` files: "auto" (default: decided per
+        file from the larvae's motion, see `maggotflow.orientation`; weak evidence falls back
+        to head_first with a warning), or forced "head_first" / "tail_first" (a warning when
+        the motion decisively contradicts it). FIMTrack names head and tail itself and trx.mat
+        is oriented by its x_head/x_tail; for those the motion is only checked (warning).
     min_steps: larvae with fewer time steps are skipped with a warning (a one-frame larva
         carries no motion to tag).
     """
 
     framerate: float = 30.0
     pixelsize_um: float | None = None
-    spine_order: str = "head_first"
+    spine_order: str = "auto"
     min_steps: int = 2
 
     def __post_init__(self) -> None:
@@ -46,11 +60,66 @@ class ReadOptions:
             raise ValueError(f"framerate must be > 0 Hz, got {self.framerate}")
         if self.pixelsize_um is not None and not self.pixelsize_um > 0:
             raise ValueError(f"pixelsize_um must be > 0, got {self.pixelsize_um}")
-        if self.spine_order not in ("head_first", "tail_first"):
-            raise ValueError(f"spine_order must be head_first or tail_first, got {self.spine_order!r}")
+        if self.spine_order not in SPINE_ORDERS:
+            raise ValueError(f"spine_order must be auto, head_first or tail_first, got {self.spine_order!r}")
+
+
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+)
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Raise TrackDataError unless `path` is a regular file (symlinks followed).
+
+    Called before every open of an input file: opening a FIFO blocks until someone writes.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise TrackDataError(path, "file not found") from None
+    except OSError as err:
+        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise TrackDataError(path, "is a directory, not a track file")
+    for test, problem in _NOT_REGULAR:
+        if test(mode):
+            raise TrackDataError(path, problem)
+    if not stat.S_ISREG(mode):
+        raise TrackDataError(path, "is not a regular file")
+
+
+def check_not_gzip(path: str | Path, head: bytes) -> None:
+    """Raise TrackDataError when `head` (the file's first bytes) is gzip data."""
+    if head[:2] == GZIP_MAGIC:
+        name = Path(path).name
+        if name.lower().endswith(".gz"):
+            how = f"gunzip {shlex.quote(name)}"
+        else:
+            how = f"mv {shlex.quote(name)} {shlex.quote(name + '.gz')} && gunzip {shlex.quote(name + '.gz')}"
+        raise TrackDataError(path, f"is gzip-compressed; decompress it first ({how})")
+
+
+def read_input_bytes(path: str | Path) -> bytes:
+    """All bytes of a text track file, after the regular-file and gzip checks."""
+    check_regular_file(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TrackDataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise TrackDataError(path, "is a directory, not a track file") from None
+    except OSError as err:
+        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+    check_not_gzip(path, data[:2])
+    return data
 
 
 def _head(path: Path, n: int = 512) -> bytes:
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             return f.read(n)
@@ -72,7 +141,10 @@ def detect_format(path: str | Path) -> str:
     head = _head(path)
     if not head.strip():
         raise TrackDataError(path, "is empty")
+    check_not_gzip(path, head)
     suffix = path.suffix.lower()
+    if suffix == ".gz":
+        raise TrackDataError(path, "is named .gz but is not gzip-compressed: rename it without .gz")
     if suffix in (".spine", ".outline"):
         if _SPINE_START.match(head):
             return suffix[1:]
@@ -100,6 +172,7 @@ def detect_format(path: str | Path) -> str:
 
 
 def _has_hdf5_signature_at_512(path: Path) -> bool:
+    check_regular_file(path)
     with open(path, "rb") as f:
         f.seek(512)
         return f.read(8) == HDF5_SIGNATURE

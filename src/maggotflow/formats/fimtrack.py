@@ -11,7 +11,12 @@ Layout::
     tail_x(0),...  tail_y(0),...  mom_x, mom_y, radius_i, is_coiled, go_phase, left_bended, ...
 
 The spine is head, spinepoint_1..N, tail (FIMTrack names the ends, so no order option is
-needed; `ReadOptions.spine_order` does not apply). Coordinates are pixels and the file has
+needed; `ReadOptions.spine_order` does not apply). The larvae's motion is still checked
+(`maggotflow.orientation.check_named_head`): a warning names the file and the figure when
+they move decisively backwards (head and tail swapped by the tracker); metadata records
+spine_order ("head_first", as the file is laid out), spine_order_decided_by and the figures.
+Impossible values (beyond 1e5 px, or one-frame jumps of many body lengths) are bridged by
+`maggotflow.plausibility` (warning naming file, frame, line and larva). Coordinates are pixels and the file has
 no times: `ReadOptions.framerate` (Hz) and `ReadOptions.pixelsize_um` (um per pixel) give
 t = frame / framerate (s) and mm = px * pixelsize_um / 1000. A larva missing in some frames
 gets a track with a gap (those frames are absent). Features other than the spine are ignored
@@ -31,8 +36,10 @@ import numpy as np
 import pandas as pd
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import ReadOptions
+from maggotflow.formats import ReadOptions, read_input_bytes
 from maggotflow.formats.spine import scan_text_lines, warn_skipped_larvae
+from maggotflow.orientation import check_named_head
+from maggotflow.plausibility import MAX_ABS_COORDINATE, bridge_implausible_frames
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
 
 log = logging.getLogger(__name__)
@@ -43,17 +50,6 @@ _SPINEPOINT = re.compile(r"spinepoint_([0-9]+)_([xy])")
 _DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
 # Frame times written by write_fimtrack must sit on the frame grid within this fraction of a frame.
 GRID_TOLERANCE = 0.01
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TrackDataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise TrackDataError(path, "is a directory, not a track file") from None
-    except OSError as err:
-        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
 
 
 def _parse_header(path: Path, first_line: bytes) -> tuple[list[str], bool]:
@@ -141,7 +137,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     """
     path = Path(path)
     options = options or ReadOptions()
-    data = _read_bytes(path)
+    data = read_input_bytes(path)
     if not data.strip():
         raise TrackDataError(path, "is empty")
     first_line = data.split(b"\n", 1)[0]
@@ -215,6 +211,8 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     n_frames = int(frame.max()) + 1
     block = np.full((len(spine_features), n_frames, len(larva_ids)), np.nan)
     block[codes, frame] = values
+    line_of = np.zeros((len(spine_features), n_frames), dtype=np.int64)  # for messages
+    line_of[codes, frame] = wanted_lines
     finite = np.isfinite(block)
     present = finite.all(axis=0)  # (frame, larva): the whole spine is known
     partial = finite.any(axis=0) & ~present
@@ -238,20 +236,33 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
         if frames.size < options.min_steps:
             skipped.append((larva, int(frames.size)))
             continue
-        # (features, n) -> (n, k, 2), head first in the file -> tail first in maggotflow
-        spine = block[:, frames, j].T.reshape(-1, k, 2)[:, ::-1] * scale
+        # (features, n) -> (n, k, 2), head first in the file; checked in pixels (file units)
+        raw = block[:, frames, j]
+        spine, _ = bridge_implausible_frames(
+            path, larva, frames / options.framerate, raw.T.reshape(-1, k, 2),
+            where=lambda i, raw=raw, frames=frames: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
+        )
+        spine = spine[:, ::-1] * scale  # head first in the file -> tail first in maggotflow
         try:
             tracks.append(Track(larva, frames / options.framerate, np.ascontiguousarray(spine)))
         except TrackDataError as err:
             raise err.with_path(path) from None
     warn_skipped_larvae(log, path, skipped, options.min_steps)
+    orientation = check_named_head(path, [(tr.t, tr.spine) for tr in tracks], "file", "the file's head/tail rows")
     return Run(
-        metadata=_run_metadata(path),
+        metadata={**_run_metadata(path), "spine_order": "head_first", **orientation},
         tracks=tracks,
         source=path,
         format="fimtrack",
         sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path)
     )
+
+
+def _where(cells: np.ndarray, lines: np.ndarray, frame: int) -> str:
+    """'frame 17 (line 123)': the line of the first impossible cell, else of the head_x row."""
+    with np.errstate(invalid="ignore"):
+        beyond = np.flatnonzero(np.abs(cells) > MAX_ABS_COORDINATE)
+    return f"frame {frame} (line {lines[beyond[0] if beyond.size else 0]})"
 
 
 def write_fimtrack(

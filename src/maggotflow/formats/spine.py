@@ -8,9 +8,19 @@ i.e. date_time (`YYYYMMDD_HHMMSS`), larva id (whole number), time (s), then k po
 All lines of a `.spine` file have the same k. The `.outline` file with the same stem has
 the same layout with a contour whose number of points may change from line to line.
 
-Point order: whether a `.spine` line lists the head or the tail first is a tracker setting,
-so it is an option (`ReadOptions.spine_order`, default "head_first"); inside maggotflow
-spines are tail -> head. Outlines are closed contours and are kept in file order.
+Point order: whether a `.spine` line lists the head or the tail first is a tracker setting
+that the file does not record. `ReadOptions.spine_order` "auto" (default) decides it per file
+from the larvae's motion (they crawl forward most of the time; `maggotflow.orientation`):
+decisive evidence picks the order, weak evidence (still larvae, too little motion) falls
+back to head first, the documented convention, with a warning naming the file and the
+figure. "head_first" / "tail_first" force the order (a warning when the motion decisively
+contradicts it). The order used and the figure go to `run.metadata` (`spine_order`,
+`spine_order_decided_by`, `spine_order_forward_fraction`, `spine_order_moving_steps`), so
+they reach the intermediate and every predicted `.label` file. Inside maggotflow spines are
+tail -> head. Outlines are closed contours and are kept in file order.
+
+Impossible values (beyond 1e5 mm, or a one-frame jump of many body lengths) are bridged
+like dropped frames by `maggotflow.plausibility` (warning naming file, line and larva).
 
 Reading is vectorised (numpy + the pandas C parser): the file is scanned once as bytes to
 count the values on every line, which gives exact line numbers for error messages, then
@@ -32,7 +42,9 @@ import numpy as np
 import pandas as pd
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import ReadOptions
+from maggotflow.formats import ReadOptions, check_regular_file, read_input_bytes
+from maggotflow.orientation import decide_spine_order
+from maggotflow.plausibility import bridge_implausible_frames
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
 
 log = logging.getLogger(__name__)
@@ -56,17 +68,6 @@ class _Table:
     coords: np.ndarray  # (R, C) mm, NaN beyond each line's own values
     counts: np.ndarray  # (R,) number of values on the line (date_time and id included)
     lines: np.ndarray  # (R,) 1-based line numbers in the file
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TrackDataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise TrackDataError(path, "is a directory, not a track file") from None
-    except OSError as err:
-        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
 
 
 # Bytes scanned per block: bounds the scan's memory on 100 MB files.
@@ -268,7 +269,7 @@ def _read_outlines(
     outline_path: Path, spine_path: Path, spine: _Table, spine_groups: list[tuple[int, np.ndarray]], wanted: set[int]
 ) -> dict[int, np.ndarray]:
     """Outlines (n, m, 2) mm, NaN-padded, for the larvae in `wanted`, checked against the spine."""
-    table = _parse_table(outline_path, _read_bytes(outline_path), "outline")
+    table = _parse_table(outline_path, read_input_bytes(outline_path), "outline")
     groups = dict(_group_by_larva(outline_path, table))
     spine_rows = dict(spine_groups)
     extra = sorted(set(groups) - set(spine_rows))
@@ -322,16 +323,18 @@ def _run_metadata(path: Path, first_date_time: str) -> dict:
 def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     """Read a Choreography `.spine` file (and its sibling `.outline` when present).
 
-    In: path to `<stem>.spine`; `options.spine_order` gives the point order in the file,
-    `options.min_steps` the fewest time steps a larva needs to be kept.
+    In: path to `<stem>.spine`; `options.spine_order` gives the point order in the file
+    ("auto": decided from the larvae's motion), `options.min_steps` the fewest time steps a
+    larva needs to be kept.
     Out: a Run with one Track per larva (sorted by id): t (s), spine (n, k, 2) mm tail -> head,
     outline (n, m, 2) mm NaN-padded when `<stem>.outline` exists. Metadata: id (= date_time),
-    tracker/genotype/effector/protocol from the `@`-separated name, date_time, filename.
-    Raises TrackDataError naming the file and line for malformed content.
+    tracker/genotype/effector/protocol from the `@`-separated name, date_time, filename, then
+    spine_order, spine_order_decided_by, spine_order_forward_fraction, spine_order_moving_steps.
+    Impossible frames are bridged (warning). Raises TrackDataError naming the file and line for malformed content.
     """
     path = Path(path)
     options = options or ReadOptions()
-    data = _read_bytes(path)
+    data = read_input_bytes(path)
     table = _parse_table(path, data, "spine")
     k = int((table.counts[0] - 3) // 2)
     groups = _group_by_larva(path, table)
@@ -342,29 +345,35 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
 
     outline_path = path.with_suffix(".outline")
     outlines = None
-    if outline_path.is_file():
+    if outline_path.exists():  # exists, not is_file: a FIFO .outline must be refused, not skipped
+        check_regular_file(outline_path)
         outlines = _read_outlines(outline_path, path, table, groups, {larva for larva, _ in kept})
 
-    tracks = []
+    # File order, impossible frames bridged (line numbers name them), before orientation.
+    larvae = []
     for larva, rows in kept:
-        spine = table.coords[rows, : 2 * k].reshape(-1, k, 2)
-        if options.spine_order == "head_first":
+        lines = table.lines[rows]
+        spine, outline = bridge_implausible_frames(
+            path, str(larva), table.t[rows], table.coords[rows, : 2 * k].reshape(-1, k, 2),
+            None if outlines is None else outlines[larva], where=lambda i, lines=lines: f"line {lines[i]}",
+        )
+        larvae.append((larva, rows, spine, outline))
+    order, orientation = decide_spine_order(
+        path, [(table.t[rows], spine) for _, rows, spine, _ in larvae], options.spine_order
+    )
+
+    tracks = []
+    for larva, rows, spine, outline in larvae:
+        if order == "head_first":
             spine = spine[:, ::-1]
         try:
-            tracks.append(
-                Track(
-                    str(larva),
-                    table.t[rows],
-                    np.ascontiguousarray(spine),
-                    outline=None if outlines is None else outlines[larva],
-                )
-            )
+            tracks.append(Track(str(larva), table.t[rows], np.ascontiguousarray(spine), outline=outline))
         except TrackDataError as err:
             raise err.with_path(path) from None
     if not tracks:
         log.warning("%s: no larva has at least %d time steps", path, options.min_steps)
     return Run(
-        metadata=_run_metadata(path, str(table.date_time[0])),
+        metadata={**_run_metadata(path, str(table.date_time[0])), **orientation},
         tracks=tracks,
         source=path,
         format="spine",

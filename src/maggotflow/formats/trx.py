@@ -15,12 +15,19 @@ Layout (as h5py sees a file saved by MATLAB with `save('-v7.3')`):
   (mm, used to find which end of the spine is the head) and the per-frame behaviour flags
   in `TRX_BEHAVIOUR_FLAGS` (1 = active; 0 or -1 = not active).
 
+Impossible values (beyond 1e5 mm, one-frame jumps of many body lengths) are bridged by
+`maggotflow.plausibility` (warning naming file, larva and frame index, 0-based).
+
 Spine order: maggotflow spines are tail -> head. Which end of the Janelia `x_spine` is the
 head is not documented, so the reader measures it: for every larva with `x_head`/`x_tail`,
 the spine end closer to the head over all frames is the head. Larvae without those fields
 follow the majority of the file's decided larvae; if no larva can be decided, the spine is
 assumed head-first (a warning says so). The writer writes head-first and writes consistent
-`x_head`/`x_tail`, so its files read back unambiguously.
+`x_head`/`x_tail`, so its files read back unambiguously. The larvae's motion is then checked
+(`maggotflow.orientation.check_named_head`): when they move decisively backwards relative to
+the head so found, a warning names the file and the figure (the file's head is kept).
+Metadata: spine_order (of x_spine: head_first, tail_first or mixed), spine_order_decided_by
+("file" from x_head/x_tail, "convention" without them) and the motion figures.
 
 Identity comes from the path, `<tracker>/<genotype>@<effector>/<protocol>/<date_time>/trx.mat`:
 the directories are used when the last one looks like a date_time (YYYYMMDD_HHMMSS) and the
@@ -40,7 +47,9 @@ import h5py
 import numpy as np
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, file_sha1
+from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, check_not_gzip, check_regular_file, file_sha1
+from maggotflow.orientation import check_named_head
+from maggotflow.plausibility import bridge_implausible_frames
 from maggotflow.tracks import LabelStep, Run, Track, TrackDataError, check_unique_ids
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,9 @@ def read_trx(path: str | Path, options: ReadOptions | None = None) -> Run:
     """
     path = Path(path)
     options = options or ReadOptions()
+    check_regular_file(path)  # before any open: h5py would wait forever on a FIFO
+    with open(path, "rb") as f:
+        check_not_gzip(path, f.read(2))
     try:
         h5 = h5py.File(path, "r")
     except FileNotFoundError:
@@ -88,14 +100,14 @@ def read_trx(path: str | Path, options: ReadOptions | None = None) -> Run:
         ) from None
     with h5:
         try:
-            tracks = _read_tracks(h5, path, options)
+            tracks, orientation = _read_tracks(h5, path, options)
         except TrackDataError as err:
             raise (err if err.path else err.with_path(path)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
             # h5py reports damaged objects (cut files, broken references) with these.
             raise TrackDataError(path, f"is truncated or corrupt ({_one_line(err)})") from err
     return Run(
-        metadata=trx_metadata_from_path(path),
+        metadata={**trx_metadata_from_path(path), **orientation},
         tracks=tracks,
         source=path,
         format="trx",
@@ -188,7 +200,10 @@ class _StructArray:
         return np.asarray(obj[()], dtype=np.float64)
 
 
-def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> list[Track]:
+def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> tuple[list[Track], dict[str, Any]]:
+    """The tracks (tail -> head) and the orientation metadata (spine_order: how x_spine is
+    ordered, "mixed" when larvae differ; spine_order_decided_by: "file" or "convention";
+    the motion figures)."""
     group = h5.get("trx")
     if not isinstance(group, h5py.Group):
         raise TrackDataError(path, "has no 'trx' struct (not a Janelia trx.mat)")
@@ -264,6 +279,13 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> list[Track]
                     larva["outline"] = np.stack([xc, yc], axis=-1)
                 except TrackDataError as err:
                     unusable.setdefault("x_contour", err.problem)
+        t = larva["t"]
+        larva["spine"], outline = bridge_implausible_frames(
+            path, larva["id"], t, larva["spine"], larva.get("outline"),
+            where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
+        )
+        if has_outline:
+            larva["outline"] = outline
         larva["head_first"] = _spine_is_head_first(larva)
 
     for field, problem in unusable.items():
@@ -298,7 +320,15 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> list[Track]
             )
         except TrackDataError as err:
             raise err.with_path(path) from None
-    return tracks
+    orders = {larva["head_first"] if larva["head_first"] is not None else default_head_first for larva in larvae}
+    orientation = {
+        "spine_order": "mixed" if len(orders) > 1 else "tail_first" if orders == {False} else "head_first",
+        **check_named_head(
+            path, [(tr.t, tr.spine) for tr in tracks], "file" if decided else "convention",
+            "x_head/x_tail" if decided else "the head-first convention (no x_head/x_tail)",
+        ),
+    }
+    return tracks, orientation
 
 
 def _larva_id(trx: _StructArray, i: int) -> str:
@@ -390,6 +420,11 @@ def _spine_is_head_first(larva: dict[str, Any]) -> bool | None:
     Compares, over all frames, the distance of each spine end to `x_head/y_head` and
     `x_tail/y_tail` (whichever of the two is in the file).
     """
+    with np.errstate(all="ignore"):  # huge x_head values overflow when squared; they just lose
+        return _head_first_vote(larva)
+
+
+def _head_first_vote(larva: dict[str, Any]) -> bool | None:
     spine = larva["spine"]
     n = spine.shape[0]
     first, last = spine[:, 0], spine[:, -1]

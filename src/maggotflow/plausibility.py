@@ -1,0 +1,122 @@
+"""Physically impossible frames: found, bridged like dropped frames, or refused (all readers).
+
+A frame of a larva is *implausible* when
+
+- a spine or outline value is beyond `MAX_ABS_COORDINATE` in the file's own units (mm, or
+  pixels for FIMTrack): no arena or camera is that large (1e5 mm = 100 m; 1e5 px is ten
+  times the widest sensor), so the value is a corrupted number (e.g. 1e300); or
+- a spine point lies more than `MAX_JUMP_BODY_LENGTHS` median body lengths from the body
+  centre expected at that frame (the running median, over `JUMP_WINDOW` frames, of the
+  centre of the larva's other frames): the larva jumped there in one frame and came back.
+  A crawling larva covers about 0.3 body lengths per second, so this never fires on real
+  motion, not even across gaps of several seconds; a lasting jump (identity switch) moves
+  the running median with it and is not flagged.
+
+Recovery: the time step is kept (every time step of the track file still gets a label, and
+times still match the track's `.label` file), its spine is replaced by linear interpolation
+in time between the nearest plausible frames (the nearest one at the track ends), its outline
+by the nearest plausible frame's outline (contour points are not matched between frames, so
+they cannot be interpolated). One warning per larva names the file, the larva and the line
+(text formats) or frame. When more than `MAX_IMPLAUSIBLE_FRACTION` of a larva's frames are
+implausible the track is not data: TrackDataError naming the file and larva.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from maggotflow.tracks import TrackDataError
+
+log = logging.getLogger(__name__)
+
+MAX_ABS_COORDINATE = 1e5  # file units (mm, or FIMTrack pixels)
+MAX_JUMP_BODY_LENGTHS = 5.0
+JUMP_WINDOW = 7  # frames of the running median: up to 3 consecutive bad frames are found
+MAX_IMPLAUSIBLE_FRACTION = 0.2
+_SHOWN = 5  # frames listed in a warning
+
+
+def bridge_implausible_frames(
+    path: str | Path,
+    larva: str,
+    t: np.ndarray,
+    spine: np.ndarray,
+    outline: np.ndarray | None = None,
+    where: Callable[[int], str] = lambda i: f"frame {i}",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Find and bridge a larva's implausible frames (see module doc).
+
+    In: t (n,) s, spine (n, k, 2) and outline (n, m, 2) NaN-padded, both in the file's own
+    units and any point order; `where(i)` names frame i for messages ("line 17", "frame 3").
+    Out: (spine, outline), new arrays when a frame was bridged, else the inputs unchanged.
+    Raises TrackDataError when more than MAX_IMPLAUSIBLE_FRACTION of the frames are bad.
+    """
+    n = spine.shape[0]
+    if n == 0:
+        return spine, outline
+    with np.errstate(all="ignore"):  # 1e300 squared overflows: that is what we are looking for
+        # Non-finite values are not ours to mend: the Track check refuses them, naming the time.
+        finite = np.isfinite(spine).all(axis=(1, 2))
+        peak = np.where(np.isfinite(spine), np.abs(spine), 0.0).max(axis=(1, 2))
+        if outline is not None and outline.shape[1]:
+            # NaN padding counts as 0 (np.nanmax would warn on an all-NaN frame)
+            peak = np.maximum(peak, np.where(np.isfinite(outline), np.abs(outline), 0.0).max(axis=(1, 2)))
+        absurd = ~(peak <= MAX_ABS_COORDINATE)
+        jump = np.zeros(n, dtype=bool)
+        jump_size = np.zeros(n)
+        good = np.flatnonzero(~absurd & finite)
+        if good.size >= 3:
+            s = spine[good]
+            lengths = np.sqrt((np.diff(s, axis=1) ** 2).sum(axis=2)).sum(axis=1)
+            body = float(np.median(lengths))
+            if body > 0:
+                centre = s.mean(axis=1)
+                half = JUMP_WINDOW // 2
+                padded = np.pad(centre, ((half, half), (0, 0)), mode="edge")
+                expected = np.median(np.lib.stride_tricks.sliding_window_view(padded, JUMP_WINDOW, axis=0), axis=-1)
+                reach = np.sqrt(((s - expected[:, None, :]) ** 2).sum(axis=2)).max(axis=1) / body
+                jump[good] = reach > MAX_JUMP_BODY_LENGTHS
+                jump_size[good] = reach
+    bad = absurd | jump
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return spine, outline
+    first = int(np.argmax(bad))
+    if n_bad > MAX_IMPLAUSIBLE_FRACTION * n or n_bad == n:
+        raise TrackDataError(
+            path,
+            f"larva {larva}: {n_bad} of {n} frames ({100 * n_bad / n:.0f}%) have impossible coordinates "
+            f"(first at {where(first)}); more than {100 * MAX_IMPLAUSIBLE_FRACTION:.0f}% is corrupt data, not a track",
+        )
+
+    ok = np.flatnonzero(~bad)
+    spine = spine.copy()
+    flat = spine.reshape(n, -1)
+    for c in range(flat.shape[1]):  # k * 2 columns: cheap, and only for larvae with bad frames
+        flat[bad, c] = np.interp(t[bad], t[ok], flat[ok, c])
+    if outline is not None:
+        outline = outline.copy()
+        after = np.clip(np.searchsorted(ok, np.flatnonzero(bad)), 0, ok.size - 1)
+        before = np.clip(after - 1, 0, ok.size - 1)
+        bad_t = t[bad]
+        nearest = np.where(np.abs(t[ok[before]] - bad_t) <= np.abs(t[ok[after]] - bad_t), ok[before], ok[after])
+        outline[bad] = outline[nearest]
+
+    def reason(i: int) -> str:
+        if absurd[i]:
+            return f"value {peak[i]:.3g}"
+        return f"jump of {jump_size[i]:.0f} body lengths"
+
+    frames = np.flatnonzero(bad)
+    shown = ", ".join(f"{where(int(i))} ({reason(int(i))})" for i in frames[:_SHOWN])
+    more = f" and {frames.size - _SHOWN} more" if frames.size > _SHOWN else ""
+    log.warning(
+        "%s: larva %s: %d impossible frame(s) bridged by interpolating between the nearest plausible frames "
+        "(time steps kept): %s%s",
+        path, larva, n_bad, shown, more,
+    )
+    return spine, outline
