@@ -50,6 +50,7 @@ rule evaluate_heldout:
     params:
         task=task,
         references=heldout_reference_map,
+        ignore_ends=config["evaluation"]["ignore_ends"],
     conda:
         "../../envs/maggotflow.yaml"
     script:

@@ -19,7 +19,8 @@ with job(snakemake, subject="evaluation") as log:
                 log.warning("%s: not tagged, left out of the evaluation", track)
     pairs.sort(key=lambda pair: pair[1])
     task = snakemake.params.task
-    report = evaluate(pairs, labels=task["labels"], synonyms=task["synonyms"])
+    report = evaluate(pairs, labels=task["labels"], synonyms=task["synonyms"],
+                      ignore_ends=snakemake.params.ignore_ends)
     write_report(report, Path(snakemake.output.metrics).parent)
     table = format_table(report)
     write_text_atomic(snakemake.output.table, table + "\n")
