@@ -336,6 +336,12 @@ def test_own_predictions_are_marked_and_replaced_only_on_request(sim, tmp_path, 
                      "--overwrite"]) == 0
     assert out.read_bytes() == first
     capsys.readouterr()
+    # Readable by the lab: the umask's modes for the labels, the model folder and its files.
+    from maggotflow.atomic import current_umask
+    umask = current_umask()
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+    assert oct(sim["tagger"].stat().st_mode & 0o777) == oct(0o777 & ~umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in sim["tagger"].rglob("*") if p.is_file()} == {oct(0o666 & ~umask)}
 
 
 # ---------------------------------------------------------------------------- CLI

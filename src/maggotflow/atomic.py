@@ -27,7 +27,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,47 @@ class OutputError(OSError):
         elif self.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             hint = "; choose a folder you can write to"
         return f"{self.path}: cannot write ({self.reason}){hint}"
+
+
+class OutputExistsError(FileExistsError):
+    """An output path holds a file that may not be replaced. `str()` is one line: '<path>: <problem>'."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+FOREIGN_FILE = "exists and was not written by maggotflow; it is never replaced: choose another output path"
+
+
+def refuse_foreign(target: str | os.PathLike, is_ours: Callable[[Path], bool], problem: str = FOREIGN_FILE) -> None:
+    """Raise OutputExistsError when `target` exists and `is_ours(target)` is False.
+
+    The one rule of every maggotflow command: a file it did not write is never replaced.
+    `is_ours` recognises the command's own earlier output from its content; anything it
+    cannot recognise (and anything that is not a regular file) is the user's.
+    """
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_file() or not is_ours(target):
+        raise OutputExistsError(target, problem)
+
+
+def is_maggotflow_hdf5(path: str | os.PathLike) -> bool:
+    """True for an HDF5 file maggotflow wrote: an intermediate or a dataset (by its root attributes)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            attrs = set(f.attrs.keys())
+    except (OSError, ValueError):
+        return False
+    return {"format_version", "source_path", "sha1"} <= attrs or {"segment_spec", "labels", "split_by"} <= attrs
 
 
 def current_umask() -> int:

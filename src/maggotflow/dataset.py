@@ -75,7 +75,7 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from maggotflow.atomic import atomic_path
+from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
 from maggotflow.segments import SegmentSpec, build_segments
 from maggotflow.tracks import Track, TrackDataError
 
@@ -403,6 +403,7 @@ def build_dataset(
     Raises TrackDataError for bad input files, ValueError for inconsistent options.
     """
     out_path = Path(out_path)
+    refuse_foreign(out_path, is_maggotflow_hdf5)  # replace an earlier dataset, never a user's file
     synonyms = dict(DEFAULT_SYNONYMS if synonyms is None else synonyms)
     labels = None if labels is None else list(labels)
     if balancing not in BALANCING_STRATEGIES:

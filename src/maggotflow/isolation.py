@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from maggotflow.atomic import atomic_path
+from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
 from maggotflow.formats import SPINE_ORDERS, ReadOptions, check_regular_file, read_run
 from maggotflow.tracks import Run, Track, TrackDataError, label_matrix, labels_from_matrix
 
@@ -73,6 +73,7 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
     k = {tr.n_points for tr in tracks}
     if len(k) > 1:
         raise TrackDataError(run.source, f"larvae have different numbers of spine points {sorted(k)}")
+    refuse_foreign(out_path, is_maggotflow_hdf5)  # replace an earlier intermediate, nothing else
     with atomic_path(out_path) as tmp:
         # Fixed-size layout, no time tracking, no chunk/filter randomness: same input, same bytes.
         with h5py.File(tmp, "w", track_order=True, libver=("earliest", "v110")) as f:

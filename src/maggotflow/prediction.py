@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from maggotflow.atomic import OutputExistsError, refuse_foreign
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.instance import InstanceError, ModelInstance
 from maggotflow.model import ForestClassifier, select_device
@@ -140,18 +141,6 @@ def default_output_name(path: str | Path) -> str:
         return Path(path).stem + ".label"
 
 
-class OutputExistsError(FileExistsError):
-    """An output `.label` exists already and may not be replaced. `str()` is one line."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
-
-
 FOREIGN_LABEL = ("exists and was not written by maggotflow (hand-made labels?); it is never replaced: "
                  "tag into another folder (--out)")
 OWN_LABEL = "exists (an earlier maggotflow prediction); give --overwrite to replace it"
@@ -168,8 +157,7 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
 
     if not os.path.lexists(out):
         return
-    if not out.is_file() or not is_maggotflow_label(out):
-        raise OutputExistsError(out, FOREIGN_LABEL)
+    refuse_foreign(out, is_maggotflow_label, FOREIGN_LABEL)
     if not overwrite:
         raise OutputExistsError(out, OWN_LABEL)
 

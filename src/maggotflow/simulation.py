@@ -791,6 +791,14 @@ def simulate_file(
     return path
 
 
+def _is_simulator_readme(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith("Simulated larva experiments (maggotflow simulate)")
+    except OSError:
+        return False
+
+
 _README = """Simulated larva experiments (maggotflow simulate)
 =================================================
 
@@ -827,7 +835,10 @@ def simulate(
 
     File i uses `formats[i % len(formats)]` and depends only on (seed, i): the first files of
     a larger simulation are identical to those of a smaller one. Existing files with the same
-    names are replaced (atomically). Also writes `outdir/README.txt`.
+    names are replaced (atomically) only in a folder of an earlier simulation (its
+    `README.txt` is the simulator's); any other non-empty folder is the user's and raises
+    OutputExistsError before anything is written. Also writes
+    `outdir/README.txt`.
     Returns the track files written (.spine, trx.mat, .csv), in file-index order.
     """
     config = config or SimulationConfig()
@@ -840,8 +851,15 @@ def simulate(
     if n_files < 0:
         raise ValueError(f"n_files must be >= 0, got {n_files}")
     outdir = Path(outdir)
+    from maggotflow.atomic import OutputExistsError, refuse_foreign, write_text_atomic
+
+    readme = outdir / "README.txt"
+    refuse_foreign(readme, _is_simulator_readme)
+    if not readme.exists() and outdir.is_dir() and any(outdir.iterdir()):
+        # Not a folder of ours: its files (same names as ours, perhaps) are the user's.
+        raise OutputExistsError(outdir, "is not empty and holds no earlier maggotflow simulation (README.txt); "
+                                        "nothing is written there: choose an empty folder")
     paths = [simulate_file(outdir, i, seed, formats[i % len(formats)], config) for i in range(n_files)]
-    from maggotflow.atomic import write_text_atomic
 
     write_text_atomic(
         outdir / "README.txt",
