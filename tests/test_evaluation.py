@@ -172,6 +172,13 @@ def test_pair_directories(tmp_path):
     pairs = pair_directories(tmp_path / "pred", tmp_path / "ref")
     assert [(p.relative_to(tmp_path).as_posix(), r.relative_to(tmp_path).as_posix()) for p, r in pairs] == [
         ("pred/elsewhere/b.label", "ref/b.label"), ("pred/x/a.label", "ref/x/a.label")]
+    # Several predictions of the same name (e.g. trx.label): the one of the same track file.
+    track_file = {"filename": "trx.mat", "sha1": "3" * 40}
+    label_file(tmp_path / "ref" / "t" / "trx.label", REF, dependencies=track_file)
+    label_file(tmp_path / "pred" / "u" / "trx.label", PRED)
+    label_file(tmp_path / "pred" / "v" / "trx.label", PRED, dependencies=track_file)
+    pairs = pair_directories(tmp_path / "pred", tmp_path / "ref")
+    assert (tmp_path / "pred/v/trx.label", tmp_path / "ref/t/trx.label") in pairs
     label_file(tmp_path / "ref" / "c.label", REF)
     with pytest.raises(ValueError, match="1 reference file"):
         pair_directories(tmp_path / "pred", tmp_path / "ref")
@@ -225,7 +232,8 @@ def test_reference_labels_the_tagger_does_not_predict_are_left_out_with_a_warnin
     assert report.to_dict()["foreign_labels"] == {"run_large": 3, "cast_large": 2, "small_motion": 2}
     [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert message.startswith("7 of 10 labelled reference step(s) carry only labels the tagger does not predict")
-    assert "run_large: 3, cast_large: 2, small_motion: 2" in message and "left out of the evaluation and of macro-F1" in message
+    assert "run_large: 3, cast_large: 2, small_motion: 2" in message
+    assert "left out of the evaluation and of macro-F1" in message
     assert "give --synonyms run_large=run,cast_large=cast " in message
     assert format_table(report).splitlines()[-1] == f"warning: {message}"
     # The command prints it as the last line of its report.
@@ -286,7 +294,8 @@ def test_predicted_and_reference_of_different_track_files_is_an_error(tmp_path, 
     with pytest.raises(TrackDataError) as err:
         evaluate([(pred, ref)])
     message = str(err.value)
-    assert "\n" not in message and message.startswith(f"{pred}: predicted from the track file y.spine (sha1 {'1' * 40})")
+    assert "\n" not in message
+    assert message.startswith(f"{pred}: predicted from the track file y.spine (sha1 {'1' * 40})")
     assert f"its reference {ref} labels x.spine (sha1 {'0' * 40}): not the same track file" in message
     assert main(["evaluate", "--predicted", str(pred), "--reference", str(ref)]) == 1
     assert capsys.readouterr().err == f"maggotflow evaluate: error: {message}\n"

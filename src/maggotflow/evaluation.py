@@ -413,10 +413,32 @@ def _csv(rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
+REPORT_FILES = ("metrics.json", "per_label.csv", "confusion.csv", "confusion.png")
+
+
+def _is_report_folder(folder: Path) -> bool:
+    """True when `folder/metrics.json` is an earlier report of ours (so its siblings are ours too)."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and {"macro_f1", "per_label", "confusion"} <= set(metrics)
+
+
 def write_report(report: EvaluationReport, out_dir: str | Path) -> None:
-    """Write metrics.json, per_label.csv, confusion.csv and confusion.png into `out_dir`."""
+    """Write metrics.json, per_label.csv, confusion.csv and confusion.png into `out_dir`.
+
+    Files of those names are replaced only when they are an earlier report of ours (the
+    folder's metrics.json is one): a user's file of the same name raises OutputExistsError
+    before anything is written.
+    """
+    from maggotflow.atomic import make_dirs, refuse_foreign
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ours = _is_report_folder(out_dir)
+    for name in REPORT_FILES:
+        refuse_foreign(out_dir / name, lambda _: ours)
+    make_dirs(out_dir)
     write_text_atomic(out_dir / "metrics.json", json.dumps(report.to_dict(), indent=2) + "\n")
     rows = [["label", "precision", "recall", "f1", "support"]]
     rows += [[n, repr(m["precision"]), repr(m["recall"]), repr(m["f1"]), m["support"]]
@@ -464,8 +486,19 @@ def _plot_confusion(report: EvaluationReport, path: Path) -> None:
 
 def pair_directories(predicted_dir: str | Path, reference_dir: str | Path) -> list[tuple[Path, Path]]:
     """Pair every `.label` under `reference_dir` with the predicted file at the same relative
-    path under `predicted_dir`, else with the only predicted file of the same name.
-    ValueError lists reference files without a (unique) prediction."""
+    path under `predicted_dir`, else with the only predicted file of the same name, else
+    with the only one of those that names the same track file (sha1 in `dependencies`;
+    e.g. many `trx.label`). ValueError lists reference files without a (unique) prediction.
+    (`evaluate` then checks every pair's track file.)"""
+    from maggotflow.formats.label import read_label_file
+
+    sha1s: dict[Path, set[str]] = {}
+
+    def track_sha1s(path: Path) -> set[str]:
+        if path not in sha1s:
+            sha1s[path] = {s for _, s in _track_files(read_label_file(path))}
+        return sha1s[path]
+
     predicted_dir, reference_dir = Path(predicted_dir), Path(reference_dir)
     for d in (predicted_dir, reference_dir):
         if not d.is_dir():
@@ -484,7 +517,11 @@ def pair_directories(predicted_dir: str | Path, reference_dir: str | Path) -> li
         elif len(by_name.get(ref.name, [])) == 1:
             pairs.append((by_name[ref.name][0], ref))
         else:
-            unmatched.append(ref)
+            same_track = [p for p in by_name.get(ref.name, []) if track_sha1s(p) & track_sha1s(ref)]
+            if len(same_track) == 1:
+                pairs.append((same_track[0], ref))
+            else:
+                unmatched.append(ref)
     if unmatched:
         raise ValueError(f"{len(unmatched)} reference file(s) have no matching prediction in {predicted_dir} "
                          f"(first: {unmatched[0]})")
