@@ -400,6 +400,22 @@ def test_cli_predict(sim, tmp_path, capsys):
                                                            Path(tracks[2]).stem + ".label"])
 
 
+def test_unwritable_output_is_one_line_and_keeps_the_failed_files(sim, tmp_path, capsys):
+    """A full disk or read-only folder used to end in a traceback, losing the list of failures."""
+    garbage = tmp_path / "garbage.spine"
+    garbage.write_text("not a spine file\n")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    assert cli_main(["predict", str(sim["tagger"]), str(garbage), str(sim["tracks"]["spine"]), "--out",
+                     str(blocked / "labels"), "--device", "cpu", "--keep-going"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[:2] == ["maggotflow predict: 1 of 2 input(s) failed:", f"  {garbage}: is not a Choreography .spine "
+                       "file (first line does not start with 'YYYYMMDD_HHMMSS <larva> <t>')"]
+    assert err[2:] == [f"maggotflow predict: error: {blocked}: cannot write (a file of that name is in the way "
+                       "of the folder)"]
+    assert blocked.read_text() == "a file where the output folder should be"
+
+
 def test_console_entry_point_bad_input_is_one_line(sim, tmp_path):
     garbage = tmp_path / "garbage.spine"
     garbage.write_text("not a spine file\n")

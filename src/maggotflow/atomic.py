@@ -130,10 +130,13 @@ def temporary_name(target: str | os.PathLike, token: str) -> str:
 
 def make_dirs(folder: str | os.PathLike) -> None:
     """`mkdir -p` that reports failures as one-line OutputError."""
+    folder = Path(folder)
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(folder, "a file of that name is in the way of the folder") from None
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # Name the file that is in the way (the folder itself or one of its parents).
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise OutputError(blocker, "a file of that name is in the way of the folder") from None
     except OSError as err:
         raise OutputError(folder, err) from None
 
