@@ -531,3 +531,140 @@ def test_attach_labels_refuses_mismatches(tmp_path):
     renamed = read_label_file(label_path)
     renamed.names = ["run", "cast"]
     raises_data_error(label_path, "uses label 'hunch'", lambda p: attach_labels(run, renamed, p))
+
+
+# ------------------------------------------------- impossible values (issue 9 item 4)
+
+
+def segments_of(run: Run) -> dict[str, np.ndarray]:
+    from maggotflow.segments import SegmentSpec, build_segments
+
+    return {tr.id: build_segments(tr, SegmentSpec()) for tr in run.tracks}
+
+
+def spine_with_bad_line(tmp_path: Path, edit) -> tuple[Run, Path, Path, int]:
+    """A clean .spine and a copy whose line 12 (larva 1, step 11) is changed by `edit`."""
+    run = make_run(outline=False)
+    clean, bad = tmp_path / "clean.spine", tmp_path / SPINE_NAME
+    write_spine(run, clean, spine_order="tail_first", write_outline=False)
+    lines = clean.read_text().splitlines()
+    line = 12
+    lines[line - 1] = edit(lines[line - 1])
+    bad.write_text("\n".join(lines) + "\n")
+    return run, clean, bad, line
+
+
+def huge_value(line: str) -> str:
+    fields = line.split()
+    fields[7] = "1e300"  # x of the third spine point
+    return " ".join(fields)
+
+
+def jump(line: str, mm: float = 200.0) -> str:  # 50 body lengths of this 4 mm larva
+    fields = line.split()
+    return " ".join(fields[:3] + [f"{float(v) + mm:.4f}" if i % 2 == 0 else v for i, v in enumerate(fields[3:])])
+
+
+@pytest.mark.parametrize("edit,reason", [(huge_value, "value 1e+300"), (jump, "jump of 50 body lengths")])
+def test_spine_impossible_frame_bridged_and_named(tmp_path, caplog, edit, reason):
+    import warnings
+
+    run, clean, bad, line = spine_with_bad_line(tmp_path, edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning may reach the user
+        with caplog.at_level(logging.WARNING):
+            back = read_spine(bad, ReadOptions(spine_order="tail_first"))
+        segments = segments_of(back)
+    messages = [r.getMessage() for r in caplog.records if "impossible frame" in r.getMessage()]
+    assert len(messages) == 1, caplog.text
+    assert str(bad) in messages[0] and "larva 1:" in messages[0] and f"line {line} ({reason})" in messages[0]
+    # The time step is kept and its spine is the mean of its neighbours (linear in time).
+    track, truth = back.track("1"), run.track("1")
+    assert track.n_steps == truth.n_steps
+    np.testing.assert_allclose(track.t, truth.t, atol=1e-3)
+    np.testing.assert_allclose(track.spine[11], (truth.spine[10] + truth.spine[12]) / 2, atol=1e-3)
+    np.testing.assert_allclose(np.delete(track.spine, 11, axis=0), np.delete(truth.spine, 11, axis=0), atol=1e-4)
+    reference = segments_of(read_spine(clean, ReadOptions(spine_order="tail_first")))
+    for larva, seg in segments.items():
+        assert np.abs(seg - reference[larva]).max() < 0.05  # body lengths
+
+
+def test_spine_too_many_impossible_frames_is_an_error(tmp_path):
+    run = make_run(outline=False)
+    path = tmp_path / SPINE_NAME
+    write_spine(run, path, write_outline=False)
+    lines = path.read_text().splitlines()
+    for i in range(5, 15):  # 10 of larva 1's 40 steps
+        lines[i] = huge_value(lines[i])
+    path.write_text("\n".join(lines) + "\n")
+    err = raises_data_error(path, "larva 1: 10 of 40 frames (25%) have impossible coordinates", read_run)
+    assert "first at line 6" in str(err) and "more than 20%" in str(err)
+
+
+def test_outline_impossible_value_bridged(tmp_path, caplog):
+    run = make_run()
+    path = tmp_path / SPINE_NAME
+    write_spine(run, path)
+    outline_path = path.with_suffix(".outline")
+    lines = outline_path.read_text().splitlines()
+    fields = lines[20].split()
+    fields[5] = "-1e300"
+    lines[20] = " ".join(fields)
+    outline_path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        back = read_run(path)
+    assert any("impossible frame" in r.getMessage() and "line 21" in r.getMessage() for r in caplog.records)
+    outline = back.track("1").outline
+    assert np.nanmax(np.abs(outline)) < 1e3
+    # The bridged frame has a neighbour's outline (contours are not interpolated).
+    assert any(np.array_equal(outline[20], outline[j], equal_nan=True) for j in (19, 21))
+
+
+def test_fimtrack_impossible_values_bridged_and_named(tmp_path, caplog):
+    import warnings
+
+    run = fim_run()
+    clean, path = tmp_path / "clean.csv", tmp_path / "fim.csv"
+    write_fimtrack(run, clean, framerate=30.0, pixelsize_um=100.0)
+    lines = clean.read_text().splitlines()
+    # tail_x(7) of larva 1 -> 1e300; all of larva 5's frame 20 shifted by 50 body lengths (2000 px)
+    row = next(i for i, text in enumerate(lines) if text.startswith("tail_x(7),"))
+    cells = lines[row].split(",")
+    cells[1] = "1e300"
+    lines[row] = ",".join(cells)
+    for i, text in enumerate(lines):
+        if text.split(",")[0].endswith("_x(20)") and not text.startswith("mom"):
+            cells = text.split(",")
+            cells[3] = f"{float(cells[3]) + 2000:.4f}"
+            lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    options = ReadOptions(framerate=30.0, pixelsize_um=100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.WARNING):
+            back = read_run(path, options)
+        segments = segments_of(back)
+    messages = [r.getMessage() for r in caplog.records if "impossible frame" in r.getMessage()]
+    assert len(messages) == 2 and all(str(path) in m for m in messages)
+    assert any("larva 1:" in m and f"frame 7 (line {row + 1}) (value 1e+300)" in m for m in messages)
+    assert any("larva 5:" in m and "frame 20" in m and "jump of 50 body lengths" in m for m in messages)
+    reference = segments_of(read_run(clean, options))
+    for larva, seg in segments.items():
+        assert seg.shape == reference[larva].shape
+        assert np.abs(seg - reference[larva]).max() < 0.05
+
+
+def test_fimtrack_too_many_impossible_frames_is_an_error(tmp_path):
+    run = fim_run()
+    path = tmp_path / "fim.csv"
+    write_fimtrack(run, path, framerate=30.0, pixelsize_um=100.0)
+    lines = path.read_text().splitlines()
+    for i, text in enumerate(lines):
+        name = text.split(",")[0]
+        if name.startswith("head_x(") and int(name[7:-1]) < 10:  # 10 of larva 1's 30 frames
+            cells = text.split(",")
+            cells[1] = "5e5"
+            lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    raises_data_error(path, "larva 1: 10 of 30 frames (33%) have impossible coordinates", read_fimtrack,
+                      ReadOptions(pixelsize_um=100.0))

@@ -1,7 +1,12 @@
 """Per-file isolation: simulate -> write each format -> read -> isolate -> read back."""
 
+import gzip
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -81,16 +86,27 @@ def test_label_file_for_another_track_file_is_refused(simulated, tmp_path):
     assert not list(tmp_path.glob(".*part"))
 
 
+SPINE_TEXT = b"".join(b"20200101_000000 1 %.1f 1 2 3 4\n" % (0.1 * i) for i in range(5))
+SPINE = "20200101_000000@g@e@t15@p@1.spine"
+
+
 @pytest.mark.parametrize(
-    "content,problem",
+    "name,content,problem",
     [
-        (b"", "empty"),
-        (b"\x00\x01\x02garbage\xff" * 50, "not a Choreography"),
-        (b"20200101_000000 1 0.0 1 2 3\n", "coordinate"),
+        (SPINE, b"", "empty"),
+        (SPINE, b"\x00\x01\x02garbage\xff" * 50, "not a Choreography"),
+        (SPINE, b"20200101_000000 1 0.0 1 2 3\n", "coordinate"),
+        (SPINE, gzip.compress(SPINE_TEXT, mtime=0), f"is gzip-compressed; decompress it first (mv {SPINE} {SPINE}.gz"),
+        (SPINE + ".gz", gzip.compress(SPINE_TEXT, mtime=0), f"is gzip-compressed; decompress it first (gunzip {SPINE}.gz)"),
+        ("20200101_000000.csv.gz", gzip.compress(b",larva(0)\nhead_x(0),1\n", mtime=0), "gunzip 20200101_000000.csv.gz"),
+        ("trx.mat.gz", gzip.compress(b"\x89HDF\r\n\x1a\n" + bytes(600), mtime=0), "is gzip-compressed"),
+        ("trx.mat", gzip.compress(b"\x89HDF\r\n\x1a\n" + bytes(600), mtime=0), "is gzip-compressed"),
+        (SPINE + ".gz", SPINE_TEXT, "is named .gz but is not gzip-compressed"),
     ],
+    ids=["empty", "binary", "coordinate", "gzip-as-spine", "spine.gz", "csv.gz", "mat.gz", "gzip-as-mat", "fake-gz"],
 )
-def test_broken_files_fail_cleanly_without_output(tmp_path, content, problem):
-    bad = tmp_path / "dir with spaces é" / "20200101_000000@g@e@t15@p@1.spine"
+def test_broken_files_fail_cleanly_without_output(tmp_path, name, content, problem):
+    bad = tmp_path / "dir with spaces é" / name
     bad.parent.mkdir()
     bad.write_bytes(content)
     out = tmp_path / "out.h5"
@@ -124,3 +140,58 @@ def test_read_isolated_rejects_foreign_file(tmp_path):
     foreign.write_bytes(b"hello")
     with pytest.raises(TrackDataError, match="intermediate"):
         read_isolated(foreign)
+
+
+FIFO_CHECKS = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from maggotflow.formats import ReadOptions
+    from maggotflow.formats.fimtrack import read_fimtrack
+    from maggotflow.formats.spine import read_spine
+    from maggotflow.formats.trx import read_trx
+    from maggotflow.isolation import isolate, read_isolated
+    from maggotflow.tracks import TrackDataError
+
+    d = Path(sys.argv[1])
+    calls = [
+        lambda: isolate(d / "pipe.spine", d / "out.h5"),
+        lambda: read_spine(d / "pipe.spine"),
+        lambda: isolate(d / "real.spine", d / "out.h5"),  # its sibling real.outline is a FIFO
+        lambda: read_trx(d / "trx.mat"),
+        lambda: isolate(d / "trx.mat", d / "out.h5"),
+        lambda: read_fimtrack(d / "pipe.csv"),
+        lambda: read_isolated(d / "pipe.h5"),
+        lambda: isolate("/dev/null", d / "out.h5"),
+    ]
+    for call in calls:
+        try:
+            call()
+            print("NO ERROR")
+        except TrackDataError as err:
+            print(str(err).replace("\\n", "<newline>"))
+    """
+)
+
+
+def test_fifo_and_devices_refused_at_once(tmp_path):
+    """A FIFO named like a track file used to block forever: it must fail at once, in one line.
+
+    Run in a subprocess with a timeout so that a regression fails instead of hanging."""
+    for name in ("pipe.spine", "real.outline", "trx.mat", "pipe.csv", "pipe.h5"):
+        os.mkfifo(tmp_path / name)
+    (tmp_path / "real.spine").write_bytes(SPINE_TEXT)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", FIFO_CHECKS, str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a FIFO blocked instead of failing at once")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    expected = ["pipe.spine", "pipe.spine", "real.outline", "trx.mat", "trx.mat", "pipe.csv", "pipe.h5"]
+    assert len(lines) == len(expected) + 1, done.stdout
+    for line, name in zip(lines, expected):
+        assert line == f"{tmp_path / name}: is a FIFO (named pipe), not a regular file"
+    assert lines[-1] == "/dev/null: is a character device, not a regular file"
+    assert not (tmp_path / "out.h5").exists() and not list(tmp_path.glob(".*part"))

@@ -388,3 +388,39 @@ def test_unusable_outline_is_ignored_with_warning(tmp_path, caplog):
     assert run.tracks[0].outline.shape == (6, 20, 2)
     assert run.tracks[1].outline is None
     assert "x_contour" in caplog.text and "ignored" in caplog.text
+
+
+# ------------------------------------------------- impossible values (issue 9 item 4)
+
+
+def test_impossible_frames_bridged_and_named(tmp_path, caplog):
+    import warnings
+
+    from maggotflow.segments import SegmentSpec, build_segments
+
+    clean = write_struct(tmp_path / "clean" / "trx.mat", [simple_larva(1, 40), simple_larva(2, 40)])
+    larvae = [simple_larva(1, 40), simple_larva(2, 40)]
+    larvae[0]["x_spine"][2, 5] = 1e300  # (11, n) MATLAB layout: point 2 of frame 5
+    larvae[1]["x_spine"][:, 30] += 200.0  # 50 body lengths in one frame, and back
+    path = write_struct(tmp_path / "bad" / "trx.mat", larvae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning may reach the user
+        with caplog.at_level(logging.WARNING):
+            run = read_run(path)
+        segments = {tr.id: build_segments(tr, SegmentSpec()) for tr in run.tracks}
+    messages = [r.getMessage() for r in caplog.records if "impossible frame" in r.getMessage()]
+    assert len(messages) == 2 and all(str(path) in m for m in messages)
+    assert "larva 1:" in messages[0] and "frame 5 (t=0.250 s) (value 1e+300)" in messages[0]
+    assert "larva 2:" in messages[1] and "frame 30 (t=1.500 s) (jump of 50 body lengths)" in messages[1]
+    reference = read_run(clean)
+    for tr, ref in zip(run.tracks, reference.tracks):
+        assert tr.n_steps == 40
+        np.testing.assert_allclose(tr.spine, ref.spine, atol=1e-9)  # straight-line motion: exact bridge
+        np.testing.assert_allclose(segments[tr.id], build_segments(ref, SegmentSpec()), atol=1e-5)
+
+
+def test_too_many_impossible_frames(tmp_path):
+    larva = simple_larva(3, 20)
+    larva["y_spine"][:, 2:7] = -1e200
+    path = write_struct(tmp_path / "bad" / "trx.mat", [larva])
+    expect_error(path, "larva 3: 5 of 20 frames (25%) have impossible coordinates", "first at frame 2")

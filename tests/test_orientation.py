@@ -1,0 +1,245 @@
+"""Head/tail orientation from motion (spine_order auto) and the checks on trx.mat / FIMTrack.
+
+Files are written by the simulator or built here from simple crawling larvae (straight
+bodies moving along their axis, some of the time backwards), then read back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from maggotflow.formats import ReadOptions, read_run
+from maggotflow.formats.fimtrack import write_fimtrack
+from maggotflow.formats.label import label_file_for_run, read_label_file, write_label_file
+from maggotflow.formats.spine import write_spine
+from maggotflow.formats.trx import write_trx
+from maggotflow.isolation import isolate, read_isolated
+from maggotflow.simulation import SimulationConfig, file_run
+from maggotflow.tracks import Run, Track
+
+SMALL = SimulationConfig(duration_s=20, larvae=(3, 4))
+NAME = "20200101_000000@g@e@t15@p@1.spine"
+
+
+def simulated(index: int = 0) -> Run:
+    return file_run(index, 5, "spine", SMALL)
+
+
+def orientation_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def crawling_run(
+    fps: float, backward_share: float, seed: int = 0, n_larvae: int = 4, duration_s: float = 40.0,
+    speed_mm_s: float = 1.0, k: int = 11,
+) -> Run:
+    """Straight 4 mm larvae crawling along their axis, tail -> head; `backward_share` of the
+    time (in bouts of 2-4 s) they crawl backwards at the SAME speed (harder than real back-ups,
+    which are slower). Jittered frame times, dropped frames and a 1 s gap, tracker noise."""
+    rng = np.random.default_rng(seed)
+    tracks = []
+    for larva in range(1, n_larvae + 1):
+        fine_t = np.arange(0.0, duration_s, 0.01)
+        direction = np.ones_like(fine_t)
+        n_back = int(round(backward_share * duration_s / 3.0))
+        starts = np.sort(rng.choice(np.arange(0.0, duration_s - 4.0, 4.0), n_back, replace=False))
+        for s in starts:
+            direction[(fine_t >= s) & (fine_t < s + 3.0)] = -1.0
+        heading = np.cumsum(rng.normal(0.0, 0.02, fine_t.size))
+        velocity = speed_mm_s * direction[:, None] * np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        centre = np.cumsum(velocity * 0.01, axis=0) + rng.uniform(0, 50, 2)
+        t = np.arange(0.0, duration_s - 0.1, 1.0 / fps)
+        t = t + rng.uniform(-0.03, 0.03, t.size) / fps
+        keep = rng.random(t.size) > 0.03
+        keep &= ~((t > 10.0) & (t < 11.0))  # a gap
+        t = np.round(t[keep], 3)
+        c = np.stack([np.interp(t, fine_t, centre[:, i]) for i in range(2)], axis=1)
+        h = np.interp(t, fine_t, heading)
+        axis = np.stack([np.cos(h), np.sin(h)], axis=1)
+        s = np.linspace(-2.0, 2.0, k)  # tail at -2 mm, head at +2 mm
+        spine = c[:, None, :] + s[None, :, None] * axis[:, None, :] + rng.normal(0, 0.03, (t.size, k, 2))
+        tracks.append(Track(str(larva), t, spine))
+    return Run(metadata={"id": "20200101_000000", "date_time": "20200101_000000"}, tracks=tracks)
+
+
+def assert_same_spines(read: Run, truth: Run, atol: float = 2e-3) -> None:
+    by_id = {tr.id: tr for tr in truth.tracks}
+    assert read.tracks
+    for tr in read.tracks:
+        np.testing.assert_allclose(tr.spine, by_id[tr.id].spine, atol=atol)
+
+
+# ------------------------------------------------------------------------------ .spine auto
+
+
+@pytest.mark.parametrize("order", ["head_first", "tail_first"])
+def test_auto_reads_simulated_file_in_either_order(tmp_path, caplog, order):
+    truth = simulated()
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order=order)
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)  # default options: auto
+    assert ReadOptions().spine_order == "auto"
+    assert_same_spines(run, truth)
+    meta = run.metadata
+    assert meta["spine_order"] == order and meta["spine_order_decided_by"] == "motion"
+    assert meta["spine_order_forward_fraction"] > 0.8 and meta["spine_order_moving_steps"] > 100
+    json.dumps(meta)  # stored as JSON in the intermediate and the .label file
+    assert not any("head from tail" in m or "backwards" in m for m in orientation_warnings(caplog))
+
+
+@pytest.mark.parametrize("fps", [10.0, 13.7, 30.0])
+def test_auto_decides_with_larvae_backing_up_30_percent_of_the_time(tmp_path, caplog, fps):
+    truth = crawling_run(fps, backward_share=0.3, seed=int(fps))
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order="tail_first", write_outline=False)
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)
+    assert run.metadata["spine_order"] == "tail_first"
+    assert run.metadata["spine_order_decided_by"] == "motion"
+    assert 0.6 < run.metadata["spine_order_forward_fraction"] < 0.8  # backing up shows in the figure
+    assert_same_spines(run, truth)
+    assert not orientation_warnings(caplog)
+
+
+def test_still_larvae_fall_back_to_head_first_with_warning(tmp_path, caplog):
+    truth = simulated()
+    rng = np.random.default_rng(1)
+    for tr in truth.tracks:  # every frame the first one, plus tracker noise: nothing moves
+        tr.spine = tr.spine[:1].repeat(tr.n_steps, axis=0) + rng.normal(0, 0.02, tr.spine.shape)
+        tr.outline = None
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order="tail_first", write_outline=False)
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)
+    assert run.metadata["spine_order"] == "head_first"
+    assert run.metadata["spine_order_decided_by"] == "convention"
+    messages = [m for m in orientation_warnings(caplog) if "cannot tell head from tail" in m]
+    assert len(messages) == 1 and str(path) in messages[0] and "moving steps" in messages[0]
+
+
+def test_forced_order_contradicted_by_motion_warns_and_is_kept(tmp_path, caplog):
+    truth = simulated(1)
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order="tail_first")
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path, ReadOptions(spine_order="head_first"))
+    assert_same_spines(run, Run(metadata={}, tracks=[tr.replace(spine=tr.spine[:, ::-1]) for tr in truth.tracks]))
+    meta = run.metadata
+    assert meta["spine_order"] == "head_first" and meta["spine_order_decided_by"] == "configured"
+    assert meta["spine_order_forward_fraction"] < 0.2
+    messages = [m for m in orientation_warnings(caplog) if "spine_order is set to head_first" in m]
+    assert len(messages) == 1 and str(path) in messages[0]
+    assert f"forward motion {100 * meta['spine_order_forward_fraction']:.0f}%" in messages[0]
+    assert "tail_first" in messages[0]
+
+
+def test_forced_order_agreeing_with_motion_is_silent(tmp_path, caplog):
+    path = tmp_path / NAME
+    write_spine(simulated(), path, spine_order="tail_first")
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path, ReadOptions(spine_order="tail_first"))
+    assert run.metadata["spine_order_decided_by"] == "configured"
+    assert not any("spine_order" in m for m in orientation_warnings(caplog))
+
+
+def test_read_options_accept_auto_only_among_known_orders():
+    assert ReadOptions(spine_order="auto").spine_order == "auto"
+    with pytest.raises(ValueError, match="auto, head_first or tail_first"):
+        ReadOptions(spine_order="head")
+
+
+# ------------------------------------------------------ the decision reaches every output
+
+
+def test_decision_recorded_in_intermediate_and_label_file(tmp_path):
+    truth = simulated(2)
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order="tail_first")
+    out = tmp_path / "iso.h5"
+    isolate(path, out)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["spine_order"] == "tail_first"
+        assert f.attrs["spine_order_decided_by"] == "motion"
+        assert f.attrs["spine_order_forward_fraction"] > 0.8
+        assert f.attrs["spine_order_moving_steps"] > 100
+        stored = json.loads(f.attrs["metadata"])
+    assert stored["spine_order"] == "tail_first" and stored["spine_order_decided_by"] == "motion"
+
+    run = read_isolated(out)
+    assert_same_spines(run, truth)
+    labels = {tr.id: [("run",)] * tr.n_steps for tr in run.tracks}
+    label_path = tmp_path / "predicted.label"
+    write_label_file(label_path, label_file_for_run(run, labels=labels))
+    meta = read_label_file(label_path).metadata
+    for key in ("spine_order", "spine_order_decided_by", "spine_order_forward_fraction", "spine_order_moving_steps"):
+        assert meta[key] == stored[key], key
+
+
+def test_cli_isolate_accepts_spine_order_auto(tmp_path):
+    path = tmp_path / NAME
+    write_spine(simulated(), path, spine_order="tail_first")
+    out = tmp_path / "o.h5"
+    done = subprocess.run(
+        [sys.executable, "-m", "maggotflow.cli", "isolate", str(path), str(out), "--spine-order", "auto"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert read_isolated(out).metadata["spine_order"] == "tail_first"
+
+
+# --------------------------------------------------- files that name the head themselves
+
+
+def backwards_run() -> Run:
+    """Simulated larvae whose named head is really their tail: they move backwards."""
+    run = simulated(3)
+    return Run(metadata=run.metadata, tracks=[tr.replace(spine=tr.spine[:, ::-1], outline=None) for tr in run.tracks])
+
+
+def test_trx_head_contradicted_by_motion_warns_and_keeps_file_head(tmp_path, caplog):
+    swapped = backwards_run()
+    path = tmp_path / "t15" / "g@e" / "p" / "20200101_000000" / "trx.mat"
+    write_trx(swapped, path, label_names=[])
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)
+    assert_same_spines(run, swapped, atol=1e-9)  # not flipped silently
+    meta = run.metadata
+    assert meta["spine_order_decided_by"] == "file" and meta["spine_order_forward_fraction"] < 0.2
+    messages = [m for m in orientation_warnings(caplog) if "move backwards" in m]
+    assert len(messages) == 1 and str(path) in messages[0] and "x_head/x_tail" in messages[0]
+    assert f"forward motion {100 * meta['spine_order_forward_fraction']:.0f}%" in messages[0]
+
+
+def test_fimtrack_head_contradicted_by_motion_warns(tmp_path, caplog):
+    run = file_run(4, 5, "fimtrack", SMALL)
+    swapped = Run(metadata=run.metadata, tracks=[tr.replace(spine=tr.spine[:, ::-1]) for tr in run.tracks])
+    path = tmp_path / "swapped.csv"
+    write_fimtrack(swapped, path, framerate=30.0, pixelsize_um=100.0)
+    with caplog.at_level(logging.WARNING):
+        back = read_run(path, ReadOptions(framerate=30.0, pixelsize_um=100.0))
+    assert_same_spines(back, swapped)
+    messages = [m for m in orientation_warnings(caplog) if "move backwards" in m]
+    assert len(messages) == 1 and str(path) in messages[0] and "forward motion" in messages[0]
+    assert back.metadata["spine_order_decided_by"] == "file"
+
+
+def test_correct_trx_and_fimtrack_heads_are_silent(tmp_path, caplog):
+    trx_path = tmp_path / "a" / "trx.mat"
+    write_trx(simulated(3), trx_path, label_names=[])
+    fim = file_run(4, 5, "fimtrack", SMALL)
+    fim_path = tmp_path / "fim.csv"
+    write_fimtrack(fim, fim_path, framerate=30.0, pixelsize_um=100.0)
+    with caplog.at_level(logging.WARNING):
+        a = read_run(trx_path)
+        b = read_run(fim_path, ReadOptions(framerate=30.0, pixelsize_um=100.0))
+    assert not any("move backwards" in m for m in orientation_warnings(caplog))
+    assert a.metadata["spine_order_forward_fraction"] > 0.8 and b.metadata["spine_order_forward_fraction"] > 0.8
