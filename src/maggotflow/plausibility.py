@@ -76,7 +76,8 @@ def bridge_implausible_frames(
             if body > 0:
                 centre = s.mean(axis=1)
                 half = JUMP_WINDOW // 2
-                padded = np.pad(centre, ((half, half), (0, 0)), mode="edge")
+                # reflect, not edge: an edge-padded first frame would outvote its neighbours
+                padded = np.pad(centre, ((half, half), (0, 0)), mode="reflect")
                 expected = np.median(np.lib.stride_tricks.sliding_window_view(padded, JUMP_WINDOW, axis=0), axis=-1)
                 reach = np.sqrt(((s - expected[:, None, :]) ** 2).sum(axis=2)).max(axis=1) / body
                 jump[good] = reach > MAX_JUMP_BODY_LENGTHS
