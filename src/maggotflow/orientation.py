@@ -156,8 +156,8 @@ def decide_spine_order(
         else:
             order, how = "head_first", "convention"
             log.warning(
-                "%s: cannot tell head from tail from the larvae's motion (%s as head first; needs >= %.0f s "
-                "of motion and >= %.0f%% one way); reading the points head first (the convention)",
+                "%s: cannot tell head from tail from the larvae's motion (read head first: %s; a decision "
+                "needs >= %.0f s of motion and >= %.0f%% of it one way); reading the points head first (the convention)",
                 path, evidence["head_first"].describe(), MIN_MOVING_S, 100 * DECISIVE_FRACTION,
             )
     elif configured in ORDERS:
