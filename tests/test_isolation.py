@@ -162,6 +162,7 @@ FIFO_CHECKS = textwrap.dedent(
         lambda: isolate(d / "trx.mat", d / "out.h5"),
         lambda: read_fimtrack(d / "pipe.csv"),
         lambda: read_isolated(d / "pipe.h5"),
+        lambda: isolate(d / "real2.spine", d / "out.h5", d / "pipe.label"),  # labels from a FIFO
         lambda: isolate("/dev/null", d / "out.h5"),
     ]
     for call in calls:
@@ -178,9 +179,10 @@ def test_fifo_and_devices_refused_at_once(tmp_path):
     """A FIFO named like a track file used to block forever: it must fail at once, in one line.
 
     Run in a subprocess with a timeout so that a regression fails instead of hanging."""
-    for name in ("pipe.spine", "real.outline", "trx.mat", "pipe.csv", "pipe.h5"):
+    for name in ("pipe.spine", "real.outline", "trx.mat", "pipe.csv", "pipe.h5", "pipe.label"):
         os.mkfifo(tmp_path / name)
     (tmp_path / "real.spine").write_bytes(SPINE_TEXT)
+    (tmp_path / "real2.spine").write_bytes(SPINE_TEXT)
     try:
         done = subprocess.run(
             [sys.executable, "-c", FIFO_CHECKS, str(tmp_path)], capture_output=True, text=True, timeout=60
@@ -189,7 +191,8 @@ def test_fifo_and_devices_refused_at_once(tmp_path):
         pytest.fail("reading a FIFO blocked instead of failing at once")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    expected = ["pipe.spine", "pipe.spine", "real.outline", "trx.mat", "trx.mat", "pipe.csv", "pipe.h5"]
+    expected = ["pipe.spine", "pipe.spine", "real.outline", "trx.mat", "trx.mat", "pipe.csv", "pipe.h5",
+                "pipe.label"]
     assert len(lines) == len(expected) + 1, done.stdout
     for line, name in zip(lines, expected):
         assert line == f"{tmp_path / name}: is a FIFO (named pipe), not a regular file"

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import file_sha1
+from maggotflow.formats import file_sha1, read_input_bytes
 from maggotflow.tracks import LabelStep, Run, TrackDataError
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,7 @@ def read_label_file(path: str | Path) -> LabelFile:
     missing keys, wrong structure, or label names that are not declared.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TrackDataError(path, "file not found") from None
-    except OSError as err:
-        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+    raw = read_input_bytes(path)  # refuses FIFOs, devices and gzip data with one line
     if not raw.strip():
         raise TrackDataError(path, "is empty")
     try:
