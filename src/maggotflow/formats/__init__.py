@@ -103,32 +103,29 @@ def check_not_gzip(path: str | Path, head: bytes) -> None:
         raise TrackDataError(path, f"is gzip-compressed; decompress it first ({how})")
 
 
-def read_input_bytes(path: str | Path) -> bytes:
-    """All bytes of a text track file, after the regular-file and gzip checks."""
+def _read(path: str | Path, n: int | None = None) -> bytes:
+    """The first `n` bytes of an input file (all with None), after the regular-file check."""
     check_regular_file(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return f.read() if n is None else f.read(n)
     except FileNotFoundError:
         raise TrackDataError(path, "file not found") from None
     except IsADirectoryError:
         raise TrackDataError(path, "is a directory, not a track file") from None
     except OSError as err:
         raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+
+
+def read_input_bytes(path: str | Path) -> bytes:
+    """All bytes of a text track file, after the regular-file and gzip checks."""
+    data = _read(path)
     check_not_gzip(path, data[:2])
     return data
 
 
 def _head(path: Path, n: int = 512) -> bytes:
-    check_regular_file(path)
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except FileNotFoundError:
-        raise TrackDataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise TrackDataError(path, "is a directory, not a track file") from None
-    except OSError as err:
-        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
+    return _read(path, n)
 
 
 def detect_format(path: str | Path) -> str:
