@@ -10,6 +10,8 @@ import json
 import logging
 import subprocess
 import sys
+import time
+import warnings
 
 import h5py
 import numpy as np
@@ -21,6 +23,7 @@ from maggotflow.formats.label import label_file_for_run, read_label_file, write_
 from maggotflow.formats.spine import write_spine
 from maggotflow.formats.trx import write_trx
 from maggotflow.isolation import isolate, read_isolated
+from maggotflow.orientation import DECISIVE_SWEEP_RATIO, orientation_evidence
 from maggotflow.simulation import SimulationConfig, file_run
 from maggotflow.tracks import Run, Track
 
@@ -38,11 +41,13 @@ def orientation_warnings(caplog) -> list[str]:
 
 def crawling_run(
     fps: float, backward_share: float, seed: int = 0, n_larvae: int = 4, duration_s: float = 40.0,
-    speed_mm_s: float = 1.0, k: int = 11,
+    speed_mm_s: float = 1.0, k: int = 11, sweep_rad: float = 0.0,
 ) -> Run:
     """Straight 4 mm larvae crawling along their axis, tail -> head; `backward_share` of the
-    time (in bouts of 2-4 s) they crawl backwards at the SAME speed (harder than real back-ups,
-    which are slower). Jittered frame times, dropped frames and a 1 s gap, tracker noise."""
+    time (in bouts of 3 s) they crawl backwards at the SAME speed (harder than real back-ups,
+    which are slower). Jittered frame times, dropped frames and a 1 s gap, tracker noise.
+    `sweep_rad` > 0: the anterior half sweeps left/right by up to that angle (period ~2 s),
+    forwards or backwards alike; 0 keeps the whole body straight."""
     rng = np.random.default_rng(seed)
     tracks = []
     for larva in range(1, n_larvae + 1):
@@ -64,7 +69,18 @@ def crawling_run(
         h = np.interp(t, fine_t, heading)
         axis = np.stack([np.cos(h), np.sin(h)], axis=1)
         s = np.linspace(-2.0, 2.0, k)  # tail at -2 mm, head at +2 mm
-        spine = c[:, None, :] + s[None, :, None] * axis[:, None, :] + rng.normal(0, 0.03, (t.size, k, 2))
+        spine = c[:, None, :] + s[None, :, None] * axis[:, None, :]
+        if sweep_rad > 0:  # tangent angle h + sweep * (s / 2 mm)^2 on the anterior half: the head bends most
+            sweep = sweep_rad * np.sin(2 * np.pi * t / (1.7 + 0.2 * larva) + larva)  # no rng: same draws
+            fine_s = np.linspace(0.0, 2.0, 201)
+            angle = h[:, None] + sweep[:, None] * (fine_s[None, :] / 2.0) ** 2
+            ds = fine_s[1] - fine_s[0]
+            x = np.concatenate([np.zeros((t.size, 1)), np.cumsum(np.cos(angle[:, 1:]) * ds, axis=1)], axis=1)
+            y = np.concatenate([np.zeros((t.size, 1)), np.cumsum(np.sin(angle[:, 1:]) * ds, axis=1)], axis=1)
+            front = s > 0
+            for axis_i, coord in enumerate((x, y)):
+                spine[:, front, axis_i] = c[:, None, axis_i] + np.stack([np.interp(s[front], fine_s, row) for row in coord])
+        spine = spine + rng.normal(0, 0.03, (t.size, k, 2))
         tracks.append(Track(str(larva), t, spine))
     return Run(metadata={"id": "20200101_000000", "date_time": "20200101_000000"}, tracks=tracks)
 
@@ -242,3 +258,73 @@ def test_correct_trx_and_fimtrack_heads_are_silent(tmp_path, caplog):
         b = read_run(fim_path, ReadOptions(framerate=30.0, pixelsize_um=100.0))
     assert not any("move backwards" in m for m in orientation_warnings(caplog))
     assert a.metadata["spine_order_forward_fraction"] > 0.8 and b.metadata["spine_order_forward_fraction"] > 0.8
+
+
+# ----------------------------------------------------- head sweeps: the second, direction-free cue
+
+
+@pytest.mark.parametrize("order", ["head_first", "tail_first"])
+def test_head_sweeps_alone_pick_the_head_in_either_order(tmp_path, caplog, order):
+    truth = simulated()
+    file_order = [(tr.t, tr.spine[:, ::-1] if order == "head_first" else tr.spine) for tr in truth.tracks]
+    sweeps = orientation_evidence(file_order)[1]  # last point of each line = supposed head
+    assert sweeps.supports if order == "tail_first" else sweeps.contradicts
+    # The larvae sweep their heads on the spot (centre held still): no crawling evidence at all.
+    for tr in truth.tracks:
+        tr.spine = tr.spine - tr.spine.mean(axis=1, keepdims=True) + tr.spine[:1].mean(axis=1, keepdims=True)
+        tr.outline = None
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order=order, write_outline=False)
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)
+    meta = run.metadata
+    assert meta["spine_order"] == order and meta["spine_order_decided_by"] == "motion"
+    assert meta["spine_order_moving_steps"] == 0 and meta["spine_order_head_sweep_ratio"] >= DECISIVE_SWEEP_RATIO
+    assert_same_spines(run, truth)
+    assert not any("head from tail" in m or "spine_order" in m for m in orientation_warnings(caplog))
+
+
+@pytest.mark.parametrize("fps", [10.0, 30.0])
+@pytest.mark.parametrize("order", ["head_first", "tail_first"])
+def test_larvae_backing_up_65_percent_of_the_time_fall_back_with_warning(tmp_path, caplog, fps, order):
+    truth = crawling_run(fps, backward_share=0.65, seed=int(fps), sweep_rad=0.5)
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order=order, write_outline=False)
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)
+    meta = run.metadata
+    # The crawling direction says the wrong end, the head sweeps the right one: no guess.
+    assert meta["spine_order"] == "head_first" and meta["spine_order_decided_by"] == "convention"
+    assert meta["spine_order_forward_fraction"] > 0.6 if order == "tail_first" else meta["spine_order_forward_fraction"] < 0.4
+    wrong = "head_first" if order == "tail_first" else "tail_first"
+    messages = orientation_warnings(caplog)
+    assert len(messages) == 1 and str(path) in messages[0]
+    assert f"the motion says {wrong}" in messages[0] and f"the head sweeps say {order}" in messages[0]
+    assert "cannot tell head from tail" in messages[0] and "check the file" in messages[0]
+    assert "forward motion" in messages[0] and "head/tail lateral motion" in messages[0]
+
+
+def test_forced_order_against_backing_up_larvae_is_silent_when_head_sweeps_agree(tmp_path, caplog):
+    truth = crawling_run(30.0, backward_share=0.65, seed=3, sweep_rad=0.5)
+    path = tmp_path / NAME
+    write_spine(truth, path, spine_order="tail_first", write_outline=False)
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path, ReadOptions(spine_order="tail_first"))
+    assert run.metadata["spine_order_forward_fraction"] < 0.4  # mostly backwards, as configured
+    assert run.metadata["spine_order_head_sweep_ratio"] >= DECISIVE_SWEEP_RATIO
+    assert_same_spines(run, truth)
+    assert not orientation_warnings(caplog)
+
+
+def test_evidence_is_quick_and_silent_on_degenerate_spines():
+    rng = np.random.default_rng(0)
+    t = np.arange(0.0, 300.0, 1 / 30)
+    tracks = [(t, rng.normal(0, 1, (t.size, 11, 2)).cumsum(axis=0)) for _ in range(30)]
+    tracks.append((t[:50], np.zeros((50, 11, 2))))  # zero-length spines
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        start = time.perf_counter()
+        motion, sweeps = orientation_evidence(tracks)
+        elapsed = time.perf_counter() - start
+    assert motion.moving_steps >= 0 and np.isfinite(sweeps.ratio)
+    assert elapsed < 5.0  # ~0.3 s here; generous for a loaded machine

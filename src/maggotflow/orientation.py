@@ -1,6 +1,6 @@
 """Which end of a spine is the head, from how the larvae move (one home for every reader).
 
-Larvae crawl forward most of the time, so over a file the body centre moves mostly towards
+First cue, the crawling direction. Larvae crawl forward most of the time, so over a file the body centre moves mostly towards
 the head. For every larva the evidence is measured on ~0.5 s windows (frame-rate free: a
 window runs from each frame to the first frame at least `WINDOW_S` later; windows that span
 a tracking gap longer than `MAX_WINDOW_S` are not used):
@@ -18,9 +18,29 @@ head (1 = all forward, 0.5 = no evidence either way, 0 = all backward). Reversin
 turns f into 1 - f exactly, so one measurement serves both orders. `moving_steps` counts the
 moving windows, `moving_s` their duration (s, the frame intervals they start on).
 
-Decision rule (`decide`): the evidence is *decisive* when moving_s >= `MIN_MOVING_S` and
-f >= `DECISIVE_FRACTION` (or <= 1 - it). A file whose larvae back up 30 % of the time at
-crawling speed still has f ~ 0.7.
+A second cue, independent of the crawling direction (`SweepEvidence`): larvae explore by
+casting, sweeping the HEAD sideways while the tail stays comparatively still. Per frame, each
+end point's sideways offset from the body centre, across the axis of the spine's central half
+(points round(k/4) .. k-1-round(k/4), so the swept end does not tilt its own reference), in
+median body lengths; over the same windows (still or moving), its change |dy|. Pooled over
+all larvae, the median |dy| at the supposed head over that at the supposed tail is the
+head-sweep ratio (medians: trackers' spine ends are noisy and glitch). Reversing the spine
+inverts it exactly. Tracker noise is the same at both ends and pulls it towards 1: clean
+simulated files give ~1.25-1.7, the same with 0.08 mm more noise ~1.15; a rigid kink at the
+middle of the body is symmetric and gives 1.
+
+Decision rule: the crawling cue is *decisive* when moving_s >= `MIN_MOVING_S` and
+f >= `DECISIVE_FRACTION` (or <= 1 - it); a file whose larvae back up 30 % of the time at
+crawling speed still has f ~ 0.7. The sweep cue is decisive when its windows cover
+>= `MIN_SWEEP_S` and the ratio is >= `DECISIVE_SWEEP_RATIO` (or <= 1 / it): 1.3 is well
+above what noise or a slightly asymmetric tracker gives, so on noisy files the cue turns
+neutral rather than wrong. Combined (`decide_spine_order`, `check_named_head`): a decisive
+cue decides when the other agrees or is neutral; when both are decisive and DISAGREE (e.g.
+larvae backing up most of their moving time) nothing is guessed: auto falls back to head
+first (the convention) with a warning naming the file and both figures. Forced orders and
+files that name the head warn when the combined evidence decisively contradicts them. Left
+out: a file of straight-bodied larvae (no sweeps) backing up most of the time is still
+decided by the crawling cue alone, the wrong way.
 """
 
 from __future__ import annotations
@@ -39,6 +59,8 @@ MAX_WINDOW_S = 2.0  # s: a window stretched over a longer gap is not used
 MOVING_BODY_LENGTHS = 0.05  # a moving window displaces the centre by >= 5 % of the body length
 MIN_MOVING_S = 5.0  # s of moving windows (all larvae together) needed for a decision
 DECISIVE_FRACTION = 0.6  # forward fraction needed to call an order (or 1 - it to reject one)
+MIN_SWEEP_S = 10.0  # s of observed windows (all larvae together) needed for a head-sweep verdict
+DECISIVE_SWEEP_RATIO = 1.3  # head/tail lateral motion needed to call an order (or 1 / it to reject one)
 
 ORDERS = ("head_first", "tail_first")
 
@@ -87,14 +109,80 @@ class MotionEvidence:
         }
 
 
+@dataclass(frozen=True)
+class SweepEvidence:
+    """Sideways motion of the two spine ends, whatever the crawling direction (see module doc).
+
+    head_lateral / tail_lateral: median |change over a window| of the supposed head's / tail's
+    sideways offset from the body centre, in body lengths (NaN without windows). windows:
+    number of windows. seconds: their total duration in s.
+    """
+
+    head_lateral: float
+    tail_lateral: float
+    windows: int
+    seconds: float
+
+    def reversed(self) -> "SweepEvidence":
+        """The evidence for the opposite head/tail assignment."""
+        return SweepEvidence(self.tail_lateral, self.head_lateral, self.windows, self.seconds)
+
+    @property
+    def ratio(self) -> float:
+        """head_lateral / tail_lateral, kept within [1e-3, 1e3] (JSON-safe); NaN when undefined."""
+        if not (np.isfinite(self.head_lateral) and np.isfinite(self.tail_lateral)):
+            return float("nan")
+        if self.tail_lateral <= 0 or self.head_lateral <= 0:
+            return float("nan") if self.head_lateral == self.tail_lateral else (1e3 if self.tail_lateral <= 0 else 1e-3)
+        return float(np.clip(self.head_lateral / self.tail_lateral, 1e-3, 1e3))
+
+    @property
+    def enough_data(self) -> bool:
+        return self.seconds >= MIN_SWEEP_S and np.isfinite(self.ratio)
+
+    @property
+    def supports(self) -> bool:
+        """Decisive evidence that the supposed head is the head."""
+        return self.enough_data and self.ratio >= DECISIVE_SWEEP_RATIO
+
+    @property
+    def contradicts(self) -> bool:
+        """Decisive evidence that the supposed head is the tail."""
+        return self.enough_data and self.ratio <= 1.0 / DECISIVE_SWEEP_RATIO
+
+    def describe(self) -> str:
+        """'head/tail lateral motion 1.62x over 6120 windows (204.0 s)' for messages."""
+        ratio = "n/a" if not np.isfinite(self.ratio) else f"{self.ratio:.2f}x"
+        return f"head/tail lateral motion {ratio} over {self.windows} windows ({self.seconds:.1f} s)"
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-serialisable figure: the head/tail ratio (None when undefined)."""
+        r = self.ratio
+        return {"spine_order_head_sweep_ratio": round(float(r), 4) if np.isfinite(r) else None}
+
+
 def motion_evidence(tracks: Iterable[tuple[np.ndarray, np.ndarray]]) -> MotionEvidence:
-    """Evidence that the LAST point of each spine is the head.
+    """Evidence from the crawling direction that the LAST point of each spine is the head.
 
     In: (t (n,) s, spine (n, k, 2)) per larva, any units (scale-free), points in the order
     to test (last point = supposed head). Out: MotionEvidence summed over all larvae.
     """
+    return orientation_evidence(tracks)[0]
+
+
+def orientation_evidence(
+    tracks: Iterable[tuple[np.ndarray, np.ndarray]],
+) -> tuple[MotionEvidence, SweepEvidence]:
+    """Both cues (crawling direction, head sweeps) that the LAST point of each spine is the head.
+
+    In: (t (n,) s, spine (n, k, 2)) per larva, any units (scale-free), points in the order
+    to test (last point = supposed head). Out: (MotionEvidence, SweepEvidence) over all larvae,
+    from one pass over the same ~0.5 s windows.
+    """
     forward = backward = 0.0
     steps, seconds = 0, 0.0
+    head_lateral, tail_lateral = [], []
+    sweep_seconds = 0.0
     with np.errstate(all="ignore"):  # degenerate spines (zero length) must not warn
         for t, spine in tracks:
             t = np.asarray(t, dtype=np.float64)
@@ -117,6 +205,9 @@ def motion_evidence(tracks: Iterable[tuple[np.ndarray, np.ndarray]]) -> MotionEv
             start, end = start[span <= MAX_WINDOW_S], end[span <= MAX_WINDOW_S]
             if start.size == 0:
                 continue
+            frame_s = np.minimum(np.diff(t, append=t[-1])[start], MAX_WINDOW_S)
+
+            # Crawling direction: centre displacement along the body axis.
             d = centre[end] - centre[start]
             a = axis[start] / axis_norm[start, None] + axis[end] / axis_norm[end, None]
             a /= np.hypot(a[:, 0], a[:, 1])[:, None]
@@ -126,10 +217,55 @@ def motion_evidence(tracks: Iterable[tuple[np.ndarray, np.ndarray]]) -> MotionEv
             forward += float(along[along > 0].sum())
             backward += float(-along[along < 0].sum())
             steps += int(moving.sum())
-            frame_s = np.diff(t, append=t[-1])[start]
-            seconds += float(np.minimum(frame_s, MAX_WINDOW_S)[moving].sum())
-    total = forward + backward
-    return MotionEvidence(forward / total if total > 0 else float("nan"), steps, seconds)
+            seconds += float(frame_s[moving].sum())
+
+            # Head sweeps: sideways offset of each end point from the centre, across the axis
+            # of the spine's central half (so a swept end does not tilt its own reference),
+            # in body lengths; its change over each window, still or moving alike.
+            if k < 4:
+                continue  # no central half distinct from the ends
+            q = max(1, int(round(k / 4)))
+            mid = spine[:, k - 1 - q] - spine[:, q]
+            normal = np.stack([-mid[:, 1], mid[:, 0]], axis=1) / (np.hypot(mid[:, 0], mid[:, 1]) * body)[:, None]
+            head_y = ((spine[:, -1] - centre) * normal).sum(axis=1)
+            tail_y = ((spine[:, 0] - centre) * normal).sum(axis=1)
+            dh = np.abs(head_y[end] - head_y[start])
+            dt = np.abs(tail_y[end] - tail_y[start])
+            ok = np.isfinite(dh) & np.isfinite(dt)
+            head_lateral.append(dh[ok])
+            tail_lateral.append(dt[ok])
+            sweep_seconds += float(frame_s[ok].sum())
+        total = forward + backward
+        motion = MotionEvidence(forward / total if total > 0 else float("nan"), steps, seconds)
+        if head_lateral and sum(x.size for x in head_lateral):
+            head = float(np.median(np.concatenate(head_lateral)))
+            tail = float(np.median(np.concatenate(tail_lateral)))
+        else:
+            head = tail = float("nan")
+        windows = int(sum(x.size for x in head_lateral))
+    return motion, SweepEvidence(head, tail, windows, sweep_seconds)
+
+
+def _verdict(motion: MotionEvidence, sweeps: SweepEvidence) -> str:
+    """Combined verdict on the supposed head: "supports", "contradicts", "disagree" or "weak".
+
+    Each cue is decisive one way or neutral; a decisive cue decides unless the other is
+    decisive the other way ("disagree": no guess).
+    """
+    votes = {("supports" if c.supports else "contradicts") for c in (motion, sweeps) if c.supports or c.contradicts}
+    if not votes:
+        return "weak"
+    return votes.pop() if len(votes) == 1 else "disagree"
+
+
+def _contradiction(motion: MotionEvidence, sweeps: SweepEvidence) -> str:
+    """In words, which cues contradict the supposed head, with their figures (for messages)."""
+    parts = []
+    if motion.contradicts:
+        parts.append(f"the larvae move backwards ({motion.describe()})")
+    if sweeps.contradicts:
+        parts.append(f"their tail end sweeps sideways more than their head end ({sweeps.describe()})")
+    return " and ".join(parts)
 
 
 def decide_spine_order(
@@ -140,38 +276,54 @@ def decide_spine_order(
     In: the file, its larvae as (t s, spine (n, k, 2) in FILE order), the configured order
     ("auto", "head_first" or "tail_first").
     Out: (order used, metadata) where metadata = spine_order, spine_order_decided_by
-    ("motion": auto and decisive; "convention": auto, weak evidence, head_first assumed;
-    "configured": forced by the user), spine_order_forward_fraction (under the order used),
-    spine_order_moving_steps. Logs a warning naming the file and the figure when auto falls
-    back, or when a forced order is decisively contradicted (the forced order is kept).
+    ("motion": auto and decided by the larvae's motion, crawling direction and/or head sweeps;
+    "convention": auto, weak or conflicting evidence, head_first assumed; "configured": forced
+    by the user), spine_order_forward_fraction, spine_order_moving_steps and
+    spine_order_head_sweep_ratio (under the order used). Logs a warning naming the file and
+    the figures when auto falls back, or when a forced order is decisively contradicted (the
+    forced order is kept).
     """
     # File order read as-is = tail first: the last point of each line is the head.
-    as_tail_first = motion_evidence(file_order_spines)
-    evidence = {"tail_first": as_tail_first, "head_first": as_tail_first.reversed()}
+    motion, sweeps = orientation_evidence(file_order_spines)
+    evidence = {"tail_first": (motion, sweeps), "head_first": (motion.reversed(), sweeps.reversed())}
+    verdict = {order: _verdict(*evidence[order]) for order in ORDERS}
     if configured == "auto":
-        if evidence["head_first"].supports:
+        if verdict["head_first"] == "supports":
             order, how = "head_first", "motion"
-        elif evidence["tail_first"].supports:
+        elif verdict["tail_first"] == "supports":
             order, how = "tail_first", "motion"
+        elif verdict["head_first"] == "disagree":
+            order, how = "head_first", "convention"
+            m, w = evidence["head_first"]
+            log.warning(
+                "%s: the motion says %s (read head first: %s) but the head sweeps say %s (read head first: %s); "
+                "cannot tell head from tail; reading the points head first (the convention): check the file",
+                path, "head_first" if m.supports else "tail_first", m.describe(),
+                "head_first" if w.supports else "tail_first", w.describe(),
+            )
         else:
             order, how = "head_first", "convention"
+            m, w = evidence["head_first"]
             log.warning(
-                "%s: cannot tell head from tail from the larvae's motion (read head first: %s; a decision "
-                "needs >= %.0f s of motion and >= %.0f%% of it one way); reading the points head first (the convention)",
-                path, evidence["head_first"].describe(), MIN_MOVING_S, 100 * DECISIVE_FRACTION,
+                "%s: cannot tell head from tail from the larvae's motion (read head first: %s; %s; a decision "
+                "needs >= %.0f s of motion and >= %.0f%% of it one way, or >= %.0f s of frames and one end "
+                "sweeping sideways >= %.1fx the other); reading the points head first (the convention)",
+                path, m.describe(), w.describe(), MIN_MOVING_S, 100 * DECISIVE_FRACTION, MIN_SWEEP_S,
+                DECISIVE_SWEEP_RATIO,
             )
     elif configured in ORDERS:
         order, how = configured, "configured"
-        if evidence[order].contradicts:
+        if verdict[order] == "contradicts":
             other = ORDERS[1 - ORDERS.index(order)]
             log.warning(
-                "%s: spine_order is set to %s but the larvae move backwards under it (%s); the file is "
-                "probably %s (spine_order auto would read it so); keeping %s as configured",
-                path, order, evidence[order].describe(), other, order,
+                "%s: spine_order is set to %s but under it %s; the file is probably %s (spine_order auto would "
+                "read it so); keeping %s as configured",
+                path, order, _contradiction(*evidence[order]), other, order,
             )
     else:
         raise ValueError(f"spine_order must be auto, head_first or tail_first, got {configured!r}")
-    return order, {"spine_order": order, "spine_order_decided_by": how, **evidence[order].metadata()}
+    m, w = evidence[order]
+    return order, {"spine_order": order, "spine_order_decided_by": how, **m.metadata(), **w.metadata()}
 
 
 def check_named_head(
@@ -182,14 +334,14 @@ def check_named_head(
     In: larvae as (t s, spine (n, k, 2) tail -> head as read); `decided_by` is the metadata
     value ("file", or "convention" where the file could not tell); `named_by` says in words
     what named the head (for the message). Out: metadata spine_order_decided_by plus the
-    figures. The head/tail as read is kept; a warning names the file and the figure when the
-    motion decisively contradicts it.
+    figures. The head/tail as read is kept; a warning names the file and the figures when the
+    combined evidence (crawling direction, head sweeps) decisively contradicts it.
     """
-    evidence = motion_evidence(tracks)
-    if evidence.contradicts:
+    motion, sweeps = orientation_evidence(tracks)
+    if _verdict(motion, sweeps) == "contradicts":
         log.warning(
-            "%s: the larvae move backwards relative to the head given by %s (%s); head and tail may be "
-            "swapped in this file: check the tracker's output (kept as read)",
-            path, named_by, evidence.describe(),
+            "%s: relative to the head given by %s, %s; head and tail may be swapped in this file: "
+            "check the tracker's output (kept as read)",
+            path, named_by, _contradiction(motion, sweeps),
         )
-    return {"spine_order_decided_by": decided_by, **evidence.metadata()}
+    return {"spine_order_decided_by": decided_by, **motion.metadata(), **sweeps.metadata()}
