@@ -9,12 +9,22 @@
 # in config/README.md; tagger presets: --config tagger=NAME (config/taggers/, presets.smk;
 # ensembles: ensemble.smk); rules in workflow/rules/, thin job scripts in workflow/scripts/.
 
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.20")
 
 
-configfile: "config/config.yaml"
+# The working folder's config/config.yaml, else the one next to this Snakefile (so that
+# `snakemake -s /path/to/maggotflow/Snakefile` works from any folder). Everything else
+# (schema, presets, rules, scripts, envs, report) is found next to the Snakefile.
+BASE_CONFIG = "config/config.yaml"
+if not Path(BASE_CONFIG).is_file():
+    BASE_CONFIG = str(Path(workflow.basedir) / BASE_CONFIG)
+
+
+configfile: BASE_CONFIG
 
 
 include: "workflow/rules/presets.smk"
@@ -48,4 +58,5 @@ onsuccess:
 
 
 onerror:
+    record_unfinished_predictions(WORKFLOW_START)
     print_failed_files(WORKFLOW_START)

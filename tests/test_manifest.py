@@ -217,3 +217,44 @@ def test_output_label_names():
     assert mf.exported_label_path("/d/trx.mat") == Path("/d/predicted.label")
     assert mf.exported_label_path("/d/X.csv") == Path("/d/X.predicted.label")
     assert mf.is_exported_prediction("predicted.label") and not mf.is_exported_prediction("trx.label")
+
+
+def test_scan_lists_what_it_skips_with_the_reason(tmp_path):
+    touch(tmp_path / "a" / "one.spine")
+    touch(tmp_path / "a" / "one.label", "{}")
+    touch(tmp_path / "a" / "one.outline", "")
+    touch(tmp_path / "a" / "notes.txt", "")
+    touch(tmp_path / "a" / "two.spine.gz", "")
+    touch(tmp_path / "a" / "stats.csv", "name,value\n")
+    touch(tmp_path / "a" / ".hidden.spine")
+    touch(tmp_path / "a" / ".one.label.host-1.x.part", "")
+    os.mkfifo(tmp_path / "a" / "pipe.spine")
+    os.symlink(tmp_path / "nowhere.spine", tmp_path / "a" / "link.spine")
+    m = mf.build_manifest(tmp_path)
+    assert [r["relpath"] for r in m] == ["a/one.spine"]
+    assert dict(m.skipped) == {
+        "a/link.spine": "a broken symbolic link",
+        "a/notes.txt": "unknown extension .txt: not a .spine, trx.mat or .csv track file",
+        "a/one.outline": "a Choreography outline (only the .spine files are read)",
+        "a/pipe.spine": "not a regular file",
+        "a/stats.csv": "a .csv file that is not a FIMTrack table",
+        "a/two.spine.gz": "gzip-compressed: decompress it first",
+    }
+    out = tmp_path / "out" / "skipped.tsv"
+    assert mf.write_skipped(m.skipped, out) is True and mf.write_skipped(m.skipped, out) is False
+    assert out.read_text().splitlines()[1] == "a/link.spine\ta broken symbolic link"
+
+
+def test_changed_labels_finds_missing_and_edited_labels_cheaply(tmp_path):
+    labels = [touch(tmp_path / f"{k}.label", f"label {k}\n") for k in range(3)]
+    rows = [mf.shard_row(f"id{k}", f"/t/{k}.spine", label) for k, label in enumerate(labels)]
+    rows.append(mf.shard_row("id3", "/t/3.spine", problem="is truncated"))
+    table = tmp_path / "shard.tsv"
+    table.write_text(mf.shard_table_text(rows))
+    assert mf.read_shard_table(table) == rows and rows[3]["status"] == "failed"
+    assert mf.changed_labels(rows) == []
+    os.utime(labels[2], ns=(1, 1))  # touched, same bytes: not changed
+    assert mf.changed_labels(mf.read_shard_table(table)) == []
+    labels[0].unlink()
+    labels[1].write_text("label X\n")  # same size, other bytes
+    assert mf.changed_labels(mf.read_shard_table(table)) == [str(labels[0]), str(labels[1])]

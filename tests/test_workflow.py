@@ -202,9 +202,9 @@ def test_dry_run_plans_every_stage_and_runs_nothing(tmp_path):
         "train_tagger": 1, "predict_heldout_shard": len(shards), "evaluate_heldout": 1,
         "ethograms": 1,
     }
-    # Nothing but the manifests: no job ran, no log was opened.
+    # Nothing but the manifests (and the list of skipped entries): no job ran, no log was opened.
     written = sorted(str(p.relative_to(project)) for p in (project / "results").rglob("*") if p.is_file())
-    assert written == ["results/evaluation/manifest.tsv", "results/manifest.tsv"]
+    assert written == ["results/evaluation/manifest.tsv", "results/manifest.tsv", "results/skipped.tsv"]
     assert not (project / "logs").exists()
 
 
@@ -289,6 +289,10 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     # A file already sits where one prediction would be exported: it must survive.
     occupied = mf.exported_label_path(tracks[0])
     occupied.write_bytes(b"my own notes\n")
+    # Entries that are not track files are listed, with the reason, not skipped silently.
+    (folder / "notes.txt").write_text("my notes\n")
+    (folder / "x.spine.gz").write_bytes(b"\x1f\x8b\x08\x00")
+    os.mkfifo(folder / "pipe.spine")  # reading it would block the scan: never opened
 
     output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("export.yaml",)))
     assert set(job_counts(output)) == {"predict", "predict_shard", "predict_summary", "export_predictions"}
@@ -308,11 +312,19 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     summary = (run / "summary.tsv").read_text().splitlines()
     assert len(summary) == 1 + len(tracks) and all(line.split("\t")[3] == "ok" for line in summary[1:])
     exported = {line.split("\t")[0]: line.split("\t")[2] for line in (run / "exported.tsv").read_text().splitlines()[1:]}
-    assert exported == {str(t): "kept" if t == tracks[0] else "written" for t in tracks}
+    assert exported == {str(t): "kept (not written by maggotflow)" if t == tracks[0] else "written" for t in tracks}
     assert occupied.read_bytes() == b"my own notes\n"
+    assert f"{occupied}: not written by maggotflow; kept" in (project / f"logs/predict/{run.name}/export.log").read_text()
     for track in tracks[1:]:
         assert mf.exported_label_path(track).read_bytes() == \
             produced[mf.mirrored_label_path(str(track.relative_to(folder)))]
+    skipped = dict(line.split("\t") for line in (run / "skipped.tsv").read_text().splitlines()[1:])
+    assert skipped["notes.txt"].startswith("unknown extension .txt")
+    assert skipped["x.spine.gz"] == "gzip-compressed: decompress it first"
+    assert skipped["pipe.spine"] == "not a regular file"
+    assert not any(name.endswith(".label") for name in skipped)
+    assert re.search(rf"{re.escape(str(folder))}: {len(skipped)} entries skipped, not track files .*"
+                     rf"listed in results/predict/{run.name}/skipped.tsv", output)
 
     # Jobs of large files are cut by size: a cap below every file's size gives one job per file.
     (project / "small_jobs.yaml").write_text("predict:\n  max_mb_per_job: 0.001\n")
@@ -325,6 +337,56 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     assert "Nothing to be done" in ok(snakemake(project, "predict", "--config", f"predict_dir={folder}",
                                                 configfiles=("export.yaml",)))
     assert not any(r["label"] for r in mf.read_manifest(run / "manifest.tsv"))
+
+    # A label deleted, one damaged, and the temporary of a killed writer: the next run re-tags
+    # those shards only (restoring the same bytes) and the temporary is gone, listed nowhere.
+    manifest = mf.read_manifest(run / "manifest.tsv")
+    shards = mf.assign_shards(manifest.ids, 2, sizes={r["id"]: int(r["size"]) for r in manifest},
+                              max_bytes=1000 * 10**6)
+    assert len(shards) >= 2, "need an untouched shard"
+    shard_of = {i: s for s, ids in shards.items() for i in ids}
+    by_relpath = {r["relpath"]: r for r in manifest}
+    deleted, damaged = (mf.mirrored_label_path(str(t.relative_to(folder))) for t in tracks[1:3])
+    touched = {shard_of[by_relpath[str(t.relative_to(folder))]["id"]] for t in tracks[1:3]}
+    (run / "labels" / deleted).unlink()
+    with open(run / "labels" / damaged, "r+b") as f:
+        f.write(b"#")  # same size, other bytes
+    leftover = (run / "labels" / deleted).with_name(f".{Path(deleted).name}.host-1.x.part")
+    leftover.write_text("half a label")
+    tables = {p.name: p.stat().st_mtime_ns for p in (run / "shards").iterdir()}
+    # With overwrite_existing: maggotflow's own earlier export is replaced; the user's never.
+    edited = mf.exported_label_path(tracks[1])
+    data = json.loads(edited.read_text())
+    data["metadata"]["note"] = "edited by hand"
+    edited.write_text(json.dumps(data))
+    (project / "overwrite.yaml").write_text(EXPORT_CONFIG + "  overwrite_existing: true\n")
+    output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("overwrite.yaml",)))
+    assert job_counts(output)["predict_shard"] == len(touched)
+    assert "label file(s) missing or changed since it was written" in output
+    assert label_bytes(run / "labels") == produced
+    assert not leftover.exists()
+    assert {n for n, t in tables.items() if (run / "shards" / n).stat().st_mtime_ns != t} == \
+        {f"{s}.tsv" for s in touched}
+    exported = {line.split("\t")[0]: line.split("\t")[2] for line in (run / "exported.tsv").read_text().splitlines()[1:]}
+    assert exported[str(tracks[0])] == "kept (not written by maggotflow)" and exported[str(tracks[1])] == "written"
+    assert occupied.read_bytes() == b"my own notes\n" and edited.read_bytes() == produced[deleted]
+    assert ".part" not in (run / "summary.tsv").read_text()
+
+    # A file that became unreadable: the summary says so (no stale `ok`), its label is gone,
+    # and every sha1 listed is that of the label on disk.
+    broken = next(t for t in tracks[1:] if "{" not in str(t))
+    broken.write_text("not a spine file\n")
+    result = snakemake(project, "predict", "--keep-going", "--config", f"predict_dir={folder}")
+    assert result.returncode != 0 and f"1 input(s) failed" in result.stdout
+    rows = {r["path"]: r for r in mf.read_shard_table(run / "summary.tsv")}
+    assert len(rows) == len(tracks)
+    assert rows[str(broken)]["status"] == "failed" and rows[str(broken)]["problem"]
+    assert not rows[str(broken)]["sha1"] and not rows[str(broken)]["label"]
+    assert not (run / "labels" / mf.mirrored_label_path(str(broken.relative_to(folder)))).exists()
+    from maggotflow.formats import file_sha1
+
+    assert all(file_sha1(r["label"] if os.path.isabs(r["label"]) else project / r["label"]) == r["sha1"]
+               for r in rows.values() if r["status"] == "ok")
 
 
 def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
@@ -344,6 +406,18 @@ def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
     assert result.returncode != 0 and "train it first with `snakemake train`" in result.stdout
     assert not STARTED_JOB.search(result.stdout)
     assert not (fresh / "results/models").exists() and not (fresh / "results/isolated").exists()
+    # A run that stops before any job leaves nothing a later run would trust.
+    assert not (trained.dir / "results/predict" / mf.predict_run_name(folder, tmp_path / "nope")).exists()
+    assert not (trained.dir / "results/predict" / mf.predict_run_name(folder, pretrained)).exists()
+    assert not (fresh / "results").exists()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "video.avi").write_bytes(b"RIFF")
+    result = snakemake(trained.dir, "predict", "--config", f"predict_dir={empty}")
+    assert result.returncode != 0 and f"{empty}: no track file matching" in result.stdout
+    assert "video.avi: unknown extension .avi" in result.stdout
+    assert not run_folder(trained.dir, empty).exists()
 
 
 def test_concurrent_predicts_on_two_folders_do_not_clash(trained, tmp_path):
@@ -382,6 +456,38 @@ def test_concurrent_predicts_on_two_folders_do_not_clash(trained, tmp_path):
     # Each run's end-of-run summary names its own failures only.
     assert "1 input(s) failed" in text_two and str(broken) in text_two
     assert "input(s) failed" not in text_one and str(broken) not in text_one
+    # The failed run's summary.tsv says what is on disk: the broken file failed, with its problem.
+    status = {r["path"]: (r["status"], r["problem"]) for r in mf.read_shard_table(run_two / "summary.tsv")}
+    assert status.pop(str(broken))[0] == "failed"
+    assert status == {str(t): ("ok", "") for t in good}
+
+
+def test_predict_from_a_bare_folder_uses_the_config_next_to_the_snakefile(trained, tmp_path):
+    """README: `snakemake -s /path/to/Snakefile predict ...` from a folder of your own, no
+    config/config.yaml there and no --configfile; a results/ that cannot be written is one line."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    folder = unlabelled_folder(tmp_path / "screen", 3, seed=9)
+    for track in track_files(folder):
+        if track.suffix != ".spine":
+            track.unlink()  # one .spine file (a FIMTrack table would need read.pixelsize_um)
+    assert len(track_files(folder)) == 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
+    command = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "predict", "--cores", "1", "--config",
+               f"predict_dir={folder}", f"model={trained.dir / 'results/models/tagger'}", "device=cpu"]
+    (bare / "results").write_text("not a folder\n")  # in the way of every output, also as root
+    blocked = subprocess.run(command, cwd=bare, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=180)
+    assert blocked.returncode != 0 and not STARTED_JOB.search(blocked.stdout)
+    assert re.search(r"^\s*results: cannot write \(a file of that name is in the way of the folder\)$",
+                     blocked.stdout, re.M), blocked.stdout
+    assert "Traceback (most recent call last)" not in blocked.stdout
+    (bare / "results").unlink()
+    ok(subprocess.run(command, cwd=bare, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                      timeout=180))
+    run = bare / "results/predict" / mf.predict_run_name(folder, trained.dir / "results/models/tagger")
+    assert [r["status"] for r in mf.read_shard_table(run / "summary.tsv")] == ["ok"]
+    assert not (bare / "config").exists()
 
 
 # ---------------------------------------------------------------------------- failures

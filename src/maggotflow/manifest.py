@@ -69,6 +69,8 @@ class Manifest:
 
     rows: list[dict[str, str]]
     root: Path | None = None
+    # Entries of a scanned tree that are not taken as track files: (relpath, reason).
+    skipped: list[tuple[str, str]] = field(default_factory=list, repr=False)
     by_id: dict[str, dict[str, str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,9 +193,10 @@ def is_exported_prediction(name: str) -> bool:
 def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> Manifest:
     """Scan `root` for track files whose names match `patterns` (fnmatch, case-insensitive).
 
-    Hidden folders are skipped; symbolic links to folders are followed once. `.csv` files
-    that are not FIMTrack tables are skipped with a warning. Raises TrackDataError when
-    `root` is not a readable folder.
+    Hidden folders are skipped; symbolic links to folders are followed once. Every other
+    entry that is not a track file is listed in `Manifest.skipped` as (relpath, reason)
+    (`skipped_reason`), except hidden files and `.label` files, which are expected there.
+    Raises TrackDataError when `root` is not a readable folder.
     """
     root = Path(root)
     if not root.is_dir():
@@ -202,26 +205,35 @@ def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS)
     lowered = [p.lower() for p in patterns]
     tracks: list[tuple[str, os.DirEntry]] = []
     label_dirs: dict[str, list[str]] = {}  # relative folder -> .label names
-    not_fimtrack: list[str] = []
-    for reldir, entries in _walk(root_abs):
+    skipped: list[tuple[str, str]] = []
+    for reldir, entries, others in _walk(root_abs, skipped):
         labels = []
         for entry in entries:
             name = entry.name
             lname = name.lower()
             if lname.endswith(".label"):
                 labels.append(name)
-            elif any(fnmatch.fnmatchcase(lname, p) for p in lowered):
-                if Path(lname).suffix not in _FORMAT_BY_SUFFIX:
-                    continue
-                if lname.endswith(".csv") and not _looks_like_fimtrack(entry):
-                    not_fimtrack.append(os.path.join(reldir, name))
-                    continue
+                continue
+            reason = None
+            if not any(fnmatch.fnmatchcase(lname, p) for p in lowered):
+                reason = skipped_reason(name, patterns)
+            elif Path(lname).suffix not in _FORMAT_BY_SUFFIX:
+                reason = "not a track file format (.spine, .mat or .csv)"
+            elif lname.endswith(".csv") and not _looks_like_fimtrack(entry):
+                reason = _NOT_FIMTRACK
+            if reason:
+                skipped.append((os.path.join(reldir, name), reason))
+            else:
                 tracks.append((reldir, entry))
+        skipped += [(os.path.join(reldir, name), why) for name, why in others]
         if labels:
             label_dirs[reldir] = labels
+    not_fimtrack = [p for p, reason in skipped if reason == _NOT_FIMTRACK]
     if not_fimtrack:
         log.warning("%s: skipped %d .csv file(s) that are not FIMTrack tables (first: %s)",
                     root, len(not_fimtrack), not_fimtrack[0])
+    if skipped:
+        log.info("%s: skipped %d entries that are not track files (first: %s: %s)", root, len(skipped), *skipped[0])
     relpaths = [os.path.join(d, e.name) if d else e.name for d, e in tracks]
     ids = unique_ids(relpaths)
     rows = []
@@ -243,11 +255,29 @@ def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS)
         candidates = [n for n in label_dirs.get(reldir, ()) if not is_exported_prediction(n)]
         if candidates:
             _pair_by_dependencies(root_abs / reldir, candidates, [rows[k] for k in indices])
-    return Manifest(rows, root_abs)
+    return Manifest(rows, root_abs, sorted(skipped))
 
 
-def _walk(root: Path) -> Iterator[tuple[str, list[os.DirEntry]]]:
-    """(relative folder, file entries) for every folder under root, sorted, no hidden ones."""
+_NOT_FIMTRACK = "a .csv file that is not a FIMTrack table"
+_COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zip": "zip", ".7z": "7z", ".zst": "zstd"}
+
+
+def skipped_reason(name: str, patterns: Sequence[str] = DEFAULT_PATTERNS) -> str:
+    """Why a regular file called `name` is not taken as a track file (its name alone decides)."""
+    suffix = Path(name.lower()).suffix
+    if suffix in _COMPRESSED:
+        return f"{_COMPRESSED[suffix]}-compressed: decompress it first"
+    if suffix == ".outline":
+        return "a Choreography outline (only the .spine files are read)"
+    if suffix in _FORMAT_BY_SUFFIX:
+        return f"its name matches none of the patterns {', '.join(patterns)}"
+    return f"unknown extension {suffix or '(none)'}: not a .spine, trx.mat or .csv track file"
+
+
+def _walk(root: Path, skipped: list[tuple[str, str]] | None = None
+          ) -> Iterator[tuple[str, list[os.DirEntry], list[tuple[str, str]]]]:
+    """(relative folder, regular-file entries, [(name, reason)] of other entries) for every
+    folder under root, sorted, no hidden ones. Folders that cannot be listed go to `skipped`."""
     seen: set[str] = set()
     stack = [""]
     while stack:
@@ -261,8 +291,11 @@ def _walk(root: Path) -> Iterator[tuple[str, list[os.DirEntry]]]:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
             log.warning("%s: cannot list folder (%s); skipped", root / reldir, err.strerror)
+            if skipped is not None and reldir:
+                skipped.append((reldir, f"folder cannot be listed ({err.strerror})"))
             continue
         files = []
+        others = []
         subdirs = []
         for entry in entries:
             if entry.name.startswith(".") or entry.name == "__pycache__":
@@ -272,9 +305,13 @@ def _walk(root: Path) -> Iterator[tuple[str, list[os.DirEntry]]]:
                     subdirs.append(os.path.join(reldir, entry.name) if reldir else entry.name)
                 elif entry.is_file():
                     files.append(entry)
-            except OSError:
-                continue
-        yield reldir, files
+                elif entry.is_symlink():
+                    others.append((entry.name, "a broken symbolic link"))
+                else:  # FIFO, socket, device: reading one would block or make no sense
+                    others.append((entry.name, "not a regular file"))
+            except OSError as err:
+                others.append((entry.name, f"cannot be read ({err.strerror})"))
+        yield reldir, files, others
         stack.extend(reversed(subdirs))
 
 
@@ -361,7 +398,20 @@ def write_manifest(manifest: Manifest, path: str | Path) -> bool:
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
-    except (FileNotFoundError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError):
+        pass  # absent or unreadable: written below (a folder in the way fails there, one line)
+    write_text_atomic(path, text)
+    return True
+
+
+def write_skipped(skipped: Sequence[tuple[str, str]], path: str | Path) -> bool:
+    """Write the skipped entries of a scan as `relpath\treason` lines (atomic, if changed)."""
+    path = Path(path)
+    text = "relpath\treason\n" + "".join(f"{p}\t{' '.join(r.split())}\n" for p, r in skipped)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
         pass
     write_text_atomic(path, text)
     return True
@@ -515,3 +565,70 @@ def assign_shards(ids: Sequence[str], files_per_job: int, sizes: Mapping[str, in
     if current:
         close()
     return shards
+
+
+# --------------------------------------------------------------------------------------
+# Shard tables: what a prediction job wrote (one row per track file)
+
+SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "sha1", "size", "mtime_ns")
+
+
+def shard_row(ident: str, track: str, label: str | Path | None = None, problem: str = "",
+              status: str | None = None) -> dict[str, str]:
+    """A shard-table row: `label` written (its sha1, size and mtime as on disk now), or not
+    (status `failed` with its `problem`, or the given status)."""
+    row = dict.fromkeys(SHARD_COLUMNS, "")
+    row.update(id=ident, path=str(track), problem=" ".join(str(problem).split()))
+    if label is None:
+        row["status"] = status or "failed"
+        return row
+    from maggotflow.formats import file_sha1
+
+    stat = os.stat(label)
+    row.update(label=str(label), status=status or "ok", sha1=file_sha1(label), size=str(stat.st_size),
+               mtime_ns=str(stat.st_mtime_ns))
+    return row
+
+
+def shard_table_text(rows: Iterable[Mapping[str, str]]) -> str:
+    lines = ["\t".join(SHARD_COLUMNS)]
+    lines += ["\t".join(str(r.get(c, "")) for c in SHARD_COLUMNS) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def read_shard_table(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a shard table (also of one written before the size/mtime_ns columns)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return []
+    header = lines[0].split("\t")
+    return [dict(dict.fromkeys(SHARD_COLUMNS, ""), **dict(zip(header, line.split("\t"))))
+            for line in lines[1:] if line]
+
+
+def changed_labels(rows: Iterable[Mapping[str, str]]) -> list[str]:
+    """The labels of `ok` rows that are no longer on disk as recorded: missing, or changed.
+
+    Cheap enough for every workflow start on 10,000 files: one stat per label; the sha1 is
+    computed only for a label whose size matches but whose modification time does not.
+    """
+    from maggotflow.formats import file_sha1
+
+    changed = []
+    for row in rows:
+        if row.get("status") != "ok" or not row.get("label"):
+            continue
+        try:
+            stat = os.stat(row["label"])
+        except OSError:
+            changed.append(row["label"])
+            continue
+        if row.get("size") and str(stat.st_size) != row["size"]:
+            changed.append(row["label"])
+        elif row.get("mtime_ns") and str(stat.st_mtime_ns) != row["mtime_ns"]:
+            try:
+                if file_sha1(row["label"]) != row.get("sha1"):
+                    changed.append(row["label"])
+            except OSError:
+                changed.append(row["label"])
+    return changed

@@ -17,6 +17,7 @@ from snakemake.io import contains_wildcard
 from snakemake.logging import logger
 
 from maggotflow import manifest as mf
+from maggotflow.atomic import OutputError, write_text_atomic
 from maggotflow.tracks import TrackDataError
 
 WORKFLOW_START = time.time()
@@ -50,7 +51,12 @@ wildcard_constraints:
 
 
 def load_manifest(track_dir, manifest, out):
-    """The manifest of a folder (scanned) or a user's TSV, recorded at `out`."""
+    """The manifest of a folder (scanned) or a user's TSV, recorded at `out`.
+
+    A scan also records the entries it skipped (not track files) in `skipped.tsv` next to
+    `out`. Nothing is written before the inputs are known to be good: a run that stops on a
+    missing or empty folder leaves no manifest behind for a later run to trust.
+    """
     try:
         if manifest:
             found = mf.read_manifest(manifest, root=track_dir)
@@ -59,16 +65,26 @@ def load_manifest(track_dir, manifest, out):
         elif workflow.is_main_process and (config["inputs"]["rescan"] or not Path(out).is_file()):
             found = mf.build_manifest(track_dir, config["inputs"]["patterns"])
             if not len(found):
+                skipped = f" ({len(found.skipped)} other entries skipped, e.g. {': '.join(found.skipped[0])})" \
+                    if found.skipped else ""
                 raise WorkflowError(
-                    f"{track_dir}: no track file matching {', '.join(config['inputs']['patterns'])}"
+                    f"{track_dir}: no track file matching {', '.join(config['inputs']['patterns'])}{skipped}"
                 )
         else:
             return mf.read_manifest(out)
+        if workflow.is_main_process:
+            if not manifest:
+                mf.write_skipped(found.skipped, skipped_file(out))
+            mf.write_manifest(found, out)
     except TrackDataError as err:
         raise WorkflowError(str(err)) from None
-    if workflow.is_main_process:
-        mf.write_manifest(found, out)
+    except OutputError as err:  # results/ read-only, disk full, a file in the way: one line
+        raise WorkflowError(str(err)) from None
     return found
+
+
+def skipped_file(manifest_file):
+    return str(Path(manifest_file).with_name("skipped.tsv"))
 
 
 @functools.cache
@@ -100,7 +116,10 @@ def heldout_manifest():
         chosen = mf.hash_split(candidates, ev["heldout_fraction"], config["seed"])
         found = input_manifest().subset(chosen)
         if workflow.is_main_process:
-            mf.write_manifest(found, HELDOUT_MANIFEST)
+            try:
+                mf.write_manifest(found, HELDOUT_MANIFEST)
+            except OutputError as err:
+                raise WorkflowError(str(err)) from None
     unlabelled = [r["relpath"] for r in found if not r["label"]]
     if unlabelled:
         raise WorkflowError(
@@ -149,6 +168,7 @@ def predict_manifest(run):
             f"results/predict/{run} does not belong to predict_dir={config['predict_dir']} with "
             f"model={model_path()}; target the `predict` rule with --config predict_dir=DIR"
         )
+    model_fingerprint()  # a run with an unusable model writes nothing under results/predict/
     PREDICT_RUNS.add(run)
     return load_manifest(config["predict_dir"], None, f"results/predict/{run}/manifest.tsv")
 
@@ -266,7 +286,32 @@ def dataset_intermediates(wildcards):
     return [intermediate(r) for r in rows]
 
 
+def rerun_if_labels_changed(shard_table):
+    """Make the job of `shard_table` run again when a label it lists is missing or changed.
+
+    The labels are side products of a shard job (one job, hundreds of files in a mirrored
+    tree), not declared outputs, so Snakemake cannot see that one was deleted or edited.
+    The main process checks them as it builds the job graph (a stat per label, a sha1 only
+    for a label whose size matches but whose time does not) and forces the job, the way
+    Snakemake itself forces the jobs of --rerun-incomplete; jobs (cluster jobs re-read this
+    file) never check, and a dry run shows the job with "Forced execution".
+    """
+    if not workflow.is_main_process or workflow.dag is None or not Path(shard_table).is_file():
+        return
+    try:
+        changed = mf.changed_labels(mf.read_shard_table(shard_table))
+    except (OSError, UnicodeDecodeError, ValueError):
+        changed = [shard_table]  # unreadable table: redo the shard
+    if changed:
+        logger.info(
+            f"{shard_table}: {len(changed)} label file(s) missing or changed since it was written "
+            f"(first: {changed[0]}); re-tagging its files"
+        )
+        workflow.dag.forcefiles.add(shard_table)
+
+
 def predict_shard_tracks(wildcards):
+    rerun_if_labels_changed(f"results/predict/{wildcards.run}/shards/{wildcards.shard}.tsv")
     return trackable([r["path"] for r in shard_rows(wildcards.run, wildcards.shard)])
 
 
@@ -275,6 +320,7 @@ def predict_shard_params(wildcards):
 
 
 def heldout_shard_tracks(wildcards):
+    rerun_if_labels_changed(f"results/evaluation/predictions/shards/{wildcards.shard}.tsv")
     return trackable([r["path"] for r in shard_rows("heldout", wildcards.shard)])
 
 
@@ -296,6 +342,15 @@ def heldout_reference_map(wildcards):
 
 def predict_shard_files(wildcards):
     return [f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run)]
+
+
+def predict_job_settings(wildcards):
+    """The predict.* keys a tagging job reads: the export's keys never re-run a shard."""
+    return {k: config["predict"][k] for k in ("batch_size", "skip_bad_files")}
+
+
+def predict_skipped_file(wildcards):
+    return skipped_file(f"results/predict/{wildcards.run}/manifest.tsv")
 
 
 def predict_model_fingerprint(wildcards):
@@ -430,8 +485,91 @@ def print_failed_files(since):
                 continue
             log_file = path.with_suffix(".log")
             records += [line.split("\t", 1) + [log_file] for line in text.splitlines() if line]
+    report_skipped()
     if not records:
         return
     lines = [f"{len(records)} input(s) failed (file, problem, log):"]
     lines += [f"  {r[0]}\n      {r[1] if len(r) > 2 else ''}\n      log: {r[-1]}" for r in records]
     logger.warning("\n".join(lines))
+
+
+def report_skipped():
+    """Say how many entries of each scanned folder were not taken as track files, and where
+    they are listed (skipped.tsv next to the run's manifest)."""
+    scanned = []
+    if input_manifest.cache_info().currsize and config["inputs"]["track_dir"] and not config["inputs"]["manifest"]:
+        scanned.append((config["inputs"]["track_dir"], skipped_file(MANIFEST)))
+    scanned += [(config["predict_dir"], skipped_file(f"results/predict/{run}/manifest.tsv")) for run in sorted(PREDICT_RUNS)]
+    for folder, listing in scanned:
+        try:
+            entries = Path(listing).read_text(encoding="utf-8").splitlines()[1:]
+        except OSError:
+            continue
+        if entries:
+            first = entries[0].split("\t")
+            logger.warning(
+                f"{folder}: {len(entries)} entries skipped, not track files "
+                f"(e.g. {first[0]}: {first[-1]}); listed in {listing}"
+            )
+
+
+def record_unfinished_predictions(since):
+    """After a failed run, rewrite each prediction run's summary.tsv to say what is on disk.
+
+    A shard whose job failed has no table, so the summary job could not run and the summary
+    of an earlier run would still list its files as `ok` with old sha1s. Its files are listed
+    as the failed job left them (predict_shard.py writes its rows next to its log: a bad
+    file `failed` with its problem, its stale label removed), else from the job's failure
+    record, else as `not tagged` (the job did not finish; see its log): never as `ok`
+    without a label on disk.
+    """
+    for run in sorted(PREDICT_RUNS):
+        try:
+            shards = shards_of(run)
+            by_id = predict_manifest(run).by_id
+        except WorkflowError:
+            continue
+        rows, unfinished = [], 0
+        for shard, ids in shards.items():
+            table = Path(f"results/predict/{run}/shards/{shard}.tsv")
+            if table.is_file():
+                rows += mf.read_shard_table(table)
+                continue
+            unfinished += 1
+            log_file = Path(f"logs/predict/{run}/{shard}.log")
+            written = log_file.with_suffix(".table.tsv")  # what the failed job wrote (predict_shard.py)
+            try:
+                if written.stat().st_mtime >= since - 1:
+                    rows += mf.read_shard_table(written)
+                    continue
+            except OSError:
+                pass
+            problems = {}
+            record = failure_record_of(log_file)
+            try:
+                if record.stat().st_mtime >= since - 1:
+                    problems = dict(line.split("\t", 1) for line in record.read_text(encoding="utf-8").splitlines()
+                                    if "\t" in line)
+            except OSError:
+                pass
+            for ident in ids:
+                track = by_id[ident]["path"]
+                if track in problems:
+                    rows.append(mf.shard_row(ident, track, problem=problems[track]))
+                else:
+                    rows.append(mf.shard_row(ident, track, status="not tagged",
+                                             problem=f"its job did not finish; see {log_file}"))
+        if not unfinished:
+            continue
+        summary = f"results/predict/{run}/summary.tsv"
+        try:
+            write_text_atomic(summary, mf.shard_table_text(sorted(rows, key=lambda r: r["path"])))
+        except OutputError as err:
+            logger.error(str(err))
+            continue
+        logger.warning(f"{summary}: {unfinished} prediction job(s) did not finish; their files are listed "
+                       "as failed or not tagged")
+
+
+def failure_record_of(log_file):
+    return Path(log_file).with_suffix(".failed")  # as workflow/scripts/jobsetup.py writes it

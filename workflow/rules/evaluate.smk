@@ -14,7 +14,7 @@ rule predict_heldout_shard:
         "results/benchmarks/evaluation/{shard}.tsv"
     params:
         files=heldout_shard_params,
-        settings=config["predict"],
+        settings=predict_job_settings,
         read=read_options,
         device=config["device"],
     threads: config["threads"]["predict"]

@@ -3,6 +3,7 @@
 #   results/predict/<run>/labels/<relative path with .label>   (side products, atomic)
 #   results/predict/<run>/shards/<shard>.tsv                    (the tracked output: every
 #                                                               label written + its sha1)
+# A label deleted or changed later makes its shard run again (rerun_if_labels_changed).
 # <run> = <folder name>-<hash of folder and model>, so runs on different folders never
 # share an output. The model is a parameter (its fingerprint), not an input: tagging a
 # folder never triggers training, and a changed model re-tags.
@@ -21,7 +22,7 @@ rule predict_shard:
         files=predict_shard_params,
         model=predict_model,
         model_sha1=predict_model_fingerprint,
-        settings=config["predict"],
+        settings=predict_job_settings,
         read=read_options,
         device=config["device"],
     threads: config["threads"]["predict"]
@@ -41,6 +42,8 @@ rule predict_summary:
         "results/predict/{run}/summary.tsv",
     log:
         "logs/predict/{run}/summary.log",
+    params:
+        skipped=predict_skipped_file,
     localrule: True
     conda:
         "../../envs/maggotflow.yaml"

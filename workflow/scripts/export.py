@@ -1,9 +1,11 @@
-"""Copy each predicted .label next to its track file, never replacing a file unless allowed.
+"""Copy each predicted .label next to its track file, never replacing a user's file.
 
 trx.mat -> predicted.label, X.spine/X.csv -> X.predicted.label (maggotflow.manifest
 .exported_label_path). exported.tsv lists each track file, the exported path and what
-happened: written, unchanged (same bytes already there), kept (another file was there and
-predict.overwrite_existing is false), failed (the track file was not tagged).
+happened: written, unchanged (same bytes already there), kept (an earlier export of
+maggotflow's, different, and predict.overwrite_existing is false), kept (not written by
+maggotflow) (a file without maggotflow's mark: never replaced, whatever the setting),
+failed (the track file was not tagged).
 """
 
 from pathlib import Path
@@ -12,29 +14,38 @@ from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.atomic import write_bytes_atomic, write_text_atomic
-    from maggotflow.manifest import exported_label_path
+    from maggotflow.formats.label import is_maggotflow_label
+    from maggotflow.manifest import exported_label_path, read_shard_table
 
     lines = ["path\texported\tstatus"]
-    kept = 0
+    kept = written = 0
     for shard in snakemake.input:
-        for line in open(shard, encoding="utf-8").read().splitlines()[1:]:
-            ident, track, label, status = line.split("\t")[:4]
+        for row in read_shard_table(shard):
+            track = row["path"]
             target = exported_label_path(track)
-            if status != "ok":
+            if row["status"] != "ok":
                 lines.append(f"{track}\t\tfailed")
                 continue
-            data = Path(label).read_bytes()
-            if target.exists():
-                if target.read_bytes() == data:
+            data = Path(row["label"]).read_bytes()
+            if target.exists() or target.is_symlink():
+                status = None
+                if target.is_file() and target.read_bytes() == data:
                     lines.append(f"{track}\t{target}\tunchanged")
                     continue
-                if not snakemake.params.overwrite:
-                    log.warning("%s: exists and differs; kept (set predict.overwrite_existing: true to replace)",
-                                target)
-                    lines.append(f"{track}\t{target}\tkept")
+                if not (target.is_file() and not target.is_symlink() and is_maggotflow_label(target)):
+                    log.warning("%s: not written by maggotflow; kept, never replaced (the prediction is in %s)",
+                                target, row["label"])
+                    status = "kept (not written by maggotflow)"
+                elif not snakemake.params.overwrite:
+                    log.warning("%s: an earlier export that differs; kept (set predict.overwrite_existing: true "
+                                "to replace it)", target)
+                    status = "kept"
+                if status:
+                    lines.append(f"{track}\t{target}\t{status}")
                     kept += 1
                     continue
             write_bytes_atomic(target, data)
             lines.append(f"{track}\t{target}\twritten")
+            written += 1
     write_text_atomic(snakemake.output[0], "\n".join(lines) + "\n")
-    log.info("exported %d label file(s); %d existing file(s) kept", len(lines) - 1 - kept, kept)
+    log.info("exported %d label file(s); %d existing file(s) kept", written, kept)

@@ -1,7 +1,8 @@
 """Tag the track files of one shard with one model load (maggotflow.prediction.predict_files).
 
 Each file's .label goes to `<run>/labels/<relative path with .label>` (atomic); the shard's
-output `<run>/shards/<shard>.tsv` lists every file with its status and the label's sha1.
+output `<run>/shards/<shard>.tsv` lists every file with its status and the label's sha1,
+size and time (maggotflow.manifest.shard_row: a label deleted or edited later is re-made).
 A file that cannot be read does not stop the others; the job then fails naming it (or, with
 predict.skip_bad_files, records it as failed in the TSV and succeeds).
 """
@@ -14,9 +15,9 @@ from jobsetup import job, record_failures
 with job(snakemake, subject=snakemake.output[0]) as log:
     import torch
 
-    from maggotflow.atomic import write_text_atomic
-    from maggotflow.formats import ReadOptions, file_sha1
-    from maggotflow.manifest import mirrored_label_path
+    from maggotflow.atomic import remove_stale_temporaries, write_text_atomic
+    from maggotflow.formats import ReadOptions
+    from maggotflow.manifest import mirrored_label_path, shard_row, shard_table_text
     from maggotflow.prediction import predict_files
 
     torch.set_num_threads(snakemake.threads)
@@ -25,6 +26,9 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     shard_table = Path(snakemake.output[0])
     labels_root = shard_table.parent.parent / "labels"
     outs = [labels_root / mirrored_label_path(r["relpath"]) for r in rows]
+    # The labels are this job's alone to write (side products, not declared outputs): what
+    # a killed attempt left next to them goes, never to be read as a label.
+    remove_stale_temporaries(outs, all_owners=True)
     failed = {}
 
     def on_error(path, error):
@@ -35,16 +39,21 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     predict_files(model, [r["path"] for r in rows], out_paths=outs, batch_size=settings["batch_size"],
                   device=snakemake.params.device, read_options=ReadOptions(**snakemake.params.read),
                   on_error=on_error, overwrite=True)  # its own outputs; never a foreign file
-    lines = ["id\tpath\tlabel\tstatus\tproblem\tsha1"]
+    table = []
     for row, out in zip(rows, outs):
         if row["path"] in failed:
             out.unlink(missing_ok=True)  # never leave a stale label from an earlier run
-            lines.append(f"{row['id']}\t{row['path']}\t\tfailed\t{' '.join(failed[row['path']].split())}\t")
+            table.append(shard_row(row["id"], row["path"], problem=failed[row["path"]]))
         else:
-            lines.append(f"{row['id']}\t{row['path']}\t{out}\tok\t\t{file_sha1(out)}")
+            table.append(shard_row(row["id"], row["path"], out))
     log.info("%d file(s) tagged, %d failed", len(rows) - len(failed), len(failed))
+    # A job that fails has no output (Snakemake removes it), so what it did write goes next to
+    # its log: the end of a failed run lists those files as they are (common.smk).
+    unfinished_table = Path(snakemake.log[0]).with_suffix(".table.tsv")
     if failed:
         record_failures(snakemake.log[0], sorted(failed.items()))
         if not settings["skip_bad_files"]:
+            write_text_atomic(unfinished_table, shard_table_text(table))
             sys.exit(1)
-    write_text_atomic(shard_table, "\n".join(lines) + "\n")
+    unfinished_table.unlink(missing_ok=True)
+    write_text_atomic(shard_table, shard_table_text(table))

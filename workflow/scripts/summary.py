@@ -1,18 +1,26 @@
-"""All shards of a prediction run -> summary.tsv (one row per track file, sorted by path)."""
+"""All shards of a prediction run -> summary.tsv (one row per track file, sorted by path).
+
+The rows are the shard tables' (maggotflow.manifest.SHARD_COLUMNS: status, problem, and
+the label's sha1, size and time as written). The log also counts the folder's entries that
+were skipped as not track files (listed in the run's skipped.tsv).
+"""
+
+from pathlib import Path
 
 from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.atomic import write_text_atomic
+    from maggotflow.manifest import read_shard_table, shard_table_text
 
-    header, rows = None, []
-    for shard in snakemake.input:
-        lines = open(shard, encoding="utf-8").read().splitlines()
-        header = lines[0]
-        rows += [line for line in lines[1:] if line]
-    rows.sort(key=lambda line: line.split("\t")[1])
-    failed = [r.split("\t") for r in rows if r.split("\t")[3] != "ok"]
-    write_text_atomic(snakemake.output[0], "\n".join([header or ""] + rows) + "\n")
+    rows = [row for shard in snakemake.input for row in read_shard_table(shard)]
+    rows.sort(key=lambda row: row["path"])
+    failed = [row for row in rows if row["status"] != "ok"]
+    write_text_atomic(snakemake.output[0], shard_table_text(rows))
     log.info("%d file(s) tagged, %d failed", len(rows) - len(failed), len(failed))
     for row in failed:
-        log.warning("not tagged: %s: %s", row[1], row[4])
+        log.warning("not tagged: %s: %s", row["path"], row["problem"])
+    skipped = Path(snakemake.params.skipped)
+    entries = skipped.read_text(encoding="utf-8").splitlines()[1:] if skipped.is_file() else []
+    if entries:
+        log.warning("%d entries of the folder skipped, not track files; listed in %s", len(entries), skipped)
