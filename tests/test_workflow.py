@@ -260,6 +260,12 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
     assert (project / "results/evaluation/confusion.png").stat().st_size > 0
     assert len(list((project / "results/report/ethograms").glob("*.png"))) == min(2, len(heldout))
 
+    # Readable by the lab: every file and folder under results/ has the umask's mode.
+    from maggotflow.atomic import current_umask
+    umask = current_umask()
+    modes = {(p.is_dir(), p.stat().st_mode & 0o777) for p in (project / "results").rglob("*")}
+    assert modes == {(False, 0o666 & ~umask), (True, 0o777 & ~umask)}, sorted(modes)
+
     # Up to date: nothing to re-run.
     assert "Nothing to be done" in ok(snakemake(project, "-n"))
 
