@@ -222,7 +222,8 @@ def test_output_label_names():
 def test_scan_lists_what_it_skips_with_the_reason(tmp_path):
     touch(tmp_path / "a" / "one.spine")
     touch(tmp_path / "a" / "one.label", "{}")
-    touch(tmp_path / "a" / "one.outline", "")
+    touch(tmp_path / "a" / "one.outline", "")  # read with one.spine: expected, not skipped
+    touch(tmp_path / "a" / "orphan.outline", "")
     touch(tmp_path / "a" / "notes.txt", "")
     touch(tmp_path / "a" / "two.spine.gz", "")
     touch(tmp_path / "a" / "stats.csv", "name,value\n")
@@ -235,7 +236,7 @@ def test_scan_lists_what_it_skips_with_the_reason(tmp_path):
     assert dict(m.skipped) == {
         "a/link.spine": "a broken symbolic link",
         "a/notes.txt": "unknown extension .txt: not a .spine, trx.mat or .csv track file",
-        "a/one.outline": "a Choreography outline (only the .spine files are read)",
+        "a/orphan.outline": "a Choreography .outline without its .spine (outlines are read with their .spine file)",
         "a/pipe.spine": "not a regular file",
         "a/stats.csv": "a .csv file that is not a FIMTrack table",
         "a/two.spine.gz": "gzip-compressed: decompress it first",

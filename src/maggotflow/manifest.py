@@ -195,7 +195,8 @@ def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS)
 
     Hidden folders are skipped; symbolic links to folders are followed once. Every other
     entry that is not a track file is listed in `Manifest.skipped` as (relpath, reason)
-    (`skipped_reason`), except hidden files and `.label` files, which are expected there.
+    (`skipped_reason`), except hidden files, `.label` files and the `.outline` of a `.spine`,
+    which are expected there.
     Raises TrackDataError when `root` is not a readable folder.
     """
     root = Path(root)
@@ -208,12 +209,15 @@ def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS)
     skipped: list[tuple[str, str]] = []
     for reldir, entries, others in _walk(root_abs, skipped):
         labels = []
+        names = {entry.name for entry in entries}
         for entry in entries:
             name = entry.name
             lname = name.lower()
             if lname.endswith(".label"):
                 labels.append(name)
                 continue
+            if lname.endswith(".outline") and name[: -len(".outline")] + ".spine" in names:
+                continue  # read with its .spine: expected, not skipped
             reason = None
             if not any(fnmatch.fnmatchcase(lname, p) for p in lowered):
                 reason = skipped_reason(name, patterns)
@@ -268,7 +272,7 @@ def skipped_reason(name: str, patterns: Sequence[str] = DEFAULT_PATTERNS) -> str
     if suffix in _COMPRESSED:
         return f"{_COMPRESSED[suffix]}-compressed: decompress it first"
     if suffix == ".outline":
-        return "a Choreography outline (only the .spine files are read)"
+        return "a Choreography .outline without its .spine (outlines are read with their .spine file)"
     if suffix in _FORMAT_BY_SUFFIX:
         return f"its name matches none of the patterns {', '.join(patterns)}"
     return f"unknown extension {suffix or '(none)'}: not a .spine, trx.mat or .csv track file"
