@@ -419,8 +419,12 @@ def test_impossible_frames_bridged_and_named(tmp_path, caplog):
         np.testing.assert_allclose(segments[tr.id], build_segments(ref, SegmentSpec()), atol=1e-5)
 
 
-def test_too_many_impossible_frames(tmp_path):
+def test_larva_with_too_many_impossible_frames_is_left_out(tmp_path, caplog):
     larva = simple_larva(3, 20)
     larva["y_spine"][:, 2:7] = -1e200
-    path = write_struct(tmp_path / "bad" / "trx.mat", [larva])
-    expect_error(path, "larva 3: 5 of 20 frames (25%) have impossible coordinates", "first at frame 2")
+    path = write_struct(tmp_path / "bad" / "trx.mat", [simple_larva(1, 20), larva])
+    with caplog.at_level(logging.WARNING):
+        run = read_run(path)
+    assert [tr.id for tr in run.tracks] == ["1"]
+    assert any("larva 3: 5 of 20 frames (25%) have impossible coordinates (first at frame 2" in r.getMessage()
+               and r.getMessage().endswith("this larva is left out") for r in caplog.records)

@@ -18,7 +18,9 @@ in time between the nearest plausible frames (the nearest one at the track ends)
 by the nearest plausible frame's outline (contour points are not matched between frames, so
 they cannot be interpolated). One warning per larva names the file, the larva and the line
 (text formats) or frame. When more than `MAX_IMPLAUSIBLE_FRACTION` of a larva's frames are
-implausible the track is not data: TrackDataError naming the file and larva.
+implausible the track is not data: `CorruptTrackError` (a TrackDataError) naming the file
+and the larva, which the readers turn into a warning and leave that larva out (as they do
+with larvae too short to tag): one tracker glitch never costs the other larvae of the file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ MAX_IMPLAUSIBLE_FRACTION = 0.2
 _SHOWN = 5  # frames listed in a warning
 
 
+class CorruptTrackError(TrackDataError):
+    """A larva whose frames are mostly impossible: left out of the run by the readers (warned)."""
+
+
+def warn_corrupt_larva(logger: logging.Logger, err: TrackDataError) -> None:
+    """The readers' one warning for a larva left out as corrupt."""
+    logger.warning("%s; this larva is left out", err)
+
+
 def bridge_implausible_frames(
     path: str | Path,
     larva: str,
@@ -53,7 +64,7 @@ def bridge_implausible_frames(
     In: t (n,) s, spine (n, k, 2) and outline (n, m, 2) NaN-padded, both in the file's own
     units and any point order; `where(i)` names frame i for messages ("line 17", "frame 3").
     Out: (spine, outline), new arrays when a frame was bridged, else the inputs unchanged.
-    Raises TrackDataError when more than MAX_IMPLAUSIBLE_FRACTION of the frames are bad.
+    Raises CorruptTrackError when more than MAX_IMPLAUSIBLE_FRACTION of the frames are bad.
     """
     n = spine.shape[0]
     if n == 0:
@@ -88,7 +99,7 @@ def bridge_implausible_frames(
         return spine, outline
     first = int(np.argmax(bad))
     if n_bad > MAX_IMPLAUSIBLE_FRACTION * n or n_bad == n:
-        raise TrackDataError(
+        raise CorruptTrackError(
             path,
             f"larva {larva}: {n_bad} of {n} frames ({100 * n_bad / n:.0f}%) have impossible coordinates "
             f"(first at {where(first)}); more than {100 * MAX_IMPLAUSIBLE_FRACTION:.0f}% is corrupt data, not a track",

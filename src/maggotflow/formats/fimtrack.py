@@ -39,7 +39,8 @@ from maggotflow.atomic import atomic_path
 from maggotflow.formats import ReadOptions, read_input_bytes
 from maggotflow.formats.spine import scan_text_lines, warn_skipped_larvae
 from maggotflow.orientation import check_named_head
-from maggotflow.plausibility import MAX_ABS_COORDINATE, bridge_implausible_frames
+from maggotflow.plausibility import (MAX_ABS_COORDINATE, CorruptTrackError, bridge_implausible_frames,
+                                     warn_corrupt_larva)
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
 
 log = logging.getLogger(__name__)
@@ -238,10 +239,14 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
             continue
         # (features, n) -> (n, k, 2), head first in the file; checked in pixels (file units)
         raw = block[:, frames, j]
-        spine, _ = bridge_implausible_frames(
-            path, larva, frames / options.framerate, raw.T.reshape(-1, k, 2),
-            where=lambda i, raw=raw, frames=frames: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
-        )
+        try:
+            spine, _ = bridge_implausible_frames(
+                path, larva, frames / options.framerate, raw.T.reshape(-1, k, 2),
+                where=lambda i, raw=raw, frames=frames: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
+            )
+        except CorruptTrackError as err:
+            warn_corrupt_larva(log, err)
+            continue
         spine = spine[:, ::-1] * scale  # head first in the file -> tail first in maggotflow
         try:
             tracks.append(Track(larva, frames / options.framerate, np.ascontiguousarray(spine)))

@@ -44,7 +44,7 @@ import pandas as pd
 from maggotflow.atomic import atomic_path
 from maggotflow.formats import ReadOptions, check_regular_file, read_input_bytes
 from maggotflow.orientation import decide_spine_order
-from maggotflow.plausibility import bridge_implausible_frames
+from maggotflow.plausibility import CorruptTrackError, bridge_implausible_frames, warn_corrupt_larva
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
 
 log = logging.getLogger(__name__)
@@ -353,10 +353,14 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     larvae = []
     for larva, rows in kept:
         lines = table.lines[rows]
-        spine, outline = bridge_implausible_frames(
-            path, str(larva), table.t[rows], table.coords[rows, : 2 * k].reshape(-1, k, 2),
-            None if outlines is None else outlines[larva], where=lambda i, lines=lines: f"line {lines[i]}",
-        )
+        try:
+            spine, outline = bridge_implausible_frames(
+                path, str(larva), table.t[rows], table.coords[rows, : 2 * k].reshape(-1, k, 2),
+                None if outlines is None else outlines[larva], where=lambda i, lines=lines: f"line {lines[i]}",
+            )
+        except CorruptTrackError as err:
+            warn_corrupt_larva(log, err)
+            continue
         larvae.append((larva, rows, spine, outline))
     order, orientation = decide_spine_order(
         path, [(table.t[rows], spine) for _, rows, spine, _ in larvae], options.spine_order

@@ -49,7 +49,7 @@ import numpy as np
 from maggotflow.atomic import atomic_path
 from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, check_not_gzip, check_regular_file, file_sha1
 from maggotflow.orientation import check_named_head
-from maggotflow.plausibility import bridge_implausible_frames
+from maggotflow.plausibility import CorruptTrackError, bridge_implausible_frames, warn_corrupt_larva
 from maggotflow.tracks import LabelStep, Run, Track, TrackDataError, check_unique_ids
 
 log = logging.getLogger(__name__)
@@ -256,6 +256,7 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> tuple[list[
     # Pass 2: orientation of the 2-D arrays, then which spine end is the head.
     spine_layout = _file_layout(larvae, ("x_spine", "y_spine"))
     contour_layout = _file_layout(larvae, ("x_contour", "y_contour")) if has_outline else _MATLAB
+    corrupt: set[str] = set()  # larvae left out: mostly impossible frames (warned)
     for larva in larvae:
         n, where = larva["t"].size, larva["where"]
         xs = _frames_first(larva.pop("x_spine"), n, "x_spine", where, spine_layout)
@@ -280,14 +281,20 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> tuple[list[
                 except TrackDataError as err:
                     unusable.setdefault("x_contour", err.problem)
         t = larva["t"]
-        larva["spine"], outline = bridge_implausible_frames(
-            path, larva["id"], t, larva["spine"], larva.get("outline"),
-            where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
-        )
+        try:
+            larva["spine"], outline = bridge_implausible_frames(
+                path, larva["id"], t, larva["spine"], larva.get("outline"),
+                where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
+            )
+        except CorruptTrackError as err:
+            warn_corrupt_larva(log, err)
+            corrupt.add(larva["id"])
+            continue
         if has_outline:
             larva["outline"] = outline
         larva["head_first"] = _spine_is_head_first(larva)
 
+    larvae = [larva for larva in larvae if larva["id"] not in corrupt]
     for field, problem in unusable.items():
         log.warning("%s: optional field '%s' ignored where unusable (%s)", path, field, problem)
 
