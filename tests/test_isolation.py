@@ -198,3 +198,37 @@ def test_fifo_and_devices_refused_at_once(tmp_path):
         assert line == f"{tmp_path / name}: is a FIFO (named pipe), not a regular file"
     assert lines[-1] == "/dev/null: is a character device, not a regular file"
     assert not (tmp_path / "out.h5").exists() and not list(tmp_path.glob(".*part"))
+
+
+def test_labels_of_larvae_the_reader_left_out_are_not_an_error(simulated, tmp_path, caplog):
+    """A larva left out by the reader (one frame; mostly impossible frames) keeps its labels
+    in the .label file: the file still isolates, the other larvae keep theirs."""
+    from maggotflow.formats.label import label_file_for_run, read_label_file, write_label_file
+
+    source = simulated[".spine"]
+    lines = source.read_text().splitlines()
+    first_id = lines[0].split()[1]
+    rows = [i for i, line in enumerate(lines) if line.split()[1] == first_id]
+    for i in rows[: len(rows) // 2]:  # half of the first larva's frames: 1e300
+        fields = lines[i].split()
+        fields[5] = "1e300"
+        lines[i] = " ".join(fields)
+    date_time = lines[0].split()[0]
+    t_last = float(lines[rows[-1]].split()[2])
+    lines.append(f"{date_time} 999 {t_last:.3f} " + " ".join(["1.0"] * (len(lines[0].split()) - 3)))  # one frame
+    track = tmp_path / source.name
+    track.write_text("\n".join(lines) + "\n")
+    truth = read_label_file(label_file_path(source))
+    truth.tracks["999"] = (np.array([round(t_last, 3)]), [(truth.names[0],)])
+    run = read_run(track, ReadOptions(spine_order="head_first"))
+    truth.dependencies = label_file_for_run(run).dependencies  # made for the edited file
+    labels = tmp_path / (track.stem + ".label")
+    write_label_file(labels, truth)
+    assert set(run.left_out) == {first_id, "999"}
+    out = tmp_path / "iso.h5"
+    with caplog.at_level("WARNING"):
+        isolate(track, out, labels)
+    kept = read_isolated(out)
+    assert first_id not in [tr.id for tr in kept.tracks] and kept.tracks
+    assert all(tr.labels is not None for tr in kept.tracks)
+    assert any(f"larva {first_id}:" in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)

@@ -131,6 +131,9 @@ class Run:
     source: Path | None = None
     format: str | None = None
     sha1: str | None = None
+    # Larvae of the file that the reader left out (warned): id -> why (too few time steps,
+    # mostly impossible frames). Their labels in a .label file are then not an error.
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -232,6 +232,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     k = len(spine_features) // 2
     tracks = []
     skipped = []
+    left_out: dict[str, str] = {}
     for j, larva in enumerate(larva_ids):
         frames = np.flatnonzero(present[:, j])
         if frames.size < options.min_steps:
@@ -246,6 +247,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
             )
         except CorruptTrackError as err:
             warn_corrupt_larva(log, err)
+            left_out[larva] = "mostly impossible frames"
             continue
         spine = spine[:, ::-1] * scale  # head first in the file -> tail first in maggotflow
         try:
@@ -253,6 +255,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
         except TrackDataError as err:
             raise err.with_path(path) from None
     warn_skipped_larvae(log, path, skipped, options.min_steps)
+    left_out.update({larva: f"{n} time step(s), fewer than min_steps" for larva, n in skipped})
     orientation = check_named_head(path, [(tr.t, tr.spine) for tr in tracks], "file", "the file's head/tail rows")
     return Run(
         metadata={**_run_metadata(path), "spine_order": "head_first", **orientation},
@@ -260,6 +263,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
         source=path,
         format="fimtrack",
         sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path)
+        left_out=left_out,
     )
 
 

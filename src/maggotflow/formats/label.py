@@ -434,7 +434,7 @@ def attach_labels(run: Run, label_file: LabelFile, label_path: str | Path, check
 
     Checks (TrackDataError naming `label_path`): the label file was made for this track file
     (sha1 in `dependencies`, when both are known and `check_sha1`); every labelled larva exists
-    in the run; its times equal the track's time steps within 1 ms; its labels are declared
+    in the run (or was left out by the reader, `Run.left_out`: its labels go unused); its times equal the track's time steps within 1 ms; its labels are declared
     names. Larvae of the run missing from the label file get labels None (logged).
     """
     label_path = Path(label_path)
@@ -447,7 +447,9 @@ def attach_labels(run: Run, label_file: LabelFile, label_path: str | Path, check
     allowed = set(label_file.names) | set(_names_of(label_file.secondary_labels))
     by_id = {_canonical_id(k): v for k, v in label_file.tracks.items()}
     run_ids = {_canonical_id(track.id) for track in run.tracks}
-    extra = [larva for larva in by_id if larva not in run_ids]
+    # Larvae the reader left out (too short, corrupt; warned then) keep their labels unused.
+    left_out = {_canonical_id(k) for k in run.left_out}
+    extra = [larva for larva in by_id if larva not in run_ids and larva not in left_out]
     if extra:
         raise TrackDataError(label_path, f"larva {extra[0]} is in the label file but not in {track_name}")
 

@@ -342,6 +342,7 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     kept = [(larva, rows) for larva, rows in groups if rows.size >= options.min_steps]
     short = [(str(larva), rows.size) for larva, rows in groups if rows.size < options.min_steps]
     warn_skipped_larvae(log, path, short, options.min_steps)
+    left_out = {larva: f"{n} time step(s), fewer than min_steps" for larva, n in short}
 
     outline_path = path.with_suffix(".outline")
     outlines = None
@@ -360,6 +361,7 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
             )
         except CorruptTrackError as err:
             warn_corrupt_larva(log, err)
+            left_out[str(larva)] = "mostly impossible frames"
             continue
         larvae.append((larva, rows, spine, outline))
     order, orientation = decide_spine_order(
@@ -382,6 +384,7 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
         source=path,
         format="spine",
         sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path), without re-reading
+        left_out=left_out,
     )
 
 

@@ -100,7 +100,8 @@ def read_trx(path: str | Path, options: ReadOptions | None = None) -> Run:
         ) from None
     with h5:
         try:
-            tracks, orientation = _read_tracks(h5, path, options)
+            left_out: dict[str, str] = {}
+            tracks, orientation = _read_tracks(h5, path, options, left_out)
         except TrackDataError as err:
             raise (err if err.path else err.with_path(path)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
@@ -112,6 +113,7 @@ def read_trx(path: str | Path, options: ReadOptions | None = None) -> Run:
         source=path,
         format="trx",
         sha1=file_sha1(path),
+        left_out=left_out,
     )
 
 
@@ -200,7 +202,8 @@ class _StructArray:
         return np.asarray(obj[()], dtype=np.float64)
 
 
-def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> tuple[list[Track], dict[str, Any]]:
+def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
+                 left_out: dict[str, str]) -> tuple[list[Track], dict[str, Any]]:
     """The tracks (tail -> head) and the orientation metadata (spine_order: how x_spine is
     ordered, "mixed" when larvae differ; spine_order_decided_by: "file" or "convention";
     the motion figures)."""
@@ -238,6 +241,7 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> tuple[list[
             log.warning(
                 "%s: %s has %d time step(s), fewer than %d; skipped", path, where, t.size, options.min_steps
             )
+            left_out[larva_id] = f"{t.size} time step(s), fewer than min_steps"
             continue
         larva: dict[str, Any] = {"id": larva_id, "where": where, "t": t}
         for field in ("x_spine", "y_spine"):
@@ -289,6 +293,7 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions) -> tuple[list[
         except CorruptTrackError as err:
             warn_corrupt_larva(log, err)
             corrupt.add(larva["id"])
+            left_out[larva["id"]] = "mostly impossible frames"
             continue
         if has_outline:
             larva["outline"] = outline
