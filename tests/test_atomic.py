@@ -98,7 +98,7 @@ def test_a_file_in_the_way_of_a_folder(tmp_path):
 def test_real_enospc_from_dev_full(tmp_path):
     # /dev/full answers every write with ENOSPC: the same path a full disk takes.
     with pytest.raises(OutputError, match="No space left on device"):
-        with atomic_path(tmp_path / "x.bin") as tmp:
+        with atomic_path(tmp_path / "x.bin"):
             with open("/dev/full", "wb") as f:
                 f.write(b"x" * 100000)
                 f.flush()

@@ -7,7 +7,6 @@ it may replace). Modes are checked under umask 022: 0644 files, 0755 folders.
 
 import os
 import stat
-from pathlib import Path
 
 import pytest
 

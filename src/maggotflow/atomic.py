@@ -73,17 +73,22 @@ class OutputExistsError(FileExistsError):
 FOREIGN_FILE = "exists and was not written by maggotflow; it is never replaced: choose another output path"
 
 
-def refuse_foreign(target: str | os.PathLike, is_ours: Callable[[Path], bool], problem: str = FOREIGN_FILE) -> None:
-    """Raise OutputExistsError when `target` exists and `is_ours(target)` is False.
+def may_replace(target: str | os.PathLike, is_ours: Callable[[Path], bool]) -> bool:
+    """The one rule of every maggotflow command: a file it did not write is never replaced.
 
-    The one rule of every maggotflow command: a file it did not write is never replaced.
-    `is_ours` recognises the command's own earlier output from its content; anything it
-    cannot recognise (and anything that is not a regular file) is the user's.
+    True when `target` is absent, or is a regular file (not a link) that `is_ours`
+    recognises, from its content, as the command's own earlier output; anything else is
+    the user's.
     """
     target = Path(target)
     if not os.path.lexists(target):
-        return
-    if target.is_symlink() or not target.is_file() or not is_ours(target):
+        return True
+    return not target.is_symlink() and target.is_file() and is_ours(target)
+
+
+def refuse_foreign(target: str | os.PathLike, is_ours: Callable[[Path], bool], problem: str = FOREIGN_FILE) -> None:
+    """Raise OutputExistsError (one line) unless `may_replace(target, is_ours)`."""
+    if not may_replace(target, is_ours):
         raise OutputExistsError(target, problem)
 
 

@@ -536,7 +536,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-dir", help="folder of reference .label files, paired by relative path "
                                                 "(or by file name when unique)")
     parser.add_argument("--out", help="folder for metrics.json, per_label.csv, confusion.csv, confusion.png")
-    parser.add_argument("--labels", help="comma-separated labels to evaluate (default: all found)")
+    parser.add_argument("--labels", help="comma-separated labels to evaluate (default: the labels the predicted "
+                                         "files declare, i.e. the tagger's)")
     parser.add_argument("--synonyms", action="append",
                         help="name_in_file=task_name pairs or a preset (see `maggotflow dataset --help`)")
     parser.add_argument("--ignore-ends", type=float, default=0.0, metavar="S",

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from maggotflow.atomic import OutputError, temporary_name
+from maggotflow.atomic import OutputError, make_dirs, temporary_name
 from maggotflow.curves import read_curve, save_curve
 from maggotflow.model import (
     ClassifierConfig,
@@ -301,7 +301,7 @@ def save_folder(path: str | Path, write_into) -> Path:
     """
     path = Path(path)
     check_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     # os.mkdir (not mkdtemp) so the folder gets the user's umask, readable by the lab.
     tmp = path.parent / temporary_name(path, uuid.uuid4().hex[:12])
     try:

@@ -5,10 +5,8 @@ and nothing is shared between files (no common `data/` folder). The layout is co
 (all larvae of the file concatenated, `offsets` delimit them), see docs/architecture.md:
 
     / attrs: format_version, source_path, source_name, sha1, format, metadata (JSON),
-             label_source ("" when unlabelled); when the reader decided the head/tail
-             orientation also spine_order, spine_order_decided_by (str),
-             spine_order_forward_fraction (float, NaN when undefined),
-             spine_order_moving_steps (int), copies of the same metadata keys
+             label_source ("" when unlabelled); the reader's head/tail decision is in
+             metadata (spine_order, spine_order_decided_by and the figures)
     /tracks/ids (L,) str   /tracks/offsets (L+1,) int64   /tracks/t (R,) float64
     /tracks/spine (R, k, 2) float64 mm tail->head   /tracks/outline (R, m, 2) float32 (opt.)
     /labels/names (C,) str   /labels/matrix (R, C) bool   (optional)
@@ -84,7 +82,6 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
             f.attrs["format"] = run.format or ""
             f.attrs["metadata"] = json.dumps(run.metadata, sort_keys=False, default=str)
             f.attrs["label_source"] = label_source
-            _orientation_attrs(f, run.metadata)
             g = f.create_group("tracks")
             _dataset(g, "ids", np.array([tr.id for tr in tracks], dtype=object), dtype=_STR)
             _dataset(g, "offsets", offsets)
@@ -99,18 +96,6 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
                 rows = [tr.labels if tr.labels is not None else [()] * tr.n_steps for tr in tracks]
                 matrix = np.concatenate([label_matrix(r, names) for r in rows]) if rows else np.zeros((0, len(names)), bool)
                 _dataset(lg, "matrix", matrix)
-
-
-def _orientation_attrs(f: h5py.File, metadata: dict) -> None:
-    """The reader's head/tail decision as explicit attributes (also in `metadata`)."""
-    if "spine_order_decided_by" not in metadata:
-        return  # a Run built in code: nothing was decided
-    for key in ("spine_order", "spine_order_decided_by"):
-        if metadata.get(key) is not None:
-            f.attrs[key] = str(metadata[key])
-    fraction = metadata.get("spine_order_forward_fraction")
-    f.attrs["spine_order_forward_fraction"] = np.float64("nan" if fraction is None else fraction)
-    f.attrs["spine_order_moving_steps"] = np.int64(metadata.get("spine_order_moving_steps") or 0)
 
 
 def _dataset(group: h5py.Group, name: str, data: np.ndarray, dtype=None) -> None:

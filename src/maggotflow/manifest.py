@@ -33,7 +33,6 @@ import csv
 import fnmatch
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -365,24 +364,11 @@ def _pair_by_dependencies(folder: Path, label_names: list[str], rows: list[dict[
         wanted[filename]["label"] = str(folder / names[0])
 
 
-def _label_dependencies(path: Path, head_bytes: int = 1 << 16) -> list[str]:
-    """Track file names in a .label file's `dependencies` (read from its head; [] if unreadable).
+def _label_dependencies(path: Path) -> list[str]:
+    """Track file names in a .label file's `dependencies` (read from its head; [] if unreadable)."""
+    from maggotflow.formats.label import header_value
 
-    `dependencies` precedes the (large) `data` array, so the first 64 kB normally hold it.
-    """
-    try:
-        with open(path, "rb") as f:
-            text = f.read(head_bytes).decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    at = text.find('"dependencies"')
-    if at < 0:
-        return []
-    colon = text.find(":", at + len('"dependencies"'))
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text[colon + 1:].lstrip())
-    except (ValueError, IndexError):
-        return []
+    value = header_value(path, "dependencies")
     deps = value if isinstance(value, list) else [value]
     return [str(d["filename"]) for d in deps if isinstance(d, dict) and d.get("filename")]
 
@@ -391,14 +377,13 @@ def _label_dependencies(path: Path, head_bytes: int = 1 << 16) -> list[str]:
 # Reading and writing
 
 
-def write_manifest(manifest: Manifest, path: str | Path) -> bool:
-    """Write `manifest` to `path` (atomic) unless it holds exactly that already.
+def _write_if_changed(path: str | Path, text: str) -> bool:
+    """Write `text` to `path` (atomic) unless it holds exactly that already; True if written.
 
-    Returns True when the file was (re)written. Leaving an unchanged file alone keeps its
-    modification time, so rescanning an unchanged tree triggers nothing downstream.
+    Leaving an unchanged file alone keeps its modification time, so rescanning an
+    unchanged tree triggers nothing downstream.
     """
     path = Path(path)
-    text = manifest.to_tsv()
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
@@ -408,17 +393,27 @@ def write_manifest(manifest: Manifest, path: str | Path) -> bool:
     return True
 
 
+def write_manifest(manifest: Manifest, path: str | Path) -> bool:
+    """Write `manifest` to `path` (atomic) unless it holds exactly that already.
+
+    Returns True when the file was (re)written (see `_write_if_changed`).
+    """
+    return _write_if_changed(path, manifest.to_tsv())
+
+
 def write_skipped(skipped: Sequence[tuple[str, str]], path: str | Path) -> bool:
     """Write the skipped entries of a scan as `relpath\treason` lines (atomic, if changed)."""
-    path = Path(path)
-    text = "relpath\treason\n" + "".join(f"{p}\t{' '.join(r.split())}\n" for p, r in skipped)
+    rows = "".join(f"{p}\t{' '.join(r.split())}\n" for p, r in skipped)
+    return _write_if_changed(path, "relpath\treason\n" + rows)
+
+
+def read_skipped(path: str | Path) -> list[tuple[str, str]]:
+    """The (relpath, reason) rows of a `write_skipped` file; [] when it is absent or unreadable."""
     try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
+        lines = Path(path).read_text(encoding="utf-8").splitlines()[1:]
     except (OSError, UnicodeDecodeError):
-        pass
-    write_text_atomic(path, text)
-    return True
+        return []
+    return [tuple(line.split("\t", 1)) for line in lines if "\t" in line]
 
 
 def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:

@@ -161,15 +161,6 @@ class SweepEvidence:
         return {"spine_order_head_sweep_ratio": round(float(r), 4) if np.isfinite(r) else None}
 
 
-def motion_evidence(tracks: Iterable[tuple[np.ndarray, np.ndarray]]) -> MotionEvidence:
-    """Evidence from the crawling direction that the LAST point of each spine is the head.
-
-    In: (t (n,) s, spine (n, k, 2)) per larva, any units (scale-free), points in the order
-    to test (last point = supposed head). Out: MotionEvidence summed over all larvae.
-    """
-    return orientation_evidence(tracks)[0]
-
-
 def orientation_evidence(
     tracks: Iterable[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[MotionEvidence, SweepEvidence]:

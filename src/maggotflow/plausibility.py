@@ -19,8 +19,9 @@ by the nearest plausible frame's outline (contour points are not matched between
 they cannot be interpolated). One warning per larva names the file, the larva and the line
 (text formats) or frame. When more than `MAX_IMPLAUSIBLE_FRACTION` of a larva's frames are
 implausible the track is not data: `CorruptTrackError` (a TrackDataError) naming the file
-and the larva, which the readers turn into a warning and leave that larva out (as they do
-with larvae too short to tag): one tracker glitch never costs the other larvae of the file.
+and the larva. The readers call `bridge_or_leave_out`, which turns it into a warning and
+leaves that larva out (`Run.left_out`, as with larvae too short to tag): one tracker glitch
+never costs the other larvae of the file.
 """
 
 from __future__ import annotations
@@ -46,9 +47,23 @@ class CorruptTrackError(TrackDataError):
     """A larva whose frames are mostly impossible: left out of the run by the readers (warned)."""
 
 
-def warn_corrupt_larva(logger: logging.Logger, err: TrackDataError) -> None:
-    """The readers' one warning for a larva left out as corrupt."""
-    logger.warning("%s; this larva is left out", err)
+def bridge_or_leave_out(
+    left_out: dict[str, str],
+    path: str | Path,
+    larva: str,
+    t: np.ndarray,
+    spine: np.ndarray,
+    outline: np.ndarray | None = None,
+    where: Callable[[int], str] = lambda i: f"frame {i}",
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """What every reader calls: `bridge_implausible_frames`, or None for a corrupt larva,
+    which is then warned about and recorded in `left_out` (the reader's `Run.left_out`)."""
+    try:
+        return bridge_implausible_frames(path, larva, t, spine, outline, where)
+    except CorruptTrackError as err:
+        log.warning("%s; this larva is left out", err)
+        left_out[str(larva)] = "mostly impossible frames"
+        return None
 
 
 def bridge_implausible_frames(

@@ -597,7 +597,6 @@ def run_command(args: argparse.Namespace) -> int:
         print("maggotflow predict: error: no input file given", file=sys.stderr)
         return 2
     failures: list[tuple[Path, Exception]] = []
-    written: list[Path] = []
 
     def report_failures() -> None:
         if failures:

@@ -163,6 +163,11 @@ class Run:
         raise KeyError(larva_id)
 
 
+def too_short(n_steps: int) -> str:
+    """`Run.left_out` reason of a larva with fewer time steps than `ReadOptions.min_steps`."""
+    return f"{n_steps} time step(s), fewer than min_steps"
+
+
 def metadata_from_name(name: str) -> dict[str, str]:
     """Metadata from an `@`-separated Choreography-style file name.
 

@@ -501,15 +501,11 @@ def report_skipped():
         scanned.append((config["inputs"]["track_dir"], skipped_file(MANIFEST)))
     scanned += [(config["predict_dir"], skipped_file(f"results/predict/{run}/manifest.tsv")) for run in sorted(PREDICT_RUNS)]
     for folder, listing in scanned:
-        try:
-            entries = Path(listing).read_text(encoding="utf-8").splitlines()[1:]
-        except OSError:
-            continue
+        entries = mf.read_skipped(listing)
         if entries:
-            first = entries[0].split("\t")
             logger.warning(
                 f"{folder}: {len(entries)} entries skipped, not track files "
-                f"(e.g. {first[0]}: {first[-1]}); listed in {listing}"
+                f"(e.g. {entries[0][0]}: {entries[0][-1]}); listed in {listing}"
             )
 
 

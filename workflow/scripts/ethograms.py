@@ -14,6 +14,7 @@ with job(snakemake, subject="ethograms") as log:
     from matplotlib.patches import Patch
 
     from maggotflow.formats.label import default_colors, read_label_file
+    from maggotflow.manifest import read_shard_table
 
     def bouts(steps):
         """(first index, length, name) of each run of identical first labels."""
@@ -38,10 +39,7 @@ with job(snakemake, subject="ethograms") as log:
     references = snakemake.params.references
     done = []
     for shard in snakemake.input.shards:
-        for line in open(shard, encoding="utf-8").read().splitlines()[1:]:
-            ident, track, label, status = line.split("\t")[:4]
-            if status == "ok":
-                done.append((track, ident, label))
+        done += [(row["path"], row["id"], row["label"]) for row in read_shard_table(shard) if row["status"] == "ok"]
     for track, ident, label in sorted(done)[: snakemake.params.n_files]:
         predicted, reference = read_label_file(label), read_label_file(references[ident])
         names = list(dict.fromkeys(predicted.names + reference.names))

@@ -7,16 +7,16 @@ from jobsetup import job
 with job(snakemake, subject="evaluation") as log:
     from maggotflow.atomic import write_text_atomic
     from maggotflow.evaluation import evaluate, format_table, write_report
+    from maggotflow.manifest import read_shard_table
 
     references = snakemake.params.references
     pairs = []
     for shard in snakemake.input.shards:
-        for line in open(shard, encoding="utf-8").read().splitlines()[1:]:
-            ident, track, label, status = line.split("\t")[:4]
-            if status == "ok":
-                pairs.append((label, references[ident]))
+        for row in read_shard_table(shard):
+            if row["status"] == "ok":
+                pairs.append((row["label"], references[row["id"]]))
             else:
-                log.warning("%s: not tagged, left out of the evaluation", track)
+                log.warning("%s: not tagged, left out of the evaluation", row["path"])
     pairs.sort(key=lambda pair: pair[1])
     task = snakemake.params.task
     report = evaluate(pairs, labels=task["labels"], synonyms=task["synonyms"],

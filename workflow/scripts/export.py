@@ -8,12 +8,13 @@ maggotflow) (a file without maggotflow's mark: never replaced, whatever the sett
 failed (the track file was not tagged).
 """
 
+import os
 from pathlib import Path
 
 from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
-    from maggotflow.atomic import write_bytes_atomic, write_text_atomic
+    from maggotflow.atomic import may_replace, write_bytes_atomic, write_text_atomic
     from maggotflow.formats.label import is_maggotflow_label
     from maggotflow.manifest import exported_label_path, read_shard_table
 
@@ -27,21 +28,20 @@ with job(snakemake, subject=snakemake.output[0]) as log:
                 lines.append(f"{track}\t\tfailed")
                 continue
             data = Path(row["label"]).read_bytes()
-            if target.exists() or target.is_symlink():
-                status = None
+            if os.path.lexists(target):
                 if target.is_file() and target.read_bytes() == data:
                     lines.append(f"{track}\t{target}\tunchanged")
                     continue
-                if not (target.is_file() and not target.is_symlink() and is_maggotflow_label(target)):
+                if not may_replace(target, is_maggotflow_label):
                     log.warning("%s: not written by maggotflow; kept, never replaced (the prediction is in %s)",
                                 target, row["label"])
-                    status = "kept (not written by maggotflow)"
-                elif not snakemake.params.overwrite:
+                    lines.append(f"{track}\t{target}\tkept (not written by maggotflow)")
+                    kept += 1
+                    continue
+                if not snakemake.params.overwrite:
                     log.warning("%s: an earlier export that differs; kept (set predict.overwrite_existing: true "
                                 "to replace it)", target)
-                    status = "kept"
-                if status:
-                    lines.append(f"{track}\t{target}\t{status}")
+                    lines.append(f"{track}\t{target}\tkept")
                     kept += 1
                     continue
             write_bytes_atomic(target, data)

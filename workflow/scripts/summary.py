@@ -5,13 +5,11 @@ the label's sha1, size and time as written). The log also counts the folder's en
 were skipped as not track files (listed in the run's skipped.tsv).
 """
 
-from pathlib import Path
-
 from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.atomic import write_text_atomic
-    from maggotflow.manifest import read_shard_table, shard_table_text
+    from maggotflow.manifest import read_shard_table, read_skipped, shard_table_text
 
     rows = [row for shard in snakemake.input for row in read_shard_table(shard)]
     rows.sort(key=lambda row: row["path"])
@@ -20,7 +18,7 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     log.info("%d file(s) tagged, %d failed", len(rows) - len(failed), len(failed))
     for row in failed:
         log.warning("not tagged: %s: %s", row["path"], row["problem"])
-    skipped = Path(snakemake.params.skipped)
-    entries = skipped.read_text(encoding="utf-8").splitlines()[1:] if skipped.is_file() else []
+    entries = read_skipped(snakemake.params.skipped)
     if entries:
-        log.warning("%d entries of the folder skipped, not track files; listed in %s", len(entries), skipped)
+        log.warning("%d entries of the folder skipped, not track files; listed in %s", len(entries),
+                    snakemake.params.skipped)

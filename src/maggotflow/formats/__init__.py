@@ -103,8 +103,9 @@ def check_not_gzip(path: str | Path, head: bytes) -> None:
         raise TrackDataError(path, f"is gzip-compressed; decompress it first ({how})")
 
 
-def _read(path: str | Path, n: int | None = None) -> bytes:
-    """The first `n` bytes of an input file (all with None), after the regular-file check."""
+def read_head(path: str | Path, n: int | None = 512) -> bytes:
+    """The first `n` bytes of an input file (all with None), after the regular-file check;
+    unreadable files are one-line TrackDataErrors."""
     check_regular_file(path)
     try:
         with open(path, "rb") as f:
@@ -119,13 +120,9 @@ def _read(path: str | Path, n: int | None = None) -> bytes:
 
 def read_input_bytes(path: str | Path) -> bytes:
     """All bytes of a text track file, after the regular-file and gzip checks."""
-    data = _read(path)
+    data = read_head(path, None)
     check_not_gzip(path, data[:2])
     return data
-
-
-def _head(path: Path, n: int = 512) -> bytes:
-    return _read(path, n)
 
 
 def detect_format(path: str | Path) -> str:
@@ -135,7 +132,7 @@ def detect_format(path: str | Path) -> str:
     TrackDataError naming the file.
     """
     path = Path(path)
-    head = _head(path)
+    head = read_head(path)
     if not head.strip():
         raise TrackDataError(path, "is empty")
     check_not_gzip(path, head)

@@ -39,8 +39,7 @@ from maggotflow.atomic import atomic_path
 from maggotflow.formats import ReadOptions, read_input_bytes
 from maggotflow.formats.spine import scan_text_lines, warn_skipped_larvae
 from maggotflow.orientation import check_named_head
-from maggotflow.plausibility import (MAX_ABS_COORDINATE, CorruptTrackError, bridge_implausible_frames,
-                                     warn_corrupt_larva)
+from maggotflow.plausibility import MAX_ABS_COORDINATE, bridge_or_leave_out
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
 
 log = logging.getLogger(__name__)
@@ -240,22 +239,18 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
             continue
         # (features, n) -> (n, k, 2), head first in the file; checked in pixels (file units)
         raw = block[:, frames, j]
-        try:
-            spine, _ = bridge_implausible_frames(
-                path, larva, frames / options.framerate, raw.T.reshape(-1, k, 2),
-                where=lambda i, raw=raw, frames=frames: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
-            )
-        except CorruptTrackError as err:
-            warn_corrupt_larva(log, err)
-            left_out[larva] = "mostly impossible frames"
+        bridged = bridge_or_leave_out(
+            left_out, path, larva, frames / options.framerate, raw.T.reshape(-1, k, 2),
+            where=lambda i, raw=raw, frames=frames: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
+        )
+        if bridged is None:
             continue
-        spine = spine[:, ::-1] * scale  # head first in the file -> tail first in maggotflow
+        spine = bridged[0][:, ::-1] * scale  # head first in the file -> tail first in maggotflow
         try:
             tracks.append(Track(larva, frames / options.framerate, np.ascontiguousarray(spine)))
         except TrackDataError as err:
             raise err.with_path(path) from None
-    warn_skipped_larvae(log, path, skipped, options.min_steps)
-    left_out.update({larva: f"{n} time step(s), fewer than min_steps" for larva, n in skipped})
+    left_out.update(warn_skipped_larvae(log, path, skipped, options.min_steps))
     orientation = check_named_head(path, [(tr.t, tr.spine) for tr in tracks], "file", "the file's head/tail rows")
     return Run(
         metadata={**_run_metadata(path), "spine_order": "head_first", **orientation},

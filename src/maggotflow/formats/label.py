@@ -330,25 +330,33 @@ def write_label_file(path: str | Path, label_file: LabelFile, overwrite: bool = 
         tmp.write_text(text, encoding="utf-8")
 
 
-def is_maggotflow_label(path: str | Path, head_bytes: int = 1 << 16) -> bool:
-    """True when `path` is a `.label` file that maggotflow wrote (its metadata carries the mark).
-
-    Reads only the head of the file (`metadata` comes first). Anything unreadable, not a
-    label file, or without the mark is False: in doubt, a file belongs to the user.
-    """
+def header_value(path: str | Path, key: str, head_bytes: int = 1 << 16) -> Any:
+    """The value of a top-level header key (`metadata`, `dependencies`, ...) of a `.label`
+    file, read from its head only (the header precedes the large `data` array), without
+    parsing the whole file; None when unreadable or absent."""
     try:
         with open(path, "rb") as f:
             text = f.read(head_bytes).decode("utf-8", errors="replace")
     except OSError:
-        return False
-    at = text.find('"metadata"')
-    colon = text.find(":", at + len('"metadata"')) if at >= 0 else -1
+        return None
+    at = text.find(f'"{key}"')
+    colon = text.find(":", at + len(key) + 2) if at >= 0 else -1
     if colon < 0:
-        return False
+        return None
     try:
-        metadata, _ = json.JSONDecoder().raw_decode(text[colon + 1:].lstrip())
+        value, _ = json.JSONDecoder().raw_decode(text[colon + 1:].lstrip())
     except ValueError:
-        return False
+        return None
+    return value
+
+
+def is_maggotflow_label(path: str | Path) -> bool:
+    """True when `path` is a `.label` file that maggotflow wrote (its metadata carries the mark).
+
+    Anything unreadable, not a label file, or without the mark is False: in doubt, a file
+    belongs to the user.
+    """
+    metadata = header_value(path, "metadata")
     mark = metadata.get(PROVENANCE_KEY) if isinstance(metadata, dict) else None
     return isinstance(mark, dict) and "version" in mark
 
@@ -434,8 +442,9 @@ def attach_labels(run: Run, label_file: LabelFile, label_path: str | Path, check
 
     Checks (TrackDataError naming `label_path`): the label file was made for this track file
     (sha1 in `dependencies`, when both are known and `check_sha1`); every labelled larva exists
-    in the run (or was left out by the reader, `Run.left_out`: its labels go unused); its times equal the track's time steps within 1 ms; its labels are declared
-    names. Larvae of the run missing from the label file get labels None (logged).
+    in the run (or was left out by the reader, `Run.left_out`: its labels go unused); its
+    times equal the track's time steps within 1 ms; its labels are declared names. Larvae of the run missing from the label file get labels
+    None (logged).
     """
     label_path = Path(label_path)
     track_name = Path(run.source).name if run.source is not None else run.metadata.get("filename", "the track file")

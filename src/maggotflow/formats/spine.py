@@ -14,8 +14,9 @@ from the larvae's motion (they crawl forward most of the time; `maggotflow.orien
 decisive evidence picks the order, weak evidence (still larvae, too little motion) falls
 back to head first, the documented convention, with a warning naming the file and the
 figure. "head_first" / "tail_first" force the order (a warning when the motion decisively
-contradicts it). The order used and the figure go to `run.metadata` (`spine_order`,
-`spine_order_decided_by`, `spine_order_forward_fraction`, `spine_order_moving_steps`), so
+contradicts it). The order used and the figures go to `run.metadata` (`spine_order`,
+`spine_order_decided_by`, `spine_order_forward_fraction`, `spine_order_moving_steps`,
+`spine_order_head_sweep_ratio`), so
 they reach the intermediate and every predicted `.label` file. Inside maggotflow spines are
 tail -> head. Outlines are closed contours and are kept in file order.
 
@@ -44,8 +45,8 @@ import pandas as pd
 from maggotflow.atomic import atomic_path
 from maggotflow.formats import ReadOptions, check_regular_file, read_input_bytes
 from maggotflow.orientation import decide_spine_order
-from maggotflow.plausibility import CorruptTrackError, bridge_implausible_frames, warn_corrupt_larva
-from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
+from maggotflow.plausibility import bridge_or_leave_out
+from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name, too_short
 
 log = logging.getLogger(__name__)
 
@@ -229,16 +230,21 @@ def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
     return _Table(date_time, ids, values[:, 0].copy(), values[:, 1:], counts, lines)
 
 
-def warn_skipped_larvae(logger: logging.Logger, path: Path, skipped: list[tuple[str, int]], min_steps: int) -> None:
-    """One warning per file for larvae too short to keep: [(larva id, number of steps)]."""
+def warn_skipped_larvae(
+    logger: logging.Logger, path: Path, skipped: list[tuple[str, int]], min_steps: int
+) -> dict[str, str]:
+    """One warning per file for larvae too short to keep: [(larva id, number of steps)].
+
+    Returns them as `Run.left_out` entries (larva id -> why)."""
     if not skipped:
-        return
+        return {}
     shown = ", ".join(f"larva {larva} ({n} step{'s' if n != 1 else ''})" for larva, n in skipped[:20])
     more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
     logger.warning(
         "%s: skipped %d larva(e) with fewer than %d time steps (min_steps): %s%s",
         path, len(skipped), min_steps, shown, more,
     )
+    return {str(larva): too_short(n) for larva, n in skipped}
 
 
 def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, np.ndarray]]:
@@ -329,8 +335,9 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     Out: a Run with one Track per larva (sorted by id): t (s), spine (n, k, 2) mm tail -> head,
     outline (n, m, 2) mm NaN-padded when `<stem>.outline` exists. Metadata: id (= date_time),
     tracker/genotype/effector/protocol from the `@`-separated name, date_time, filename, then
-    spine_order, spine_order_decided_by, spine_order_forward_fraction, spine_order_moving_steps.
-    Impossible frames are bridged (warning). Raises TrackDataError naming the file and line for malformed content.
+    spine_order, spine_order_decided_by and the figures (`maggotflow.orientation`).
+    Impossible frames are bridged (warning); larvae too short or corrupt are left out
+    (`Run.left_out`). Raises TrackDataError naming the file and line for malformed content.
     """
     path = Path(path)
     options = options or ReadOptions()
@@ -341,8 +348,7 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
 
     kept = [(larva, rows) for larva, rows in groups if rows.size >= options.min_steps]
     short = [(str(larva), rows.size) for larva, rows in groups if rows.size < options.min_steps]
-    warn_skipped_larvae(log, path, short, options.min_steps)
-    left_out = {larva: f"{n} time step(s), fewer than min_steps" for larva, n in short}
+    left_out = warn_skipped_larvae(log, path, short, options.min_steps)
 
     outline_path = path.with_suffix(".outline")
     outlines = None
@@ -354,16 +360,12 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     larvae = []
     for larva, rows in kept:
         lines = table.lines[rows]
-        try:
-            spine, outline = bridge_implausible_frames(
-                path, str(larva), table.t[rows], table.coords[rows, : 2 * k].reshape(-1, k, 2),
-                None if outlines is None else outlines[larva], where=lambda i, lines=lines: f"line {lines[i]}",
-            )
-        except CorruptTrackError as err:
-            warn_corrupt_larva(log, err)
-            left_out[str(larva)] = "mostly impossible frames"
-            continue
-        larvae.append((larva, rows, spine, outline))
+        bridged = bridge_or_leave_out(
+            left_out, path, str(larva), table.t[rows], table.coords[rows, : 2 * k].reshape(-1, k, 2),
+            None if outlines is None else outlines[larva], where=lambda i, lines=lines: f"line {lines[i]}",
+        )
+        if bridged is not None:
+            larvae.append((larva, rows, *bridged))
     order, orientation = decide_spine_order(
         path, [(table.t[rows], spine) for _, rows, spine, _ in larvae], options.spine_order
     )

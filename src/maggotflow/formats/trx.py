@@ -47,10 +47,10 @@ import h5py
 import numpy as np
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, check_not_gzip, check_regular_file, file_sha1
+from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, check_not_gzip, file_sha1, read_head
 from maggotflow.orientation import check_named_head
-from maggotflow.plausibility import CorruptTrackError, bridge_implausible_frames, warn_corrupt_larva
-from maggotflow.tracks import LabelStep, Run, Track, TrackDataError, check_unique_ids
+from maggotflow.plausibility import bridge_or_leave_out
+from maggotflow.tracks import LabelStep, Run, Track, TrackDataError, check_unique_ids, too_short
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,8 @@ def read_trx(path: str | Path, options: ReadOptions | None = None) -> Run:
     """
     path = Path(path)
     options = options or ReadOptions()
-    check_regular_file(path)  # before any open: h5py would wait forever on a FIFO
-    with open(path, "rb") as f:
-        check_not_gzip(path, f.read(2))
+    # Before h5py opens it: a FIFO would block forever, gzip data would be "not HDF5".
+    check_not_gzip(path, read_head(path, 2))
     try:
         h5 = h5py.File(path, "r")
     except FileNotFoundError:
@@ -241,7 +240,7 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
             log.warning(
                 "%s: %s has %d time step(s), fewer than %d; skipped", path, where, t.size, options.min_steps
             )
-            left_out[larva_id] = f"{t.size} time step(s), fewer than min_steps"
+            left_out[larva_id] = too_short(t.size)
             continue
         larva: dict[str, Any] = {"id": larva_id, "where": where, "t": t}
         for field in ("x_spine", "y_spine"):
@@ -260,7 +259,6 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
     # Pass 2: orientation of the 2-D arrays, then which spine end is the head.
     spine_layout = _file_layout(larvae, ("x_spine", "y_spine"))
     contour_layout = _file_layout(larvae, ("x_contour", "y_contour")) if has_outline else _MATLAB
-    corrupt: set[str] = set()  # larvae left out: mostly impossible frames (warned)
     for larva in larvae:
         n, where = larva["t"].size, larva["where"]
         xs = _frames_first(larva.pop("x_spine"), n, "x_spine", where, spine_layout)
@@ -285,21 +283,18 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
                 except TrackDataError as err:
                     unusable.setdefault("x_contour", err.problem)
         t = larva["t"]
-        try:
-            larva["spine"], outline = bridge_implausible_frames(
-                path, larva["id"], t, larva["spine"], larva.get("outline"),
-                where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
-            )
-        except CorruptTrackError as err:
-            warn_corrupt_larva(log, err)
-            corrupt.add(larva["id"])
-            left_out[larva["id"]] = "mostly impossible frames"
-            continue
+        bridged = bridge_or_leave_out(
+            left_out, path, larva["id"], t, larva["spine"], larva.get("outline"),
+            where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
+        )
+        if bridged is None:
+            continue  # corrupt: in left_out, dropped below
+        larva["spine"], outline = bridged
         if has_outline:
             larva["outline"] = outline
         larva["head_first"] = _spine_is_head_first(larva)
 
-    larvae = [larva for larva in larvae if larva["id"] not in corrupt]
+    larvae = [larva for larva in larvae if larva["id"] not in left_out]
     for field, problem in unusable.items():
         log.warning("%s: optional field '%s' ignored where unusable (%s)", path, field, problem)
 
