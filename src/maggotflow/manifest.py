@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from maggotflow.atomic import write_text_atomic
-from maggotflow.tracks import TrackDataError, metadata_from_name
+from maggotflow.tracks import TrackDataError, metadata_from_name, metadata_matches
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ class Manifest:
 
     def where(self, **equals: str | Sequence[str]) -> "Manifest":
         """Rows whose columns equal the given values (a list means any of them)."""
-        rows = self.rows
-        for column, wanted in equals.items():
-            allowed = {wanted} if isinstance(wanted, str) else {str(w) for w in wanted}
-            rows = [r for r in rows if r.get(column, "") in allowed]
-        return Manifest([dict(r) for r in rows], self.root)
+        return Manifest([dict(r) for r in self.rows if metadata_matches(r, equals)], self.root)
 
     def subset(self, ids: Iterable[str]) -> "Manifest":
         keep = set(ids)

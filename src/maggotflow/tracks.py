@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -186,6 +186,19 @@ def metadata_from_name(name: str) -> dict[str, str]:
     if len(parts) > len(keys):
         meta["extra"] = "@".join(parts[len(keys):])
     return meta
+
+
+def metadata_matches(metadata: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether `metadata` has every wanted value (a list or tuple means any of them).
+
+    The one metadata filter: the workflow's `inputs.filter` (manifest rows) and the CLI's
+    `dataset --only KEY=VALUE` (intermediates' metadata) both use it. Values compare as text.
+    """
+    for key, value in wanted.items():
+        allowed = {str(v) for v in value} if isinstance(value, (list, tuple, set)) else {str(value)}
+        if str(metadata.get(key, "")) not in allowed:
+            return False
+    return True
 
 
 def check_unique_ids(ids: Iterable[str], path: str | Path | None) -> None:
