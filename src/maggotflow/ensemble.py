@@ -35,6 +35,7 @@ from maggotflow.instance import (
     read_config,
     save_folder,
 )
+from maggotflow.postrule import normalise_post_rule
 
 KIND = "ensemble"
 VOTES = ("majority",)
@@ -130,7 +131,6 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Mo
 
 def assemble(member_paths: Sequence[str | Path], out: str | Path, post_rule: str | None = None) -> Ensemble:
     """Load the member taggers, check they agree, and save them as one ensemble at `out`."""
-    from maggotflow.training import normalise_post_rule
 
     members = [ModelInstance.load(p) for p in member_paths]
     provenance = {

@@ -40,11 +40,11 @@ from maggotflow.model import (
     build_classifier,
     select_device,
 )
+from maggotflow.postrule import POST_RULES
 from maggotflow.segments import SegmentSpec
 
 FORMAT_VERSION = 1
 KINDS = ("pretrained", "tagger")
-POST_RULES = (None, "ABC->AAC")
 CONFIG_NAME = "config.json"
 PROVENANCE_NAME = "provenance.json"
 

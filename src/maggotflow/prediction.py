@@ -46,6 +46,7 @@ from maggotflow.atomic import OutputExistsError, refuse_foreign
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.instance import InstanceError, ModelInstance
 from maggotflow.model import ForestClassifier, select_device
+from maggotflow.postrule import apply_post_rule
 from maggotflow.segments import build_segments, larva_length
 from maggotflow.tracks import Run, TrackDataError
 
@@ -63,35 +64,6 @@ DEFAULT_BATCH_SIZE = {"cpu": 128, "cuda": 8192}
 # many segments); each chunk is then classified batch by batch.
 MIN_CHUNK = 4096
 PREFETCH_CHUNKS = 3  # chunks the producer thread may build ahead of the model
-
-
-# ---------------------------------------------------------------------------- post-rule
-def apply_post_rule(labels: np.ndarray) -> np.ndarray:
-    """Post-prediction rule "ABC -> AAC" on one larva's per-step labels; returns a new array.
-
-    A label lasting a single time step between two other labels is replaced by the label
-    before it. Precisely, going left to right over the already corrected sequence: step k
-    (neither the first nor the last step) is replaced by the label of step k-1 when its
-    label differs from both the (corrected) label of step k-1 and the label of step k+1.
-    Consequences: `A B C` -> `A A C`; `A B A` -> `A A A`; a chain of single-step labels
-    takes the label before the chain (`A B C D E E` -> `A A A A E E`); the first and the
-    last step are never changed; runs of two or more steps are never changed.
-
-    Equivalently (vectorised): the steps kept as they are ("anchors") are the first, the
-    last, and every step whose label equals the next step's; every other step takes the
-    label of the last anchor before it (an anchor's label propagates forward).
-    In: (n,) array of labels (class indices or names). Out: (n,) array, same dtype.
-    """
-    labels = np.asarray(labels)
-    n = labels.shape[0]
-    if n <= 2:
-        return labels.copy()
-    anchor = np.zeros(n, dtype=bool)
-    anchor[0] = anchor[-1] = True
-    anchor[:-1] |= labels[:-1] == labels[1:]
-    source = np.where(anchor, np.arange(n), 0)
-    np.maximum.accumulate(source, out=source)
-    return labels[source]
 
 
 # ---------------------------------------------------------------------------- inputs

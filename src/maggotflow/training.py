@@ -54,6 +54,7 @@ from maggotflow.model import (
     select_device,
 )
 from maggotflow.pretraining import _deterministic, _eta, _int_tuple, _state  # shared loop helpers
+from maggotflow.postrule import normalise_post_rule
 from maggotflow.segments import SegmentSpec
 
 logger = logging.getLogger(__name__)
@@ -115,18 +116,6 @@ class TrainConfig:
         d["filters"] = list(self.filters)
         d["class_weights"] = None if self.class_weights is None else list(self.class_weights)
         return d
-
-
-def normalise_post_rule(rule: str | None) -> str | None:
-    """None, "none", "ABC->AAC", "ABC-AAC" (shell friendly), "abc->aac" -> None or "ABC->AAC"."""
-    if rule is None:
-        return None
-    text = str(rule).strip().upper().replace(" ", "")
-    if text in ("", "NONE", "NULL"):
-        return None
-    if text in ("ABC->AAC", "ABC-AAC", "ABC>AAC"):
-        return "ABC->AAC"
-    raise ValueError(f"unknown post rule {rule!r}: use ABC->AAC or none")
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -16,16 +16,16 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "isolate": ("maggotflow.isolation", "convert one track file (+ labels) to the per-file HDF5 intermediate"),
-    "simulate": ("maggotflow.simulation", "write synthetic labelled experiments in all track formats"),
-    "segments": ("maggotflow.segments", "build normalised segments from an intermediate (inspection)"),
-    "pretrain": ("maggotflow.pretraining", "self-supervised pretraining of the encoder"),
-    "dataset": ("maggotflow.dataset", "build a labelled segment dataset from intermediates"),
-    "train": ("maggotflow.training", "two-stage fine-tuning of a tagger"),
-    "train-forest": ("maggotflow.forest", "random forest on a frozen encoder's latents (preset 20220418)"),
-    "ensemble": ("maggotflow.ensemble", "assemble trained taggers into a majority-vote ensemble"),
-    "predict": ("maggotflow.prediction", "tag track files, writing LarvaTagger .label files"),
-    "evaluate": ("maggotflow.evaluation", "compare predicted and reference .label files"),
+    "isolate": ("maggotflow.cli.isolate", "convert one track file (+ labels) to the per-file HDF5 intermediate"),
+    "simulate": ("maggotflow.cli.simulate", "write synthetic labelled experiments in all track formats"),
+    "segments": ("maggotflow.cli.segments", "build normalised segments from an intermediate (inspection)"),
+    "pretrain": ("maggotflow.cli.pretrain", "self-supervised pretraining of the encoder"),
+    "dataset": ("maggotflow.cli.dataset", "build a labelled segment dataset from intermediates"),
+    "train": ("maggotflow.cli.train", "two-stage fine-tuning of a tagger"),
+    "train-forest": ("maggotflow.cli.train_forest", "random forest on a frozen encoder's latents (preset 20220418)"),
+    "ensemble": ("maggotflow.cli.ensemble", "assemble trained taggers into a majority-vote ensemble"),
+    "predict": ("maggotflow.cli.predict", "tag track files, writing LarvaTagger .label files"),
+    "evaluate": ("maggotflow.cli.evaluate", "compare predicted and reference .label files"),
 }
 
 

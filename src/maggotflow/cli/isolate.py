@@ -1,0 +1,3 @@
+"""`maggotflow isolate` (transitional: the command still lives in maggotflow.isolation)."""
+
+from maggotflow.isolation import configure_parser, run_command  # noqa: F401

@@ -1,0 +1,3 @@
+"""`maggotflow predict` (transitional: the command still lives in maggotflow.prediction)."""
+
+from maggotflow.prediction import configure_parser, run_command  # noqa: F401
