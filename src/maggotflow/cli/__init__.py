@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class UsageError(ValueError):
+    """A bad option value or setting: `maggotflow <cmd>: error: <message>`, exit 2 (like argparse)."""
+
+
 def build_parser(only: str | None = None, available_only: bool = True) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's module is imported (fast start-up)."""
     parser = argparse.ArgumentParser(prog="maggotflow", description=__doc__.split("\n")[0])
