@@ -9,6 +9,7 @@ import pytest
 
 from maggotflow.cli import main
 from maggotflow.evaluation import evaluate, format_table, pair_directories, write_report
+from maggotflow.metrics import accuracy, confusion_matrix, macro_f1, per_class_scores
 from maggotflow.tracks import TrackDataError
 
 
@@ -108,6 +109,30 @@ def test_default_labels_and_zero_support_label_outside_macro_f1(tmp_path):
     # run: P 1, R .5, F1 2/3; cast: P 1, R 1, F1 1; roll (support 0) not averaged.
     assert report.macro_f1 == pytest.approx((2 / 3 + 1.0) / 2)
     assert report.accuracy == pytest.approx(3 / 4)
+
+
+def test_metrics_macro_f1_is_over_classes_with_support():
+    # Training's validation macro-F1 used to average over classes present in truth *or*
+    # predictions, the evaluation over classes with support: one metric now (maggotflow.metrics).
+    truth = np.array([0, 0, 1, 1])
+    predicted = np.array([0, 2, 1, 1])  # class 2 is predicted once but never true
+    cm = confusion_matrix(truth, predicted, 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    scores = per_class_scores(cm)
+    assert scores.support.tolist() == [2, 2, 0] and scores.f1[2] == 0.0
+    assert macro_f1(cm) == pytest.approx((2 / 3 + 1.0) / 2)  # not ((2/3 + 1 + 0) / 3)
+    assert accuracy(cm) == pytest.approx(3 / 4)
+    assert macro_f1(np.zeros((3, 3), dtype=np.int64)) == 0.0 and accuracy(np.zeros((3, 3))) == 0.0
+
+
+def test_metrics_extra_columns_lower_recall_only():
+    # rows = true class; columns 0..1 predicted classes, then one "(missing)" column.
+    cm = np.array([[2, 0, 2], [1, 1, 0]])
+    scores = per_class_scores(cm)
+    np.testing.assert_allclose(scores.precision, [2 / 3, 1.0])
+    np.testing.assert_allclose(scores.recall, [0.5, 0.5])
+    assert scores.support.tolist() == [4, 2]
+    assert accuracy(cm) == pytest.approx(3 / 6)
 
 
 def test_synonyms_and_untagged_predictions(tmp_path):

@@ -39,13 +39,12 @@ What is counted (one row of the confusion matrix per evaluated reference step)
       confusion matrix is therefore (K, K + 2): rows = reference labels, columns = the K
       predicted labels, "(other)", "(missing)".
 
-Metrics (sklearn-like, zero_division=0)
-    precision_k = C[k, k] / (column k sum), recall_k = C[k, k] / (row k sum, which includes
-    missing and other predictions), F1_k = 2 P R / (P + R); any 0/0 is 0. support_k = row
-    k sum. accuracy = trace / evaluated steps. macro-F1 = unweighted mean of F1 over the
-    labels with support > 0: a label the reference never uses has nothing to recall, so it
-    is reported (its wrong predictions lower the recall of the true labels and the
-    accuracy) but does not enter the mean. (sklearn's default would average it in as 0.)
+Metrics (`maggotflow.metrics`, the same figures that pick a tagger's checkpoint in training)
+    Sklearn-like, zero_division=0, on the (K, K + 2) matrix: recall's row sum includes the
+    "(other)" and "(missing)" predictions; support_k = row k sum; accuracy = trace /
+    evaluated steps. Macro-F1 is the mean F1 over the labels with support > 0: a label the
+    reference never uses has nothing to recall, so it is reported (its wrong predictions
+    lower the recall of the true labels and the accuracy) but does not enter the mean.
     An explicit `labels` entry that no predicted file declares stays in the mean (the user
     asked for it) but gets a warning: the tagger cannot predict it, so its F1 is 0.
 """
@@ -64,6 +63,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from maggotflow.atomic import atomic_path, write_text_atomic
+from maggotflow.metrics import accuracy, macro_f1, per_class_scores
 from maggotflow.tracks import TrackDataError
 
 log = logging.getLogger(__name__)
@@ -345,22 +345,15 @@ def evaluate(
                             "tagger cannot predict them, so their F1 is 0 and lowers macro-F1")
     for message in warnings:
         log.warning("%s", message)
-    per_label, f1s = {}, []
-    for k, name in enumerate(labels):
-        tp = int(confusion[k, k])
-        predicted = int(confusion[:, k].sum())
-        support = int(confusion[k].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        if support:
-            f1s.append(f1)
+    scores = per_class_scores(confusion)
+    per_label = {name: {"precision": float(scores.precision[k]), "recall": float(scores.recall[k]),
+                        "f1": float(scores.f1[k]), "support": int(scores.support[k])}
+                 for k, name in enumerate(labels)}
     return EvaluationReport(
         labels=labels,
         per_label=per_label,
-        macro_f1=float(np.mean(f1s)) if f1s else 0.0,
-        accuracy=float(np.trace(confusion[:, :n_labels])) / n_steps,
+        macro_f1=macro_f1(confusion),
+        accuracy=accuracy(confusion),
         confusion=confusion,
         n_steps=n_steps,
         files=files,
