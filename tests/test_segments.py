@@ -128,3 +128,14 @@ def test_resample_spine_even_arc_length_and_order():
     np.testing.assert_allclose(out[0], [[0, 0], [1, 0], [1, 1], [1, 2], [1, 3]])
     track = crawling_larva()
     assert larva_length(track) == pytest.approx(3.0, rel=0.02)
+
+
+def test_spec_compatibility_ignores_float_rounding_only():
+    spec = SegmentSpec(window=20, frame_interval=0.1, n_points=5)
+    assert spec.compatible_with(SegmentSpec(frame_interval=0.30000000000000004 / 3))
+    assert not spec.compatible_with(SegmentSpec(frame_interval=0.1001))
+    assert not spec.compatible_with(SegmentSpec(window=10))
+    assert not spec.compatible_with(SegmentSpec(n_points=7))
+    assert not spec.compatible_with(SegmentSpec(interpolate=False))
+    assert spec.describe() == "20 steps at 0.1 s, 5 body points"
+    assert SegmentSpec(window=9, interpolate=False).describe() == "9 native frames, 5 body points"

@@ -28,6 +28,7 @@ Output tensors are `(N, 2, P, W)` float32 = (segment, x/y, body point tail->head
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -65,6 +66,19 @@ class SegmentSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def compatible_with(self, other: "SegmentSpec") -> bool:
+        """Same segments: equal window, body points and interpolation, and frame intervals
+        equal up to float rounding (a spec read back from JSON may differ in the last bit)."""
+        return (self.window == other.window and self.n_points == other.n_points
+                and self.interpolate == other.interpolate
+                and math.isclose(self.frame_interval, other.frame_interval, rel_tol=1e-9, abs_tol=1e-12))
+
+    def describe(self) -> str:
+        """For messages: '20 steps at 0.1 s, 5 body points' (or '20 native frames, ...')."""
+        if not self.interpolate:
+            return f"{self.window} native frames, {self.n_points} body points"
+        return f"{self.window} steps at {self.frame_interval:g} s, {self.n_points} body points"
 
 
 def resample_spine(spine: np.ndarray, n_points: int) -> np.ndarray:
