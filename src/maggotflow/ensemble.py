@@ -31,8 +31,8 @@ from maggotflow.instance import (
     PROVENANCE_NAME,
     InstanceError,
     ModelInstance,
-    _created_by,
-    read_config,
+    check_model_folder,
+    created_by,
     save_folder,
 )
 from maggotflow.postrule import normalise_post_rule
@@ -82,7 +82,7 @@ class Ensemble:
             "post_rule": self.post_rule,
             "vote": self.vote,
             "members": [f"members/{i:03d}" for i in range(len(self.members))],
-            "created_by": _created_by(),
+            "created_by": created_by(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -95,7 +95,7 @@ class Ensemble:
             for i, member in enumerate(self.members):
                 target = tmp / "members" / f"{i:03d}"
                 target.mkdir(parents=True)
-                member._write_into(target, title_prefix=f"member {i:03d}")
+                member.write_files(target, title_prefix=f"member {i:03d}")
 
         self.path = save_folder(path, write_into)
         return self.path
@@ -103,9 +103,7 @@ class Ensemble:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Ensemble":
         path = Path(path)
-        config = read_config(path)
-        if config.get("kind") != KIND:
-            raise InstanceError(path, f"is a {config.get('kind')} instance, not an ensemble")
+        config = check_model_folder(path, kinds=(KIND,))
         try:
             names = [str(n) for n in config["members"]]
             post_rule, vote = config.get("post_rule"), config.get("vote", "majority")
@@ -123,8 +121,8 @@ class Ensemble:
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> ModelInstance | Ensemble:
     """A tagger instance or an ensemble, whichever the folder holds."""
-    config = read_config(path)
-    if config.get("kind") == KIND:
+    config = check_model_folder(path)
+    if config["kind"] == KIND:
         return Ensemble.load(path, device=device)
     return ModelInstance.load(path, device=device)
 

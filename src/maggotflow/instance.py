@@ -9,6 +9,10 @@
     curves/          <name>.csv + <name>.png (pretraining, training)
     provenance.json  input files and their sha1s, seeds, budgets, best step
 
+`check_model_folder` is the one check of a model folder's config.json (the workflow, prediction,
+`ModelInstance.load` and `maggotflow.ensemble` all use it); `fingerprint` is the folder's
+SHA-1 (config.json and the weights) that decides when a changed model re-tags.
+
 Weights are plain state dicts written with `torch.save` and read back with
 `torch.load(weights_only=True)`: loading a model never executes code from the folder.
 
@@ -19,13 +23,14 @@ is replaced, anything else at that path is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -45,6 +50,13 @@ from maggotflow.segments import SegmentSpec
 
 FORMAT_VERSION = 1
 KINDS = ("pretrained", "tagger")
+# Every kind a model folder may hold, as the user reads it ("ensemble": `maggotflow.ensemble`).
+KIND_NAMES = {"pretrained": "a pretrained encoder", "tagger": "a tagger", "ensemble": "an ensemble"}
+# What to do with a folder of the wrong kind.
+KIND_HINTS = {
+    "pretrained": "train a tagger from it first (maggotflow train)",
+    "ensemble": "maggotflow predict and maggotflow.ensemble.load_model read ensembles",
+}
 CONFIG_NAME = "config.json"
 PROVENANCE_NAME = "provenance.json"
 
@@ -68,7 +80,8 @@ class InstanceError(ValueError):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
-def _created_by() -> str:
+def created_by() -> str:
+    """The `created_by` of every config.json written now: "maggotflow <version>"."""
     from maggotflow import __version__
 
     return f"maggotflow {__version__}"
@@ -178,7 +191,7 @@ class ModelInstance:
             "classifier": None if self.classifier_config is None else self.classifier_config.to_dict(),
             "decoder": None if self.decoder is None else {"context": self.decoder_context},
             "post_rule": self.post_rule,
-            "created_by": _created_by(),
+            "created_by": created_by(),
         }
 
     @property
@@ -215,10 +228,15 @@ class ModelInstance:
         An existing maggotflow instance at `path` is replaced; any other existing file or
         folder raises FileExistsError. Returns the path; `self.path` is updated.
         """
-        self.path = save_folder(path, lambda tmp: self._write_into(tmp, title_prefix=Path(path).name))
+        self.path = save_folder(path, lambda tmp: self.write_files(tmp, title_prefix=Path(path).name))
         return self.path
 
-    def _write_into(self, folder: Path, title_prefix: str) -> None:
+    def write_files(self, folder: Path, title_prefix: str) -> None:
+        """Write config, provenance, weights and curves into the existing, empty `folder`.
+
+        `title_prefix` starts the curve plots' titles. `save` (and an ensemble's save, for
+        each member) calls this inside the temporary folder it renames into place.
+        """
         (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
         (folder / PROVENANCE_NAME).write_text(
             json.dumps(self.provenance, indent=2, default=str) + "\n", encoding="utf-8"
@@ -237,10 +255,7 @@ class ModelInstance:
         Raises InstanceError ('<path>: <problem>') for a missing, foreign or damaged folder.
         """
         path = Path(path)
-        config = read_config(path)
-        if config.get("kind") == "ensemble":
-            raise InstanceError(path, "is an ensemble of taggers: load it with maggotflow.ensemble.Ensemble "
-                                      "(maggotflow predict reads both)")
+        config = check_model_folder(path, kinds=KINDS)
         try:
             kind = config["kind"]
             spec = SegmentSpec(**config["segment_spec"])
@@ -326,23 +341,31 @@ def save_folder(path: str | Path, write_into) -> Path:
     return path
 
 
-def read_config(path: str | Path) -> dict:
-    """config.json of a maggotflow model folder (any kind), checked; InstanceError otherwise."""
+def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ensemble")) -> dict:
+    """The parsed config.json of the maggotflow model folder at `path`, of one of `kinds`.
+
+    kinds: the kinds the caller can use ("pretrained", "tagger", "ensemble"); the default
+    is what prediction reads. Raises InstanceError('<path>: <problem>', one line) for a
+    missing folder or config.json ("no model instance there ..."), a damaged or foreign
+    config.json, an unsupported format_version, or a kind not wanted ("is a pretrained
+    encoder, not a tagger or an ensemble; train a tagger from it first ..."). Only
+    config.json is read: the weights are checked when they are loaded.
+    """
     path = Path(path)
     if not path.exists():
-        raise InstanceError(path, "model instance folder not found")
+        raise InstanceError(path, "no model instance there (folder not found)")
     if not path.is_dir():
-        raise InstanceError(path, "is a file, not a model instance folder")
+        raise InstanceError(path, "no model instance there (it is a file, not a model folder)")
     config_path = path / CONFIG_NAME
     if not config_path.exists():
         hint = ""
         if (path / "autoencoder_config.json").exists() or (path / "clf_config.json").exists():
-            hint = " (it looks like an original MaggotUBA-adapter instance, which maggotflow cannot read)"
-        raise InstanceError(path, f"no {CONFIG_NAME}: not a maggotflow model instance{hint}")
+            hint = "; it looks like an original MaggotUBA-adapter instance, which maggotflow cannot read"
+        raise InstanceError(path, f"no model instance there (no {CONFIG_NAME}: not a maggotflow model instance){hint}")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InstanceError(path, f"{CONFIG_NAME} is not readable JSON ({_one_line(err)})") from None
+        raise InstanceError(path, f"{CONFIG_NAME} is damaged: not readable JSON ({_one_line(err)})") from None
     if not isinstance(config, dict) or not str(config.get("created_by", "")).startswith("maggotflow"):
         raise InstanceError(path, f"{CONFIG_NAME} was not written by maggotflow: not a maggotflow model instance")
     version = config.get("format_version")
@@ -351,7 +374,32 @@ def read_config(path: str | Path) -> dict:
             path, f"model instance format_version {version!r} is not supported "
                   f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
         )
+    kind = config.get("kind")
+    if kind not in kinds:
+        found = KIND_NAMES.get(kind, f"of unknown kind {kind!r}")  # kind may be any JSON value
+        wanted = " or ".join(KIND_NAMES[k] for k in kinds)
+        hint = KIND_HINTS.get(kind)
+        raise InstanceError(path, f"is {found}, not {wanted}" + (f"; {hint}" if hint else ""))
     return config
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-1 (hex) over a model folder's config.json and `*.pt` files, members' included.
+
+    Files are taken recursively in sorted path order; each contributes its path relative to
+    the folder (POSIX form) and then its bytes. Curves and provenance do not count, so only
+    a change of the model itself changes the fingerprint. Check the folder first
+    (`check_model_folder`): a missing folder has the fingerprint of an empty one.
+    """
+    folder = Path(path)
+    digest = hashlib.sha1()
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and (file.name == CONFIG_NAME or file.suffix == ".pt"):
+            digest.update(file.relative_to(folder).as_posix().encode())
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def _one_line(err: BaseException, limit: int = 240) -> str:
