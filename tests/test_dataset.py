@@ -10,6 +10,7 @@ from maggotflow.cli import main
 from maggotflow.dataset import (
     Dataset,
     build_dataset,
+    check_class_weights,
     maggotuba_proportions,
     parse_synonyms,
     spread_evenly,
@@ -176,6 +177,15 @@ def test_explicit_class_weights_override_and_are_checked(tmp_path):
     with pytest.raises(ValueError, match="3 class weights given for 2 labels"):
         build_dataset([f], tmp_path / "e.h5", spec=SPEC, class_weights=[1, 2, 3])
     assert not (tmp_path / "e.h5").exists()
+
+
+def test_check_class_weights_one_per_label_finite_not_all_zero():
+    assert check_class_weights(np.array([1, 2.5]), ["run", "cast"]) == [1.0, 2.5]
+    with pytest.raises(ValueError, match=r"^1 class weights given for 2 labels \(run, cast\)$"):
+        check_class_weights([1.0], ["run", "cast"])
+    for bad in ([1.0, -1.0], [0.0, 0.0], [1.0, float("nan")], [1.0, float("inf")]):
+        with pytest.raises(ValueError, match="finite, >= 0 and not all zero"):
+            check_class_weights(bad, ["run", "cast"])
 
 
 def test_none_balancing_keeps_all_with_unit_weights_and_max_samples_caps(tmp_path):

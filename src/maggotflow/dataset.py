@@ -360,6 +360,17 @@ def auto_class_weights(train_counts: np.ndarray) -> np.ndarray:
     return inv * (inv.size / inv.sum())
 
 
+def check_class_weights(weights: Sequence[float], labels: Sequence[str]) -> list[float]:
+    """Explicit class weights, one per label in label order, as floats; ValueError (one line)
+    unless there is one per label and they are finite, >= 0 and not all zero."""
+    values = np.asarray(weights, dtype=np.float64)
+    if values.shape != (len(labels),):
+        raise ValueError(f"{values.size} class weights given for {len(labels)} labels ({', '.join(labels)})")
+    if not np.all(np.isfinite(values)) or np.any(values < 0) or not values.any():
+        raise ValueError("class weights must be finite, >= 0 and not all zero")
+    return [float(w) for w in values]
+
+
 def _pick_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     if n >= rows.size:
         return rows
@@ -468,11 +479,7 @@ def build_dataset(
         lost = [task.labels[k] for k in np.flatnonzero(train_counts == 0)]
         raise ValueError(f"max samples {max_samples} is too small: no training sample left for {', '.join(lost)}")
     if class_weights is not None:
-        weights = np.asarray(class_weights, dtype=np.float64)
-        if weights.shape != (n_classes,):
-            raise ValueError(f"{weights.size} class weights given for {n_classes} labels ({', '.join(task.labels)})")
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.any():
-            raise ValueError("class weights must be finite, >= 0 and not all zero")
+        weights = check_class_weights(class_weights, task.labels)
     elif balancing == "auto":
         weights = auto_class_weights(train_counts)
     else:
