@@ -17,16 +17,16 @@ input gives identical bytes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
 
 from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
-from maggotflow.formats import SPINE_ORDERS, ReadOptions, check_regular_file, read_run
+from maggotflow.formats import ReadOptions, check_regular_file, read_run
 from maggotflow.tracks import Run, Track, TrackDataError, label_matrix, labels_from_matrix
 
 log = logging.getLogger(__name__)
@@ -171,24 +171,17 @@ def isolated_label_names(path: str | Path) -> list[str]:
         return [s.decode() if isinstance(s, bytes) else str(s) for s in f["labels/names"][()]]
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("trackfile", help="track file (.spine, trx.mat or FIMTrack .csv)")
-    parser.add_argument("out", help="output intermediate (.h5)")
-    parser.add_argument("--labels", dest="label_path", help="LarvaTagger .label file with this file's labels")
-    parser.add_argument("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
-    parser.add_argument("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
-    parser.add_argument("--spine-order", choices=list(SPINE_ORDERS), default="auto",
-                        help="point order in .spine/.outline files: auto (default: decided per file from the "
-                             "larvae's motion, head_first when it cannot tell), head_first or tail_first")
-    parser.add_argument("--min-steps", type=int, default=2, help="skip larvae with fewer steps (default 2)")
-    parser.add_argument("--no-sha1-check", action="store_true",
-                        help="accept a label file made for another version of the track file")
+def split_labelled(intermediates: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """The one decision of which files can be trained on: (labelled, unlabelled) intermediates.
 
-
-def run_command(args: argparse.Namespace) -> int:
-    options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize,
-                          spine_order=args.spine_order, min_steps=args.min_steps)
-    run = isolate(args.trackfile, args.out, args.label_path, options, check_sha1=not args.no_sha1_check)
-    n = sum(tr.n_steps for tr in run.tracks)
-    log.info("%s: %d larvae, %d time steps -> %s", args.trackfile, len(run.tracks), n, args.out)
-    return 0
+    An intermediate is labelled when it carries behaviour labels (from its `.label` file or
+    a `trx.mat`'s behaviour flags, see `isolate`); the unlabelled ones still serve
+    pretraining. Order is kept; each unlabelled one is logged as a warning.
+    """
+    labelled: list[Path] = []
+    unlabelled: list[Path] = []
+    for path in map(Path, intermediates):
+        (labelled if isolated_label_names(path) else unlabelled).append(path)
+    for path in unlabelled:
+        log.warning("%s: no behaviour labels (no .label file, no behaviour flags); used for pretraining only", path)
+    return labelled, unlabelled

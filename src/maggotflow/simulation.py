@@ -67,7 +67,6 @@ The tracker name alternates between t5 and t15 with the file index.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import logging
 from dataclasses import dataclass
@@ -870,77 +869,3 @@ def simulate(
     )
     log.info("wrote %d simulated track files (+ .label) to %s", len(paths), outdir)
     return paths
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-
-
-def _larvae_range(text: str) -> tuple[int, int]:
-    try:
-        lo, _, hi = text.partition("-")
-        lo_n, hi_n = int(lo), int(hi or lo)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN-MAX (e.g. 8-15) or N, got {text!r}") from None
-    if not 1 <= lo_n <= hi_n:
-        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, got {text!r}")
-    return lo_n, hi_n
-
-
-def _format_list(text: str) -> tuple[str, ...]:
-    formats = tuple(f.strip() for f in text.split(",") if f.strip())
-    bad = [f for f in formats if f not in SIMULATED_FORMATS]
-    if bad or not formats:
-        raise argparse.ArgumentTypeError(
-            f"formats must be a comma-separated subset of {','.join(SIMULATED_FORMATS)}, got {text!r}"
-        )
-    return formats
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `maggotflow simulate`."""
-    parser.add_argument("outdir", metavar="OUTDIR", type=Path, help="directory to write the experiments into")
-    parser.add_argument(
-        "--files", type=_positive(int), default=6, metavar="N", help="number of track files (default 6)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="random seed (default 0); file i depends only on (S, i)"
-    )
-    parser.add_argument(
-        "--duration", type=_positive(float), default=SimulationConfig.duration_s, metavar="SECONDS",
-        help="length of each experiment in s (default 60)",
-    )
-    parser.add_argument(
-        "--larvae", type=_larvae_range, default=SimulationConfig.larvae, metavar="MIN-MAX",
-        help="larvae per file (default 8-15)",
-    )
-    parser.add_argument(
-        "--formats", type=_format_list, default=SIMULATED_FORMATS, metavar="LIST",
-        help="track formats, cycled over files (default spine,trx,fimtrack)",
-    )
-    parser.add_argument(
-        "--labels", choices=("6", "7"), default="7",
-        help="label set: 7 = run_large, cast_large, back_large, hunch_large, roll_large, stop_large, "
-        "small_motion; 6 = run, cast, back, hunch, roll, stop_large (default 7)",
-    )
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run `maggotflow simulate`; prints the track files written, one per line."""
-    config = SimulationConfig(duration_s=args.duration, larvae=tuple(args.larvae), label_set=args.labels)
-    for path in simulate(args.outdir, args.files, seed=args.seed, formats=args.formats, config=config):
-        print(path)
-    return 0

@@ -1,10 +1,25 @@
 """`maggotflow` command line: one sub-command per stage.
 
-Each command lives in its library module, which exposes `configure_parser(parser)` and
-`run_command(args) -> int`. Modules are imported lazily so that `maggotflow --help` and the
-light commands never import torch.
+This module owns the command table, the one mapping of errors to exit codes (`main`,
+`exit_code`, `UsageError`) and the options every track-reading command shares
+(`add_read_options`, `read_options`). Each command `NAME` lives in `maggotflow.cli.NAME`
+(dashes become underscores), which exposes `configure_parser(parser)` and
+`run_command(args) -> int`. Modules are imported lazily so
+that `maggotflow --help` and the light commands never import torch.
 
-Bad input (TrackDataError and friends) is reported as one line on stderr, exit code 1.
+Errors: a command module never catches and prints errors itself; it raises, and `main`
+reports every expected error as one line `maggotflow <command>: error: <message>` on stderr
+(no traceback; with `--verbose` the traceback follows, for a bug report):
+
+- exit 1: bad input (`TrackDataError`), an unusable model folder (`InstanceError`), an
+  output that cannot be written or may not be replaced (`OutputError`, `FileExistsError`
+  such as `OutputExistsError`);
+- exit 2: a bad option value or setting (`UsageError`, and any other `ValueError`, such as
+  the one a settings dataclass raises from `__post_init__`), like argparse's own usage
+  errors (which exit 2 with the usage);
+- a command that ran but could not process some inputs (`--keep-going`) returns 1 itself.
+
+Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +28,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,10 +49,10 @@ class UsageError(ValueError):
     """A bad option value or setting: `maggotflow <cmd>: error: <message>`, exit 2 (like argparse)."""
 
 
-def build_parser(only: str | None = None, available_only: bool = True) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's module is imported (fast start-up)."""
     parser = argparse.ArgumentParser(prog="maggotflow", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of a reported error")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's own choice, all cores); on a shared "
                              "node give the cores you were allocated")
@@ -47,12 +63,7 @@ def build_parser(only: str | None = None, available_only: bool = True) -> argpar
         if only is not None and name != only:
             sub.add_parser(name, help=help_text)
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if available_only and err.name == module_name:
-                continue  # command not built yet
-            raise
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.configure_parser(p)
         p.set_defaults(_run=module.run_command)
@@ -65,12 +76,50 @@ def _version() -> str:
     return f"maggotflow {__version__}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_read_options(parser: argparse.ArgumentParser, min_steps: bool = True) -> None:
+    """The options of `maggotflow.formats.ReadOptions` (what a track file cannot say itself)."""
+    from maggotflow.formats import SPINE_ORDERS, ReadOptions
+
+    defaults = ReadOptions()
+    parser.add_argument("--framerate", type=float, default=defaults.framerate,
+                        help=f"FIMTrack frame rate in Hz (default {defaults.framerate:g})")
+    parser.add_argument("--pixelsize", type=float, default=defaults.pixelsize_um,
+                        help="FIMTrack pixel size in micrometres (default: 1 px = 1 unit, with a warning)")
+    parser.add_argument("--spine-order", choices=SPINE_ORDERS, default=defaults.spine_order,
+                        help="point order in .spine/.outline files: auto (default: decided per file from the "
+                             "larvae's motion, head_first when it cannot tell), head_first or tail_first")
+    if min_steps:
+        parser.add_argument("--min-steps", type=int, default=defaults.min_steps,
+                            help=f"skip larvae with fewer time steps (default {defaults.min_steps})")
+
+
+def read_options(args: argparse.Namespace):
+    """The `ReadOptions` of options added by `add_read_options` (ValueError on a bad value)."""
+    from maggotflow.formats import ReadOptions
+
+    extra = {"min_steps": args.min_steps} if hasattr(args, "min_steps") else {}
+    return ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize, spine_order=args.spine_order,
+                       **extra)
+
+
+def exit_code(err: BaseException) -> int | None:
+    """The exit code of an expected error (see the module docstring); None for a bug."""
     from maggotflow.atomic import OutputError
     from maggotflow.tracks import TrackDataError
 
-    # Bad input, a file we must not replace, a full disk or a read-only folder: one line each.
-    expected: tuple[type[BaseException], ...] = (TrackDataError, FileExistsError, OutputError)
+    # InstanceError subclasses ValueError, like TrackDataError: test them before ValueError.
+    # maggotflow.instance imports torch; an InstanceError exists only once it was imported.
+    instance = sys.modules.get("maggotflow.instance")
+    if isinstance(err, (TrackDataError, OutputError, FileExistsError)) or (
+        instance is not None and isinstance(err, instance.InstanceError)
+    ):
+        return 1
+    if isinstance(err, ValueError):
+        return 2
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=chosen if chosen in COMMANDS else None)
@@ -80,10 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command in ("pretrain", "train", "train-forest", "ensemble", "predict"):
-        from maggotflow.instance import InstanceError
-
-        expected += (InstanceError,)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")
@@ -92,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return int(args._run(args) or 0)
-    except expected as err:
+    except Exception as err:
+        code = exit_code(err)
+        if code is None:
+            raise
         print(f"maggotflow {args.command}: error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        return code
