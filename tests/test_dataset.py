@@ -298,13 +298,34 @@ def test_unknown_label_and_missing_training_class(tmp_path):
         build_dataset([only_run], tmp_path / "d.h5", spec=SPEC, target="run")
 
 
-def test_file_filter(tmp_path):
+def test_metadata_filter(tmp_path):
     a = write(tmp_path / "a.h5", [larva(1, repeat(("run", 5), ("cast", 5)))])
     b = write(tmp_path / "b.h5", [larva(1, repeat(("run", 3), ("cast", 3)))])
-    ds = build_dataset([a, b], tmp_path / "d.h5", spec=SPEC, validation_fraction=0,
-                       file_filter=lambda path, meta: meta["id"] == "b")
+    c = write(tmp_path / "c.h5", [larva(1, repeat(("run", 4), ("cast", 4)))])
+    ds = build_dataset([a, b, c], tmp_path / "d.h5", spec=SPEC, validation_fraction=0, metadata={"id": "b"})
     assert ds.files == [str(b)] and len(ds) == 6
     ds.close()
+    # A list means any of them (as the workflow's inputs.filter: tracks.metadata_matches).
+    ds = build_dataset([a, b, c], tmp_path / "d.h5", spec=SPEC, validation_fraction=0,
+                       metadata={"id": ["a", "c"], "tracker": "t15"})
+    assert ds.files == [str(a), str(c)]
+    ds.close()
+    with pytest.raises(ValueError, match="no intermediate has the metadata"):
+        build_dataset([a, b], tmp_path / "e.h5", spec=SPEC, metadata={"tracker": "t5"})
+
+
+def test_cli_only_filters_by_metadata(tmp_path, capsys):
+    a = write(tmp_path / "a.h5", [larva(1, repeat(("run", 5), ("cast", 5)))])
+    b = write(tmp_path / "b.h5", [larva(1, repeat(("run", 3), ("cast", 3)))])
+    c = write(tmp_path / "c.h5", [larva(1, repeat(("run", 4), ("cast", 4)))])
+    out = tmp_path / "d.h5"
+    # Repeating a key means any of its values; different keys must all match.
+    assert main(["dataset", str(out), str(a), str(b), str(c), "--only", "id=a", "--only", "id=c",
+                 "--only", "tracker=t15", "--window", "6", "--validation-fraction", "0"]) == 0
+    with Dataset.load(out) as ds:
+        assert ds.files == [str(a), str(c)]
+    assert main(["dataset", str(tmp_path / "e.h5"), str(a), "--only", "tracker"]) == 2
+    assert "--only 'tracker' is not of the form KEY=VALUE" in capsys.readouterr().err
 
 
 def test_cli(tmp_path, capsys):

@@ -65,19 +65,18 @@ written atomically, and identical inputs and seed give identical bytes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
 from maggotflow.segments import SegmentSpec, build_segments
-from maggotflow.tracks import Track, TrackDataError
+from maggotflow.tracks import Track, TrackDataError, metadata_matches
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,6 @@ _STR = h5py.string_dtype("utf-8")
 
 # Synonyms map names found in label files to the task's names. None by default: a lab's
 # label names are its own; presets cover the usual conversions.
-DEFAULT_SYNONYMS: dict[str, str] = {}
 # 7-behaviour names (and trx.mat flag variants) -> the 6-behaviour task's names.
 SIX_FROM_SEVEN: dict[str, str] = {
     "run_large": "run", "cast_large": "cast", "back_large": "back",
@@ -99,11 +97,9 @@ SIX_FROM_SEVEN: dict[str, str] = {
 }
 SYNONYM_PRESETS: dict[str, dict[str, str]] = {"six-from-seven": SIX_FROM_SEVEN}
 
-FileFilter = Callable[[Path, dict], bool]
-
 
 # --------------------------------------------------------------------------------------
-# Option parsing helpers (shared with `maggotflow.evaluation`)
+# Option text -> values (the dataset, evaluate, train and tagging-backend commands)
 
 
 def parse_names(text: str | Sequence[str] | None) -> list[str] | None:
@@ -120,7 +116,7 @@ def parse_names(text: str | Sequence[str] | None) -> list[str] | None:
 def parse_synonyms(text: str | Sequence[str] | None) -> dict[str, str]:
     """'run_large=run,cast_large=cast' and/or preset names ('six-from-seven') -> dict."""
     if text is None:
-        return dict(DEFAULT_SYNONYMS)
+        return {}
     parts = [text] if isinstance(text, str) else list(text)
     out: dict[str, str] = {}
     for item in (n.strip() for p in parts for n in p.split(",")):
@@ -402,20 +398,21 @@ def build_dataset(
     validation_fraction: float = 0.2,
     max_samples: int | None = None,
     seed: int = 0,
-    file_filter: FileFilter | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> "Dataset":
     """Build the dataset HDF5 `out_path` from labelled intermediates and return it loaded.
 
     intermediates: per-file HDF5 intermediates (`maggotflow isolate`), all labelled.
     spec: segment window (steps), frame interval (s) and body points.
     labels / synonyms / target / balancing / class_weights / validation_fraction /
-    max_samples / seed: see the module docstring. file_filter(path, metadata) -> bool keeps
-    only the files it accepts (e.g. one tracker's data).
+    max_samples / seed: see the module docstring. metadata: keep only the files whose
+    metadata has these values (e.g. {"tracker": "t15"}; a list means any of them), the
+    filter of the workflow's `inputs.filter` (`maggotflow.tracks.metadata_matches`).
     Raises TrackDataError for bad input files, ValueError for inconsistent options.
     """
     out_path = Path(out_path)
     refuse_foreign(out_path, is_maggotflow_hdf5)  # replace an earlier dataset, never a user's file
-    synonyms = dict(DEFAULT_SYNONYMS if synonyms is None else synonyms)
+    synonyms = dict(synonyms or {})
     labels = None if labels is None else list(labels)
     if balancing not in BALANCING_STRATEGIES:
         raise ValueError(f"balancing must be one of {', '.join(BALANCING_STRATEGIES)}, got {balancing!r}")
@@ -438,12 +435,12 @@ def build_dataset(
     sources = []
     for path in paths:
         src = _scan(path)
-        if file_filter is not None and not file_filter(path, src.metadata):
-            log.info("%s: left out by the file filter", path)
+        if metadata and not metadata_matches(src.metadata, metadata):
+            log.info("%s: left out by the metadata filter", path)
             continue
         sources.append(src)
     if not sources:
-        raise ValueError("the file filter left no intermediate")
+        raise ValueError(f"no intermediate has the metadata {dict(metadata)} (the metadata filter left none)")
     found: dict[str, None] = {}
     for src in sources:
         for name in src.used_names:
@@ -772,76 +769,3 @@ class Dataset:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", help="dataset file to write (.h5)")
-    parser.add_argument("inputs", nargs="*", help="labelled intermediates (from `maggotflow isolate`)")
-    parser.add_argument("--input-list", help="text file listing more intermediates, one path per line")
-    parser.add_argument("--labels", help="comma-separated label set, e.g. run,cast,back,hunch,roll,stop_large "
-                                         "(default: every label found)")
-    parser.add_argument("--synonyms", action="append",
-                        help="name_in_file=task_name pairs, comma-separated, or a preset "
-                             f"({', '.join(SYNONYM_PRESETS)}); repeatable")
-    parser.add_argument("--target", help="single-behaviour tagger: e.g. roll -> labels roll, not_roll")
-    parser.add_argument("--balancing", "--balancing-strategy", choices=BALANCING_STRATEGIES, default="auto",
-                        help="auto (weights by inverse frequency, default), maggotuba (subsampling) or none")
-    parser.add_argument("--class-weights", help="comma-separated weights, one per label in label order")
-    parser.add_argument("--validation-fraction", type=float, default=0.2,
-                        help="share of files (or larvae, with one file) kept for validation (default 0.2)")
-    parser.add_argument("--max-samples", type=int, help="cap on the number of samples written")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of split and subsampling (default 0)")
-    parser.add_argument("--window", type=int, default=20, help="segment length in steps (default 20)")
-    parser.add_argument("--frame-interval", type=float, default=0.1, help="segment grid step in s (default 0.1)")
-    parser.add_argument("--n-points", type=int, default=5, help="body points per spine (default 5)")
-    parser.add_argument("--only", action="append", metavar="KEY=VALUE",
-                        help="keep only files whose metadata has KEY=VALUE (e.g. tracker=t15); repeatable")
-
-
-def _metadata_filter(items: list[str] | None) -> FileFilter | None:
-    if not items:
-        return None
-    wanted: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--only {item!r} is not of the form KEY=VALUE")
-        wanted[key.strip()] = value.strip()
-    return lambda path, metadata: all(str(metadata.get(k, "")) == v for k, v in wanted.items())
-
-
-def run_command(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        inputs = [Path(p) for p in args.inputs]
-        if args.input_list:
-            listing = Path(args.input_list)
-            try:
-                lines = listing.read_text(encoding="utf-8").splitlines()
-            except OSError as err:
-                raise TrackDataError(listing, f"cannot be read ({err.strerror})") from None
-            inputs += [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
-        spec = SegmentSpec(window=args.window, frame_interval=args.frame_interval, n_points=args.n_points)
-        dataset = build_dataset(
-            inputs, args.out, spec=spec, labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms),
-            balancing=args.balancing, class_weights=parse_weights(args.class_weights), target=args.target,
-            validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
-            file_filter=_metadata_filter(args.only),
-        )
-    except TrackDataError:
-        raise  # printed by the CLI
-    except ValueError as err:
-        print(f"maggotflow dataset: error: {err}", file=sys.stderr)
-        return 2
-    with dataset:
-        train, val = dataset.class_counts(TRAIN), dataset.class_counts(VALIDATION)
-        print(f"{args.out}: {len(dataset)} samples ({train.sum()} training, {val.sum()} validation), "
-              f"split by {dataset.split_by}")
-        for name, a, b, w in zip(dataset.labels, train, val, dataset.class_weights):
-            print(f"  {name:<16} train {a:>8}  validation {b:>8}  weight {w:.4g}")
-    return 0
