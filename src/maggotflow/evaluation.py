@@ -51,7 +51,6 @@ Metrics (`maggotflow.metrics`, the same figures that pick a tagger's checkpoint 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -474,9 +473,6 @@ def _plot_confusion(report: EvaluationReport, path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
-# ----------------------------------------------------------------------------- command line
-
-
 def pair_directories(predicted_dir: str | Path, reference_dir: str | Path) -> list[tuple[Path, Path]]:
     """Pair every `.label` under `reference_dir` with the predicted file at the same relative
     path under `predicted_dir`, else with the only predicted file of the same name, else
@@ -519,53 +515,3 @@ def pair_directories(predicted_dir: str | Path, reference_dir: str | Path) -> li
         raise ValueError(f"{len(unmatched)} reference file(s) have no matching prediction in {predicted_dir} "
                          f"(first: {unmatched[0]})")
     return pairs
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--predicted", nargs="+", metavar="LABEL", help="predicted .label files")
-    parser.add_argument("--reference", nargs="+", metavar="LABEL",
-                        help="reference .label files, paired with --predicted by position")
-    parser.add_argument("--predicted-dir", help="folder of predicted .label files")
-    parser.add_argument("--reference-dir", help="folder of reference .label files, paired by relative path "
-                                                "(or by file name when unique)")
-    parser.add_argument("--out", help="folder for metrics.json, per_label.csv, confusion.csv, confusion.png")
-    parser.add_argument("--labels", help="comma-separated labels to evaluate (default: the labels the predicted "
-                                         "files declare, i.e. the tagger's)")
-    parser.add_argument("--synonyms", action="append",
-                        help="name_in_file=task_name pairs or a preset (see `maggotflow dataset --help`)")
-    parser.add_argument("--ignore-ends", type=float, default=0.0, metavar="S",
-                        help="do not evaluate reference steps within S seconds of their track's first or "
-                             "last time (default 0)")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    import sys
-
-    from maggotflow.dataset import parse_names, parse_synonyms
-
-    try:
-        by_files = args.predicted is not None or args.reference is not None
-        by_dirs = args.predicted_dir is not None or args.reference_dir is not None
-        if by_files == by_dirs:
-            raise ValueError("give either --predicted and --reference files, or --predicted-dir and --reference-dir")
-        if by_files:
-            if not args.predicted or not args.reference or len(args.predicted) != len(args.reference):
-                raise ValueError(f"--predicted and --reference need the same number of files "
-                                 f"({len(args.predicted or [])} and {len(args.reference or [])} given)")
-            pairs = list(zip(args.predicted, args.reference))
-        else:
-            if not args.predicted_dir or not args.reference_dir:
-                raise ValueError("--predicted-dir and --reference-dir go together")
-            pairs = pair_directories(args.predicted_dir, args.reference_dir)
-        report = evaluate(pairs, labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms),
-                          ignore_ends=args.ignore_ends)
-    except TrackDataError:
-        raise  # printed by the CLI
-    except ValueError as err:
-        print(f"maggotflow evaluate: error: {err}", file=sys.stderr)
-        return 2
-    print(format_table(report))
-    if args.out:
-        write_report(report, args.out)
-        log.info("report written to %s", args.out)
-    return 0
