@@ -49,8 +49,11 @@ class UsageError(ValueError):
     """A bad option value or setting: `maggotflow <cmd>: error: <message>`, exit 2 (like argparse)."""
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, just that command's module is imported (fast start-up)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of `command` only: just that module is imported (fast start-up).
+
+    Without a command (`maggotflow --help`, a usage error) no command module is imported.
+    """
     parser = argparse.ArgumentParser(prog="maggotflow", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of a reported error")
     parser.add_argument("--threads", type=int, default=None,
@@ -60,7 +63,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
-        if only is not None and name != only:
+        if name != command:
             sub.add_parser(name, help=help_text)
             continue
         module = importlib.import_module(module_name)
@@ -121,8 +124,9 @@ def exit_code(err: BaseException) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=chosen if chosen in COMMANDS else None)
+    # Only -v, --threads N and --version come before the command: its name is the first
+    # argument that names one.
+    parser = build_parser(next((a for a in argv if a in COMMANDS), None))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
