@@ -139,3 +139,17 @@ def test_spec_compatibility_ignores_float_rounding_only():
     assert not spec.compatible_with(SegmentSpec(interpolate=False))
     assert spec.describe() == "20 steps at 0.1 s, 5 body points"
     assert SegmentSpec(window=9, interpolate=False).describe() == "9 native frames, 5 body points"
+
+
+def test_cli_inspects_an_intermediate(tmp_path, capsys):
+    from maggotflow.cli import main
+    from maggotflow.isolation import write_isolated
+    from maggotflow.tracks import Run
+
+    track = crawling_larva()
+    path = tmp_path / "a.h5"
+    write_isolated(Run(metadata={}, tracks=[track], source=tmp_path / "a.spine", format="spine", sha1="0" * 40), path)
+    assert main(["segments", str(path), "--window", "10", "--n-points", "7"]) == 0
+    assert f"larva 7: {track.n_steps} segments of shape (2, 7, 10)" in capsys.readouterr().out
+    assert main(["segments", str(path), "--window", "1"]) == 2  # a bad setting
+    assert "window must be >= 2 steps" in capsys.readouterr().err

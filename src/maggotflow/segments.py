@@ -27,7 +27,6 @@ Output tensors are `(N, 2, P, W)` float32 = (segment, x/y, body point tail->head
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
 
@@ -207,22 +206,3 @@ def valid_centres(track: Track, spec: SegmentSpec, context: int = 0) -> np.ndarr
     grid = grid_times(track.t[[0]], spec, context)[0] - track.t[0]
     lo, hi = grid[0], grid[-1]
     return (track.t + lo >= track.t[0] - 1e-9) & (track.t + hi <= track.t[-1] + 1e-9)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("intermediate", help="per-file HDF5 intermediate (from `maggotflow isolate`)")
-    parser.add_argument("--window", type=int, default=20, help="steps per segment (default 20)")
-    parser.add_argument("--frame-interval", type=float, default=0.1, help="grid step in s (default 0.1)")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Print, per larva, the number of segments and their value range (a quick inspection)."""
-    from maggotflow.isolation import read_isolated
-
-    spec = SegmentSpec(window=args.window, frame_interval=args.frame_interval)
-    run = read_isolated(args.intermediate)
-    for track in run.tracks:
-        seg = build_segments(track, spec)
-        print(f"larva {track.id}: {seg.shape[0]} segments of shape {seg.shape[1:]}, "
-              f"x in [{seg[:, 0].min():.2f}, {seg[:, 0].max():.2f}] larva lengths")
-    return 0

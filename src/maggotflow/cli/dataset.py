@@ -83,22 +83,14 @@ def _read_inputs(args: argparse.Namespace) -> list[Path]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    inputs = _read_inputs(args)
-    # Bad option text and build_dataset's ValueErrors (inconsistent settings: a label not
-    # found, a class without training samples, ...) are usage errors.
-    try:
-        dataset = build_dataset(
-            inputs, args.out,
-            spec=SegmentSpec(window=args.window, frame_interval=args.frame_interval, n_points=args.n_points),
-            labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms), balancing=args.balancing,
-            class_weights=parse_weights(args.class_weights), target=args.target,
-            validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
-            metadata=_metadata_wanted(args.only),
-        )
-    except TrackDataError:
-        raise  # bad input (a ValueError too): exit 1
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    dataset = build_dataset(
+        _read_inputs(args), args.out,
+        spec=SegmentSpec(window=args.window, frame_interval=args.frame_interval, n_points=args.n_points),
+        labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms), balancing=args.balancing,
+        class_weights=parse_weights(args.class_weights), target=args.target,
+        validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
+        metadata=_metadata_wanted(args.only),
+    )
     with dataset:
         train, val = dataset.class_counts(TRAIN), dataset.class_counts(VALIDATION)
         print(f"{args.out}: {len(dataset)} samples ({train.sum()} training, {val.sum()} validation), "

@@ -9,7 +9,6 @@ import logging
 from maggotflow.cli import UsageError
 from maggotflow.dataset import parse_names, parse_synonyms
 from maggotflow.evaluation import evaluate, format_table, pair_directories, write_report
-from maggotflow.tracks import TrackDataError
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,8 @@ def _pairs(args: argparse.Namespace) -> list:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    # Bad option text, unpaired files and evaluate's ValueErrors (nothing to evaluate with
-    # these labels and synonyms) are usage errors.
-    try:
-        report = evaluate(_pairs(args), labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms),
-                          ignore_ends=args.ignore_ends)
-    except TrackDataError:
-        raise  # bad input (a ValueError too): exit 1
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    report = evaluate(_pairs(args), labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms),
+                      ignore_ends=args.ignore_ends)
     print(format_table(report))
     if args.out:
         write_report(report, args.out)
