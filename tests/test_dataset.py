@@ -1,5 +1,6 @@
 """Dataset building: labels, synonyms, split without leakage, balancing, layout, CLI."""
 
+import os
 from pathlib import Path
 
 import h5py
@@ -352,6 +353,24 @@ def test_load_rejects_foreign_file(tmp_path):
     f = write(tmp_path / "a.h5", [larva(1, repeat(("run", 5), ("cast", 5)))])
     with pytest.raises(TrackDataError, match="is not a maggotflow dataset"):
         Dataset.load(f)
+
+
+def test_inputs_must_be_regular_readable_files(tmp_path):
+    # Like every other input (formats.check_regular_file): a FIFO would block the open forever.
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)
+    with pytest.raises(TrackDataError, match="fifo.h5: "):
+        build_dataset([fifo], tmp_path / "d.h5", spec=SPEC)
+    with pytest.raises(TrackDataError, match="fifo.h5: "):
+        Dataset.load(fifo)
+    with pytest.raises(TrackDataError, match="missing.h5: file not found"):
+        Dataset.load(tmp_path / "missing.h5")
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(TrackDataError, match="text.h5: is not a readable maggotflow intermediate"):
+        build_dataset([text], tmp_path / "d.h5", spec=SPEC)
+    with pytest.raises(TrackDataError, match="text.h5: is not a readable dataset file"):
+        Dataset.load(text)
 
 
 def test_degenerate_larva_names_the_file(tmp_path):

@@ -75,6 +75,7 @@ import h5py
 import numpy as np
 
 from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
+from maggotflow.formats import check_regular_file
 from maggotflow.segments import SegmentSpec, build_segments
 from maggotflow.tracks import Track, TrackDataError, metadata_matches
 
@@ -153,15 +154,19 @@ def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
+def _open_hdf5(path: Path, what: str) -> h5py.File:
+    """`path` opened for reading; TrackDataError (one line) unless it is a readable HDF5 file."""
+    check_regular_file(path)  # before any open: a FIFO would block forever
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise TrackDataError(path, f"is not a readable {what} ({err})") from None
+
+
 def _open_intermediate(path: Path) -> h5py.File:
     from maggotflow.isolation import FORMAT_VERSION as INTERMEDIATE_VERSION
 
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise TrackDataError(path, "file not found") from None
-    except OSError as err:
-        raise TrackDataError(path, f"is not a readable maggotflow intermediate ({err})") from None
+    f = _open_hdf5(path, "maggotflow intermediate")
     version = int(f.attrs.get("format_version", -1))
     if version != INTERMEDIATE_VERSION or "tracks" not in f:
         f.close()
@@ -701,12 +706,7 @@ class Dataset:
     def load(cls, path: str | Path, in_memory: bool = False) -> "Dataset":
         """Open a dataset file; TrackDataError if it is not one (or of another version)."""
         path = Path(path)
-        try:
-            h5 = h5py.File(path, "r")
-        except FileNotFoundError:
-            raise TrackDataError(path, "file not found") from None
-        except OSError as err:
-            raise TrackDataError(path, f"is not a readable dataset file ({err})") from None
+        h5 = _open_hdf5(path, "dataset file")
         try:
             attrs = dict(h5.attrs)
             if attrs.get("kind") != KIND or "segments" not in h5:
