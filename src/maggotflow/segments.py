@@ -114,17 +114,19 @@ def resample_spine(spine: np.ndarray, n_points: int) -> np.ndarray:
 
 def larva_length(track: Track) -> float:
     """Robust larva length in mm: the median spine length over the track."""
-    lengths = track.spine_lengths()
-    value = float(np.median(lengths))
-    return value
+    return float(np.median(track.spine_lengths()))
+
+
+def window_offsets(spec: SegmentSpec, context: int = 0) -> np.ndarray:
+    """Step offsets (W,) of a window's points from its centre step: the centre is point
+    `window//2` of the present window; `context=c` adds c windows before and after
+    (W = (2c+1) * window)."""
+    return np.arange(-(context * spec.window), (context + 1) * spec.window) - spec.window // 2
 
 
 def grid_times(centres: np.ndarray, spec: SegmentSpec, context: int = 0) -> np.ndarray:
-    """Sampling times (N, W) for segments centred on `centres` (s).
-
-    With `context=c`, c extra windows are added before and after (W = (2c+1) * window).
-    """
-    offsets = (np.arange(-(context * spec.window), (context + 1) * spec.window) - spec.window // 2)
+    """Sampling times (N, W) for segments centred on `centres` (s), see `window_offsets`."""
+    offsets = window_offsets(spec, context)
     grid = np.asarray(centres, dtype=np.float64)[:, None] + offsets[None, :] * spec.frame_interval
     return np.round(grid, GRID_DECIMALS)
 
@@ -193,14 +195,13 @@ def native_indices(t: np.ndarray, centres: np.ndarray, spec: SegmentSpec, contex
     i = np.clip(np.searchsorted(t, centres), 1, max(t.size - 1, 1))
     nearest = np.where(np.abs(t[i - 1] - centres) <= np.abs(t[np.minimum(i, t.size - 1)] - centres), i - 1, i)
     nearest = np.minimum(nearest, t.size - 1)
-    offsets = np.arange(-(context * spec.window), (context + 1) * spec.window) - spec.window // 2
-    return np.clip(nearest[:, None] + offsets[None, :], 0, t.size - 1)
+    return np.clip(nearest[:, None] + window_offsets(spec, context)[None, :], 0, t.size - 1)
 
 
 def valid_centres(track: Track, spec: SegmentSpec, context: int = 0) -> np.ndarray:
     """Boolean mask of the steps whose whole (context) window lies inside the track."""
     if not spec.interpolate:
-        offsets = np.arange(-(context * spec.window), (context + 1) * spec.window) - spec.window // 2
+        offsets = window_offsets(spec, context)
         index = np.arange(track.t.size)
         return (index + offsets[0] >= 0) & (index + offsets[-1] <= track.t.size - 1)
     grid = grid_times(track.t[[0]], spec, context)[0] - track.t[0]
