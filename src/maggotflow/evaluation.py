@@ -101,6 +101,12 @@ class EvaluationReport:
     ignore_ends: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
+    def shown_columns(self) -> list[int]:
+        """Confusion columns to show: every label, then (other)/(missing) only when they hold
+        something (the text table and confusion.png)."""
+        n_labels = len(self.labels)
+        return list(range(n_labels)) + [c for c in (n_labels, n_labels + 1) if self.confusion[:, c].any()]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "labels": self.labels,
@@ -370,8 +376,7 @@ def evaluate(
 def format_confusion(report: EvaluationReport) -> str:
     """The confusion matrix as aligned text: rows = reference, columns = predicted counts.
     (other)/(missing) are shown only when they hold something (as in confusion.png)."""
-    n_labels = len(report.labels)
-    keep = list(range(n_labels)) + [c for c in (n_labels, n_labels + 1) if report.confusion[:, c].any()]
+    keep = report.shown_columns()
     corner = "reference \\ predicted"
     first = max([len(corner)] + [len(n) for n in report.labels])
     widths = [max(len(report.columns[c]), len(str(int(report.confusion[:, c].max(initial=0))))) for c in keep]
@@ -448,8 +453,7 @@ def _plot_confusion(report: EvaluationReport, path: Path) -> None:
     from matplotlib.figure import Figure
 
     n_labels = len(report.labels)
-    # The (other)/(missing) columns are drawn only when they hold something.
-    keep = list(range(n_labels)) + [c for c in (n_labels, n_labels + 1) if report.confusion[:, c].any()]
+    keep = report.shown_columns()
     counts = report.confusion[:, keep]
     totals = report.confusion.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
