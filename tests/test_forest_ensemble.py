@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -125,7 +126,7 @@ def test_ensemble_round_trip_and_majority_vote(members, tmp_path):
     assert len(predictor.specs) == 2  # two windows, each built once
     voted = predictor.predict_run(run)
     # The vote by hand, member by member, then the post-rule.
-    from maggotflow.prediction import apply_post_rule
+    from maggotflow.postrule import apply_post_rule
 
     singles = [Predictor(p, device="cpu").predict_run(run) for p in paths]
     labels = ensemble.labels
@@ -158,6 +159,62 @@ def test_ensemble_members_must_share_labels(members, tmp_path):
     other.save(tmp_path / "other")
     with pytest.raises(InstanceError, match="share their labels"):
         assemble([members["paths"][1], tmp_path / "other"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_ensemble_predict_is_the_members_vote(members, tmp_path):
+    """The vote is the ensemble's own (`Ensemble.predict`), with a tagger's interface."""
+    ensemble = Ensemble([ModelInstance.load(p) for p in members["paths"]])
+    assert [s.window for s in ensemble.segment_specs] == [10, 6]
+    torch.manual_seed(0)
+    segments = [torch.randn(64, 2, 5, spec.window) for spec in ensemble.segment_specs]
+    with torch.inference_mode():
+        classes, probabilities = ensemble.predict(segments)
+        singles = [m.predict([segments[ensemble.segment_specs.index(m.segment_spec)]]) for m in ensemble.members]
+    k = len(ensemble.labels)
+    votes = sum(torch.nn.functional.one_hot(c, k) for c, _ in singles).float()
+    summed = sum(p for _, p in singles)
+    top = votes.max(dim=1, keepdim=True).values
+    # the most votes, and among tied labels the highest summed probability
+    expected = torch.where(votes == top, summed, torch.full_like(summed, -1.0)).argmax(dim=1)
+    assert torch.equal(classes, expected)
+    torch.testing.assert_close(probabilities, summed / len(singles))
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(64))
+    one = Ensemble(ensemble.members[:1])
+    with torch.inference_mode():
+        assert torch.equal(one.predict(segments[:1])[0], singles[0][0])
+
+
+def test_ensemble_folder_checks_match_a_taggers(members, tmp_path):
+    """An ensemble's post-rule and provenance are checked like a tagger's (they used not to be)."""
+    assemble(members["paths"][:2], tmp_path / "ens")
+    bad_rule = tmp_path / "bad_rule"
+    shutil.copytree(tmp_path / "ens", bad_rule)
+    config = json.loads((bad_rule / "config.json").read_text())
+    (bad_rule / "config.json").write_text(json.dumps({**config, "post_rule": "sometimes"}))
+    with pytest.raises(InstanceError, match="post_rule must be one of"):
+        load_model(bad_rule)
+    with pytest.raises(ValueError, match="post_rule"):
+        Ensemble([ModelInstance.load(members["paths"][0])], post_rule="abc->aac")  # not normalised
+    bad_provenance = tmp_path / "bad_provenance"
+    shutil.copytree(tmp_path / "ens", bad_provenance)
+    (bad_provenance / "provenance.json").write_text("{")
+    with pytest.raises(InstanceError, match="provenance.json is not readable JSON") as err:
+        load_model(bad_provenance)
+    assert str(err.value).startswith(f"{bad_provenance}: ")
+
+
+def test_cli_ensemble(members, tmp_path, capsys):
+    from maggotflow.cli import main
+
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(out), *map(str, members["paths"][:2]), "--post-rule", "ABC-AAC"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote ensemble of 2 taggers to {out}"
+    assert load_model(out).post_rule == "ABC->AAC"
+    assert main(["ensemble", str(tmp_path / "bad"), str(members["paths"][0]), "--post-rule", "ABA"]) == 2
+    assert capsys.readouterr().err.strip() == "maggotflow ensemble: error: unknown post rule 'ABA': use ABC->AAC or none"
+    assert main(["ensemble", str(tmp_path / "bad"), str(tmp_path / "nowhere")]) == 1
+    assert "no model instance there" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

@@ -9,6 +9,7 @@ threading) and how it treats bad input and output names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from maggotflow.cli import main as cli_main
 from maggotflow.dataset import build_dataset
 from maggotflow.formats import ReadOptions, file_sha1, read_run
 from maggotflow.formats.label import default_colors, is_maggotflow_label, read_label_file
-from maggotflow.instance import ModelInstance
+from maggotflow.instance import InstanceError, ModelInstance, check_model_folder, fingerprint
 from maggotflow.isolation import isolate
 from maggotflow.prediction import (
     FOREIGN_LABEL,
@@ -31,9 +32,9 @@ from maggotflow.prediction import (
     OutputClashError,
     OutputExistsError,
     Predictor,
-    apply_post_rule,
     predict_files,
 )
+from maggotflow.postrule import apply_post_rule
 from maggotflow.segments import SegmentSpec, build_segments, larva_length
 from maggotflow.simulation import SimulationConfig, label_file_path, simulate
 from maggotflow.tracks import TrackDataError
@@ -223,6 +224,60 @@ def test_the_instance_post_rule_is_applied(sim, tmp_path):
             np.testing.assert_array_equal(pb.tracks[larva][0], t)
             changed += sum(x != y for x, y in zip(names, expected))
     assert changed > 0  # the untrained tagger does flicker: the rule had work to do
+
+
+# ---------------------------------------------------------------------------- model folders
+def test_check_model_folder_names_each_problem_in_one_line(sim, tmp_path):
+    def problem(path, **kinds) -> str:
+        with pytest.raises(InstanceError) as err:
+            check_model_folder(path, **kinds)
+        text = str(err.value)
+        assert text.startswith(f"{path}: ") and "\n" not in text
+        return text
+
+    assert check_model_folder(sim["tagger"])["kind"] == "tagger"
+    assert "no model instance there" in problem(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    assert "no model instance there" in problem(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert "no model instance there" in problem(tmp_path / "empty")
+    damaged = shutil.copytree(sim["tagger"], tmp_path / "damaged")
+    (damaged / "config.json").write_text('{"kind": "tagger",')
+    assert "config.json is damaged" in problem(damaged)
+    future = shutil.copytree(sim["tagger"], tmp_path / "future")
+    config = json.loads((future / "config.json").read_text())
+    (future / "config.json").write_text(json.dumps({**config, "format_version": 2}))
+    assert "format_version 2 is not supported" in problem(future)
+    pretrained = ModelInstance("pretrained", SPEC, ModelInstance.load(sim["tagger"]).encoder_config).save(
+        tmp_path / "pretrained")
+    assert "is a pretrained encoder, not a tagger" in problem(pretrained)
+    assert check_model_folder(pretrained, kinds=("pretrained",))["kind"] == "pretrained"
+    assert "is a tagger, not an ensemble" in problem(sim["tagger"], kinds=("ensemble",))
+
+
+def test_a_loaded_pretrained_encoder_is_refused_before_any_work(sim, tmp_path):
+    pretrained = ModelInstance("pretrained", SPEC, ModelInstance.load(sim["tagger"]).encoder_config)
+    with pytest.raises(InstanceError, match="is a pretrained encoder, not a tagger"):
+        Predictor(pretrained, device="cpu")
+
+
+def test_fingerprint_is_config_and_weights(sim, tmp_path):
+    folder = shutil.copytree(sim["tagger"], tmp_path / "model")
+    # What the workflow computed before `fingerprint` existed (common.smk), byte for byte.
+    expected = hashlib.sha1()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (path.name == "config.json" or path.suffix == ".pt"):
+            expected.update(path.relative_to(folder).as_posix().encode())
+            expected.update(path.read_bytes())
+    before = fingerprint(folder)
+    assert before == expected.hexdigest() == fingerprint(sim["tagger"])
+    (folder / "provenance.json").write_text("{}")
+    shutil.rmtree(folder / "curves", ignore_errors=True)
+    assert fingerprint(folder) == before  # neither provenance nor curves are the model
+    weights = bytearray((folder / "classifier.pt").read_bytes())
+    weights[-1] ^= 1
+    (folder / "classifier.pt").write_bytes(bytes(weights))
+    assert fingerprint(folder) != before
 
 
 # ---------------------------------------------------------------------------- names and bad input

@@ -10,16 +10,16 @@ An ensemble is a model folder of its own::
 Members are trained independently (so a cluster trains them in parallel: one job each,
 `maggotflow train --bootstrap --seed k`), possibly on different windows (1.5 s and 3 s in
 20221228); they must share the label list. `maggotflow ensemble OUT MEMBER...` assembles
-them. Prediction (`maggotflow.prediction.Predictor`) builds each window's segments once,
-runs every member, and takes for every time step the label most members vote for; a tie
-goes to the tied label with the highest summed member probability. The post-rule, if any,
-is applied to the voted labels. Cost grows with the number of members (~50x for 50).
+them. An `Ensemble` predicts like a tagger (`segment_specs`, `predict`): given the
+segments of each of its distinct windows (built once by the caller,
+`maggotflow.prediction.Predictor`), every member classifies them and each time step gets
+the label most members vote for; a tie goes to the tied label with the highest summed
+member probability. The post-rule, if any, is applied by the caller to the voted labels.
+Cost grows with the number of members (~50x for 50).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -28,14 +28,15 @@ import torch
 from maggotflow.instance import (
     CONFIG_NAME,
     FORMAT_VERSION,
-    PROVENANCE_NAME,
     InstanceError,
     ModelInstance,
     check_model_folder,
     created_by,
+    read_provenance,
     save_folder,
+    write_description,
 )
-from maggotflow.postrule import normalise_post_rule
+from maggotflow.postrule import POST_RULES, normalise_post_rule
 
 KIND = "ensemble"
 VOTES = ("majority",)
@@ -59,6 +60,8 @@ class Ensemble:
                                  f"{members[0].path} has {members[0].labels}")
         if vote not in VOTES:
             raise ValueError(f"vote must be one of {VOTES}, got {vote!r}")
+        if post_rule not in POST_RULES:
+            raise ValueError(f"post_rule must be one of {POST_RULES}, got {post_rule!r}")
         self.members = members
         self.labels = list(members[0].labels)
         self.colors = members[0].colors
@@ -66,6 +69,28 @@ class Ensemble:
         self.vote = vote
         self.provenance = dict(provenance or {})
         self.path = None if path is None else Path(path)
+        # Members grouped by segment spec: a caller builds each distinct spec's segments once.
+        self.segment_specs = list(dict.fromkeys(m.segment_spec for m in members))
+        self._member_spec = [self.segment_specs.index(m.segment_spec) for m in members]
+
+    def predict(self, segments: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' majority vote: class indices (B,) int64, mean member probabilities (B, K).
+
+        segments: one (B, 2, P, W) tensor per spec of `segment_specs` (the interface of a
+        tagger, `ModelInstance.predict`). Each member votes for its most probable label; a
+        tie goes to the tied label with the highest summed member probability (the score is
+        votes + summed probabilities / (members + 1): the tie-break term is < 1, so it
+        never outweighs one vote).
+        """
+        k = len(self.labels)
+        votes = torch.zeros(segments[0].shape[0], k, dtype=torch.float32, device=segments[0].device)
+        probabilities = torch.zeros_like(votes)
+        for member, spec in zip(self.members, self._member_spec):
+            classes, p = member.predict([segments[spec]])
+            votes += torch.nn.functional.one_hot(classes, k).float()
+            probabilities += p
+        n = len(self.members)
+        return (votes + probabilities / (n + 1)).argmax(dim=1), probabilities / n
 
     def to(self, device) -> "Ensemble":
         for m in self.members:
@@ -89,9 +114,7 @@ class Ensemble:
         """Write the ensemble folder atomically (members copied in); returns the path."""
 
         def write_into(tmp: Path) -> None:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
-            (tmp / PROVENANCE_NAME).write_text(json.dumps(self.provenance, indent=2, default=str) + "\n",
-                                               encoding="utf-8")
+            write_description(tmp, self.config, self.provenance)
             for i, member in enumerate(self.members):
                 target = tmp / "members" / f"{i:03d}"
                 target.mkdir(parents=True)
@@ -110,9 +133,7 @@ class Ensemble:
         except (KeyError, TypeError) as err:
             raise InstanceError(path, f"{CONFIG_NAME} is incomplete ({err})") from None
         members = [ModelInstance.load(path / name, device=device) for name in names]
-        provenance = {}
-        if (path / PROVENANCE_NAME).exists():
-            provenance = json.loads((path / PROVENANCE_NAME).read_text(encoding="utf-8"))
+        provenance = read_provenance(path)
         try:
             return cls(members, post_rule=post_rule, vote=vote, provenance=provenance, path=path)
         except ValueError as err:
@@ -128,8 +149,11 @@ def load_model(path: str | Path, device: str | torch.device | None = None) -> Mo
 
 
 def assemble(member_paths: Sequence[str | Path], out: str | Path, post_rule: str | None = None) -> Ensemble:
-    """Load the member taggers, check they agree, and save them as one ensemble at `out`."""
+    """Load the member taggers, check they agree, and save them as one ensemble at `out`.
 
+    post_rule: as the user wrote it (`maggotflow.postrule.normalise_post_rule`; ValueError
+    if unknown). Members that are not taggers or disagree on labels: InstanceError naming `out`.
+    """
     members = [ModelInstance.load(p) for p in member_paths]
     provenance = {
         "command": "ensemble",
@@ -138,22 +162,10 @@ def assemble(member_paths: Sequence[str | Path], out: str | Path, post_rule: str
                      "best": m.provenance.get("best"), "seed": m.provenance.get("seed")}
                     for p, m in zip(member_paths, members)],
     }
+    post_rule = normalise_post_rule(post_rule)  # a bad rule is the caller's ValueError, not the members'
     try:
-        ensemble = Ensemble(members, post_rule=normalise_post_rule(post_rule), provenance=provenance)
+        ensemble = Ensemble(members, post_rule=post_rule, provenance=provenance)
     except ValueError as err:
         raise InstanceError(out, str(err)) from None
     ensemble.save(out)
     return ensemble
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", type=Path, help="ensemble folder to write")
-    parser.add_argument("members", nargs="+", type=Path, help="tagger instance folders (maggotflow train)")
-    parser.add_argument("--post-rule", default=None, help="none or ABC->AAC, applied to the voted labels")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    ensemble = assemble(args.members, args.out, args.post_rule)
-    print(f"wrote ensemble of {len(ensemble.members)} taggers to {args.out}")
-    return 0
-

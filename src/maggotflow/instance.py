@@ -41,6 +41,7 @@ from maggotflow.model import (
     Decoder,
     Encoder,
     EncoderConfig,
+    ForestClassifier,
     Tagger,
     build_classifier,
     select_device,
@@ -217,6 +218,22 @@ class ModelInstance:
             raise InstanceError(where, f"is a {self.kind} instance without classifier; train a tagger from it first")
         return Tagger(self.encoder, self.classifier).eval()
 
+    @property
+    def segment_specs(self) -> list[SegmentSpec]:
+        """The segment specs `predict` takes one batch of segments for: a tagger's own spec."""
+        return [self.segment_spec]
+
+    def predict(self, segments: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class indices (B,) int64 and class probabilities (B, K) float32 of a tagger.
+
+        segments: one (B, 2, P, W) tensor per spec of `segment_specs` (the interface a tagger
+        shares with `maggotflow.ensemble.Ensemble`). Probabilities are the softmax of the
+        logits, or a forest's own. The caller chooses device, grad mode and autocast.
+        """
+        scores = self.tagger()(segments[0]).float()  # (B, K) logits, or a forest's probabilities
+        probabilities = scores if isinstance(self.classifier, ForestClassifier) else scores.softmax(dim=1)
+        return scores.argmax(dim=1), probabilities
+
     def __repr__(self) -> str:
         return (f"ModelInstance(kind={self.kind!r}, path={str(self.path)!r}, window={self.segment_spec.window}, "
                 f"latent_dim={self.encoder_config.latent_dim}, labels={self.labels})")
@@ -237,10 +254,7 @@ class ModelInstance:
         `title_prefix` starts the curve plots' titles. `save` (and an ensemble's save, for
         each member) calls this inside the temporary folder it renames into place.
         """
-        (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
-        (folder / PROVENANCE_NAME).write_text(
-            json.dumps(self.provenance, indent=2, default=str) + "\n", encoding="utf-8"
-        )
+        write_description(folder, self.config, self.provenance)
         for stem, module in self.modules().items():
             state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
             torch.save(state, folder / f"{stem}.pt")
@@ -269,13 +283,7 @@ class ModelInstance:
             post_rule = config.get("post_rule")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InstanceError(path, f"{CONFIG_NAME} is incomplete or invalid ({_one_line(err)})") from None
-        provenance: dict = {}
-        prov_path = path / PROVENANCE_NAME
-        if prov_path.exists():
-            try:
-                provenance = json.loads(prov_path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError) as err:
-                raise InstanceError(path, f"{PROVENANCE_NAME} is not readable JSON ({_one_line(err)})") from None
+        provenance = read_provenance(path)
         curves = {}
         for csv_path in sorted((path / "curves").glob("*.csv")):
             try:
@@ -341,6 +349,26 @@ def save_folder(path: str | Path, write_into) -> Path:
     return path
 
 
+def write_description(folder: Path, config: dict, provenance: dict) -> None:
+    """Write config.json and provenance.json of a model folder (any kind) into `folder`."""
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (folder / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def read_provenance(path: str | Path) -> dict:
+    """provenance.json of the model folder at `path` ({} when absent); InstanceError if unreadable."""
+    prov_path = Path(path) / PROVENANCE_NAME
+    if not prov_path.exists():
+        return {}
+    try:
+        provenance = json.loads(prov_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InstanceError(path, f"{PROVENANCE_NAME} is not readable JSON ({_one_line(err)})") from None
+    if not isinstance(provenance, dict):
+        raise InstanceError(path, f"{PROVENANCE_NAME} does not hold a JSON object")
+    return provenance
+
+
 def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ensemble")) -> dict:
     """The parsed config.json of the maggotflow model folder at `path`, of one of `kinds`.
 
@@ -374,13 +402,18 @@ def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ense
             path, f"model instance format_version {version!r} is not supported "
                   f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
         )
-    kind = config.get("kind")
+    check_kind(path, config.get("kind"), kinds)
+    return config
+
+
+def check_kind(path: str | Path | None, kind: Any, kinds: Sequence[str] = ("tagger", "ensemble")) -> None:
+    """InstanceError unless `kind` is one of `kinds` (for a folder, or an instance not saved: path None)."""
     if kind not in kinds:
         found = KIND_NAMES.get(kind, f"of unknown kind {kind!r}")  # kind may be any JSON value
         wanted = " or ".join(KIND_NAMES[k] for k in kinds)
         hint = KIND_HINTS.get(kind)
-        raise InstanceError(path, f"is {found}, not {wanted}" + (f"; {hint}" if hint else ""))
-    return config
+        raise InstanceError(path if path is not None else "model instance",
+                            f"is {found}, not {wanted}" + (f"; {hint}" if hint else ""))
 
 
 def fingerprint(path: str | Path) -> str:

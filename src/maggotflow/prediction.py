@@ -1,24 +1,28 @@
 """Prediction: tag every time step of every larva of track files, write LarvaTagger `.label` files.
 
-In: a tagger model instance (`maggotflow train`) and track files (`.spine`, `trx.mat`,
-FIMTrack `.csv`) or per-file intermediates (`.h5` from `maggotflow isolate`, which keep the
-track file's metadata, name and sha1: both give byte-identical `.label` files).
+In: a tagger or an ensemble folder (`maggotflow train` / `maggotflow ensemble`) and track
+files (`.spine`, `trx.mat`, FIMTrack `.csv`) or per-file intermediates (`.h5` from
+`maggotflow isolate`, which keep the track file's metadata, name and sha1: both give
+byte-identical `.label` files).
 Out: one `.label` per input (metadata of the track file, `dependencies` = its basename and
-sha1, the tagger's label names and colours, per larva the track's own times rounded to 1 ms
-and one label per time step), written atomically.
+sha1, the model's label names and colours, per larva the track's own times rounded to 1 ms
+and one label per time step), written atomically; which outputs may be replaced
+(`check_replaceable`) and where they go (`output_paths`) is decided here too.
 
-How it runs (speed matters: thousands of files, ~1 million segments per big file):
+What the model does with segments is the model's own: a tagger (`ModelInstance`) and an
+ensemble (`maggotflow.ensemble.Ensemble`) both name the segment specs they need
+(`segment_specs`) and map one batch of segments per spec to class indices (`predict`; the
+ensemble's does the majority vote). `Predictor` only loads, streams, batches and runs:
 - the model is loaded once per call; files are read one after another by a producer thread
-  that builds the segments (vectorised per track, `maggotflow.segments.build_segments`,
-  every time step a centre, edge steps with edge-clamped windows) straight into fixed-size
-  batches, so reading and segment building overlap the forward passes;
-- batches span larvae and files (small files do not leave batches half empty); forward
-  passes run under `torch.inference_mode`, float32 on CPU, float16 autocast on CUDA;
-- per-step predictions are the argmax of the logits; the optional post-rule "ABC->AAC"
-  (`apply_post_rule`) is applied per larva;
-- an ensemble (`maggotflow.ensemble`) is tagged the same way: the segments of each of its
-  windows are built once per chunk, every member classifies them, and the label with the
-  most votes wins (ties: highest summed member probability).
+  that builds the segments of every spec (vectorised per track,
+  `maggotflow.segments.build_segments`, every time step a centre, edge steps with
+  edge-clamped windows) straight into fixed-size chunks, so reading and segment building
+  overlap the forward passes (speed matters: thousands of files, ~1 million segments per
+  big file);
+- chunks span larvae and files (small files do not leave batches half empty); forward
+  passes of `batch_size` segments run under `torch.inference_mode`, float32 on CPU,
+  float16 autocast on CUDA;
+- the model's post-rule, if any (`maggotflow.postrule.apply_post_rule`), is applied per larva.
 
 A larva whose spine has zero length (all points coincide over most of the track) cannot be
 normalised: it is left out of the `.label` file with a warning naming the file. A file that
@@ -28,7 +32,6 @@ cannot be read, or holds no larva to tag, raises TrackDataError naming it (`on_e
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -37,21 +40,27 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from maggotflow.atomic import OutputExistsError, refuse_foreign
+from maggotflow.atomic import OutputExistsError, refuse_foreign, remove_stale_temporaries
+from maggotflow.ensemble import Ensemble, load_model
 from maggotflow.formats import ReadOptions, read_run
-from maggotflow.instance import InstanceError, ModelInstance
-from maggotflow.model import ForestClassifier, select_device
+from maggotflow.formats.label import (
+    default_colors,
+    is_maggotflow_label,
+    label_file_for_run,
+    provenance_mark,
+    write_label_file,
+)
+from maggotflow.instance import ModelInstance, check_kind
+from maggotflow.isolation import read_isolated
+from maggotflow.model import select_device
 from maggotflow.postrule import apply_post_rule
 from maggotflow.segments import build_segments, larva_length
 from maggotflow.tracks import Run, TrackDataError
-
-if TYPE_CHECKING:
-    from maggotflow.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +85,6 @@ def read_input(path: str | Path, options: ReadOptions | None = None) -> Run:
     """A track file or an intermediate as a Run; TrackDataError if it holds no larva to tag."""
     path = Path(path)
     if is_intermediate(path):
-        from maggotflow.isolation import read_isolated
-
         run = read_isolated(path)
     else:
         run = read_run(path, options)
@@ -125,8 +132,6 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
     is a lab's file and is never replaced, whatever `overwrite` says; so is anything at
     `out` that is not a regular file.
     """
-    from maggotflow.formats.label import is_maggotflow_label
-
     if not os.path.lexists(out):
         return
     refuse_foreign(out, is_maggotflow_label, FOREIGN_LABEL)
@@ -134,8 +139,11 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
         raise OutputExistsError(out, OWN_LABEL)
 
 
-class OutputClashError(ValueError):
-    """Several inputs would write the same `.label` file (or an input would be overwritten)."""
+class OutputClashError(FileExistsError):
+    """Several inputs would write the same `.label` file (or an input would be overwritten).
+
+    A FileExistsError, like the other refusals of an output (the CLI exits 1).
+    """
 
 
 def output_paths(inputs: Sequence[Path], out_dir: Path | None, out_paths: Sequence[Path] | None) -> list[Path]:
@@ -167,106 +175,74 @@ def output_paths(inputs: Sequence[Path], out_dir: Path | None, out_paths: Sequen
 # ---------------------------------------------------------------------------- predictor
 @dataclass
 class _Job:
-    """One input in flight: its run, the larvae tagged and the predictions received so far."""
+    """One input in flight: its run and the predictions received so far."""
 
     key: Any
     run: Run
-    tagged: list[int]  # indices into run.tracks of the larvae that get segments
-    classes: dict[int, np.ndarray]  # track index -> (n,) int64 class per step
+    classes: dict[int, np.ndarray]  # track index -> (n,) int64 class per step, for the larvae tagged
     remaining: int  # steps still waiting for a prediction
 
 
 class Predictor:
-    """A tagger (or an ensemble of taggers) loaded once, applied to many runs.
+    """A tagger or an ensemble of taggers loaded once, applied to many runs.
 
-    instance: a tagger or ensemble folder (or a loaded ModelInstance / Ensemble). device: "auto",
-    "cpu", "cuda", ... batch_size: segments per forward pass (default 128 on CPU, 8192 on
-    CUDA). prefetch: build segments in a background thread while the model runs.
-    Attributes: `labels`, `colors`, `post_rule`, `specs` (the segment specs the members need,
-    `spec` the first), `device`, `batch_size`.
+    model: a tagger or ensemble folder, or a loaded ModelInstance / Ensemble (the two share
+    `segment_specs` and `predict(segments) -> (classes, probabilities)`; the ensemble's
+    `predict` does its vote). device: "auto", "cpu", "cuda", ... batch_size: segments per
+    forward pass (default 128 on CPU, 8192 on CUDA). prefetch: build segments in a
+    background thread while the model runs. The Predictor loads the model, streams runs
+    into batches of segments, runs them on the device and applies the post-rule.
+    Attributes: `instance` (the ModelInstance or Ensemble), `labels`, `colors`, `post_rule`,
+    `specs` (the segment specs the model needs, each built once per chunk), `device`,
+    `batch_size`.
     """
 
     def __init__(
         self,
-        instance: "str | Path | ModelInstance | Ensemble",
+        model: str | Path | ModelInstance | Ensemble,
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         prefetch: bool = True,
     ):
-        from maggotflow.ensemble import Ensemble, load_model
-
         self.device = select_device(device)
-        if isinstance(instance, (ModelInstance, Ensemble)):
-            self.instance = instance.to(self.device)
+        if isinstance(model, (ModelInstance, Ensemble)):
+            check_kind(model.path, model.kind)
+            self.instance = model.to(self.device)
         else:
-            self.instance = load_model(instance, device=self.device)
-        members = self.instance.members if isinstance(self.instance, Ensemble) else [self.instance]
-        for member in members:
-            if member.kind != "tagger":
-                raise InstanceError(member.path, f"is a {member.kind} instance, not a tagger: "
-                                                 "train a tagger from it first (maggotflow train)")
-        # Members grouped by segment spec: each spec's segments are built once per chunk.
-        self.specs = list(dict.fromkeys(m.segment_spec for m in members))
-        self.members = [(self.specs.index(m.segment_spec), m.tagger().to(self.device).eval()) for m in members]
-        self.model = self.members[0][1]
+            self.instance = load_model(model, device=self.device)
+        self.specs = list(self.instance.segment_specs)
         self.labels = list(self.instance.labels)
-        from maggotflow.formats.label import default_colors
-
         self.colors = list(self.instance.colors) if self.instance.colors else default_colors(self.labels)
         self.post_rule = self.instance.post_rule
-        self.spec = self.specs[0]
         self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 128))
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         self.prefetch = prefetch
-        self.use_amp = self.device.type == "cuda"
         self._steps = tuple((name,) for name in self.labels)
 
     # -- model
-    def classify(self, segments: "np.ndarray | Sequence[np.ndarray]") -> np.ndarray:
+    def classify(self, segments: Sequence[np.ndarray]) -> np.ndarray:
         """Class indices (N,) int64, `batch_size` segments at a time.
 
-        segments: (N, 2, P, W) float32 for a single tagger, or one such array per spec of
-        `self.specs` (same N) for an ensemble.
+        segments: one (N, 2, P, W) float32 array per spec of `self.specs` (same N).
+        Forward passes run under `torch.inference_mode`, float16 autocast on CUDA.
         """
-        arrays = [segments] if isinstance(segments, np.ndarray) else list(segments)
-        n = arrays[0].shape[0]
+        n = segments[0].shape[0]
         out = np.empty(n, dtype=np.int64)
         for i in range(0, n, self.batch_size):
-            out[i:i + self.batch_size] = self._forward([a[i:i + self.batch_size] for a in arrays])
+            xs = [torch.from_numpy(np.ascontiguousarray(a[i:i + self.batch_size], dtype=np.float32))
+                  .to(self.device, non_blocking=True) for a in segments]
+            autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
+                        else contextlib.nullcontext())
+            with torch.inference_mode(), autocast:
+                classes, _ = self.instance.predict(xs)
+            out[i:i + self.batch_size] = classes.to("cpu").numpy()
         return out
-
-    def _forward(self, batches: list[np.ndarray]) -> np.ndarray:
-        xs = [torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device, non_blocking=True)
-              for b in batches]
-        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            if len(self.members) == 1:
-                scores = self.model(xs[0])  # (B, 2, P, W) -> (B, K) logits (or forest probabilities)
-            else:
-                scores = self._vote(xs)
-        return scores.argmax(dim=1).to("cpu").numpy().astype(np.int64, copy=False)
-
-    def _vote(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        """(B, K) votes per label, plus summed member probabilities / (members + 1) to break ties.
-
-        The tie-break term is < 1, so it never outweighs a difference of one vote.
-        """
-        k = len(self.labels)
-        votes = torch.zeros(xs[0].shape[0], k, dtype=torch.float32, device=self.device)
-        probs = torch.zeros_like(votes)
-        for spec_index, model in self.members:
-            out = model(xs[spec_index]).float()  # (B, K)
-            p = out if isinstance(model.classifier, ForestClassifier) else out.softmax(dim=1)
-            votes += torch.nn.functional.one_hot(out.argmax(dim=1), k).float()
-            probs += p
-        return votes + probs / (len(self.members) + 1)
 
     # -- runs
     def predict_run(self, run: Run) -> dict[str, list[str]]:
         """Label names per time step for every larva of `run` (larva id -> list, one per step)."""
-        results = list(self.stream([(None, lambda: run)]))
-        key, run_, classes, error = results[0]
+        ((_, _, classes, error),) = self.stream([(None, lambda: run)])
         if error is not None:
             raise error
         return {run.tracks[i].id: [self.labels[c] for c in cls.tolist()] for i, cls in classes.items()}
@@ -317,7 +293,7 @@ class Predictor:
             messages.close()
 
     def _finish(self, job: _Job) -> tuple[Any, Run, dict[int, np.ndarray], None]:
-        if self.post_rule == "ABC->AAC":
+        if self.post_rule is not None:
             for i in job.classes:
                 job.classes[i] = apply_post_rule(job.classes[i])
         return job.key, job.run, job.classes, None
@@ -348,7 +324,7 @@ class Predictor:
                     run.source or key, "no larva has a usable spine (zero length everywhere); nothing to tag")
                 continue
             classes = {i: np.empty(run.tracks[i].n_steps, dtype=np.int64) for i in tagged}
-            yield "job", job_id, _Job(key, run, tagged, classes, sum(c.size for c in classes.values()))
+            yield "job", job_id, _Job(key, run, classes, sum(c.size for c in classes.values()))
             for i in tagged:
                 track, start = run.tracks[i], 0
                 while start < track.n_steps:
@@ -445,7 +421,7 @@ class _threaded:
 
 # ---------------------------------------------------------------------------- files
 def predict_files(
-    instance_path: str | Path | ModelInstance | Predictor,
+    model: str | Path | ModelInstance | Ensemble | Predictor,
     inputs: Sequence[str | Path],
     out_dir: str | Path | None = None,
     out_paths: Sequence[str | Path] | None = None,
@@ -459,8 +435,8 @@ def predict_files(
 
     Outputs: `out_paths` (one per input, in order), or `<out_dir>/<track file stem>.label`
     (`trx.mat` -> `trx.label`; inputs whose names coincide raise OutputClashError before any
-    work: give `out_paths` then). The model is loaded once (`instance_path` may also be a
-    loaded ModelInstance or Predictor).
+    work: give `out_paths` then). The model (a tagger or ensemble folder, a loaded
+    ModelInstance / Ensemble, or a Predictor) is loaded once.
     Existing outputs: a `.label` that maggotflow did not write (a lab's hand-made labels:
     no provenance mark) is never replaced; maggotflow's own earlier prediction is replaced
     only with `overwrite=True`. Either refusal is an OutputExistsError (one line), raised
@@ -471,9 +447,6 @@ def predict_files(
     earlier run left next to the outputs are removed first (`atomic.remove_stale_temporaries`).
     Returns the `.label` paths written, in input order.
     """
-    from maggotflow.atomic import remove_stale_temporaries
-    from maggotflow.formats.label import label_file_for_run, provenance_mark, write_label_file
-
     inputs = [Path(p) for p in inputs]
     outs = output_paths(inputs, None if out_dir is None else Path(out_dir),
                         None if out_paths is None else [Path(p) for p in out_paths])
@@ -487,10 +460,9 @@ def predict_files(
                 raise
             on_error(inputs[index], err)
             refused.add(index)
-    predictor = (instance_path if isinstance(instance_path, Predictor)
-                 else Predictor(instance_path, device=device, batch_size=batch_size))
-    model_path = getattr(predictor.instance, "path", None)
-    mark = provenance_mark(model=Path(model_path).name if model_path else None)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device=device, batch_size=batch_size)
+    model_path = predictor.instance.path
+    mark = provenance_mark(model=model_path.name if model_path else None)
 
     def loader(path: Path) -> Callable[[], Run]:
         return lambda: read_input(path, read_options)
@@ -526,75 +498,3 @@ def predict_files(
         log.info("tagged %d time steps in %d file(s) in %.1f s (%.0f steps/s on %s)",
                  n_steps, len(written), elapsed, n_steps / max(elapsed, 1e-9), predictor.device)
     return [written[i] for i in sorted(written)]
-
-
-# ---------------------------------------------------------------------------- CLI
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("model", type=Path, help="tagger model instance or ensemble folder (maggotflow train / ensemble)")
-    add("inputs", nargs="*", type=Path,
-        help="track files (.spine, trx.mat, FIMTrack .csv) or intermediates (.h5 from `maggotflow isolate`)")
-    add("--input-list", type=Path, help="text file listing more inputs, one path per line")
-    out = parser.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", type=Path, help="output folder: <track file stem>.label per input")
-    out.add_argument("--out-paths", nargs="+", type=Path, help="one output .label path per input, in order")
-    add("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
-    add("--batch-size", type=int, default=None, help="segments per forward pass (default 128 on CPU, 8192 on CUDA)")
-    add("--keep-going", action="store_true", help="skip bad input files, report them at the end (exit 1)")
-    replace = parser.add_mutually_exclusive_group()
-    replace.add_argument("--overwrite", action="store_true",
-                         help="replace maggotflow's own earlier predictions (a .label that maggotflow did not "
-                              "write is never replaced)")
-    replace.add_argument("--no-overwrite", action="store_true",
-                         help="refuse to replace any existing .label (the default; kept for old scripts)")
-    add("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
-    add("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
-    add("--spine-order", choices=["auto", "head_first", "tail_first"], default=None,
-        help="point order in .spine/.outline files: auto (decided per file from the direction of "
-             "crawling, the default), head_first or tail_first")
-    add("--min-steps", type=int, default=2, help="skip larvae with fewer time steps (default 2)")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    import sys
-
-    inputs = list(args.inputs)
-    if args.input_list:
-        try:
-            lines = Path(args.input_list).read_text(encoding="utf-8").splitlines()
-        except OSError as err:
-            raise TrackDataError(args.input_list, f"cannot be read ({err.strerror})") from None
-        inputs += [Path(s.strip()) for s in lines if s.strip() and not s.lstrip().startswith("#")]
-    if not inputs:
-        print("maggotflow predict: error: no input file given", file=sys.stderr)
-        return 2
-    failures: list[tuple[Path, Exception]] = []
-
-    def report_failures() -> None:
-        if failures:
-            print(f"maggotflow predict: {len(failures)} of {len(inputs)} input(s) failed:", file=sys.stderr)
-            for _, err in failures:
-                print(f"  {err}", file=sys.stderr)
-
-    try:
-        extra = {} if args.spine_order is None else {"spine_order": args.spine_order}
-        options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize,
-                              min_steps=args.min_steps, **extra)
-        written = predict_files(
-            args.model, inputs, out_dir=args.out, out_paths=args.out_paths, batch_size=args.batch_size,
-            device=args.device, read_options=options, overwrite=args.overwrite,
-            on_error=(lambda path, err: failures.append((path, err))) if args.keep_going else None,
-        )
-    except (TrackDataError, FileExistsError, OSError) as err:
-        # Bad input, a file never to replace, a full disk: one line, and the failures so far.
-        report_failures()
-        print(f"maggotflow predict: error: {err}", file=sys.stderr)
-        return 1
-    except (InstanceError, ValueError) as err:
-        print(f"maggotflow predict: error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(written)} .label file(s)", flush=True)
-    if failures:
-        report_failures()
-        return 1
-    return 0
