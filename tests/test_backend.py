@@ -141,15 +141,32 @@ def test_train_takes_pretrained_models_default_without_the_option(trained, tmp_p
     assert prov["pretrained"] == str((root / "models" / "base").resolve())
 
 
-def test_train_without_any_pretrained_instance_pretrains_on_the_same_files(trained, tmp_path):
+def test_train_without_any_pretrained_instance_pretrains_on_all_the_files(trained, tmp_path):
     root = tmp_path
-    shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "sim")
+    raw = root / "data" / "raw" / "sim"
+    shutil.copytree(trained / "data" / "raw" / "sim", raw)
+    spine = next(p for p in raw_tracks(root) if p.suffix == ".spine")
+    shutil.copy(spine, raw / "unlabelled.spine")  # no .label: pretraining only, as in the workflow
     assert backend(root, "train", "--model-instance", "sim", "--iterations", "1", "--pretraining-iterations", "1",
                    *FAST) == 0
-    pretrained = root / "data" / "interim" / "sim" / "pretrained"
-    assert ModelInstance.load(pretrained).kind == "pretrained"
+    pretrained = ModelInstance.load(root / "data" / "interim" / "sim" / "pretrained")
+    assert pretrained.kind == "pretrained"
+    prov = pretrained.provenance
+    assert len(prov["train_files"]) + len(prov["val_files"]) == 4
     instance = ModelInstance.load(root / "models" / "sim")
-    assert instance.provenance["pretrained"] == str(pretrained.resolve())
+    assert instance.provenance["pretrained"] == str((root / "data" / "interim" / "sim" / "pretrained").resolve())
+    with h5py.File(root / "data" / "interim" / "sim" / "larva_dataset.h5", "r") as f:
+        assert len(json.loads(f.attrs["sources"])) == 3  # the labelled files only
+
+
+def test_train_layers_counts_dense_layers(trained, tmp_path):
+    root = tmp_path
+    shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "sim")
+    shutil.copytree(trained / "pretrained_models", root / "pretrained_models")
+    assert backend(root, "train", "--model-instance", "sim", "--pretrained-model-instance", "tiny",
+                   "--layers", "3", "--iterations", "1", *FAST) == 0
+    assert ModelInstance.load(root / "models" / "sim").classifier_config.layers == (64, 64)
+    assert ModelInstance.load(trained / "models" / "sim").classifier_config.layers == ()  # default --layers 1
 
 
 # ---------------------------------------------------------------------------- predict

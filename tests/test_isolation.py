@@ -14,7 +14,7 @@ import pytest
 
 from maggotflow.cli import main as cli
 from maggotflow.formats import ReadOptions, file_sha1, read_run
-from maggotflow.isolation import isolate, isolated_label_names, read_isolated
+from maggotflow.isolation import isolate, isolated_label_names, read_isolated, split_labelled
 from maggotflow.simulation import SimulationConfig, file_run, label_file_path, simulate
 from maggotflow.tracks import TrackDataError
 
@@ -76,6 +76,20 @@ def test_unlabelled_isolation(simulated, tmp_path):
     isolate(simulated[".spine"], out)
     assert isolated_label_names(out) == []
     assert all(tr.labels is None for tr in read_isolated(out).tracks)
+
+
+def test_split_labelled_by_the_labels_an_intermediate_carries(simulated, tmp_path, caplog):
+    paths = {name: tmp_path / f"{name}.h5" for name in ("spine_labelled", "spine_bare", "trx_flags", "csv_bare")}
+    isolate(simulated[".spine"], paths["spine_labelled"], label_file_path(simulated[".spine"]))
+    isolate(simulated[".spine"], paths["spine_bare"])
+    isolate(simulated[".mat"], paths["trx_flags"])  # no .label file: its behaviour flags label it
+    isolate(simulated[".csv"], paths["csv_bare"], options=FIM)
+    labelled, unlabelled = split_labelled([str(p) for p in paths.values()])
+    assert labelled == [paths["spine_labelled"], paths["trx_flags"]]
+    assert unlabelled == [paths["spine_bare"], paths["csv_bare"]]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m.split(":")[0] for m in warned] == [str(paths["spine_bare"]), str(paths["csv_bare"])]
+    assert all("pretraining only" in m for m in warned)
 
 
 def test_label_file_for_another_track_file_is_refused(simulated, tmp_path):

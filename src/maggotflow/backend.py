@@ -9,12 +9,18 @@ original MaggotUBA-adapter::
     models/NAME/           tagger model instances (maggotflow ModelInstance folders)
     pretrained_models/P/   pretrained encoders (also looked up in models/P/)
 
-Commands (options as in TaggingBackends; extra ones are maggotflow's)::
+Commands (options as in TaggingBackends)::
 
     tagging-backend predict --model-instance NAME [--skip-make-dataset | --make-dataset] [--device D]
     tagging-backend train --model-instance NAME [--pretrained-model-instance P] [--labels a,b,c]
         [--balancing-strategy auto|maggotuba|none] [--class-weights 1,2,...] [--iterations N]
-        [--seed S] [--device D]
+        [--layers N] [--seed S] [--device D]
+
+maggotflow's extras: `--root`, the track-reading options of `maggotflow predict`
+(`--framerate`, `--pixelsize`, `--spine-order`), `--verbose`; for predict `--batch-size`,
+`--keep-going`, `--data-isolation`; for train `--pretraining-iterations`, `--post-rule`,
+`--batch-size`. An error is one line on stderr, exit code 1 (a malformed command line:
+argparse's usage, exit code 2).
 
 predict
     Tags every track file under `data/raw/NAME/` (recursively: `.spine`, `trx.mat`,
@@ -28,19 +34,23 @@ predict
 train
     Pairs each track file with its labels: `STEM.label` next to it (`trx.mat` -> `trx.label`),
     else a `.label` in the same folder whose `dependencies` name it; a `trx.mat` without one
-    uses its own behaviour flags; other unlabelled files are skipped with a warning. Exported
-    predictions (`predicted.label`, `*.predicted.label`) are never taken as ground truth.
-    Intermediates go to `data/interim/NAME/isolated/`, the dataset to
-    `data/interim/NAME/larva_dataset.h5`, the tagger to `models/NAME/` (an earlier maggotflow
-    instance there is replaced).
+    uses its own behaviour flags; other files without labels are left out of the dataset
+    with a warning (they serve pretraining only). Exported predictions (`predicted.label`,
+    `*.predicted.label`) are never taken as ground truth. Intermediates go to
+    `data/interim/NAME/isolated/`, the dataset to `data/interim/NAME/larva_dataset.h5`, the
+    tagger to `models/NAME/` (an earlier maggotflow instance there is replaced). The
+    stages are `maggotflow.pipeline.train_from_tracks`, as in the workflow.
     Budget: `--iterations N` fine-tuning steps (stage 2); stage 1 (classifier alone) gets
     a quarter of that, `ceil(N / 4)` steps.
+    Classifier: `--layers N` dense layers (default 1): N - 1 hidden layers of 64 units, then
+    the output layer.
     Encoder: `--pretrained-model-instance P` (`models/P/` or `pretrained_models/P/`); without
     it `pretrained_models/default/` as in MaggotUBA-adapter; when that does not exist either,
     a short self-supervised pretraining (`--pretraining-iterations`, default 1000 steps) runs
-    on the same track files first (`data/interim/NAME/pretrained/`): pretraining needs no
-    labels, and a pretrained encoder learns far faster than a random one.
-    `--pretraining-iterations 0` trains from a random encoder instead.
+    first on all the track files of `data/raw/NAME`, labelled or not
+    (`data/interim/NAME/pretrained/`): pretraining needs no labels, and a pretrained encoder
+    learns far faster than a random one. `--pretraining-iterations 0` trains from a random
+    encoder instead.
 
 Data isolation: every call takes the list of inputs once, only reads them, keeps its own
 temporary files in a private folder (`tempfile.mkdtemp`) and writes every output atomically
@@ -60,12 +70,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from maggotflow.cli import add_read_options, read_options
 from maggotflow.tracks import TrackDataError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PRETRAINED = "default"
 STAGE1_FRACTION = 0.25  # stage-1 steps = ceil(STAGE1_FRACTION * --iterations)
+HIDDEN_WIDTH = 64  # width of each hidden dense layer when --layers > 1
 
 
 class BackendError(ValueError):
@@ -190,7 +202,7 @@ def train(
     seed: int = 0,
     device: str = "auto",
     layers: int = 1,
-    hidden_width: int = 64,
+    hidden_width: int = HIDDEN_WIDTH,
     post_rule: str | None = None,
     batch_size: int = 128,
     read_options=None,
@@ -198,76 +210,48 @@ def train(
 ):
     """Train `models/NAME` on the labelled track files of `data/raw/NAME`; return the instance.
 
-    See the module docstring for label pairing, budgets and the pretrained encoder.
+    `layers` dense layers (TaggingBackends' count): `layers - 1` hidden ones of `hidden_width`.
+    See the module docstring for label pairing, budgets and the pretrained encoder; the work
+    itself is `maggotflow.pipeline.train_from_tracks`.
     """
-    from maggotflow.dataset import build_dataset
-    from maggotflow.instance import ModelInstance, check_target
-    from maggotflow.isolation import isolate, isolated_label_names
-    from maggotflow.segments import SegmentSpec
-    from maggotflow.training import TrainConfig, train_tagger
+    from maggotflow.pipeline import train_from_tracks
+    from maggotflow.pretraining import PretrainConfig
+    from maggotflow.training import TrainConfig
 
     if iterations < 1:
         raise BackendError(f"--iterations must be >= 1, got {iterations}")
     if layers < 1:
         raise BackendError(f"--layers must be >= 1, got {layers}")
     project = Project(root, name)
-    check_target(project.model)  # before hours of work: refuse a foreign folder at once
     config = TrainConfig(
         stage1_steps=math.ceil(STAGE1_FRACTION * iterations), stage2_steps=iterations, batch_size=batch_size,
-        seed=seed, device=device, hidden=(hidden_width,) * (layers - 1), post_rule=post_rule,
+        seed=seed, device=device, layers=(hidden_width,) * (layers - 1), post_rule=post_rule,
     )
 
-    # 1. the encoder to start from
-    pretrained = None
+    # the encoder to start from: --pretrained-model-instance, else pretrained_models/default,
+    # else a short pretraining on the same files
+    pretraining = None
     if pretrained_name is not None:
         pretrained = project.find_instance(pretrained_name)
         if pretrained is None:
             raise BackendError(f"pretrained model instance {pretrained_name!r} not found in "
                                f"{project.root / 'models'} or {project.root / 'pretrained_models'}")
     else:
-        default = project.root / "pretrained_models" / DEFAULT_PRETRAINED
-        if default.is_dir():
-            pretrained = default
-    spec = ModelInstance.load(pretrained).segment_spec if pretrained is not None else SegmentSpec()
+        pretrained = project.root / "pretrained_models" / DEFAULT_PRETRAINED
+        if not pretrained.is_dir():
+            pretrained = None
+            if pretraining_iterations > 0:
+                log_line(f"no pretrained model instance (pretrained_models/{DEFAULT_PRETRAINED} absent)")
+                pretraining = PretrainConfig(steps=pretraining_iterations, seed=seed, device=device)
 
-    # 2. labelled intermediates
     manifest = project.track_files()
-    isolated_dir = project.interim / "isolated"
-    labelled, unlabelled = [], []
-    for row in manifest:
-        path = Path(row["path"])
-        if not row["label"] and row["format"] != "trx":
-            log.warning("%s: no .label file next to it; not used for training", path)
-            unlabelled.append(path)
-            continue
-        target = isolated_dir / f"{row['id']}.h5"
-        isolate(path, target, row["label"] or None, options=read_options)
-        if not isolated_label_names(target):
-            log.warning("%s: no behaviour labels (no .label file, no behaviour flags); not used for training", path)
-            unlabelled.append(path)
-            continue
-        labelled.append(target)
-    if not labelled:
-        raise BackendError(f"{project.raw}: no labelled track file; put each track file's .label "
-                           "(LarvaTagger) next to it")
-    log_line(f"{len(labelled)} labelled file(s) in {project.raw}"
-             + (f" ({len(unlabelled)} without labels left out)" if unlabelled else ""))
-
-    # 3. pretraining when no pretrained encoder was found
-    if pretrained is None and pretraining_iterations > 0:
-        from maggotflow.pretraining import PretrainConfig, pretrain
-
-        pretrained = project.interim / "pretrained"
-        log_line(f"no pretrained model instance (pretrained_models/{DEFAULT_PRETRAINED} absent): pretraining "
-                 f"an encoder for {pretraining_iterations} steps on the same files -> {pretrained}")
-        pretrain(labelled, None, pretrained,
-                 PretrainConfig(steps=pretraining_iterations, seed=seed, device=device), log=log_line)
-
-    # 4. dataset and two-stage training
-    dataset = project.interim / "larva_dataset.h5"
-    build_dataset(labelled, dataset, spec=spec, labels=labels, balancing=balancing,
-                  class_weights=class_weights, seed=seed).close()
-    return train_tagger(dataset, project.model, pretrained, config, log=log_line)
+    files = {row["id"]: (Path(row["path"]), row["label"] or None) for row in manifest}
+    log_line(f"{len(files)} track file(s) in {project.raw}")
+    return train_from_tracks(
+        files, project.interim, project.model, pretrained=pretrained, pretrain_config=pretraining,
+        train_config=config, read_options=read_options, log_line=log_line,
+        dataset_options=dict(labels=labels, balancing=balancing, class_weights=class_weights, seed=seed),
+    )
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -282,11 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--root", type=Path, default=None,
                         help="backend project folder holding data/ and models/ (default: current directory)")
     common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    common.add_argument("--framerate", type=float, default=30.0, help="FIMTrack frame rate in Hz (default 30)")
-    common.add_argument("--pixelsize", type=float, default=None, help="FIMTrack pixel size in micrometres")
-    common.add_argument("--spine-order", choices=["auto", "head_first", "tail_first"], default=None,
-                        help="point order in .spine/.outline files: auto (decided per file from the "
-                             "direction of crawling, the default), head_first or tail_first")
+    add_read_options(common, min_steps=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -315,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuning steps (stage 2); stage 1 gets a quarter of that (default 1000)")
     t.add_argument("--pretraining-iterations", type=int, default=1000,
                    help="pretraining steps when no pretrained instance exists; 0: random encoder (default 1000)")
-    t.add_argument("--layers", type=int, default=1, help="dense layers of the classifier (default 1)")
+    t.add_argument("--layers", type=int, default=1,
+                   help=f"dense layers of the classifier: N - 1 hidden layers of {HIDDEN_WIDTH} units, then the "
+                        "output layer (default 1)")
     t.add_argument("--post-rule", default=None, help="post-prediction rule stored in the tagger: ABC->AAC or none")
     t.add_argument("--batch-size", type=int, default=128, help="segments per training step (default 128)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -324,16 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `tagging-backend`; returns the exit code (0 ok, 1 error)."""
-    from maggotflow.formats import ReadOptions
-
     args = build_parser().parse_args(sys.argv[1:] if argv is None else [str(a) for a in argv])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     root = args.root if args.root is not None else Path.cwd()
     failures: list = []
     try:
-        extra = {} if args.spine_order is None else {"spine_order": args.spine_order}
-        options = ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize, **extra)
+        options = read_options(args)
         if args.command == "predict":
             written = predict(root, args.model_instance, make_dataset=args.make_dataset, device=args.device,
                               batch_size=args.batch_size, read_options=options,
@@ -349,9 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   pretraining_iterations=args.pretraining_iterations, seed=args.seed, device=args.device,
                   layers=args.layers, post_rule=args.post_rule, batch_size=args.batch_size,
                   read_options=options, log_line=lambda msg: print(msg, flush=True))
-    except (TrackDataError, BackendError, ValueError, FileExistsError, OSError) as err:
-        # TrackDataError, InstanceError and option problems: one line, no traceback
-        # (with --verbose the traceback too, to report a bug).
+    except (ValueError, OSError) as err:
+        # Bad input, a model folder, an option (TrackDataError, InstanceError, BackendError are
+        # ValueErrors) or an output: one line, exit 1 as TaggingBackends callers expect, no
+        # traceback (with --verbose the traceback too, to report a bug).
         if args.verbose:
             raise
         print(f"tagging-backend {args.command}: error: {err}", file=sys.stderr)
