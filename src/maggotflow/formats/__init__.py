@@ -26,7 +26,6 @@ from maggotflow.tracks import Run, TrackDataError
 
 log = logging.getLogger(__name__)
 
-TRACK_FORMATS = ("spine", "trx", "fimtrack")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 GZIP_MAGIC = b"\x1f\x8b"
 SPINE_ORDERS = ("auto", "head_first", "tail_first")
@@ -192,12 +191,6 @@ def read_run(path: str | Path, options: ReadOptions | None = None) -> Run:
 
         return read_fimtrack(path, options)
     raise TrackDataError(path, "is a .label file, not a track file")
-
-
-def is_track_file(path: str | Path) -> bool:
-    """Cheap check by name only (used to list input directories)."""
-    name = Path(path).name.lower()
-    return name.endswith((".spine", ".mat", ".csv"))
 
 
 def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
