@@ -1,13 +1,15 @@
 # maggotflow: tag every time step of every larva with a MaggotUBA-style tagger.
 #
-#   isolate (one job per track file) -> dataset -> pretrain -> train
-#     -> predict (jobs of predict.files_per_job files) -> evaluate -> report
+#   isolate (one job per track file) -> dataset, pretrain (per window) -> train_model (per
+#     model: window, member) -> tagger -> predict_shard (jobs of predict.files_per_job
+#     files; run `heldout` for the evaluation files) -> predict_summary -> evaluate -> report
 #
 # Targets: all (default: train + held-out evaluation + report material), train, evaluate,
 # predict (--config predict_dir=DIR [model=PATH]: tags a folder, never trains), report
 # (then `snakemake --report results/report.html`). Settings: config/config.yaml, explained
 # in config/README.md; tagger presets: --config tagger=NAME (config/taggers/, presets.smk;
-# ensembles: ensemble.smk); rules in workflow/rules/, thin job scripts in workflow/scripts/.
+# ensembles are several models, see train.smk); decisions in workflow/rules/common.smk,
+# rules in workflow/rules/, thin job scripts in workflow/scripts/.
 
 from pathlib import Path
 
@@ -37,11 +39,11 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/runs.smk"
 include: "workflow/rules/isolate.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -244,18 +244,3 @@ def test_scan_lists_what_it_skips_with_the_reason(tmp_path):
     out = tmp_path / "out" / "skipped.tsv"
     assert mf.write_skipped(m.skipped, out) is True and mf.write_skipped(m.skipped, out) is False
     assert out.read_text().splitlines()[1] == "a/link.spine\ta broken symbolic link"
-
-
-def test_changed_labels_finds_missing_and_edited_labels_cheaply(tmp_path):
-    labels = [touch(tmp_path / f"{k}.label", f"label {k}\n") for k in range(3)]
-    rows = [mf.shard_row(f"id{k}", f"/t/{k}.spine", label) for k, label in enumerate(labels)]
-    rows.append(mf.shard_row("id3", "/t/3.spine", problem="is truncated"))
-    table = tmp_path / "shard.tsv"
-    table.write_text(mf.shard_table_text(rows))
-    assert mf.read_shard_table(table) == rows and rows[3]["status"] == "failed"
-    assert mf.changed_labels(rows) == []
-    os.utime(labels[2], ns=(1, 1))  # touched, same bytes: not changed
-    assert mf.changed_labels(mf.read_shard_table(table)) == []
-    labels[0].unlink()
-    labels[1].write_text("label X\n")  # same size, other bytes
-    assert mf.changed_labels(mf.read_shard_table(table)) == [str(labels[0]), str(labels[1])]

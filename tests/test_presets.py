@@ -103,7 +103,7 @@ def test_preset_trains_and_tags(project, name):
         windows = sorted(json.loads((model / m / "config.json").read_text())["segment_spec"]["window"]
                          for m in config["members"])
         assert windows == [15, 15, 30]
-        assert output.count("rule train_member:") == 3  # one job per member
+        assert output.count("rule train_model:") == 3  # one job per member
     else:
         assert config["kind"] == "tagger"
         assert config["segment_spec"]["interpolate"] == preset["segment"]["interpolate"]
@@ -119,10 +119,10 @@ def test_preset_trains_and_tags(project, name):
         assert used and all(manifest[s["source_path"]]["tracker"] == wanted["tracker"] for s in used)
 
     # The held-out files, tagged with the preset: valid .label files, the preset's labels.
-    heldout = mf.read_manifest(project / "results/evaluation/manifest.tsv")
+    heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
     names = config["labels"]
     for row in heldout:
-        label = project / "results/evaluation/predictions/labels" / mf.mirrored_label_path(row["relpath"])
+        label = project / "results/predict/heldout/labels" / mf.mirrored_label_path(row["relpath"])
         lf = read_label_file(label)
         assert lf.names == names
         from maggotflow.formats import ReadOptions, read_run

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "slurm"
 SMALL = SCRIPTS / "small.yaml"
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(SCRIPTS / "profile")]
-GPU_RULES = {"pretrain", "train_tagger", "predict_shard", "predict_heldout_shard"}
-CPU_RULES = {"isolate", "dataset", "evaluate_heldout", "ethograms"}
+GPU_RULES = {"pretrain", "train_model", "predict_shard"}
+CPU_RULES = {"isolate", "dataset", "tagger", "evaluate_heldout", "ethograms"}
 SHARD = re.compile(r"shard=(s[0-9a-f]{10}x*)")
 
 
@@ -321,7 +321,7 @@ def test_every_stage_ran_as_a_slurm_job_with_the_right_gpu_request(trained, canc
 
 
 def test_slurm_labels_equal_a_local_run(trained, cancelled, local):
-    for folder in ("results/evaluation/predictions/labels",):
+    for folder in ("results/predict/heldout/labels",):
         slurm, ref = labels(trained["work"], folder), labels(local, folder)
         assert slurm and slurm.keys() == ref.keys()
         assert slurm == ref, [k for k in ref if slurm.get(k) != ref[k]]

@@ -192,19 +192,19 @@ def test_dry_run_plans_every_stage_and_runs_nothing(tmp_path):
     project = new_project(tmp_path)
     output = ok(snakemake(project, "-n"))
     manifest = mf.read_manifest(project / "results/manifest.tsv")
-    heldout = mf.read_manifest(project / "results/evaluation/manifest.tsv")
+    heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
     assert len(manifest) == len(track_files(project / "data/train")) == 8
     assert 0 < len(heldout) < len(manifest) and set(heldout.ids) <= set(manifest.ids)
     shards = mf.assign_shards(heldout.ids, 2, sizes={r["id"]: int(r["size"]) for r in heldout},
                               max_bytes=1000 * 10**6)
     assert job_counts(output) == {
         "all": 1, "isolate": len(manifest) - len(heldout), "dataset": 1, "pretrain": 1,
-        "train_tagger": 1, "predict_heldout_shard": len(shards), "evaluate_heldout": 1,
-        "ethograms": 1,
+        "train_model": 1, "tagger": 1, "predict_shard": len(shards), "predict_summary": 1,
+        "evaluate_heldout": 1, "ethograms": 1,
     }
     # Nothing but the manifests (and the list of skipped entries): no job ran, no log was opened.
     written = sorted(str(p.relative_to(project)) for p in (project / "results").rglob("*") if p.is_file())
-    assert written == ["results/evaluation/manifest.tsv", "results/manifest.tsv", "results/skipped.tsv"]
+    assert written == ["results/manifest.tsv", "results/predict/heldout/manifest.tsv", "results/skipped.tsv"]
     assert not (project / "logs").exists()
 
 
@@ -217,7 +217,7 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
 
     project = trained.dir
     manifest = mf.read_manifest(project / "results/manifest.tsv")
-    heldout = mf.read_manifest(project / "results/evaluation/manifest.tsv")
+    heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
     training = [r for r in manifest if r["id"] not in set(heldout.ids)]
     assert sorted(Path(r["path"]) for r in manifest) == track_files(project / "data/train")
 
@@ -227,7 +227,7 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
     assert all((project / "logs/isolate" / f"{r['id']}.log").is_file() for r in training)
 
     # dataset: built from training files only, split by whole files.
-    dataset = Dataset.load(project / "results/dataset/dataset.h5")
+    dataset = Dataset.load(project / "results/dataset/w20.h5")
     sources = {s["source_path"] for s in dataset.sources}
     assert sources <= {r["path"] for r in training}
     assert not sources & {r["path"] for r in heldout}
@@ -235,14 +235,17 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
     # pretrain -> train: a loadable tagger whose encoder has the configured size.
     tagger = ModelInstance.load(project / "results/models/tagger")
     assert tagger.kind == "tagger" and tagger.encoder_config.latent_dim == 8
-    assert ModelInstance.load(project / "results/models/pretrained").kind == "pretrained"
-    for name in ("pretrain", "train", "dataset"):
+    assert ModelInstance.load(project / "results/models/pretrained/w20").kind == "pretrained"
+    # One window (segment.window 20), one model: the tagger is the trained model, copied.
+    trained_model = ModelInstance.load(project / "results/models/trained/w20/m0")
+    assert trained_model.config == tagger.config
+    for name in ("pretrain/w20", "train/w20/m0", "dataset/w20"):
         assert (project / "logs" / f"{name}.log").stat().st_size > 0
         assert (project / "results/benchmarks" / f"{name}.tsv").is_file()
 
     # held-out predictions: one .label per held-out file in a tree mirroring the input
     # tree, every time step of every larva tagged with one of the tagger's labels.
-    labels_root = project / "results/evaluation/predictions/labels"
+    labels_root = project / "results/predict/heldout/labels"
     predicted = sorted(str(p.relative_to(labels_root)) for p in labels_root.rglob("*.label"))
     assert predicted == sorted(mf.mirrored_label_path(r["relpath"]) for r in heldout)
     for row in heldout:
@@ -266,8 +269,15 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
     modes = {(p.is_dir(), p.stat().st_mode & 0o777) for p in (project / "results").rglob("*")}
     assert modes == {(False, 0o666 & ~umask), (True, 0o777 & ~umask)}, sorted(modes)
 
-    # Up to date: nothing to re-run.
+    # Up to date: nothing to re-run; nor after changing settings that change no result (each
+    # job gets only the keys that decide its output: the device, threads, batch size of
+    # tagging and the export settings are none of them).
     assert "Nothing to be done" in ok(snakemake(project, "-n"))
+    (project / "unrelated.yaml").write_text(
+        "device: auto\nthreads: {train: 2, predict: 2}\n"
+        "predict: {batch_size: 7, export_next_to_tracks: true, overwrite_existing: true}\n"
+    )
+    assert "Nothing to be done" in ok(snakemake(project, "-n", configfiles=("unrelated.yaml",)))
 
 
 def test_report_is_written(trained):
@@ -402,7 +412,7 @@ def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
     assert f"{tmp_path / 'nope'}: no model instance there" in result.stdout
     assert not STARTED_JOB.search(result.stdout)  # no job at all
 
-    pretrained = trained.dir / "results/models/pretrained"
+    pretrained = trained.dir / "results/models/pretrained/w20"
     result = snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}", f"model={pretrained}")
     assert result.returncode != 0 and f"{pretrained}: is a pretrained encoder, not a tagger" in result.stdout
     assert not STARTED_JOB.search(result.stdout)
@@ -561,7 +571,7 @@ def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, t
     ok(snakemake(project, "--unlock"))
     ok(snakemake(project, "--rerun-incomplete"))
 
-    recovered = label_bytes(project / "results/evaluation/predictions/labels")
-    clean = label_bytes(trained.dir / "results/evaluation/predictions/labels")
+    recovered = label_bytes(project / "results/predict/heldout/labels")
+    clean = label_bytes(trained.dir / "results/predict/heldout/labels")
     assert recovered and recovered == clean
     assert "Nothing to be done" in ok(snakemake(project, "-n"))

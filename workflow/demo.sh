@@ -37,12 +37,12 @@ cat <<END
 Results (under $DEMO/):
   tagger model instance    results/models/tagger/   (loss curves in curves/)
   held-out evaluation      results/evaluation/   (metrics.json, per_label.csv, confusion.png)
-  held-out predictions     results/evaluation/predictions/labels/
+  held-out predictions     results/predict/heldout/labels/
   new experiments tagged   ${run}labels/   (summary.tsv lists every file)
                            and predicted.label / *.predicted.label next to each track file
   report                   results/report.html
   logs                     logs/
 
-Held-out evaluation ($(($(wc -l < results/evaluation/manifest.tsv) - 1)) files of data/heldout, never used for training):
+Held-out evaluation ($(($(wc -l < results/predict/heldout/manifest.tsv) - 1)) files of data/heldout, never used for training):
 END
 cat results/evaluation/table.txt

@@ -22,9 +22,11 @@ Label pairing, for a track file `DIR/STEM.EXT`: `DIR/STEM.label` (so `trx.mat` p
 predictions (`predicted.label`, `*.predicted.label`, see `exported_label_path`) are never
 taken as ground truth.
 
-Also here, because they are functions of the manifest alone: the held-out split by file
-(`hash_split`), the sharding of prediction jobs (`assign_shards`), the names of prediction
-runs (`predict_run_name`) and of output label files (`mirrored_label_path`).
+Also here, because they are functions of the manifest alone: loading a folder's manifest
+as the workflow does (`load_manifest`), the held-out split by file (`hash_split`,
+`heldout_subset`, `check_heldout`), the sharding of prediction jobs (`assign_shards`,
+`run_shards`), the names of prediction runs (`predict_run_name`) and of output label files
+(`mirrored_label_path`, `exported_label_path`).
 """
 
 from __future__ import annotations
@@ -397,6 +399,11 @@ def write_manifest(manifest: Manifest, path: str | Path) -> bool:
     return _write_if_changed(path, manifest.to_tsv())
 
 
+def skipped_file(manifest_file: str | Path) -> str:
+    """Where the scan of a manifest lists its skipped entries: `skipped.tsv` beside it."""
+    return str(Path(manifest_file).with_name("skipped.tsv"))
+
+
 def write_skipped(skipped: Sequence[tuple[str, str]], path: str | Path) -> bool:
     """Write the skipped entries of a scan as `relpath\treason` lines (atomic, if changed)."""
     rows = "".join(f"{p}\t{' '.join(r.split())}\n" for p, r in skipped)
@@ -491,6 +498,64 @@ def _complete(rows: list[dict[str, str]], manifest_path: Path, root: Path | None
                 r[k] = r.get(k) or meta[k]
 
 
+def load_manifest(track_dir: str | Path | None, manifest: str | Path | None, out: str | Path,
+                  patterns: Sequence[str] = DEFAULT_PATTERNS, scan: bool = True, record: bool = True) -> Manifest:
+    """The manifest of a folder (scanned) or of a user's TSV, recorded at `out`.
+
+    `manifest` given: read it (relative paths taken from `track_dir`). Else, with `scan`, the
+    folder is scanned; without it (a job process, or no rescan wanted), `out` is read as an
+    earlier scan recorded it. With `record`, a scan's or a user TSV's result is written to
+    `out` (if changed), and a scan's skipped entries to `skipped_file(out)`. Nothing is written
+    before the inputs are known to be good: a run that stops on a missing or empty folder
+    leaves no manifest behind for a later run to trust. TrackDataError (one line) otherwise.
+    """
+    if manifest:
+        found = read_manifest(manifest, root=track_dir)
+    elif not track_dir:
+        raise TrackDataError(None, "no input: set a track_dir or a manifest (see config/README.md)")
+    elif scan or not Path(out).is_file():
+        found = build_manifest(track_dir, patterns)
+        if not len(found):
+            skipped = f" ({len(found.skipped)} other entries skipped, e.g. {': '.join(found.skipped[0])})" \
+                if found.skipped else ""
+            raise TrackDataError(track_dir, f"no track file matching {', '.join(patterns)}{skipped}")
+    else:
+        return read_manifest(out)
+    if record:
+        if not manifest:
+            write_skipped(found.skipped, skipped_file(out))
+        write_manifest(found, out)
+    return found
+
+
+def check_heldout(heldout: Manifest, training: Manifest | None = None) -> None:
+    """Held-out files must be labelled, there must be some, and (`training` given, a separate
+    held-out folder) none may be a training file. TrackDataError (one line) otherwise."""
+    if training is not None:
+        overlap = sorted({r["path"] for r in heldout} & {r["path"] for r in training})
+        if overlap:
+            raise TrackDataError(overlap[0], f"listed both for training and for evaluation ({len(overlap)} "
+                                             "file(s)); the tagger must not be evaluated on its training data")
+    unlabelled = [r["relpath"] for r in heldout if not r["label"]]
+    if unlabelled:
+        raise TrackDataError(unlabelled[0], f"held-out file without a .label file to compare with "
+                                            f"({len(unlabelled)} such file(s)); evaluation needs reference labels")
+    if not len(heldout):
+        raise TrackDataError(None, "evaluation: no labelled file to hold out; add labelled files, give "
+                                   "evaluation.track_dir or set evaluation.heldout_fraction: 0")
+
+
+def heldout_subset(inputs: Manifest, fraction: float, seed: int = 0) -> Manifest:
+    """The labelled files of `inputs` held out for evaluation (`hash_split` by file)."""
+    return inputs.subset(hash_split([r["id"] for r in inputs if r["label"]], fraction, seed))
+
+
+def run_shards(found: Manifest, files_per_job: int, max_mb: float | None = None) -> dict[str, list[str]]:
+    """The prediction shards of a manifest's files (`assign_shards`, sized by the files' bytes)."""
+    return assign_shards(found.ids, files_per_job, sizes={r["id"]: int(r["size"] or 0) for r in found},
+                         max_bytes=None if max_mb is None else int(max_mb * 1e6))
+
+
 # --------------------------------------------------------------------------------------
 # Splits and shards
 
@@ -560,70 +625,3 @@ def assign_shards(ids: Sequence[str], files_per_job: int, sizes: Mapping[str, in
     if current:
         close()
     return shards
-
-
-# --------------------------------------------------------------------------------------
-# Shard tables: what a prediction job wrote (one row per track file)
-
-SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "sha1", "size", "mtime_ns")
-
-
-def shard_row(ident: str, track: str, label: str | Path | None = None, problem: str = "",
-              status: str | None = None) -> dict[str, str]:
-    """A shard-table row: `label` written (its sha1, size and mtime as on disk now), or not
-    (status `failed` with its `problem`, or the given status)."""
-    row = dict.fromkeys(SHARD_COLUMNS, "")
-    row.update(id=ident, path=str(track), problem=" ".join(str(problem).split()))
-    if label is None:
-        row["status"] = status or "failed"
-        return row
-    from maggotflow.formats import file_sha1
-
-    stat = os.stat(label)
-    row.update(label=str(label), status=status or "ok", sha1=file_sha1(label), size=str(stat.st_size),
-               mtime_ns=str(stat.st_mtime_ns))
-    return row
-
-
-def shard_table_text(rows: Iterable[Mapping[str, str]]) -> str:
-    lines = ["\t".join(SHARD_COLUMNS)]
-    lines += ["\t".join(str(r.get(c, "")) for c in SHARD_COLUMNS) for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def read_shard_table(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a shard table (also of one written before the size/mtime_ns columns)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if not lines:
-        return []
-    header = lines[0].split("\t")
-    return [dict(dict.fromkeys(SHARD_COLUMNS, ""), **dict(zip(header, line.split("\t"))))
-            for line in lines[1:] if line]
-
-
-def changed_labels(rows: Iterable[Mapping[str, str]]) -> list[str]:
-    """The labels of `ok` rows that are no longer on disk as recorded: missing, or changed.
-
-    Cheap enough for every workflow start on 10,000 files: one stat per label; the sha1 is
-    computed only for a label whose size matches but whose modification time does not.
-    """
-    from maggotflow.formats import file_sha1
-
-    changed = []
-    for row in rows:
-        if row.get("status") != "ok" or not row.get("label"):
-            continue
-        try:
-            stat = os.stat(row["label"])
-        except OSError:
-            changed.append(row["label"])
-            continue
-        if row.get("size") and str(stat.st_size) != row["size"]:
-            changed.append(row["label"])
-        elif row.get("mtime_ns") and str(stat.st_mtime_ns) != row["mtime_ns"]:
-            try:
-                if file_sha1(row["label"]) != row.get("sha1"):
-                    changed.append(row["label"])
-            except OSError:
-                changed.append(row["label"])
-    return changed

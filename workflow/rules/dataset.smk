@@ -1,23 +1,24 @@
-# The labelled segment dataset: windows of every labelled step, split by file.
+# The labelled segment dataset of one window: windows of every labelled step, split by file.
+# Its job leaves out the training files without labels (they serve pretraining only).
 
 
 rule dataset:
     input:
-        dataset_intermediates,
+        training_intermediates,
     output:
-        DATASET,
+        "results/dataset/w{window}.h5",
     log:
-        "logs/dataset.log",
+        "logs/dataset/w{window}.log",
     benchmark:
-        "results/benchmarks/dataset.tsv"
+        "results/benchmarks/dataset/w{window}.tsv"
     params:
         segment=segment_spec,
-        task=task,
+        task=TASK,
         settings=config["dataset"],
         seed=config["seed"],
     threads: config["threads"]["dataset"]
     resources:
-        mem_mb=dataset_mem_mb,
+        mem_mb=lambda wildcards, input, attempt: attempt * int(4000 + 2 * input.size_mb),
     conda:
         "../../envs/maggotflow.yaml"
     script:

@@ -14,7 +14,7 @@ rule isolate:
         read=config["read"],  # a value, not a function: thousands of these jobs in one DAG
     threads: 1
     resources:
-        mem_mb=isolate_mem_mb,
+        mem_mb=lambda wildcards, input, attempt: attempt * int(1000 + 10 * input.size_mb),  # parse + float64 copies
     conda:
         "../../envs/maggotflow.yaml"
     script:

@@ -4,14 +4,15 @@
 #   results/predict/<run>/shards/<shard>.tsv                    (the tracked output: every
 #                                                               label written + its sha1)
 # A label deleted or changed later makes its shard run again (rerun_if_labels_changed).
-# <run> = <folder name>-<hash of folder and model>, so runs on different folders never
-# share an output. The model is a parameter (its fingerprint), not an input: tagging a
-# folder never triggers training, and a changed model re-tags.
+# Runs: <folder name>-<hash of folder and model> for `snakemake predict` (runs on different
+# folders never share an output), and `heldout` for the held-out evaluation files (tagged by
+# the tagger trained here). See "prediction runs" in common.smk.
 
 
 rule predict_shard:
     input:
-        tracks=predict_shard_tracks,
+        tracks=shard_tracks,
+        model=lambda wildcards: [TAGGER] if wildcards.run == HELDOUT_RUN else [],
     output:
         "results/predict/{run}/shards/{shard}.tsv",
     log:
@@ -19,16 +20,14 @@ rule predict_shard:
     benchmark:
         "results/benchmarks/predict/{run}/{shard}.tsv"
     params:
-        files=predict_shard_params,
-        model=predict_model,
-        model_sha1=predict_model_fingerprint,
-        settings=predict_job_settings,
-        read=read_options,
-        device=config["device"],
+        files=shard_files,
+        model=run_model,
+        read=config["read"],
+        skip_bad_files=config["predict"]["skip_bad_files"],
     threads: config["threads"]["predict"]
     resources:
-        gpu=gpus,
-        mem_mb=predict_mem_mb,
+        gpu=GPUS,
+        mem_mb=lambda wildcards, attempt: attempt * 6000,
     conda:
         "../../envs/maggotflow.yaml"
     script:
@@ -37,13 +36,13 @@ rule predict_shard:
 
 rule predict_summary:
     input:
-        predict_shard_files,
+        run_shards,
     output:
         "results/predict/{run}/summary.tsv",
     log:
         "logs/predict/{run}/summary.log",
     params:
-        skipped=predict_skipped_file,
+        skipped=lambda wildcards: mf.skipped_file(run_manifest_file(wildcards.run)),
     localrule: True
     conda:
         "../../envs/maggotflow.yaml"
@@ -53,7 +52,7 @@ rule predict_summary:
 
 rule export_predictions:
     input:
-        predict_shard_files,
+        "results/predict/{run}/summary.tsv",
     output:
         "results/predict/{run}/exported.tsv",
     log:

@@ -1,21 +1,22 @@
-# Self-supervised pretraining of the encoder on every training file (no labels needed).
+# Self-supervised pretraining of the encoder on every training file (no labels needed), one
+# encoder per window (a single tagger has one window: segment.window).
 
 
 rule pretrain:
     input:
-        pretraining_intermediates,
+        training_intermediates,
     output:
-        directory(PRETRAINED),
+        directory("results/models/pretrained/w{window}"),
     log:
-        "logs/pretrain.log",
+        "logs/pretrain/w{window}.log",
     benchmark:
-        "results/benchmarks/pretrain.tsv"
+        "results/benchmarks/pretrain/w{window}.tsv"
     params:
         settings=pretrain_settings,
     threads: config["threads"]["pretrain"]
     resources:
-        gpu=gpus,
-        mem_mb=model_mem_mb,
+        gpu=GPUS,
+        mem_mb=lambda wildcards, attempt: attempt * 8000,
     conda:
         "../../envs/maggotflow.yaml"
     script:

@@ -4,7 +4,7 @@
 
 rule ethograms:
     input:
-        shards=heldout_shard_files,
+        summary=f"results/predict/{HELDOUT_RUN}/summary.tsv",
     output:
         report(
             directory("results/report/ethograms"),
@@ -16,7 +16,7 @@ rule ethograms:
         "logs/report/ethograms.log",
     params:
         n_files=config["report"]["ethograms"],
-        references=heldout_reference_map,
+        references=heldout_references,
     conda:
         "../../envs/maggotflow.yaml"
     script:
@@ -25,4 +25,4 @@ rule ethograms:
 
 rule report:
     input:
-        report_targets,
+        all_targets,

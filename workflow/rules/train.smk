@@ -1,34 +1,50 @@
-# Two-stage fine-tuning of the tagger on the dataset, from the pretrained encoder (or, with
-# train.classifier random_forest, a forest on the frozen encoder). Ensembles: ensemble.smk.
+# Two-stage fine-tuning (or, with train.classifier random_forest, a forest on the frozen
+# encoder) of each model (window, member) of MODELS, then results/models/tagger: the single
+# model, or the majority-vote ensemble of all of them (config `ensemble`, preset 20221228;
+# a cluster trains the members in parallel).
 
 
-if not ENSEMBLE:
+rule train_model:
+    input:
+        dataset="results/dataset/w{window}.h5",
+        pretrained="results/models/pretrained/w{window}",
+    output:
+        report(
+            directory("results/models/trained/w{window}/m{member}"),
+            patterns=["curves/{name}.png"],
+            caption="../report/curves.rst",
+            category="Training",
+        ),
+    log:
+        "logs/train/w{window}/m{member}.log",
+    benchmark:
+        "results/benchmarks/train/w{window}/m{member}.tsv"
+    params:
+        settings=train_settings,
+    threads: config["threads"]["train"]
+    resources:
+        gpu=GPUS,
+        mem_mb=lambda wildcards, attempt: attempt * 8000,
+    conda:
+        "../../envs/maggotflow.yaml"
+    script:
+        "../scripts/train.py"
 
-    rule train_tagger:
-        input:
-            dataset=DATASET,
-            pretrained=PRETRAINED,
-        output:
-            report(
-                directory(TAGGER),
-                patterns=["curves/{name}.png"],
-                caption="../report/curves.rst",
-                category="Training",
-            ),
-        log:
-            "logs/train.log",
-        benchmark:
-            "results/benchmarks/train.tsv"
-        params:
-            settings=train_settings,
-        threads: config["threads"]["train"]
-        resources:
-            gpu=gpus,
-            mem_mb=model_mem_mb,
-        conda:
-            "../../envs/maggotflow.yaml"
-        script:
-            "../scripts/train.py"
+
+rule tagger:
+    input:
+        [f"results/models/trained/w{window}/m{member}" for window, member in MODELS],
+    output:
+        directory(TAGGER),
+    log:
+        "logs/train/tagger.log",
+    params:
+        ensemble=bool(ENSEMBLE),
+        post_rule=config["train"].get("post_rule") if ENSEMBLE else None,
+    conda:
+        "../../envs/maggotflow.yaml"
+    script:
+        "../scripts/tagger.py"
 
 
 rule train:

@@ -1,18 +1,18 @@
-"""Labelled intermediates -> the segment dataset (maggotflow.dataset.build_dataset).
+"""Training intermediates -> the segment dataset (maggotflow.dataset.build_dataset).
 
-Intermediates without labels (a trx.mat without behaviour flags) are left out with a
-warning: they still serve pretraining.
+Intermediates without labels (no .label file, a trx.mat without behaviour flags) are left
+out with a warning (maggotflow.isolation.split_labelled): they still serve pretraining.
 """
 
 from jobsetup import job
 
 with job(snakemake, subject="dataset") as log:
     from maggotflow.dataset import build_dataset
-    from maggotflow.isolation import isolated_label_names
+    from maggotflow.isolation import split_labelled
     from maggotflow.segments import SegmentSpec
 
-    labelled = [p for p in snakemake.input if isolated_label_names(p)]
-    for path in sorted(set(snakemake.input) - set(labelled)):
+    labelled, unlabelled = split_labelled(list(snakemake.input))
+    for path in unlabelled:
         log.warning("%s: no behaviour labels; used for pretraining only", path)
     if not labelled:
         raise ValueError("no labelled training file: pair the track files with .label files")

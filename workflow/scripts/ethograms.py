@@ -14,7 +14,7 @@ with job(snakemake, subject="ethograms") as log:
     from matplotlib.patches import Patch
 
     from maggotflow.formats.label import default_colors, read_label_file
-    from maggotflow.manifest import read_shard_table
+    from maggotflow.records import read_shard_table
 
     def bouts(steps):
         """(first index, length, name) of each run of identical first labels."""
@@ -37,9 +37,8 @@ with job(snakemake, subject="ethograms") as log:
     out_dir = Path(snakemake.output[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     references = snakemake.params.references
-    done = []
-    for shard in snakemake.input.shards:
-        done += [(row["path"], row["id"], row["label"]) for row in read_shard_table(shard) if row["status"] == "ok"]
+    done = [(row["path"], row["id"], row["label"]) for row in read_shard_table(snakemake.input.summary)
+            if row["status"] == "ok"]
     for track, ident, label in sorted(done)[: snakemake.params.n_files]:
         predicted, reference = read_label_file(label), read_label_file(references[ident])
         names = list(dict.fromkeys(predicted.names + reference.names))

@@ -1,4 +1,5 @@
-"""Held-out predictions vs reference .label files -> metrics.json, per_label.csv, confusion.*"""
+"""Held-out predictions (the held-out run's summary.tsv) vs reference .label files -> metrics.json,
+per_label.csv, confusion.*, table.txt."""
 
 from pathlib import Path
 
@@ -7,16 +8,15 @@ from jobsetup import job
 with job(snakemake, subject="evaluation") as log:
     from maggotflow.atomic import write_text_atomic
     from maggotflow.evaluation import evaluate, format_table, write_report
-    from maggotflow.manifest import read_shard_table
+    from maggotflow.records import read_shard_table
 
     references = snakemake.params.references
     pairs = []
-    for shard in snakemake.input.shards:
-        for row in read_shard_table(shard):
-            if row["status"] == "ok":
-                pairs.append((row["label"], references[row["id"]]))
-            else:
-                log.warning("%s: not tagged, left out of the evaluation", row["path"])
+    for row in read_shard_table(snakemake.input.summary):
+        if row["status"] == "ok":
+            pairs.append((row["label"], references[row["id"]]))
+        else:
+            log.warning("%s: not tagged, left out of the evaluation", row["path"])
     pairs.sort(key=lambda pair: pair[1])
     task = snakemake.params.task
     report = evaluate(pairs, labels=task["labels"], synonyms=task["synonyms"],

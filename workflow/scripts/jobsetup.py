@@ -4,7 +4,7 @@
 sure the maggotflow library is importable (from the repository's `src/` when the job runs
 in an environment where it is not installed, e.g. a conda env built by `--sdm conda`), and
 turns bad input into one line in the log plus a failure record `<log stem>.failed`
-(`<file>\t<problem>` per line) that the workflow lists at the end of the run. A job that
+(maggotflow.records.write_failures) that the workflow lists at the end of the run. A job that
 succeeds removes its stale record. Temporaries that a killed attempt left next to the job's
 outputs are removed first; a write that fails (disk full, read-only folder) is one line too.
 """
@@ -28,18 +28,6 @@ def ensure_library() -> None:
         sys.path.insert(0, str(SRC))
 
 
-def failure_record(log_path: str | Path) -> Path:
-    return Path(log_path).with_suffix(".failed")
-
-
-def record_failures(log_path: str | Path, failures: list[tuple[str, str]]) -> None:
-    """Write `<file>\t<problem>` lines (atomically) next to the job's log."""
-    from maggotflow.atomic import write_text_atomic
-
-    text = "".join(f"{f}\t{' '.join(str(p).split())}\n" for f, p in failures)
-    write_text_atomic(failure_record(log_path), text)
-
-
 @contextlib.contextmanager
 def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
     """Run the body with logging to the rule's log; `subject` names the input in failures."""
@@ -50,10 +38,12 @@ def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
     logging.basicConfig(level=logging.INFO, stream=stream, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger = logging.getLogger("maggotflow.workflow")
-    failure_record(log_path).unlink(missing_ok=True)
     ensure_library()
     from maggotflow.atomic import OutputError, remove_stale_temporaries
+    from maggotflow.records import failure_record, write_failures
     from maggotflow.tracks import TrackDataError
+
+    failure_record(log_path).unlink(missing_ok=True)
 
     # This job alone may write its outputs: whatever temporaries sit next to them were
     # left by a killed attempt (never read as outputs; removed here, not kept for good).
@@ -63,18 +53,18 @@ def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
     except OutputError as err:
         # Disk full, read-only folder: one line naming the path and the cause.
         logger.error("%s", err)
-        record_failures(log_path, [(err.path, f"cannot write ({err.reason})")])
+        write_failures(log_path, [(err.path, f"cannot write ({err.reason})")])
         stream.flush()
         sys.exit(1)
     except TrackDataError as err:
         # Bad input: one line a biologist understands, no traceback.
         logger.error("%s", err)
-        record_failures(log_path, [(err.path or subject or "?", err.problem)])
+        write_failures(log_path, [(err.path or subject or "?", err.problem)])
         stream.flush()
         sys.exit(1)
     except Exception as err:
         traceback.print_exc(file=stream)
-        record_failures(log_path, [(subject or "?", f"{type(err).__name__}: {err}")])
+        write_failures(log_path, [(subject or "?", f"{type(err).__name__}: {err}")])
         stream.flush()
         sys.exit(1)
     stream.flush()

@@ -2,27 +2,29 @@
 
 Each file's .label goes to `<run>/labels/<relative path with .label>` (atomic); the shard's
 output `<run>/shards/<shard>.tsv` lists every file with its status and the label's sha1,
-size and time (maggotflow.manifest.shard_row: a label deleted or edited later is re-made).
-A file that cannot be read does not stop the others; the job then fails naming it (or, with
-predict.skip_bad_files, records it as failed in the TSV and succeeds).
+size and time (maggotflow.records: a label deleted or edited later is re-made). A file that
+cannot be read does not stop the others; the job then fails naming it (or, with
+predict.skip_bad_files, records it as failed in the table and succeeds). The device and the
+batch size are read from the config, not params: they do not change the labels, so changing
+them re-tags nothing.
 """
 
 import sys
 from pathlib import Path
 
-from jobsetup import job, record_failures
+from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
     import torch
 
-    from maggotflow.atomic import remove_stale_temporaries, write_text_atomic
+    from maggotflow.atomic import remove_stale_temporaries
     from maggotflow.formats import ReadOptions
-    from maggotflow.manifest import mirrored_label_path, shard_row, shard_table_text
+    from maggotflow.manifest import mirrored_label_path
     from maggotflow.prediction import predict_files
+    from maggotflow.records import shard_row, unfinished_table, write_failures, write_shard_table
 
     torch.set_num_threads(snakemake.threads)
     rows = snakemake.params.files
-    settings = snakemake.params.settings
     shard_table = Path(snakemake.output[0])
     labels_root = shard_table.parent.parent / "labels"
     outs = [labels_root / mirrored_label_path(r["relpath"]) for r in rows]
@@ -35,10 +37,10 @@ with job(snakemake, subject=snakemake.output[0]) as log:
         log.error("%s", error)
         failed[str(path)] = error.problem
 
-    model = snakemake.input.get("model") or snakemake.params.model
-    predict_files(model, [r["path"] for r in rows], out_paths=outs, batch_size=settings["batch_size"],
-                  device=snakemake.params.device, read_options=ReadOptions(**snakemake.params.read),
-                  on_error=on_error, overwrite=True)  # its own outputs; never a foreign file
+    predict_files(snakemake.params.model["path"], [r["path"] for r in rows], out_paths=outs,
+                  batch_size=snakemake.config["predict"]["batch_size"], device=snakemake.config["device"],
+                  read_options=ReadOptions(**snakemake.params.read), on_error=on_error,
+                  overwrite=True)  # its own outputs; never a foreign file
     table = []
     for row, out in zip(rows, outs):
         if row["path"] in failed:
@@ -48,12 +50,12 @@ with job(snakemake, subject=snakemake.output[0]) as log:
             table.append(shard_row(row["id"], row["path"], out))
     log.info("%d file(s) tagged, %d failed", len(rows) - len(failed), len(failed))
     # A job that fails has no output (Snakemake removes it), so what it did write goes next to
-    # its log: the end of a failed run lists those files as they are (common.smk).
-    unfinished_table = Path(snakemake.log[0]).with_suffix(".table.tsv")
+    # its log: the end of a failed run lists those files as they are (records.unfinished_run_rows).
+    unfinished = unfinished_table(snakemake.log[0])
     if failed:
-        record_failures(snakemake.log[0], sorted(failed.items()))
-        if not settings["skip_bad_files"]:
-            write_text_atomic(unfinished_table, shard_table_text(table))
+        write_failures(snakemake.log[0], sorted(failed.items()))
+        if not snakemake.params.skip_bad_files:
+            write_shard_table(unfinished, table)
             sys.exit(1)
-    unfinished_table.unlink(missing_ok=True)
-    write_text_atomic(shard_table, shard_table_text(table))
+    unfinished.unlink(missing_ok=True)
+    write_shard_table(shard_table, table)

@@ -1,20 +1,20 @@
 """All shards of a prediction run -> summary.tsv (one row per track file, sorted by path).
 
-The rows are the shard tables' (maggotflow.manifest.SHARD_COLUMNS: status, problem, and
-the label's sha1, size and time as written). The log also counts the folder's entries that
+The rows are the shard tables' (maggotflow.records: status, problem, and the label's
+sha1, size and time as written). The log also counts the folder's entries that
 were skipped as not track files (listed in the run's skipped.tsv).
 """
 
 from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
-    from maggotflow.atomic import write_text_atomic
-    from maggotflow.manifest import read_shard_table, read_skipped, shard_table_text
+    from maggotflow.manifest import read_skipped
+    from maggotflow.records import read_shard_table, write_shard_table
 
     rows = [row for shard in snakemake.input for row in read_shard_table(shard)]
     rows.sort(key=lambda row: row["path"])
     failed = [row for row in rows if row["status"] != "ok"]
-    write_text_atomic(snakemake.output[0], shard_table_text(rows))
+    write_shard_table(snakemake.output[0], rows)
     log.info("%d file(s) tagged, %d failed", len(rows) - len(failed), len(failed))
     for row in failed:
         log.warning("not tagged: %s: %s", row["path"], row["problem"])

@@ -1,0 +1,37 @@
+# Held-out evaluation: the held-out run's predictions (predict.smk, run `heldout`) against
+# their reference .label files.
+
+
+rule evaluate_heldout:
+    input:
+        summary=f"results/predict/{HELDOUT_RUN}/summary.tsv",
+        references=lambda wildcards: trackable(heldout_references(wildcards).values()),
+    output:
+        metrics="results/evaluation/metrics.json",
+        per_label=report(
+            "results/evaluation/per_label.csv",
+            caption="../report/per_label.rst",
+            category="Evaluation",
+        ),
+        confusion=report(
+            "results/evaluation/confusion.png",
+            caption="../report/confusion.rst",
+            category="Evaluation",
+        ),
+        confusion_csv="results/evaluation/confusion.csv",
+        table="results/evaluation/table.txt",
+    log:
+        "logs/evaluation/evaluate.log",
+    params:
+        task=TASK,
+        references=heldout_references,
+        ignore_ends=config["evaluation"]["ignore_ends"],
+    conda:
+        "../../envs/maggotflow.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate:
+    input:
+        "results/evaluation/metrics.json",

@@ -1,0 +1,127 @@
+# Prediction runs: which folder, which model, which shards; and what a run says at its end.
+# A run tags one folder with one model: results/predict/<run>/{manifest.tsv, shards/,
+# labels/, summary.tsv}. The `heldout` run is tagged by the tagger trained here (an input:
+# it is trained first); any other run by config `model` (a param, its fingerprint: tagging
+# a folder never trains, and a changed model re-tags).
+
+
+def predict_run():
+    """The run of predict_dir tagged with the configured model."""
+    if not config["predict_dir"]:
+        raise WorkflowError("snakemake predict needs a folder: --config predict_dir=/path/to/tracks")
+    return mf.predict_run_name(config["predict_dir"], model_path())
+
+
+def model_path():
+    return config["model"] or TAGGER
+
+
+@functools.cache
+def model_fingerprint():
+    """SHA-1 of the configured model; a run with an unusable model writes nothing."""
+    try:
+        check_model_folder(model_path())
+    except InstanceError as err:
+        hint = "train it first with `snakemake train` (tagging never trains)" if model_path() == TAGGER \
+            else "check --config model=PATH"
+        raise WorkflowError(f"{err}; {hint}") from None
+    return fingerprint(model_path())
+
+
+@functools.cache
+@one_line_errors
+def run_manifest(run):
+    if run == HELDOUT_RUN:
+        found = heldout_manifest()
+    elif run != predict_run():
+        raise WorkflowError(
+            f"results/predict/{run} does not belong to predict_dir={config['predict_dir']} with "
+            f"model={model_path()}; target the `predict` rule with --config predict_dir=DIR"
+        )
+    else:
+        model_fingerprint()
+        found = load_manifest(config["predict_dir"], None, run_manifest_file(run))
+    LOADED.add(run)
+    return found
+
+
+@functools.cache
+def shards_of(run):
+    """{shard: [track ids]} of a prediction run."""
+    return mf.run_shards(run_manifest(run), config["predict"]["files_per_job"], config["predict"]["max_mb_per_job"])
+
+
+def shard_files(wildcards):
+    """The shard's track files as params rows (id, path, relpath)."""
+    try:
+        ids = shards_of(wildcards.run)[wildcards.shard]
+    except KeyError:
+        raise WorkflowError(f"prediction job {wildcards.shard} is not a shard of {wildcards.run} (files changed?)") from None
+    by_id = run_manifest(wildcards.run).by_id
+    return [{k: by_id[i][k] for k in ("id", "path", "relpath")} for i in ids]
+
+
+def shard_tracks(wildcards):
+    rerun_if_labels_changed(f"results/predict/{wildcards.run}/shards/{wildcards.shard}.tsv")
+    return trackable([r["path"] for r in shard_files(wildcards)])
+
+
+def run_shards(wildcards):
+    return [f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run)]
+
+
+def run_model(wildcards):
+    """The run's model folder and fingerprint (held out: none, TAGGER is an input)."""
+    if wildcards.run == HELDOUT_RUN:
+        return {"path": TAGGER, "sha1": ""}
+    return {"path": model_path(), "sha1": model_fingerprint()}
+
+
+def rerun_if_labels_changed(shard_table):
+    """Force the shard's job when a label it wrote is missing or changed (records.stale_labels).
+
+    The labels are side products (hundreds per job), not declared outputs, so Snakemake
+    cannot see that one went. The main process checks them as it builds the job graph and
+    forces the job as --rerun-incomplete would; a dry run shows "Forced execution".
+    """
+    if workflow.is_main_process and workflow.dag is not None:
+        changed = records.stale_labels(shard_table)
+        if changed:
+            logger.info(f"{shard_table}: {len(changed)} label file(s) missing or changed since it was written "
+                        f"(first: {changed[0]}); re-tagging its files")
+            workflow.dag.forcefiles.add(shard_table)
+
+
+# ------------------------------------------------------------------------ end of a run
+
+
+def log_folders():
+    """The log folders of what this invocation loaded: a concurrent `snakemake predict` on
+    another folder neither reports this run's failures nor has its own reported here."""
+    folders = [Path("logs") / f for f in ("isolate", "dataset", "pretrain", "train", "evaluation", "report")] \
+        if "training" in LOADED else []
+    return folders + [Path("logs/predict") / run for run in sorted(LOADED - {"training"})]
+
+
+def print_failed_files(since):
+    """The inputs whose jobs failed in this run, and the entries the scans skipped."""
+    scans = [(config["inputs"]["track_dir"], mf.skipped_file(MANIFEST))] \
+        if "training" in LOADED and config["inputs"]["track_dir"] and not config["inputs"]["manifest"] else []
+    scans += [(config["predict_dir"], mf.skipped_file(run_manifest_file(run)))
+              for run in sorted(LOADED - {"training", HELDOUT_RUN})]
+    for warning in records.end_of_run_warnings(log_folders(), since, scans):
+        logger.warning(warning)
+
+
+def record_unfinished_predictions(since):
+    """After a failed run, each prediction run's summary says what is on disk."""
+    for run in sorted(LOADED - {"training"}):
+        try:
+            shards, tracks = shards_of(run), {r["id"]: r["path"] for r in run_manifest(run)}
+            warning = records.rewrite_unfinished_summary(f"results/predict/{run}", f"logs/predict/{run}", shards,
+                                                         tracks, since)
+        except (WorkflowError, OutputError) as err:
+            logger.error(str(err))
+            continue
+        if warning:
+            logger.warning(warning)
