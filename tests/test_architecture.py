@@ -1,0 +1,66 @@
+"""The library's shape (docs/architecture.md): who may import what.
+
+Static checks over the source, cheap and exact: they fail the moment a module reaches into
+another's private names, the library imports Snakemake or argparse, or prediction starts to
+depend on the training code.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARY = REPO / "src" / "maggotflow"
+SOURCES = sorted(LIBRARY.rglob("*.py")) + sorted((REPO / "workflow" / "scripts").glob("*.py")) \
+    + sorted((REPO / "benchmarks").glob("*.py"))
+
+
+def imports(path: Path) -> list[tuple[str, str]]:
+    """(module, name) of every `from module import name` and ("module", "") of `import module`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, "") for alias in node.names]
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(LIBRARY.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_imports_a_private_name_of_another():
+    offences = [
+        f"{path.relative_to(REPO)}: from {module} import {name}"
+        for path in SOURCES
+        for module, name in imports(path)
+        if module.startswith("maggotflow") and name.startswith("_") and name != "__version__"
+    ]
+    assert offences == []
+
+
+def test_the_library_never_imports_snakemake_and_only_the_cli_parses_arguments():
+    offences = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        name = module_name(path)
+        for module, _ in imports(path):
+            if module.split(".")[0] == "snakemake":
+                offences.append(f"{name} imports {module}")
+            if module == "argparse" and not name.startswith("maggotflow.cli") and name != "maggotflow.backend":
+                offences.append(f"{name} imports argparse (command lines live in maggotflow.cli)")
+            if module.startswith("maggotflow.cli") and not (name.startswith("maggotflow.cli") or name == "maggotflow.backend"):
+                offences.append(f"{name} imports {module}")
+    assert offences == []
+
+
+def test_prediction_needs_no_training_code():
+    code = ("import sys, maggotflow.prediction, maggotflow.ensemble, maggotflow.instance; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('maggotflow'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert "maggotflow.prediction" in loaded
+    assert not {"maggotflow.training", "maggotflow.pretraining", "maggotflow.dataset", "maggotflow.forest"} & set(loaded)
