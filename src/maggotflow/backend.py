@@ -67,6 +67,7 @@ import math
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="backend project folder holding data/ and models/ (default: current directory)")
     common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     add_read_options(common, min_steps=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of a reported error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -331,10 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         # Bad input, a model folder, an option (TrackDataError, InstanceError, BackendError are
         # ValueErrors) or an output: one line, exit 1 as TaggingBackends callers expect, no
-        # traceback (with --verbose the traceback too, to report a bug).
-        if args.verbose:
-            raise
+        # traceback (with --verbose the traceback follows, to report a bug), as `maggotflow`.
         print(f"tagging-backend {args.command}: error: {err}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         return 1
     if failures:
         print(f"tagging-backend predict: {len(failures)} file(s) could not be tagged:", file=sys.stderr)
