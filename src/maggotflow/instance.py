@@ -9,9 +9,16 @@
     curves/          <name>.csv + <name>.png (pretraining, training)
     provenance.json  input files and their sha1s, seeds, budgets, best step
 
-`check_model_folder` is the one check of a model folder's config.json (the workflow, prediction,
-`ModelInstance.load` and `maggotflow.ensemble` all use it); `fingerprint` is the folder's
-SHA-1 (config.json and the weights) that decides when a changed model re-tags.
+This module also owns what every model folder (any kind, ensembles included) has in
+common: `check_model_folder`, the one check of its config.json (missing, damaged, foreign,
+format version, kind; the workflow, prediction, `ModelInstance.load` and
+`maggotflow.ensemble` all use it); `fingerprint`, the folder's SHA-1 over config.json and
+the weights, which decides when a changed model re-tags; `write_description` /
+`read_provenance` (config.json and provenance.json); `save_folder` (atomic replacement).
+
+A tagger predicts through `segment_specs` and `predict(segments) -> (classes,
+probabilities)`, the interface an ensemble shares (`maggotflow.prediction.Predictor` runs
+either).
 
 Weights are plain state dicts written with `torch.save` and read back with
 `torch.load(weights_only=True)`: loading a model never executes code from the folder.
