@@ -43,7 +43,11 @@ VOTES = ("majority",)
 
 
 class Ensemble:
-    """Tagger instances voting together. Attributes: members, labels, colors, post_rule, vote, path."""
+    """Tagger instances voting together, predicting like one tagger (`segment_specs`, `predict`).
+
+    Attributes: members, labels, colors, post_rule, vote, provenance, path, segment_specs
+    (the members' distinct specs, in order of first appearance).
+    """
 
     kind = KIND
 
