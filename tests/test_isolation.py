@@ -89,7 +89,7 @@ def test_split_labelled_by_the_labels_an_intermediate_carries(simulated, tmp_pat
     assert unlabelled == [paths["spine_bare"], paths["csv_bare"]]
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert [m.split(":")[0] for m in warned] == [str(paths["spine_bare"]), str(paths["csv_bare"])]
-    assert all("pretraining only" in m for m in warned)
+    assert all("no behaviour labels" in m for m in warned)
 
 
 def test_label_file_for_another_track_file_is_refused(simulated, tmp_path):

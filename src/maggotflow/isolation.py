@@ -13,6 +13,11 @@ and nothing is shared between files (no common `data/` folder). The layout is co
 
 The file is written under a temporary name and renamed, with no timestamps, so identical
 input gives identical bytes.
+
+This module also owns the one decision of which files can be trained on: an intermediate
+is labelled when it carries behaviour labels (`split_labelled`, used by the pipeline, the
+backend and the workflow's dataset job). Command line: `maggotflow isolate`
+(`maggotflow.cli.isolate`).
 """
 
 from __future__ import annotations
@@ -175,13 +180,15 @@ def split_labelled(intermediates: Sequence[str | Path]) -> tuple[list[Path], lis
     """The one decision of which files can be trained on: (labelled, unlabelled) intermediates.
 
     An intermediate is labelled when it carries behaviour labels (from its `.label` file or
-    a `trx.mat`'s behaviour flags, see `isolate`); the unlabelled ones still serve
-    pretraining. Order is kept; each unlabelled one is logged as a warning.
+    a `trx.mat`'s behaviour flags, see `isolate`); the unlabelled ones can still serve
+    pretraining, which needs no labels. Order is kept; each unlabelled one is logged as a
+    warning.
     """
     labelled: list[Path] = []
     unlabelled: list[Path] = []
     for path in map(Path, intermediates):
         (labelled if isolated_label_names(path) else unlabelled).append(path)
     for path in unlabelled:
-        log.warning("%s: no behaviour labels (no .label file, no behaviour flags); used for pretraining only", path)
+        log.warning("%s: no behaviour labels (no .label file, no behaviour flags); not in the training dataset",
+                    path)
     return labelled, unlabelled

@@ -11,11 +11,16 @@ project folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from maggotflow.formats import ReadOptions
 from maggotflow.segments import SegmentSpec
 from maggotflow.tracks import TrackDataError
+
+if TYPE_CHECKING:  # torch modules: imported when the pipeline runs
+    from maggotflow.instance import ModelInstance
+    from maggotflow.pretraining import PretrainConfig
+    from maggotflow.training import TrainConfig
 
 
 def train_from_tracks(
@@ -23,13 +28,12 @@ def train_from_tracks(
     work_dir: str | Path,
     out: str | Path,
     pretrained: str | Path | None = None,
-    pretrain_config=None,
-    train_config=None,
+    pretrain_config: PretrainConfig | None = None,
+    train_config: TrainConfig | None = None,
     dataset_options: Mapping[str, Any] | None = None,
-    spec: SegmentSpec | None = None,
     read_options: ReadOptions | None = None,
     log_line: Callable[[str], None] = print,
-):
+) -> ModelInstance:
     """Train the tagger `out` on track files; return its `ModelInstance`.
 
     files: name -> (track file, its `.label` file or None); a `trx.mat` without a label file
@@ -40,12 +44,12 @@ def train_from_tracks(
     out: the tagger folder (an earlier maggotflow instance there is replaced; anything else
         is refused before any work).
     pretrained: the model instance whose encoder is fine-tuned. Without it, `pretrain_config`
-        (a `PretrainConfig`) pretrains one on all the files first; without either, the encoder
+        pretrains one on all the files first; without either, the encoder
         starts random.
-    train_config: `TrainConfig` of the two-stage training (default TrainConfig()).
+    train_config: the two-stage training (default TrainConfig()).
     dataset_options: keyword arguments of `dataset.build_dataset` (labels, balancing,
-        class_weights, seed, ...) except the segment spec.
-    spec: segment shape; None: the encoder's own (SegmentSpec() for a random encoder).
+        class_weights, seed, ...) except the segment spec: the segments are those of the
+        encoder (SegmentSpec() for a random encoder).
     Progress lines go to `log_line`. Raises TrackDataError for a bad track or label file
     and when no file is labelled, InstanceError for an unusable `pretrained` folder.
     """
@@ -67,7 +71,7 @@ def train_from_tracks(
         raise TrackDataError(None, f"no labelled track file among the {len(files)} given: put each track "
                                    "file's .label file (LarvaTagger) next to it")
     log_line(f"{len(labelled)} labelled track file(s)"
-             + (f", {len(unlabelled)} without labels (pretraining only)" if unlabelled else ""))
+             + (f", {len(unlabelled)} without labels left out of the dataset" if unlabelled else ""))
 
     if pretrained is None and pretrain_config is not None:
         from maggotflow.pretraining import pretrain
@@ -75,12 +79,12 @@ def train_from_tracks(
         pretrained = work_dir / "pretrained"
         log_line(f"no pretrained encoder: pretraining one for {pretrain_config.steps} steps on the "
                  f"{len(intermediates)} track file(s) -> {pretrained}")
-        encoder_spec = pretrain(intermediates, None, pretrained, pretrain_config, log=log_line).segment_spec
+        spec = pretrain(intermediates, None, pretrained, pretrain_config, log=log_line).segment_spec
     elif pretrained is not None:
-        encoder_spec = ModelInstance.load(pretrained).segment_spec
+        spec = ModelInstance.load(pretrained).segment_spec
     else:
-        encoder_spec = SegmentSpec()
+        spec = SegmentSpec()
 
     dataset = work_dir / "larva_dataset.h5"
-    build_dataset(labelled, dataset, spec=spec or encoder_spec, **dict(dataset_options or {})).close()
+    build_dataset(labelled, dataset, spec=spec, **dict(dataset_options or {})).close()
     return train_tagger(dataset, out, pretrained, train_config, log=log_line)
