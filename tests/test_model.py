@@ -38,8 +38,8 @@ def test_shapes_for_published_windows_and_latents(window, latent):
     assert z.shape == (3, latent)
     assert decoder(z).shape == (3, 2, 5, 3 * window)  # past + present + future
     assert Decoder(config, context=0)(z).shape == (3, 2, 5, window)
-    for hidden, n_linear in [((), 1), ((32, 16), 3)]:
-        classifier = Classifier(ClassifierConfig(latent, 7, hidden=hidden, dropout=0.1))
+    for layers, n_linear in [((), 1), ((32, 16), 3)]:
+        classifier = Classifier(ClassifierConfig(latent, 7, layers=layers, dropout=0.1))
         assert sum(isinstance(m, nn.Linear) for m in classifier.modules()) == n_linear
         assert Tagger(encoder, classifier)(x).shape == (3, 7)
 
@@ -110,7 +110,7 @@ def test_kaiming_initialisation():
     assert torch.count_nonzero(lin.bias) == 0
     decoder = Decoder(EncoderConfig())
     assert decoder.from_latent.weight.std().item() == pytest.approx(math.sqrt(2.0 / 25), rel=0.05)
-    clf = Classifier(ClassifierConfig(100, 6, hidden=(400,)))
+    clf = Classifier(ClassifierConfig(100, 6, layers=(400,)))
     first = clf.layers[0]
     assert first.weight.std().item() == pytest.approx(math.sqrt(2.0 / 100), rel=0.05)
 
@@ -153,7 +153,7 @@ def _tagger_instance():
     spec, ec = _spec_config()
     instance = ModelInstance(
         "tagger", spec, ec,
-        classifier_config=ClassifierConfig(6, 3, hidden=(8,), dropout=0.2),
+        classifier_config=ClassifierConfig(6, 3, layers=(8,), dropout=0.2),
         labels=["run", "cast", "back"], colors=["#17becf", "#d62728", "#2ca02c"],
         post_rule="ABC->AAC", provenance={"seed": 3, "files": [{"path": "a.h5", "sha1": "ab" * 20}]},
         curves={"training": [{"epoch": 1, "train_loss": 1.5, "val_loss": 1.25, "val_f1": 0.5},
@@ -195,6 +195,17 @@ def test_tagger_instance_round_trip_is_bit_exact(tmp_path):
         got = loaded.tagger()(x)
     assert not loaded.tagger().training
     assert torch.equal(expected, got)  # eval mode: dropout off, running BN statistics
+
+
+def test_model_folders_written_with_hidden_still_load(tmp_path):
+    """Before the `layers` name, config.json stored the hidden widths as `hidden`."""
+    path = _tagger_instance().save(tmp_path / "tagger")
+    config = json.loads((path / "config.json").read_text())
+    assert config["classifier"]["layers"] == [8] and "hidden" not in config["classifier"]
+    config["classifier"]["hidden"] = config["classifier"].pop("layers")
+    (path / "config.json").write_text(json.dumps(config))
+    assert ModelInstance.load(path).classifier_config.layers == (8,)
+    assert ClassifierConfig.from_dict({"latent_dim": 6, "n_classes": 3, "hidden": [4, 2]}).layers == (4, 2)
 
 
 def test_pretrained_instance_round_trip_and_no_tagger(tmp_path):

@@ -240,7 +240,7 @@ def test_pretrain_command(experiments, tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_pretrain_command_without_cuda(experiments, tmp_path, capsys):
     code = main(["pretrain", "--train", str(experiments[0]), "--out", str(tmp_path / "m"), "--device", "cuda"])
-    assert code == 1
+    assert code == 2  # a bad setting (maggotflow.cli: exit 2)
     err = capsys.readouterr().err
     assert "CUDA is not available" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()

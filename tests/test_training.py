@@ -8,8 +8,10 @@ body axis points to +x, so forward and backward motion are opposite drifts along
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -18,10 +20,11 @@ from maggotflow.cli import main as cli_main
 from maggotflow.dataset import Dataset, build_dataset
 from maggotflow.instance import InstanceError, ModelInstance
 from maggotflow.isolation import write_isolated
+from maggotflow.metrics import confusion_matrix, macro_f1
 from maggotflow.model import EncoderConfig
 from maggotflow.segments import SegmentSpec
 from maggotflow.tracks import Run, Track
-from maggotflow.training import TrainConfig, confusion_matrix, macro_f1, train_tagger
+from maggotflow.training import TrainConfig, selection_key, train_tagger
 
 TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
 SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
@@ -108,12 +111,23 @@ def validation_predictions(instance: ModelInstance, dataset_path: Path) -> tuple
 
 # ---------------------------------------------------------------------------- metrics
 def test_macro_f1_by_hand():
-    truth = np.array([0, 0, 1, 1, 2])
-    pred = np.array([0, 1, 1, 1, 0])
-    cm = confusion_matrix(truth, pred, 4)  # class 3 never occurs: left out of the mean
-    assert cm.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    """The mean over the classes with support: class 3 is predicted once but never true, so it
+    stays out of the mean (training's former copy averaged it in as an F1 of 0)."""
+    truth = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 0, 3])
+    cm = confusion_matrix(truth, pred, 4)
+    assert cm.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]]
     # F1: class 0 = 2/(2+1+1) = .5, class 1 = 4/(4+1) = .8, class 2 = 0
     assert macro_f1(cm) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_selection_key_ranks_missing_and_nan_scores_lowest():
+    good = {"val_loss": 2.0, "val_macro_f1": 0.5}
+    for bad in ({"val_loss": float("nan"), "val_macro_f1": 0.5}, {"val_loss": None, "val_macro_f1": None}):
+        assert selection_key(good, "loss") > selection_key(bad, "loss")
+    assert selection_key(good, "macro_f1") > selection_key({"val_loss": float("nan"), "val_macro_f1": 0.5},
+                                                           "macro_f1")  # equal F1: the finite loss wins
+    assert selection_key({"val_loss": 9.0, "val_macro_f1": 0.6}, "macro_f1") > selection_key(good, "macro_f1")
 
 
 # ---------------------------------------------------------------------------- training
@@ -210,6 +224,31 @@ def test_best_validated_state_is_kept(data, tmp_path):
     assert (tmp_path / "best" / "curves" / "training.png").stat().st_size > 0
 
 
+def test_checkpoint_choice_uses_the_macro_f1_that_evaluation_reports(data, tmp_path):
+    """A behaviour the tagger predicts but the validation files never hold (stop): training's
+    former macro-F1 averaged it in as 0, evaluation's leaves it out. Both are now
+    `maggotflow.metrics.macro_f1`, so the kept checkpoint's recorded score is the reported one."""
+    dataset = tmp_path / "no_stop_in_validation.h5"
+    shutil.copy(data["dataset"], dataset)
+    with h5py.File(dataset, "r+") as f:
+        labels = json.loads(f.attrs["labels"])
+        label, validation = f["label"][()], f["split"][()] == 1
+        label[validation & (label == labels.index("stop"))] = labels.index("run")
+        f["label"][...] = label
+    config = TrainConfig(stage1_steps=60, stage2_steps=0, lr_stage1=1e-2, **QUICK)
+    instance = train_tagger(dataset, tmp_path / "t", data["pretrained"], config, log=lambda m: None)
+    predicted, truth = validation_predictions(instance, dataset)
+    cm = confusion_matrix(truth, predicted, len(labels))
+    stop = labels.index("stop")
+    assert cm[stop].sum() == 0 and cm[:, stop].sum() > 0  # predicted, never true: the definitions differ
+    tp, fp, fn = np.diag(cm), cm.sum(axis=0) - np.diag(cm), cm.sum(axis=1) - np.diag(cm)
+    former = np.mean([2 * tp[k] / (2 * tp[k] + fp[k] + fn[k]) for k in range(len(labels)) if tp[k] + fp[k] + fn[k]])
+    assert former != pytest.approx(macro_f1(cm))
+    best = instance.provenance["best"]
+    assert best["val_macro_f1"] == pytest.approx(macro_f1(cm), abs=1e-12)
+    assert best["val_macro_f1"] == max(row["val_macro_f1"] for row in instance.curves["training"])
+
+
 def test_separable_behaviours_are_learnt_and_saved_instance_predicts_the_same(data, tmp_path):
     config = TrainConfig(stage1_steps=60, stage2_steps=120, lr_stage1=1e-2, lr_stage2=3e-3, post_rule="ABC-AAC",
                          **QUICK)
@@ -261,11 +300,11 @@ def test_segment_spec_mismatch_is_a_clear_error(data, tmp_path):
 def test_cli_train(data, tmp_path, capsys):
     out = tmp_path / "cli"
     code = cli_main(["train", str(data["dataset"]), "--pretrained", str(data["pretrained"]), "--out", str(out),
-                     "--stage1-steps", "3", "--stage2-steps", "3", "--layers", "2", "--hidden-width", "8",
+                     "--stage1-steps", "3", "--stage2-steps", "3", "--layers", "8",
                      "--batch-size", "16", "--device", "cpu", "--seed", "1", "--post-rule", "ABC-AAC"])
     assert code == 0
     instance = ModelInstance.load(out)
-    assert instance.post_rule == "ABC->AAC" and instance.classifier_config.hidden == (8,)
+    assert instance.post_rule == "ABC->AAC" and instance.classifier_config.layers == (8,)
     assert instance.provenance["seed"] == 1
     # a bad dataset path: one line, exit 1
     code = cli_main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "y"), "--device", "cpu"])

@@ -14,7 +14,6 @@ validation files and recorded in the provenance.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +24,8 @@ import numpy as np
 import torch
 
 from maggotflow.dataset import Dataset
-from maggotflow.instance import InstanceError, ModelInstance, check_target
+from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
+from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
 from maggotflow.model import ClassifierConfig, ForestClassifier, select_device
 
 logger = logging.getLogger(__name__)
@@ -115,9 +115,7 @@ def train_forest(
     log: Callable[[str], None] = print,
 ) -> ModelInstance:
     """Fit a random forest on the frozen encoder's latents; save and return the tagger instance."""
-    from maggotflow import __version__
     from maggotflow.formats.label import default_colors
-    from maggotflow.training import _same_spec, _spec_text, confusion_matrix, macro_f1
 
     config = ForestConfig() if config is None else config
     out_instance = Path(out_instance)
@@ -128,9 +126,9 @@ def train_forest(
     encoder = base.encoder.eval()
     t0 = time.perf_counter()
     with Dataset.load(dataset_path) as dataset:
-        if not _same_spec(base.segment_spec, dataset.spec):
-            raise InstanceError(pretrained, f"the encoder was pretrained on segments of {_spec_text(base.segment_spec)} "
-                                            f"but the dataset {dataset.path} has segments of {_spec_text(dataset.spec)}")
+        if not base.segment_spec.compatible_with(dataset.spec):
+            raise InstanceError(pretrained, f"the encoder was pretrained on segments of {base.segment_spec.describe()} "
+                                            f"but the dataset {dataset.path} has segments of {dataset.spec.describe()}")
         labels, n_classes = list(dataset.labels), len(dataset.labels)
         train_idx, val_idx = dataset.train_indices(), dataset.val_indices()
         rng = np.random.default_rng(config.seed)
@@ -157,10 +155,10 @@ def train_forest(
         with torch.inference_mode():
             predicted = classifier(torch.from_numpy(z_val).to(device)).argmax(1).cpu().numpy()
         cm = confusion_matrix(y_val, predicted, n_classes)
-        scores = {"val_accuracy": float(np.trace(cm) / cm.sum()), "val_macro_f1": macro_f1(cm)}
+        scores = {"val_accuracy": accuracy(cm), "val_macro_f1": macro_f1(cm)}
     elapsed = time.perf_counter() - t0
     provenance = {
-        "created_by": f"maggotflow {__version__}", "command": "train-forest", **provenance_data,
+        "created_by": created_by(), "command": "train-forest", **provenance_data,
         "pretrained": str(Path(pretrained).resolve()), "labels": labels, "config": asdict(config),
         "best": {"step": 0, "stage": "forest", **scores}, "device": str(device), "seconds": round(elapsed, 1),
     }
@@ -173,23 +171,3 @@ def train_forest(
     log(f"saved random-forest tagger {out_instance} (validation macro-F1 {scores['val_macro_f1']}; "
         f"{elapsed:.1f} s)")
     return instance
-
-
-# ---------------------------------------------------------------------------- CLI
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("dataset", type=Path, help="dataset HDF5 (maggotflow dataset)")
-    add("pretrained", type=Path, help="pretrained encoder instance (maggotflow pretrain)")
-    add("out", type=Path, help="tagger instance folder to write")
-    add("--trees", type=int, default=100, help="number of trees (default 100)")
-    add("--max-depth", type=int, default=20, help="maximum tree depth (default 20; 0 = unlimited)")
-    add("--max-samples", type=int, default=200_000, help="training segments used at most (default 200000)")
-    add("--seed", type=int, default=0)
-    add("--device", default="auto", help="auto, cpu, cuda or cuda:N (encoder latents)")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    config = ForestConfig(n_trees=args.trees, max_depth=args.max_depth or None, max_samples=args.max_samples,
-                          seed=args.seed, device=args.device)
-    train_forest(args.dataset, args.out, args.pretrained, config)
-    return 0

@@ -73,14 +73,14 @@ class EncoderConfig:
 class ClassifierConfig:
     """Classifier on the latent vector: dense layers (default) or a random forest.
 
-    kind "dense": `hidden` and `dropout` apply. kind "random_forest" (the 20220418
+    kind "dense": `layers` and `dropout` apply. kind "random_forest" (the 20220418
     prototype): `n_trees` trees stored as arrays of `n_nodes` nodes each (padded), walked
     `depth` levels deep; the arrays are filled by `maggotflow.forest.train_forest`.
     """
 
     latent_dim: int  # L, equal to the encoder's
     n_classes: int  # K, number of behaviours
-    hidden: tuple[int, ...] = ()  # widths of hidden layers; () -> a single Linear layer
+    layers: tuple[int, ...] = ()  # widths of the hidden layers; () -> a single Linear layer
     dropout: float = 0.0  # dropout probability applied to the input of every Linear layer
     kind: str = "dense"  # "dense" or "random_forest"
     n_trees: int = 0  # random_forest only: number of trees
@@ -88,8 +88,8 @@ class ClassifierConfig:
     depth: int = 0  # random_forest only: depth of the deepest tree
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if self.latent_dim < 1 or self.n_classes < 1 or (self.hidden and min(self.hidden) < 1):
+        object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
+        if self.latent_dim < 1 or self.n_classes < 1 or (self.layers and min(self.layers) < 1):
             raise ValueError(f"classifier sizes must be >= 1, got {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"classifier dropout must be in [0, 1), got {self.dropout}")
@@ -100,11 +100,16 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["layers"] = list(self.layers)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierConfig":
+        """Inverse of `to_dict`; unknown keys raise ValueError. Model folders written before
+        the `layers` name hold the same widths as `hidden`."""
+        d = dict(d)
+        if "hidden" in d and "layers" not in d:
+            d["layers"] = d.pop("hidden")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -206,12 +211,12 @@ class Decoder(nn.Module):
 
 
 class Classifier(nn.Module):
-    """(B, L) latent -> (B, K) logits: [Dropout -> Linear -> ReLU] * hidden, Dropout -> Linear."""
+    """(B, L) latent -> (B, K) logits: [Dropout -> Linear -> ReLU] per hidden layer, Dropout -> Linear."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = config
-        widths = (config.latent_dim,) + config.hidden + (config.n_classes,)
+        widths = (config.latent_dim,) + config.layers + (config.n_classes,)
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
             if config.dropout > 0:

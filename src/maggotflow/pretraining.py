@@ -23,11 +23,9 @@ On CPU, the same seed on the same machine and torch build gives identical weight
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,8 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maggotflow.instance import ModelInstance, check_target
+from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.isolation import read_isolated
+from maggotflow.loop import MixedPrecision, Progress, duration_text, seeded
 from maggotflow.model import Decoder, Encoder, EncoderConfig, count_macs, select_device
 from maggotflow.segments import SegmentSpec, build_segments, valid_centres
 from maggotflow.tracks import Run, TrackDataError
@@ -206,34 +205,6 @@ def split_validation(
 
 
 # ---------------------------------------------------------------------------- loop
-@contextlib.contextmanager
-def _deterministic(device: torch.device):
-    """Deterministic kernels on CPU for the duration of the run, then the caller's setting."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _eta(seconds: float) -> str:
-    """A duration for humans: '8.5 s', '12.3 min', '2.1 h'."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def pretrain(
     train_files: list[Path],
     val_files: list[Path] | None,
@@ -290,85 +261,54 @@ def pretrain(
         with contextlib.suppress(torch.cuda.OutOfMemoryError):
             train_x = train_x.to(device)  # saves a host->device copy per step when it fits
     present = slice(ctx * spec.window, (ctx + 1) * spec.window)  # encoder input: middle window
-    use_amp = device.type == "cuda" and config.mixed_precision
-    log(f"pretraining on {device}{' (mixed precision)' if use_amp else ''}: "
+    precision = MixedPrecision(device, config.mixed_precision)
+    log(f"pretraining on {device}{' (mixed precision)' if precision.enabled else ''}: "
         f"{train_x.shape[0]} segments from {len(train_records)} file(s), {val_x.shape[0]} validation "
         f"segments ({split}); encoder {count_macs(ec) / 1e6:.1f} M multiply-adds per segment")
 
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _deterministic(device):
-        # 2. model and optimiser, seeded (the caller's global RNG is restored afterwards).
-        torch.manual_seed(config.seed)
+    with seeded(device, config.seed):  # the caller's global RNG is restored afterwards
+        # 2. model and optimiser
         encoder = Encoder(ec).to(device)
         decoder = Decoder(ec, ctx).to(device)
         params = list(encoder.parameters()) + list(decoder.parameters())
         optimiser = torch.optim.Adam(params, lr=config.lr)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         batches = torch.Generator().manual_seed(config.seed)
 
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-
-        def validate() -> float:
+        def validate() -> dict:
             encoder.eval(), decoder.eval()
             total, count = 0.0, 0
             with torch.no_grad():
                 for i in range(0, val_x.shape[0], 4 * config.batch_size):
                     target = val_x[i:i + 4 * config.batch_size].to(device)
-                    with autocast():
+                    with precision.autocast():
                         recon = decoder(encoder(target[..., present]))
                     total += float(F.mse_loss(recon.float(), target, reduction="sum"))
                     count += target.numel()
             encoder.train(), decoder.train()
-            return total / count
+            return {"val_loss": total / count}
 
         # 3. the loop
-        best_val = validate()
-        best_step, best = 0, (_state(encoder), _state(decoder))
-        curve = [{"step": 0, "train_loss": None, "val_loss": best_val}]
-        log(f"step 0/{config.steps} val {best_val:.4g}")
-        running, n_running, skipped = 0.0, 0, 0
-        t0 = time.perf_counter()
+        progress = Progress((encoder, decoder), config.steps, log=log,
+                            better=lambda new, best: new["val_loss"] < best["val_loss"],
+                            describe=lambda scores: f"val {scores['val_loss']:.4g}")
+        progress.start(validate())
         for step in range(1, config.steps + 1):
             idx = torch.randint(train_x.shape[0], (config.batch_size,), generator=batches)
             target = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B, 2, P, 3W)
-            with autocast():
+            with precision.autocast():
                 recon = decoder(encoder(target[..., present]))  # (B, 2, P, W) -> (B, L) -> (B, 2, P, 3W)
             loss = F.mse_loss(recon.float(), target)
-            if not torch.isfinite(loss):
-                skipped += 1  # a diverging batch must not poison the weights
-                optimiser.zero_grad(set_to_none=True)
-            else:
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimiser)
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                scaler.step(optimiser)
-                scaler.update()
-                running += float(loss.detach())
-                n_running += 1
+            progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
             if step % config.eval_every == 0 or step == config.steps:
-                val = validate()
-                train_loss = running / n_running if n_running else None
-                curve.append({"step": step, "train_loss": train_loss, "val_loss": val})
-                running, n_running = 0.0, 0
-                if val < best_val:
-                    best_val, best_step, best = val, step, (_state(encoder), _state(decoder))
-                rate = step / (time.perf_counter() - t0)
-                train_text = "nan" if train_loss is None else f"{train_loss:.4g}"
-                log(f"step {step}/{config.steps} train {train_text} val {val:.4g} "
-                    f"({rate:.1f} steps/s, ETA {_eta((config.steps - step) / rate)})"
-                    + (f" [{skipped} non-finite batches skipped]" if skipped else ""))
-        elapsed = time.perf_counter() - t0
+                progress.validated(step, validate())
+        elapsed = progress.elapsed
 
     # 4. keep the best validated weights
-    encoder.load_state_dict(best[0])
-    decoder.load_state_dict(best[1])
+    progress.restore_best()
     encoder.eval(), decoder.eval()
-    from maggotflow import __version__
-
+    best_step, best_val = progress.best["step"], progress.best["val_loss"]
     provenance = {
-        "created_by": f"maggotflow {__version__}",
+        "created_by": created_by(),
         "command": "pretrain",
         "train_files": train_records,
         "val_files": val_records,
@@ -379,86 +319,18 @@ def pretrain(
         "best_val_loss": best_val,
         "train_segments": int(train_x.shape[0]),
         "val_segments": int(val_x.shape[0]),
-        "skipped_batches": skipped,
+        "skipped_batches": progress.skipped,
         "config": config.to_dict(),
         "device": str(device),
-        "mixed_precision": use_amp,
+        "mixed_precision": precision.enabled,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
     instance = ModelInstance(
         "pretrained", spec, ec, encoder=encoder, decoder=decoder, provenance=provenance,
-        curves={"pretraining": curve},
+        curves={"pretraining": progress.curve},
     )
     instance.save(out_instance)
     log(f"saved pretrained instance {out_instance} (best validation MSE {best_val:.4g} at step "
-        f"{best_step}; {config.steps} steps in {_eta(elapsed)})")
+        f"{best_step}; {config.steps} steps in {duration_text(elapsed)})")
     return instance
-
-
-# ---------------------------------------------------------------------------- CLI
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    d = PretrainConfig()
-    parser.add_argument("--train", nargs="+", required=True, type=Path, metavar="H5",
-                        help="training intermediates (from `maggotflow isolate`); labels are ignored")
-    parser.add_argument("--val", nargs="*", default=[], type=Path, metavar="H5",
-                        help="validation intermediates (default: hold out files, or larvae of a single file)")
-    parser.add_argument("--out", required=True, type=Path, help="model instance folder to write")
-    add = parser.add_argument
-    add("--steps", type=int, default=d.steps, help=f"optimisation steps (default {d.steps})")
-    add("--batch-size", type=int, default=d.batch_size, help=f"segments per step (default {d.batch_size})")
-    add("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    add("--grad-clip", type=float, default=d.grad_clip, help=f"gradient norm clip (default {d.grad_clip})")
-    add("--eval-every", type=int, default=d.eval_every, help=f"validate every N steps (default {d.eval_every})")
-    add("--val-batches", type=int, default=d.val_batches,
-        help=f"validation set size in batches (default {d.val_batches})")
-    add("--val-fraction", type=float, default=d.val_fraction,
-        help=f"share held out when --val is not given (default {d.val_fraction})")
-    add("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    add("--device", default=d.device, help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
-    add("--no-mixed-precision", action="store_true", help="full float32 on CUDA too")
-    add("--samples-per-file", type=int, default=d.samples_per_file,
-        help=f"max training segments per file (default {d.samples_per_file})")
-    add("--max-segments", type=int, default=d.max_segments,
-        help=f"max training segments in all, bounds memory (default {d.max_segments})")
-    add("--window", type=int, default=d.window, help=f"time steps per window (default {d.window})")
-    add("--frame-interval", type=float, default=d.frame_interval,
-        help=f"window step in s (default {d.frame_interval})")
-    add("--n-points", type=int, default=d.n_points, help=f"body points (default {d.n_points})")
-    add("--latent-dim", type=int, default=d.latent_dim, help=f"latent vector size (default {d.latent_dim})")
-    add("--filters", type=_int_tuple, default=d.filters,
-        help="conv filters per block, comma separated (default " + ",".join(map(str, d.filters)) + ")")
-    add("--body-kernel", type=int, default=d.body_kernel, help=f"kernel along the body (default {d.body_kernel})")
-    add("--time-kernel", type=int, default=None, help="kernel along time (default: the window)")
-    add("--context", type=int, default=d.context, help=f"windows predicted on each side (default {d.context})")
-
-
-def run_command(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        select_device(args.device)
-        config = PretrainConfig(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, grad_clip=args.grad_clip,
-            eval_every=args.eval_every, val_batches=args.val_batches, seed=args.seed,
-            device=args.device, samples_per_file=args.samples_per_file,
-            max_segments=args.max_segments, val_fraction=args.val_fraction, window=args.window,
-            frame_interval=args.frame_interval, n_points=args.n_points, latent_dim=args.latent_dim,
-            filters=args.filters, body_kernel=args.body_kernel, time_kernel=args.time_kernel,
-            context=args.context, mixed_precision=not args.no_mixed_precision,
-        )
-    except ValueError as err:  # bad option values: one line, not a traceback
-        print(f"maggotflow pretrain: error: {err}", file=sys.stderr)
-        return 1
-    pretrain(args.train, args.val, args.out, config, log=lambda msg: print(msg, flush=True))
-    return 0

@@ -30,11 +30,8 @@ seed on the same machine and torch build gives identical weights.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,8 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maggotflow.dataset import Dataset
-from maggotflow.instance import InstanceError, ModelInstance, check_target
+from maggotflow.dataset import Dataset, check_class_weights
+from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
+from maggotflow.loop import MixedPrecision, Progress, duration_text, seeded
+from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
 from maggotflow.model import (
     Classifier,
     ClassifierConfig,
@@ -53,9 +52,7 @@ from maggotflow.model import (
     count_macs,
     select_device,
 )
-from maggotflow.pretraining import _deterministic, _eta, _int_tuple, _state  # shared loop helpers
 from maggotflow.postrule import normalise_post_rule
-from maggotflow.segments import SegmentSpec
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +76,7 @@ class TrainConfig:
     eval_every: int = 100  # validate every N steps (also before training and at each stage end)
     seed: int = 0  # initialisation, batch order and dropout
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:N"
-    hidden: tuple[int, ...] = ()  # widths of hidden dense layers; () -> a single dense layer
+    layers: tuple[int, ...] = ()  # widths of the hidden dense layers; () -> a single dense layer
     dropout: float = 0.0  # dropout before every dense layer of the classifier
     latent_dim: int = 25  # encoder latent size, only used without a pretrained encoder
     filters: tuple[int, ...] = (128, 64, 32, 32, 32, 16)  # ditto, encoder conv filters
@@ -90,7 +87,7 @@ class TrainConfig:
     bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.layers = tuple(int(w) for w in self.layers)
         self.filters = tuple(int(f) for f in self.filters)
         if self.class_weights is not None:
             self.class_weights = tuple(float(w) for w in self.class_weights)
@@ -108,51 +105,17 @@ class TrainConfig:
         self.post_rule = normalise_post_rule(self.post_rule)
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
-        ClassifierConfig(latent_dim=1, n_classes=1, hidden=self.hidden, dropout=self.dropout)  # validates
+        ClassifierConfig(latent_dim=1, n_classes=1, layers=self.layers, dropout=self.dropout)  # validates
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["layers"] = list(self.layers)
         d["filters"] = list(self.filters)
         d["class_weights"] = None if self.class_weights is None else list(self.class_weights)
         return d
 
 
-# ---------------------------------------------------------------------------- metrics
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """(K, K) counts, rows = true class, columns = predicted class."""
-    flat = np.asarray(truth, np.int64) * n_classes + np.asarray(predicted, np.int64)
-    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-def macro_f1(confusion: np.ndarray) -> float:
-    """Mean per-class F1 = 2TP / (2TP + FP + FN) over the classes that occur (true or predicted).
-
-    A class neither present in the truth nor ever predicted has no defined F1 and is left
-    out (e.g. a behaviour absent from the validation files). NaN for an empty matrix.
-    """
-    tp = np.diag(confusion).astype(np.float64)
-    fp = confusion.sum(axis=0) - tp
-    fn = confusion.sum(axis=1) - tp
-    denom = 2 * tp + fp + fn
-    used = denom > 0
-    if not used.any():
-        return float("nan")
-    return float(np.mean(2 * tp[used] / denom[used]))
-
-
-# ---------------------------------------------------------------------------- helpers
-def _same_spec(a: SegmentSpec, b: SegmentSpec) -> bool:
-    return a.window == b.window and a.n_points == b.n_points and a.interpolate == b.interpolate and math.isclose(
-        a.frame_interval, b.frame_interval, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def _spec_text(spec: SegmentSpec) -> str:
-    if not spec.interpolate:
-        return f"{spec.window} native frames, {spec.n_points} body points"
-    return f"{spec.window} steps at {spec.frame_interval:g} s, {spec.n_points} body points"
-
-
+# ---------------------------------------------------------------------------- batches
 class _Batches:
     """Seeded epochs of a random permutation of `indices`, served `size` at a time.
 
@@ -228,11 +191,11 @@ def _train(
     base: ModelInstance | None = None
     if pretrained is not None:
         base = ModelInstance.load(pretrained)
-        if not _same_spec(base.segment_spec, spec):
+        if not base.segment_spec.compatible_with(spec):
             raise InstanceError(
                 pretrained,
-                f"the encoder was pretrained on segments of {_spec_text(base.segment_spec)} but the dataset "
-                f"{dataset.path} has segments of {_spec_text(spec)}: rebuild the dataset with the encoder's "
+                f"the encoder was pretrained on segments of {base.segment_spec.describe()} but the dataset "
+                f"{dataset.path} has segments of {spec.describe()}: rebuild the dataset with the encoder's "
                 "--window, --frame-interval and --n-points",
             )
         encoder_config = base.encoder_config
@@ -243,14 +206,10 @@ def _train(
             "(fine-tuning then needs much more labelled data)")
         logger.warning("%s: training without a pretrained encoder", out_instance)
     classifier_config = ClassifierConfig(latent_dim=encoder_config.latent_dim, n_classes=n_classes,
-                                         hidden=config.hidden, dropout=config.dropout)
+                                         layers=config.layers, dropout=config.dropout)
 
-    weights = np.asarray(dataset.class_weights if config.class_weights is None else config.class_weights,
-                         dtype=np.float64)
-    if weights.shape != (n_classes,):
-        raise ValueError(f"{weights.size} class weights for {n_classes} labels ({', '.join(labels)})")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.any():
-        raise ValueError("class weights must be finite, >= 0 and not all zero")
+    weights = check_class_weights(dataset.class_weights if config.class_weights is None else config.class_weights,
+                                  labels)
 
     # 2. data: all segments in memory when they fit (random batches are then fancy indexing)
     n_bytes = int(np.prod(dataset.segments.shape)) * 4
@@ -267,10 +226,10 @@ def _train(
         x = segments[idx] if segments is not None else dataset.read_segments(idx)
         return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
 
-    use_amp = device.type == "cuda" and config.mixed_precision
+    precision = MixedPrecision(device, config.mixed_precision)
     train_counts = np.bincount(dataset.label[train_idx], minlength=n_classes)
     val_counts = np.bincount(dataset.label[val_idx], minlength=n_classes)
-    log(f"training a {n_classes}-class tagger on {device}{' (mixed precision)' if use_amp else ''}: "
+    log(f"training a {n_classes}-class tagger on {device}{' (mixed precision)' if precision.enabled else ''}: "
         f"{train_idx.size} training / {val_idx.size} validation segments (split by {dataset.split_by}); "
         f"encoder {count_macs(encoder_config) / 1e6:.1f} M multiply-adds per segment")
     log("classes: " + ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
@@ -280,10 +239,8 @@ def _train(
         logger.warning("%s: no validation samples; keeping the final state, not the best validated one",
                        dataset.path)
 
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _deterministic(device):
-        # 3. model, seeded (the caller's global RNG is restored afterwards)
-        torch.manual_seed(config.seed)
+    with seeded(device, config.seed):  # the caller's global RNG is restored afterwards
+        # 3. model
         encoder = Encoder(encoder_config)
         if base is not None:
             encoder.load_state_dict(base.encoder.state_dict())
@@ -292,13 +249,9 @@ def _train(
         weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
         batches = _Batches(train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
 
         def validate() -> dict:
-            """Validation loss (class-weighted mean), accuracy and macro-F1."""
+            """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`)."""
             if val_idx.size == 0:
                 return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
             was = encoder.training, classifier.training
@@ -309,7 +262,7 @@ def _train(
             with torch.inference_mode():
                 for i in range(0, val_idx.size, chunk):
                     idx = torch.from_numpy(val_idx[i:i + chunk])
-                    with autocast():
+                    with precision.autocast():
                         logits = classifier(encoder(read(idx)))
                     logits = logits.float()
                     target = labels_t[idx].to(device)
@@ -317,34 +270,21 @@ def _train(
                     weight_sum += float(weight_t[target].sum())
                     predicted.append(logits.argmax(dim=1).cpu().numpy())
             encoder.train(was[0]), classifier.train(was[1])
-            pred = np.concatenate(predicted)
-            truth = dataset.label[val_idx]
-            cm = confusion_matrix(truth, pred, n_classes)
+            cm = confusion_matrix(dataset.label[val_idx], np.concatenate(predicted), n_classes)
             return {
                 "val_loss": loss_sum / weight_sum if weight_sum > 0 else float("nan"),
-                "val_accuracy": float(np.trace(cm) / cm.sum()),
+                "val_accuracy": accuracy(cm),
                 "val_macro_f1": macro_f1(cm),
             }
 
-        def score(scores: dict) -> tuple:
-            """Sort key, larger is better."""
-            loss = scores["val_loss"]
-            loss = -math.inf if loss is None or math.isnan(loss) else loss
-            if config.select_by == "loss":
-                return (-loss,)
-            f1 = scores["val_macro_f1"]
-            f1 = -math.inf if f1 is None or math.isnan(f1) else f1
-            return (f1, -loss)
+        def better(scores: dict, best: dict) -> bool:
+            return val_idx.size == 0 or selection_key(scores, config.select_by) > selection_key(best, config.select_by)
 
         # 4. the loop: stage 1 (classifier only), stage 2 (fine-tuning)
-        scores = validate()
-        best = {"step": 0, "stage": STAGES[0], **scores}
-        best_state = (_state(encoder), _state(classifier))
-        curve = [{"step": 0, "stage": STAGES[0], "train_loss": None, **scores}]
-        log(f"step 0 {_scores_text(scores)}")
         total = config.stage1_steps + config.stage2_steps
-        step, skipped = 0, 0
-        t0 = time.perf_counter()
+        progress = Progress((encoder, classifier), total, better=better, describe=_scores_text, log=log)
+        progress.start(validate(), stage=STAGES[0])
+        step = 0
         for stage, n_steps, lr in ((STAGES[0], config.stage1_steps, config.lr_stage1),
                                    (STAGES[1], config.stage2_steps, config.lr_stage2)):
             if n_steps == 0:
@@ -355,12 +295,11 @@ def _train(
             classifier.train()
             params = list(classifier.parameters()) + ([] if frozen else list(encoder.parameters()))
             optimiser = torch.optim.Adam(params, lr=lr)
-            running, n_running = 0.0, 0
             for i in range(n_steps):
                 step += 1
                 idx = batches.next()
                 x, target = read(idx), labels_t[idx].to(device)
-                with autocast():
+                with precision.autocast():
                     if frozen:
                         with torch.no_grad():
                             z = encoder(x)  # (B, L), no graph through the frozen encoder
@@ -368,44 +307,21 @@ def _train(
                         z = encoder(x)
                     logits = classifier(z)  # (B, K)
                 loss = loss_fn(logits.float(), target)
-                optimiser.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
-                    skipped += 1  # a diverging batch must not poison the weights
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimiser)
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    scaler.step(optimiser)
-                    scaler.update()
-                    running += loss.item()
-                    n_running += 1
-                last_of_stage = i == n_steps - 1
-                if step % config.eval_every == 0 or last_of_stage:
-                    scores = validate()
-                    train_loss = running / n_running if n_running else None
-                    curve.append({"step": step, "stage": stage, "train_loss": train_loss, **scores})
-                    running, n_running = 0.0, 0
-                    if val_idx.size == 0 or score(scores) > score(best):
-                        best = {"step": step, "stage": stage, **scores}
-                        best_state = (_state(encoder), _state(classifier))
-                    rate = step / (time.perf_counter() - t0)
-                    train_text = "nan" if train_loss is None else f"{train_loss:.4g}"
-                    log(f"step {step}/{total} ({stage}) train {train_text} {_scores_text(scores)} "
-                        f"({rate:.1f} steps/s, ETA {_eta((total - step) / rate)})"
-                        + (f" [{skipped} non-finite batches skipped]" if skipped else ""))
-        elapsed = time.perf_counter() - t0
+                progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
+                if step % config.eval_every == 0 or i == n_steps - 1:  # also at the end of each stage
+                    progress.validated(step, validate(), stage=stage)
+        elapsed = progress.elapsed
         encoder.requires_grad_(True)
 
     # 5. keep the best validated state
-    encoder.load_state_dict(best_state[0])
-    classifier.load_state_dict(best_state[1])
+    progress.restore_best()
     encoder.eval(), classifier.eval()
+    best = progress.best
 
-    from maggotflow import __version__
     from maggotflow.formats.label import default_colors
 
     provenance = {
-        "created_by": f"maggotflow {__version__}",
+        "created_by": created_by(),
         "command": "train",
         "dataset": str(Path(dataset.path).resolve()),
         "dataset_sources": dataset.sources,
@@ -425,15 +341,15 @@ def _train(
         "stage2_steps": config.stage2_steps,
         "select_by": config.select_by,
         "best": best,
-        "skipped_batches": skipped,
+        "skipped_batches": progress.skipped,
         "config": config.to_dict(),
         "device": str(device),
-        "mixed_precision": use_amp,
+        "mixed_precision": precision.enabled,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "seconds": round(elapsed, 1),
     }
-    curves = {"training": curve}
+    curves = {"training": progress.curve}
     if base is not None:
         for name, rows in base.curves.items():
             curves.setdefault(name, rows)  # keep the pretraining curve next to the training one
@@ -444,8 +360,21 @@ def _train(
     )
     instance.save(out_instance)
     log(f"saved tagger {out_instance} (best at step {best['step']}, {best['stage']}: "
-        f"{_scores_text(best)}; {total} steps in {_eta(elapsed)})")
+        f"{_scores_text(best)}; {total} steps in {duration_text(elapsed)})")
     return instance
+
+
+def selection_key(scores: dict, select_by: str) -> tuple:
+    """Sort key of validation scores, larger is better: (macro-F1, -loss) or (-loss,).
+
+    A missing or NaN score ranks lowest."""
+    loss = scores["val_loss"]
+    loss = math.inf if loss is None or math.isnan(loss) else loss
+    if select_by == "loss":
+        return (-loss,)
+    f1 = scores["val_macro_f1"]
+    f1 = -math.inf if f1 is None or math.isnan(f1) else f1
+    return (f1, -loss)
 
 
 def _scores_text(scores: dict) -> str:
@@ -465,76 +394,3 @@ def _summary(provenance: dict) -> dict:
         if isinstance(files, list):
             out[key] = [{k: f.get(k) for k in ("source", "sha1")} for f in files if isinstance(f, dict)]
     return out
-
-
-# ---------------------------------------------------------------------------- CLI
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    add = parser.add_argument
-    add("dataset", type=Path, help="labelled segment dataset (from `maggotflow dataset`)")
-    add("--out", required=True, type=Path, help="model instance folder to write")
-    add("--pretrained", type=Path, default=None,
-        help="pretrained model instance (from `maggotflow pretrain`, or a tagger whose encoder is reused); "
-             "without it the encoder starts from random weights")
-    add("--stage1-steps", type=int, default=d.stage1_steps,
-        help=f"classifier-only steps, encoder frozen (default {d.stage1_steps})")
-    add("--stage2-steps", type=int, default=d.stage2_steps,
-        help=f"fine-tuning steps, encoder + classifier (default {d.stage2_steps})")
-    add("--batch-size", type=int, default=d.batch_size, help=f"segments per step (default {d.batch_size})")
-    add("--lr-stage1", type=float, default=d.lr_stage1, help=f"learning rate of stage 1 (default {d.lr_stage1})")
-    add("--lr-stage2", type=float, default=d.lr_stage2, help=f"learning rate of stage 2 (default {d.lr_stage2})")
-    add("--grad-clip", type=float, default=d.grad_clip, help=f"gradient norm clip (default {d.grad_clip})")
-    add("--eval-every", type=int, default=d.eval_every, help=f"validate every N steps (default {d.eval_every})")
-    add("--layers", type=int, default=1, help="dense layers of the classifier (default 1)")
-    add("--hidden-width", type=int, default=64, help="width of hidden dense layers when --layers > 1 (default 64)")
-    add("--dropout", type=float, default=d.dropout, help=f"classifier dropout (default {d.dropout})")
-    add("--latent-dim", type=int, default=d.latent_dim,
-        help=f"latent size of a random encoder (ignored with --pretrained; default {d.latent_dim})")
-    add("--filters", type=_int_tuple, default=d.filters,
-        help="conv filters of a random encoder, comma separated (ignored with --pretrained)")
-    add("--class-weights", default=None, help="comma-separated class weights overriding the dataset's")
-    add("--select-by", choices=SELECT_BY, default=d.select_by,
-        help="best checkpoint by validation macro-F1 (ties: loss) or by validation loss (default macro_f1)")
-    add("--post-rule", default=None, help="post-prediction rule stored in the tagger: ABC->AAC (or ABC-AAC) or none")
-    add("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    add("--device", default=d.device, help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
-    add("--no-mixed-precision", action="store_true", help="full float32 on CUDA too")
-    add("--bootstrap", action="store_true",
-        help="bagging: train on a bootstrap resample of the training samples (ensemble members, with --seed)")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from maggotflow.dataset import parse_weights
-
-    if args.layers < 1:
-        raise ValueError(f"--layers must be >= 1, got {args.layers}")
-    weights = parse_weights(args.class_weights)
-    return TrainConfig(
-        stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size,
-        lr_stage1=args.lr_stage1, lr_stage2=args.lr_stage2, grad_clip=args.grad_clip,
-        eval_every=args.eval_every, seed=args.seed, device=args.device,
-        hidden=(args.hidden_width,) * (args.layers - 1), dropout=args.dropout, latent_dim=args.latent_dim,
-        filters=args.filters, post_rule=args.post_rule,
-        class_weights=None if weights is None else tuple(weights), select_by=args.select_by,
-        mixed_precision=not args.no_mixed_precision, bootstrap=args.bootstrap,
-    )
-
-
-def run_command(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        config = config_from_args(args)
-        select_device(config.device)
-        train_tagger(args.dataset, args.out, args.pretrained, config, log=lambda msg: print(msg, flush=True))
-    except InstanceError as err:
-        print(f"maggotflow train: error: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:
-        from maggotflow.tracks import TrackDataError
-
-        if isinstance(err, TrackDataError):
-            raise  # printed by the CLI
-        print(f"maggotflow train: error: {err}", file=sys.stderr)
-        return 1
-    return 0

@@ -1,4 +1,7 @@
-"""Training intermediates -> a pretrained encoder instance (maggotflow.pretraining.pretrain)."""
+"""Training intermediates -> a pretrained encoder instance (maggotflow.pretraining.pretrain).
+
+The settings hold only the keys the config gives: the others keep PretrainConfig's defaults.
+"""
 
 from jobsetup import job
 
@@ -8,6 +11,5 @@ with job(snakemake, subject="pretraining") as log:
     from maggotflow.pretraining import PretrainConfig, pretrain
 
     torch.set_num_threads(snakemake.threads)
-    settings = dict(snakemake.params.settings)
-    settings["filters"] = tuple(settings["filters"])
-    pretrain(list(snakemake.input), None, snakemake.output[0], PretrainConfig(**settings), log=log.info)
+    config = PretrainConfig(**snakemake.params.settings, device=snakemake.config["device"])
+    pretrain(list(snakemake.input), None, snakemake.output[0], config, log=log.info)

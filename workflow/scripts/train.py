@@ -2,6 +2,8 @@
 
 train.classifier dense: two-stage fine-tuning (maggotflow.training.train_tagger);
 random_forest: a forest on the frozen encoder's latents (maggotflow.forest.train_forest).
+The settings hold only the keys the config gives: the others keep their dataclass defaults
+(TrainConfig, ForestConfig).
 """
 
 from jobsetup import job
@@ -12,14 +14,14 @@ with job(snakemake, subject="training") as log:
     torch.set_num_threads(snakemake.threads)
     settings = dict(snakemake.params.settings)
     classifier, forest = settings.pop("classifier"), settings.pop("forest")
+    device = snakemake.config["device"]
     if classifier == "random_forest":
         from maggotflow.forest import ForestConfig, train_forest
 
-        config = ForestConfig(**forest, seed=settings["seed"], device=settings["device"], n_jobs=snakemake.threads)
+        config = ForestConfig(**forest, seed=settings["seed"], device=device, n_jobs=snakemake.threads)
         train_forest(snakemake.input.dataset, snakemake.output[0], snakemake.input.pretrained, config, log=log.info)
     else:
         from maggotflow.training import TrainConfig, train_tagger
 
-        settings["hidden"] = tuple(settings.pop("layers"))
         train_tagger(snakemake.input.dataset, snakemake.output[0], snakemake.input.pretrained,
-                     TrainConfig(**settings), log=log.info)
+                     TrainConfig(**settings, device=device), log=log.info)

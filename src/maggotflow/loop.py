@@ -1,0 +1,157 @@
+"""The skeleton every training loop shares (pretraining, fine-tuning).
+
+Both loops (`maggotflow.pretraining.pretrain`, `maggotflow.training.train_tagger`) read
+top to bottom: seed, build the model, then step, validate every N steps, keep the best
+validated state. The pieces that are the same in both live here:
+
+- `seeded(device, seed)`: the block runs with torch's global RNG seeded (the caller's
+  state is restored afterwards) and deterministic kernels on CPU, so the same seed on the
+  same machine and torch build gives identical weights.
+- `MixedPrecision`: float16 autocast + gradient scaling on CUDA (plain float32 elsewhere)
+  and the optimiser step: backward, gradient-norm clip, step; a non-finite loss is
+  skipped (a diverging batch must not poison the weights).
+- `Progress`: the running training loss between validations, the curve (one row per
+  validation), the best validated state (module state dicts copied to CPU) and the
+  progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`.
+- `duration_text(seconds)`: '8.5 s', '12.3 min', '2.1 h'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Callable, Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def seeded(device: torch.device, seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for the block and restore the caller's afterwards; on CPU
+    deterministic kernels for the block too (the caller's setting restored)."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            torch.manual_seed(seed)
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the module's state dict on the CPU (later steps do not change it)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for humans: '8.5 s', '12.3 min', '2.1 h' ('?' when not finite)."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class MixedPrecision:
+    """float16 autocast + gradient scaling on CUDA when `enabled`; float32 everywhere else."""
+
+    def __init__(self, device: torch.device, enabled: bool = True):
+        self.enabled = device.type == "cuda" and enabled
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context of a forward pass."""
+        return torch.autocast("cuda", dtype=torch.float16) if self.enabled else contextlib.nullcontext()
+
+    def step(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor, params: list[torch.nn.Parameter],
+             grad_clip: float) -> bool:
+        """Backward, clip the global gradient norm to `grad_clip`, step; False (and no
+        change to the weights) when the loss is not finite."""
+        optimiser.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return False
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimiser)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimiser)
+        self.scaler.update()
+        return True
+
+
+class Progress:
+    """Training losses, validation curve, best validated state and progress lines of a loop.
+
+    modules: whose states are kept at the best validation. total_steps: for the line and
+    the ETA. better(scores, best): whether new validation scores beat the best so far.
+    describe(scores): the scores in a progress line. log: where lines go.
+    """
+
+    def __init__(self, modules: tuple[torch.nn.Module, ...], total_steps: int,
+                 better: Callable[[dict, dict], bool], describe: Callable[[dict], str],
+                 log: Callable[[str], None]):
+        self.modules = modules
+        self.total_steps = total_steps
+        self.better = better
+        self.describe = describe
+        self.log = log
+        self.curve: list[dict] = []  # one row per validation: step, [stage,] train_loss, scores
+        self.best: dict = {}  # step, [stage,] scores of the best validation
+        self.best_state: list[dict[str, torch.Tensor]] = []
+        self.skipped = 0  # steps with a non-finite loss
+        self._loss_sum, self._n_losses = 0.0, 0
+        self._t0 = time.perf_counter()
+
+    def start(self, scores: dict, stage: str | None = None) -> None:
+        """The validation before training (step 0): the first best; the clock starts."""
+        self._keep(self._row(0, stage, scores))
+        self.log(f"step 0/{self.total_steps} {self.describe(scores)}")
+        self._t0 = time.perf_counter()
+
+    def train_step(self, loss: torch.Tensor, stepped: bool) -> None:
+        """One optimisation step: its loss, or (stepped False) one skipped step."""
+        if stepped:
+            self._loss_sum += float(loss.detach())
+            self._n_losses += 1
+        else:
+            self.skipped += 1
+
+    def validated(self, step: int, scores: dict, stage: str | None = None) -> None:
+        """A validation after `step` steps: a curve row, the best state if better, a line."""
+        row = self._row(step, stage, scores)
+        if self.better(scores, self.best):
+            self._keep(row)
+        train_loss = row["train_loss"]
+        rate = step / (time.perf_counter() - self._t0)
+        self.log(f"step {step}/{self.total_steps}{'' if stage is None else f' ({stage})'} "
+                 f"train {'nan' if train_loss is None else f'{train_loss:.4g}'} {self.describe(scores)} "
+                 f"({rate:.1f} steps/s, ETA {duration_text((self.total_steps - step) / rate)})"
+                 + (f" [{self.skipped} non-finite batches skipped]" if self.skipped else ""))
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the validation before training."""
+        return time.perf_counter() - self._t0
+
+    def restore_best(self) -> None:
+        """Load the best validated states back into the modules."""
+        for module, state in zip(self.modules, self.best_state):
+            module.load_state_dict(state)
+
+    def _row(self, step: int, stage: str | None, scores: dict) -> dict:
+        """The curve row of a validation; the training loss is the mean since the last one."""
+        train_loss = self._loss_sum / self._n_losses if self._n_losses else None
+        self._loss_sum, self._n_losses = 0.0, 0
+        row = {"step": step} | ({} if stage is None else {"stage": stage}) | {"train_loss": train_loss} | scores
+        self.curve.append(row)
+        return row
+
+    def _keep(self, row: dict) -> None:
+        self.best = {k: v for k, v in row.items() if k != "train_loss"}
+        self.best_state = [snapshot(m) for m in self.modules]
