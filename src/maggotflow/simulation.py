@@ -62,7 +62,8 @@ drawn from `np.random.default_rng([seed, i])` (independent of `n_files`):
 - fimtrack: `OUTDIR/fimtrack/<date_time>/<date_time>.csv` (30 fps, 100 um per pixel) and
             `<date_time>.label`.
 
-The tracker name alternates between t5 and t15 with the file index.
+The tracker name alternates between t5 and t15 with the file index. Command line:
+`maggotflow simulate` (`maggotflow.cli.simulate`).
 """
 
 from __future__ import annotations
