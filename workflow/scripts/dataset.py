@@ -11,9 +11,7 @@ with job(snakemake, subject="dataset") as log:
     from maggotflow.isolation import split_labelled
     from maggotflow.segments import SegmentSpec
 
-    labelled, unlabelled = split_labelled(list(snakemake.input))
-    for path in unlabelled:
-        log.warning("%s: no behaviour labels; used for pretraining only", path)
+    labelled, _ = split_labelled(list(snakemake.input))  # warns about each unlabelled one
     if not labelled:
         raise ValueError("no labelled training file: pair the track files with .label files")
     task, settings = snakemake.params.task, snakemake.params.settings

@@ -105,6 +105,24 @@ def read_options(args: argparse.Namespace):
                        **extra)
 
 
+def input_paths(args: argparse.Namespace) -> list:
+    """The positional `inputs`, then the paths listed in `--input-list` (one per line; blank
+    lines and `#` comments skipped): the one reader of such lists, for every command."""
+    from pathlib import Path
+
+    from maggotflow.tracks import TrackDataError
+
+    paths = [Path(p) for p in args.inputs]
+    if args.input_list:
+        listing = Path(args.input_list)
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise TrackDataError(listing, f"cannot be read ({getattr(err, 'strerror', None) or err})") from None
+        paths += [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return paths
+
+
 def exit_code(err: BaseException) -> int | None:
     """The exit code of an expected error (see the module docstring); None for a bug."""
     from maggotflow.atomic import OutputError

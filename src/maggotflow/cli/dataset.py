@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from pathlib import Path
 
-from maggotflow.cli import UsageError
+from maggotflow.cli import UsageError, input_paths
 from maggotflow.dataset import (
     BALANCING_STRATEGIES,
     SYNONYM_PRESETS,
@@ -21,7 +20,6 @@ from maggotflow.dataset import (
     parse_weights,
 )
 from maggotflow.segments import SegmentSpec
-from maggotflow.tracks import TrackDataError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -69,22 +67,9 @@ def _metadata_wanted(items: list[str] | None) -> dict[str, list[str]]:
     return wanted
 
 
-def _read_inputs(args: argparse.Namespace) -> list[Path]:
-    """The positional intermediates, then those of --input-list (blank lines and # comments skipped)."""
-    inputs = [Path(p) for p in args.inputs]
-    if args.input_list:
-        listing = Path(args.input_list)
-        try:
-            lines = listing.read_text(encoding="utf-8").splitlines()
-        except OSError as err:
-            raise TrackDataError(listing, f"cannot be read ({err.strerror})") from None
-        inputs += [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
-    return inputs
-
-
 def run_command(args: argparse.Namespace) -> int:
     dataset = build_dataset(
-        _read_inputs(args), args.out,
+        input_paths(args), args.out,
         spec=SegmentSpec(window=args.window, frame_interval=args.frame_interval, n_points=args.n_points),
         labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms), balancing=args.balancing,
         class_weights=parse_weights(args.class_weights), target=args.target,

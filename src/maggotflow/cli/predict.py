@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from maggotflow.cli import UsageError, add_read_options, read_options
+from maggotflow.cli import UsageError, add_read_options, input_paths, read_options
 from maggotflow.prediction import predict_files
-from maggotflow.tracks import TrackDataError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,17 +31,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_read_options(parser)
 
 
-def _input_list(path: Path) -> list[Path]:
-    """The paths listed in `path`, one per line (blank lines and `#` comments ignored)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise TrackDataError(path, f"cannot be read ({err.strerror})") from None
-    return [Path(s.strip()) for s in lines if s.strip() and not s.lstrip().startswith("#")]
-
-
 def run_command(args: argparse.Namespace) -> int:
-    inputs = list(args.inputs) + (_input_list(args.input_list) if args.input_list else [])
+    inputs = input_paths(args)
     if not inputs:
         raise UsageError("no input file given")
     failures: list[Exception] = []
