@@ -8,6 +8,7 @@ body axis points to +x, so forward and backward motion are opposite drifts along
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,17 +16,23 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from maggotflow.cli import build_parser
 from maggotflow.cli import main as cli_main
+from maggotflow.cli.settings import settings_from_args
 from maggotflow.dataset import Dataset, build_dataset
+from maggotflow.forest import ForestConfig
 from maggotflow.instance import InstanceError, ModelInstance
 from maggotflow.isolation import write_isolated
 from maggotflow.metrics import confusion_matrix, macro_f1
 from maggotflow.model import EncoderConfig
+from maggotflow.pretraining import PretrainConfig
 from maggotflow.segments import SegmentSpec
 from maggotflow.tracks import Run, Track
 from maggotflow.training import TrainConfig, selection_key, train_tagger
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
 SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
 QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
@@ -311,3 +318,62 @@ def test_cli_train(data, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.h5" in err[0]
+
+
+# ---------------------------------------------------------------------------- settings: one name, one default
+def parsed_settings(settings, argv: list[str]):
+    return settings_from_args(settings, build_parser(argv[0]).parse_args(argv))
+
+
+def test_cli_options_are_the_settings_fields_with_their_defaults():
+    assert parsed_settings(TrainConfig, ["train", "d.h5", "--out", "o"]) == TrainConfig()
+    assert parsed_settings(PretrainConfig, ["pretrain", "--train", "a.h5", "--out", "o"]) == PretrainConfig()
+    assert parsed_settings(ForestConfig, ["train-forest", "d.h5", "p", "o"]) == ForestConfig()
+    assert parsed_settings(TrainConfig, ["train", "d.h5", "--out", "o", "--layers", "64,32", "--class-weights", "1,2.5",
+                                         "--no-mixed-precision", "--bootstrap", "--post-rule", "abc-aac"]) == \
+        TrainConfig(layers=(64, 32), class_weights=(1.0, 2.5), mixed_precision=False, bootstrap=True,
+                    post_rule="ABC->AAC")
+    for empty in ("none", ""):
+        assert parsed_settings(TrainConfig, ["train", "d.h5", "--out", "o", "--layers", empty]).layers == ()
+    assert parsed_settings(PretrainConfig, ["pretrain", "--train", "a.h5", "--out", "o", "--no-interpolate",
+                                            "--time-kernel", "3", "--filters", "8,4"]) == \
+        PretrainConfig(interpolate=False, time_kernel=3, filters=(8, 4))
+    assert parsed_settings(ForestConfig, ["train-forest", "d.h5", "p", "o", "--max-depth", "none",
+                                          "--n-trees", "5"]) == ForestConfig(max_depth=None, n_trees=5)
+
+
+def test_bad_option_values_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser("train").parse_args(["train", "d.h5", "--out", "o", "--layers", "64,x"])
+    assert exit_.value.code == 2 and "comma-separated int" in capsys.readouterr().err
+    # a value the dataclass refuses: one line, exit 2, nothing written
+    code = cli_main(["train", str(tmp_path / "d.h5"), "--out", str(tmp_path / "o"), "--batch-size", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "batch_size must be >= 2" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_stated_defaults_are_the_dataclass_defaults():
+    """The settings dataclasses are the one source of the pretrain/train/forest defaults: the
+    schema gives none, and what config/README.md and config/config.yaml state equals them."""
+    schema = yaml.safe_load((REPO / "config/config.schema.yaml").read_text())["properties"]
+    readme = (REPO / "config/README.md").read_text()
+    rows = {m[1]: yaml.safe_load(m[2]) for m in re.finditer(r"^\| `((?:pretrain|train)\.[a-z_.0-9]+)` \| `([^`]*)` \|",
+                                                            readme, re.M)}
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    train = schema["train"]["properties"]
+    sections = {"pretrain": (PretrainConfig(), schema["pretrain"]["properties"], config.get("pretrain", {})),
+                "train": (TrainConfig(), {k: v for k, v in train.items() if k not in ("classifier", "forest")},
+                          config.get("train", {})),
+                "train.forest": (ForestConfig(), train["forest"]["properties"], config.get("train", {}).get("forest", {}))}
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    for section, (defaults, keys, given) in sections.items():
+        for name, sub in keys.items():
+            key, default = f"{section}.{name}", plain(getattr(defaults, name))
+            assert "default" not in sub, f"the schema restates the default of {key}"
+            assert rows[key] == default, f"config/README.md gives {key} the default {rows[key]!r}, the dataclass {default!r}"
+            if name in given:
+                assert given[name] == default, f"config/config.yaml sets {key} to {given[name]!r}, not its default"
