@@ -8,8 +8,10 @@ with it needs neither scikit-learn nor pickles, and runs on the GPU like any tag
 Only the forest learns; the encoder is used as it is (the prototype did not retrain it).
 Fitting uses scikit-learn's `RandomForestClassifier` (optional dependency:
 `pip install 'maggotflow[forest]'`), with the dataset's class weights and a seed; the
-fitted trees are then copied into arrays. Validation macro-F1 is computed on the dataset's
-validation files and recorded in the provenance.
+fitted trees are then copied into arrays. Validation macro-F1 (`maggotflow.metrics`, as
+reported by `maggotflow evaluate`) is computed on the dataset's validation files and
+recorded in the provenance. `ForestConfig` holds every setting and its default (the
+workflow's `train.forest` keys and the `maggotflow train-forest` options are named after its fields).
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ForestConfig:
-    """Size and randomness of the forest."""
+    """Size and randomness of the forest (a field's comment is its `train-forest --help` text)."""
 
     n_trees: int = 100  # trees in the forest
-    max_depth: int | None = 20  # None: grow until leaves are pure (large arrays)
-    min_samples_leaf: int = 2
+    max_depth: int | None = 20  # deepest level of a tree; None: grow until leaves are pure (large arrays)
+    min_samples_leaf: int = 2  # fewest training segments in a leaf
     max_samples: int = 200_000  # at most this many training segments are encoded and fitted
-    seed: int = 0
-    device: str = "auto"  # where the encoder computes the latents
+    seed: int = 0  # seed of the subsample and the forest
+    device: str = "auto"  # where the encoder computes the latents: auto, cpu, cuda or cuda:N
     n_jobs: int = 1  # scikit-learn threads for fitting
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -18,7 +18,10 @@ The loop, top to bottom:
    validated encoder + decoder are kept and saved.
 
 On CUDA the forward pass runs in mixed precision (float16 autocast + gradient scaling).
-On CPU, the same seed on the same machine and torch build gives identical weights.
+On CPU, the same seed on the same machine and torch build gives identical weights (the
+skeleton shared with fine-tuning: `maggotflow.loop`). `PretrainConfig` holds every setting
+and its default (the workflow's `pretrain` keys and the `maggotflow pretrain` options are
+named after its fields).
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PretrainConfig:
-    """Budget, optimiser, data sampling and architecture of one pretraining."""
+    """Budget, optimiser, data sampling and architecture of one pretraining.
+
+    The comment beside a field is its `maggotflow pretrain --help` text.
+    """
 
     steps: int = 1000  # optimisation steps (the published taggers used 1,000 to 10,000)
     batch_size: int = 128  # segments per step
@@ -54,21 +60,22 @@ class PretrainConfig:
     grad_clip: float = 100.0  # maximum global gradient norm
     eval_every: int = 100  # validate every N steps (also before training and at the end)
     val_batches: int = 20  # validation set: at most val_batches * batch_size held-out segments
-    seed: int = 0  # sampling, initialisation and batch order
-    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:N"
+    seed: int = 0  # seed of the sampling, the initialisation and the batch order
+    device: str = "auto"  # auto (CUDA if available), cpu, cuda or cuda:N
     samples_per_file: int = 20_000  # at most this many training segments per intermediate
     max_segments: int = 250_000  # at most this many training segments in all (~2.4 kB each by default)
     val_fraction: float = 0.2  # share of files (or larvae, with one file) held out when no validation files are given
-    window: int = 20  # W, time steps of the present window
-    frame_interval: float = 0.1  # s between window steps (10 Hz)
-    n_points: int = 5  # body points
-    interpolate: bool = True  # False: windows of native frames (20220418 prototype), no resampling
-    latent_dim: int = 25
-    filters: tuple[int, ...] = (128, 64, 32, 32, 32, 16)
-    body_kernel: int = 5
-    time_kernel: int | None = None  # None -> window
+    # The segments and the encoder: defaults from SegmentSpec and EncoderConfig.
+    window: int = SegmentSpec.window  # W, time steps of the present window
+    frame_interval: float = SegmentSpec.frame_interval  # s between window steps
+    n_points: int = SegmentSpec.n_points  # body points
+    interpolate: bool = SegmentSpec.interpolate  # resample on the frame_interval grid; off: native frames (20220418)
+    latent_dim: int = EncoderConfig.latent_dim  # size of the latent vector
+    filters: tuple[int, ...] = EncoderConfig.filters  # output channels of each conv block
+    body_kernel: int = EncoderConfig.body_kernel  # kernel along the body
+    time_kernel: int | None = EncoderConfig.time_kernel  # kernel along time; None: the window
     context: int = 1  # windows predicted on each side of the present (1: past + present + future)
-    mixed_precision: bool = True  # float16 autocast + GradScaler; CUDA only, ignored on CPU
+    mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
         self.filters = tuple(int(f) for f in self.filters)

@@ -16,16 +16,19 @@ The loop, top to bottom:
    random permutation of the training samples. Validation (loss, accuracy, macro-F1)
    before training, every `eval_every` steps and at the end of each stage.
 5. The best validated state over both stages is kept. "Best" is the highest validation
-   macro-F1 (the mean of the per-behaviour F1 scores, so a rare behaviour counts as much
-   as runs), ties broken by the lower validation loss; `select_by="loss"` uses the
-   validation loss alone. The validation loss uses the same class weights as training.
+   macro-F1 (`maggotflow.metrics.macro_f1`: the mean per-behaviour F1 over the behaviours
+   the validation samples hold, so a rare behaviour counts as much as runs; the number
+   `maggotflow evaluate` reports), ties broken by the lower validation loss
+   (`selection_key`); `select_by="loss"` uses the validation loss alone. The validation loss uses the same class weights as training.
    Without validation samples the final state is kept (a warning is logged).
 
 Without a pretrained instance the encoder starts from a random (Kaiming) initialisation:
 allowed, but logged, as it needs far more labelled data. A pretrained instance may also be
 a tagger: its encoder is reused and a new classifier is trained for the dataset's labels.
 On CUDA the forward pass runs in float16 autocast with gradient scaling; on CPU the same
-seed on the same machine and torch build gives identical weights.
+seed on the same machine and torch build gives identical weights (the skeleton shared with
+pretraining: `maggotflow.loop`). `TrainConfig` holds every setting and its default (the
+workflow's `train` keys and the `maggotflow train` options are named after its fields).
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ IN_MEMORY_BYTES = 8 * 1024**3
 
 @dataclass
 class TrainConfig:
-    """Budgets, optimiser and classifier architecture of one tagger training."""
+    """Budgets, optimiser and classifier architecture of one tagger training.
+
+    The comment beside a field is its `maggotflow train --help` text.
+    """
 
     stage1_steps: int = 500  # classifier-only steps (encoder frozen)
     stage2_steps: int = 2000  # fine-tuning steps (encoder + classifier)
@@ -74,17 +80,17 @@ class TrainConfig:
     lr_stage2: float = 1e-4  # Adam learning rate, stage 2
     grad_clip: float = 100.0  # maximum global gradient norm
     eval_every: int = 100  # validate every N steps (also before training and at each stage end)
-    seed: int = 0  # initialisation, batch order and dropout
-    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:N"
-    layers: tuple[int, ...] = ()  # widths of the hidden dense layers; () -> a single dense layer
+    seed: int = 0  # seed of the initialisation, the batch order and dropout
+    device: str = "auto"  # auto (CUDA if available), cpu, cuda or cuda:N
+    layers: tuple[int, ...] = ()  # widths of the classifier's hidden dense layers; none: a single dense layer
     dropout: float = 0.0  # dropout before every dense layer of the classifier
-    latent_dim: int = 25  # encoder latent size, only used without a pretrained encoder
-    filters: tuple[int, ...] = (128, 64, 32, 32, 32, 16)  # ditto, encoder conv filters
-    post_rule: str | None = None  # None or "ABC->AAC", applied at prediction time
-    class_weights: tuple[float, ...] | None = None  # None -> the dataset's class weights
-    select_by: str = "macro_f1"  # best checkpoint by "macro_f1" (ties: loss) or "loss"
-    mixed_precision: bool = True  # float16 autocast + GradScaler; CUDA only, ignored on CPU
-    bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples
+    latent_dim: int = EncoderConfig.latent_dim  # encoder latent size, only used without a pretrained encoder
+    filters: tuple[int, ...] = EncoderConfig.filters  # encoder conv filters, only used without a pretrained encoder
+    post_rule: str | None = None  # post-prediction rule stored in the tagger: None or ABC->AAC (or ABC-AAC)
+    class_weights: tuple[float, ...] | None = None  # one per label, overriding the dataset's; None: the dataset's
+    select_by: str = "macro_f1"  # best checkpoint by validation macro_f1 (ties: loss) or loss
+    mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA (ignored on CPU)
+    bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples (ensembles)
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(w) for w in self.layers)
