@@ -14,6 +14,7 @@ validated state. The pieces that are the same in both live here:
   validation), the best validated state (module state dicts copied to CPU) and the
   progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`.
 - `duration_text(seconds)`: '8.5 s', '12.3 min', '2.1 h'.
+- `run_provenance(device, precision, progress)`: how the loop ran, for provenance.json.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def duration_text(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def run_provenance(device: torch.device, precision: MixedPrecision, progress: Progress) -> dict:
+    """How a loop ran (for the model's provenance.json): skipped steps, device, mixed
+    precision, torch version and threads."""
+    return {
+        "skipped_batches": progress.skipped,
+        "device": str(device),
+        "mixed_precision": precision.enabled,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 class MixedPrecision:

@@ -55,18 +55,12 @@ class EncoderConfig:
         return [(self.body_kernel, 1) if i % 2 == 0 else (1, tk) for i in range(len(self.filters))]
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["filters"] = list(self.filters)
-        return d
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
         """Inverse of `to_dict`; unknown keys raise ValueError (a config from elsewhere)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown encoder settings {sorted(unknown)}")
-        return cls(**d)
+        return _from_known_keys(cls, d, "encoder")
 
 
 @dataclass(frozen=True)
@@ -99,9 +93,7 @@ class ClassifierConfig:
             raise ValueError(f"a random forest needs n_trees >= 1, n_nodes >= 1 and depth >= 0, got {self}")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["layers"] = list(self.layers)
-        return d
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierConfig":
@@ -110,14 +102,22 @@ class ClassifierConfig:
         d = dict(d)
         if "hidden" in d and "layers" not in d:
             d["layers"] = d.pop("hidden")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown classifier settings {sorted(unknown)}")
-        return cls(**d)
+        return _from_known_keys(cls, d, "classifier")
 
 
 CLASSIFIER_KINDS = ("dense", "random_forest")
+
+
+def _plain(config) -> dict:
+    """A config dataclass as JSON-ready values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _from_known_keys(cls, d: dict, what: str):
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} settings {sorted(unknown)}")
+    return cls(**d)
 
 
 def same_padding(kernel: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.isolation import read_isolated
-from maggotflow.loop import MixedPrecision, Progress, duration_text, seeded
+from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
 from maggotflow.model import Decoder, Encoder, EncoderConfig, count_macs, select_device
 from maggotflow.segments import SegmentSpec, build_segments, valid_centres
 from maggotflow.tracks import Run, TrackDataError
@@ -326,12 +326,8 @@ def pretrain(
         "best_val_loss": best_val,
         "train_segments": int(train_x.shape[0]),
         "val_segments": int(val_x.shape[0]),
-        "skipped_batches": progress.skipped,
         "config": config.to_dict(),
-        "device": str(device),
-        "mixed_precision": precision.enabled,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        **run_provenance(device, precision, progress),
     }
     instance = ModelInstance(
         "pretrained", spec, ec, encoder=encoder, decoder=decoder, provenance=provenance,

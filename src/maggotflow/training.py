@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from maggotflow.dataset import Dataset, check_class_weights
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
-from maggotflow.loop import MixedPrecision, Progress, duration_text, seeded
+from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
 from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
 from maggotflow.model import (
     Classifier,
@@ -347,12 +347,8 @@ def _train(
         "stage2_steps": config.stage2_steps,
         "select_by": config.select_by,
         "best": best,
-        "skipped_batches": progress.skipped,
         "config": config.to_dict(),
-        "device": str(device),
-        "mixed_precision": precision.enabled,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        **run_provenance(device, precision, progress),
         "seconds": round(elapsed, 1),
     }
     curves = {"training": progress.curve}
