@@ -11,7 +11,7 @@ validated state. The pieces that are the same in both live here:
   and the optimiser step: backward, gradient-norm clip, step; a non-finite loss is
   skipped (a diverging batch must not poison the weights).
 - `Progress`: the running training loss between validations, the curve (one row per
-  validation), the best validated state (module state dicts copied to CPU) and the
+  validation), the best validated state (module state dicts copied to CPU: `snapshot`) and the
   progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`.
 - `duration_text(seconds)`: '8.5 s', '12.3 min', '2.1 h'.
 - `run_provenance(device, precision, progress)`: how the loop ran, for provenance.json.
