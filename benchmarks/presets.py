@@ -74,7 +74,7 @@ def untrained_tagger(preset: dict, window: int) -> ModelInstance:
         forest.left.copy_(torch.randint(0, nodes, forest.left.shape, generator=g))
         forest.right.copy_(torch.randint(0, nodes, forest.right.shape, generator=g))
         return ModelInstance("tagger", spec, encoder, classifier_config=config, classifier=forest, labels=labels)
-    config = ClassifierConfig(latent_dim=latent, n_classes=len(labels), hidden=tuple(train.get("layers") or ()))
+    config = ClassifierConfig(latent_dim=latent, n_classes=len(labels), layers=tuple(train.get("layers") or ()))
     return ModelInstance("tagger", spec, encoder, classifier_config=config, labels=labels,
                          post_rule=train.get("post_rule"))
 

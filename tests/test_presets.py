@@ -84,9 +84,37 @@ def test_unknown_preset_is_one_clear_error(project):
     assert "tagger=1999: no such preset" in result.stdout and "20230129" in result.stdout
 
 
+def layered(base: dict, over: dict) -> dict:
+    """`over` laid over `base`, section by section (as Snakemake layers config files)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = layered(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def design(preset: dict) -> dict:
+    """What a preset makes of the tagger's design: the preset over config/config.yaml, and
+    the dataclasses' defaults for what neither gives (they are the one source of defaults)."""
+    from maggotflow.pretraining import PretrainConfig
+    from maggotflow.segments import SegmentSpec
+    from maggotflow.training import TrainConfig
+
+    config = layered(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), preset)
+    train = config.get("train") or {}
+    return {
+        "labels": config.get("labels"),
+        "interpolate": (config.get("segment") or {}).get("interpolate", SegmentSpec().interpolate),
+        "latent_dim": (config.get("pretrain") or {}).get("latent_dim", PretrainConfig().latent_dim),
+        "classifier": train.get("classifier", "dense"),
+        "layers": list(train.get("layers", TrainConfig().layers)),
+        "post_rule": train.get("post_rule", TrainConfig().post_rule),
+    }
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_trains_and_tags(project, name):
-    preset = yaml.safe_load((REPO / "config" / "taggers" / f"{name}.yaml").read_text())
+    preset = yaml.safe_load((REPO / "config" / "taggers" / f"{name}.yaml").read_text()) or {}
+    want = design(preset)
     configfiles = ()
     if preset.get("ensemble"):
         (project / "ensemble.yaml").write_text(SMALL_ENSEMBLE)
@@ -95,7 +123,7 @@ def test_preset_trains_and_tags(project, name):
 
     model = project / "results" / "models" / "tagger"
     config = json.loads((model / "config.json").read_text())
-    labels = preset["labels"]
+    labels = want["labels"]
     if labels is not None:
         assert config["labels"] == labels
     if preset.get("ensemble"):
@@ -106,12 +134,12 @@ def test_preset_trains_and_tags(project, name):
         assert output.count("rule train_model:") == 3  # one job per member
     else:
         assert config["kind"] == "tagger"
-        assert config["segment_spec"]["interpolate"] == preset["segment"]["interpolate"]
-        assert config["encoder"]["latent_dim"] == preset["pretrain"]["latent_dim"]
-        assert config["classifier"]["kind"] == preset["train"]["classifier"]
-        if preset["train"]["classifier"] == "dense":
-            assert config["classifier"]["hidden"] == preset["train"]["layers"]
-        assert config["post_rule"] == preset["train"]["post_rule"]
+        assert config["segment_spec"]["interpolate"] == want["interpolate"]
+        assert config["encoder"]["latent_dim"] == want["latent_dim"]
+        assert config["classifier"]["kind"] == want["classifier"]
+        if want["classifier"] == "dense":
+            assert config["classifier"]["layers"] == want["layers"]
+        assert config["post_rule"] == want["post_rule"]
     if preset.get("inputs", {}).get("filter"):
         wanted = preset["inputs"]["filter"]
         used = json.loads((model / "provenance.json").read_text())["dataset_sources"]

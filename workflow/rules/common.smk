@@ -182,9 +182,14 @@ def pretrain_settings(wildcards):
 
 
 def train_settings(wildcards):
-    """An ensemble member gets its own seed and a bootstrap resample (bagging)."""
-    settings = dict(config["train"], seed=config["seed"])
+    """The keys its training reads (a forest's, or fine-tuning's: changing one never re-runs
+    the other); an ensemble member gets its own seed and a bootstrap resample (bagging)."""
+    train, seed = config["train"], config["seed"]
     if ENSEMBLE:
-        settings["seed"] = config["seed"] * 1000 + MODELS.index((int(wildcards.window), int(wildcards.member)))
+        seed = seed * 1000 + MODELS.index((int(wildcards.window), int(wildcards.member)))
+    if train.get("classifier", "dense") == "random_forest":
+        return {"classifier": "random_forest", "forest": train.get("forest", {}), "seed": seed}
+    settings = dict({k: v for k, v in train.items() if k != "forest"}, seed=seed)
+    if ENSEMBLE:
         settings["bootstrap"] = ENSEMBLE.get("bootstrap", True)
     return settings

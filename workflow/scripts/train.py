@@ -13,7 +13,7 @@ with job(snakemake, subject="training") as log:
 
     torch.set_num_threads(snakemake.threads)
     settings = dict(snakemake.params.settings)
-    classifier, forest = settings.pop("classifier"), settings.pop("forest")
+    classifier, forest = settings.pop("classifier", "dense"), settings.pop("forest", {})
     device = snakemake.config["device"]
     if classifier == "random_forest":
         from maggotflow.forest import ForestConfig, train_forest
