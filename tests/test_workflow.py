@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from maggotflow import manifest as mf
+from maggotflow import records
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
@@ -394,7 +395,7 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     broken.write_text("not a spine file\n")
     result = snakemake(project, "predict", "--keep-going", "--config", f"predict_dir={folder}")
     assert result.returncode != 0 and f"1 input(s) failed" in result.stdout
-    rows = {r["path"]: r for r in mf.read_shard_table(run / "summary.tsv")}
+    rows = {r["path"]: r for r in records.read_shard_table(run / "summary.tsv")}
     assert len(rows) == len(tracks)
     assert rows[str(broken)]["status"] == "failed" and rows[str(broken)]["problem"]
     assert not rows[str(broken)]["sha1"] and not rows[str(broken)]["label"]
@@ -473,7 +474,7 @@ def test_concurrent_predicts_on_two_folders_do_not_clash(trained, tmp_path):
     assert "1 input(s) failed" in text_two and str(broken) in text_two
     assert "input(s) failed" not in text_one and str(broken) not in text_one
     # The failed run's summary.tsv says what is on disk: the broken file failed, with its problem.
-    status = {r["path"]: (r["status"], r["problem"]) for r in mf.read_shard_table(run_two / "summary.tsv")}
+    status = {r["path"]: (r["status"], r["problem"]) for r in records.read_shard_table(run_two / "summary.tsv")}
     assert status.pop(str(broken))[0] == "failed"
     assert status == {str(t): ("ok", "") for t in good}
 
@@ -502,7 +503,7 @@ def test_predict_from_a_bare_folder_uses_the_config_next_to_the_snakefile(traine
     ok(subprocess.run(command, cwd=bare, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                       timeout=180))
     run = bare / "results/predict" / mf.predict_run_name(folder, trained.dir / "results/models/tagger")
-    assert [r["status"] for r in mf.read_shard_table(run / "summary.tsv")] == ["ok"]
+    assert [r["status"] for r in records.read_shard_table(run / "summary.tsv")] == ["ok"]
     assert not (bare / "config").exists()
 
 
