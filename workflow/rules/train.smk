@@ -41,6 +41,7 @@ rule tagger:
     params:
         ensemble=bool(ENSEMBLE),
         post_rule=config["train"].get("post_rule") if ENSEMBLE else None,
+    localrule: True  # a copy, or assembling finished members: seconds, not worth a cluster job
     conda:
         "../../envs/maggotflow.yaml"
     script:
