@@ -64,3 +64,20 @@ def test_prediction_needs_no_training_code():
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
     assert "maggotflow.prediction" in loaded
     assert not {"maggotflow.training", "maggotflow.pretraining", "maggotflow.dataset", "maggotflow.forest"} & set(loaded)
+
+
+def test_the_workflow_files_load_no_torch():
+    """Every cluster job parses the Snakefile: a top-level import that pulls in torch costs
+    each job seconds (the model-folder check is imported where it is used)."""
+    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    modules = set()
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():  # top level: not indented
+            words = line.split()
+            if line.startswith(("from maggotflow", "import maggotflow")):
+                modules.add(words[1])
+    assert "maggotflow.manifest" in modules
+    code = (f"import sys; import {', '.join(sorted(modules))}; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True).stdout.strip() == "False"

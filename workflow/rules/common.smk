@@ -12,10 +12,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import contains_wildcard
 from snakemake.logging import logger
 
+# Light imports only (no torch): every cluster job parses this file.
 from maggotflow import manifest as mf
 from maggotflow import records
 from maggotflow.atomic import OutputError
-from maggotflow.instance import InstanceError, check_model_folder, fingerprint
 from maggotflow.tracks import TrackDataError
 
 WORKFLOW_START = time.time()
@@ -52,13 +52,13 @@ wildcard_constraints:
 
 
 def one_line_errors(function):
-    """Bad data, a bad model folder or an unwritable results/: one line, not a traceback."""
+    """Bad data or an unwritable results/: one line, not a traceback."""
 
     @functools.wraps(function)
     def wrapped(*args):
         try:
             return function(*args)
-        except (TrackDataError, InstanceError, OutputError) as err:
+        except (TrackDataError, OutputError) as err:
             raise WorkflowError(str(err)) from None
 
     return wrapped

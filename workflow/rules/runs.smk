@@ -19,6 +19,8 @@ def model_path():
 @functools.cache
 def model_fingerprint():
     """SHA-1 of the configured model; a run with an unusable model writes nothing."""
+    from maggotflow.instance import InstanceError, check_model_folder, fingerprint  # imports torch
+
     try:
         check_model_folder(model_path())
     except InstanceError as err:
