@@ -73,8 +73,13 @@ def test_the_workflow_files_load_no_torch():
     modules = set()
     for path in files:
         for line in path.read_text(encoding="utf-8").splitlines():  # top level: not indented
-            words = line.split()
-            if line.startswith(("from maggotflow", "import maggotflow")):
+            words = line.replace(",", " ").split()
+            if line.startswith("import maggotflow"):
+                modules.add(words[1])
+            elif line.startswith("from maggotflow import"):  # submodules: from maggotflow import records
+                names = [w for i, w in enumerate(words[3:], 3) if w != "as" and words[i - 1] != "as"]
+                modules.update(f"maggotflow.{w}" for w in names)
+            elif line.startswith("from maggotflow"):
                 modules.add(words[1])
     assert "maggotflow.manifest" in modules
     code = (f"import sys; import {', '.join(sorted(modules))}; "
