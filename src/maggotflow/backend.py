@@ -136,7 +136,7 @@ def predict(
     One input -> `data/processed/NAME/predicted.label`; several -> the relative paths
     mirrored under `data/processed/NAME/` with `.label` extensions. See the module docstring.
     """
-    from maggotflow.instance import is_instance_folder
+    from maggotflow.instance import check_model_folder
     from maggotflow.manifest import mirrored_label_path
     from maggotflow.prediction import OutputClashError, predict_files
 
@@ -144,9 +144,7 @@ def predict(
     if not project.model.is_dir():
         raise BackendError(f"{project.model}: model instance {name!r} not found; train one with "
                            f"`tagging-backend train --model-instance {name}` or copy it to models/{name}/")
-    if not is_instance_folder(project.model):
-        raise BackendError(f"{project.model}: not a maggotflow model instance (no maggotflow config.json); "
-                           "original MaggotUBA-adapter instances cannot be read")
+    check_model_folder(project.model)  # a foreign, damaged or pretrained-only folder: one line, before any work
     manifest = project.track_files()
     rows = list(manifest)
     inputs = [Path(r["path"]) for r in rows]
