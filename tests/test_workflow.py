@@ -552,7 +552,12 @@ def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, t
     main = snakemake(project, background="killed.out")
     out = project / "killed.out"
     deadline = time.monotonic() + 120
-    while "rule pretrain:" not in out.read_text() and main.poll() is None and time.monotonic() < deadline:
+    incomplete = project / ".snakemake/incomplete"
+
+    def pretraining_started() -> bool:  # announced, and its output marked incomplete
+        return "rule pretrain:" in out.read_text() and incomplete.is_dir() and any(incomplete.iterdir())
+
+    while not pretraining_started() and main.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert main.poll() is None, "the run ended before pretraining started"
     main.send_signal(signal.SIGKILL)
@@ -565,7 +570,7 @@ def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, t
         except ProcessLookupError:
             break
         time.sleep(0.1)
-    assert list((project / ".snakemake/incomplete").iterdir()), "nothing marked incomplete"
+    assert list(incomplete.iterdir()), "nothing marked incomplete"
 
     locked = snakemake(project)
     assert locked.returncode != 0 and "--unlock" in locked.stdout
