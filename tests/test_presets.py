@@ -11,7 +11,6 @@ preset's kind.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from maggotflow import manifest as mf
 from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
+from test_workflow import local_env
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,7 @@ def run(project: Path, *args: str, configfiles: tuple[str, ...] = ()) -> str:
     # One --configfile option with every file: a second option would replace the first.
     cmd = [str(SNAKEMAKE), *args, "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", *configfiles,
            "--cores", "2"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
-    env["PATH"] = f"{SNAKEMAKE.parent}{os.pathsep}{env.get('PATH', '')}"
+    env = local_env()
     result = subprocess.run(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:]
@@ -79,7 +78,8 @@ def test_every_preset_is_documented_and_valid_yaml():
 def test_unknown_preset_is_one_clear_error(project):
     cmd = [str(SNAKEMAKE), "-n", "--config", "tagger=1999", "-s", str(REPO / "Snakefile"),
            "--configfile", "tiny.yaml"]
-    result = subprocess.run(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(cmd, cwd=project, env=local_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     assert result.returncode != 0
     assert "tagger=1999: no such preset" in result.stdout and "20230129" in result.stdout
 

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,6 +73,27 @@ SMALL = SimulationConfig(duration_s=10, larvae=(2, 3))
 STARTED_JOB = re.compile(r"^(local)?rule \w+:$", re.M)  # how Snakemake announces a job
 
 
+def local_env() -> dict[str, str]:
+    """The environment of a local workflow run: no SNAKEMAKE_* variables, this venv's
+    snakemake first on PATH, and before it a `scontrol` that fails at once.
+
+    The SLURM executor plugin (installed for `--profile profiles/slurm`) runs `scontrol show
+    config` whenever Snakemake starts; where SLURM's client tools are installed but no
+    controller answers (this machine and CI outside tests/test_slurm.py), that waits ~9 s per
+    invocation. These runs use the local executor, which never calls SLURM.
+    """
+    stub = Path(tempfile.gettempdir()) / f"maggotflow-tests-{os.getuid()}" / "no-slurm"
+    if not (stub / "scontrol").is_file():
+        stub.mkdir(parents=True, exist_ok=True)
+        script = stub / f"scontrol.{os.getpid()}"
+        script.write_text("#!/bin/sh\nexit 1\n")
+        script.chmod(0o755)
+        script.replace(stub / "scontrol")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
+    env["PATH"] = os.pathsep.join([str(stub), str(SNAKEMAKE.parent), env.get("PATH", "")])
+    return env
+
+
 def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = (), timeout: float = 180,
               background: str | None = None):
     """Run the workflow in `workdir`: `snakemake ARGS -s SNAKEFILE --configfile tiny.yaml ...`.
@@ -83,8 +105,7 @@ def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = (), time
     cmd = [str(SNAKEMAKE), *args, "-s", str(SNAKEFILE),
            "--configfile", str(workdir / "tiny.yaml"), *(str(workdir / c) for c in configfiles),
            "--cores", "2"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
-    env["PATH"] = f"{SNAKEMAKE.parent}{os.pathsep}{env.get('PATH', '')}"
+    env = local_env()
     if background:
         with open(workdir / background, "w") as out:
             return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -489,7 +510,8 @@ def test_predict_from_a_bare_folder_uses_the_config_next_to_the_snakefile(traine
         if track.suffix != ".spine":
             track.unlink()  # one .spine file (a FIMTrack table would need read.pixelsize_um)
     assert len(track_files(folder)) == 1
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
+    env = local_env()
+    env["PATH"] = os.pathsep.join([env["PATH"].split(os.pathsep)[0], os.environ.get("PATH", "")])  # no venv
     command = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "predict", "--cores", "1", "--config",
                f"predict_dir={folder}", f"model={trained.dir / 'results/models/tagger'}", "device=cpu"]
     (bare / "results").write_text("not a folder\n")  # in the way of every output, also as root
