@@ -19,6 +19,7 @@ from maggotflow.simulation import (
     BEHAVIOURS_7,
     TO_6,
     SimulationConfig,
+    behaviour_bouts,
     file_run,
     label_file_path,
     simulate,
@@ -374,3 +375,65 @@ def test_default_regime_is_unchanged():
     # numbers in the same order and produce the same bytes (times, spines, outlines, labels).
     run = simulate_run(np.random.default_rng(7), SimulationConfig(duration_s=20, larvae=(3, 3)), {"id": "x"})
     assert run_digest(run) == "0d62cce7251340c9a77a2304ac9fd5dd4ebec527"
+
+
+def _time_fractions(behaviours, bounds, t_end) -> np.ndarray:
+    """Fraction of [0, t_end] s spent in each behaviour (BEHAVIOURS_7 order)."""
+    spans = np.diff(np.clip(bounds, 0.0, t_end))
+    return np.bincount(behaviours, weights=spans, minlength=7) / t_end
+
+
+def test_bout_duration_scale_shifts_the_class_balance():
+    run, cast, stop = 0, 1, 5
+    t_end = 20000.0  # s: thousands of bouts
+    default = _time_fractions(*behaviour_bouts(np.random.default_rng(1), 0.0, t_end), t_end)
+    longer_runs = _time_fractions(
+        *behaviour_bouts(np.random.default_rng(1), 0.0, t_end, duration_scale=(1.5, 0.7, 1, 1, 1, 1, 1)), t_end
+    )
+    longer_stops = _time_fractions(
+        *behaviour_bouts(np.random.default_rng(1), 0.0, t_end, duration_scale=(0.7, 1.4, 1, 1, 1, 1.5, 1.3)), t_end
+    )
+    assert 0.55 < default[run] < 0.63
+    assert longer_runs[run] > default[run] + 0.08 and longer_runs[cast] < default[cast] - 0.05
+    assert longer_stops[run] < default[run] - 0.1
+    assert longer_stops[cast] > default[cast] + 0.05 and longer_stops[stop] > default[stop] + 0.02
+    # A track starts in the behaviour of the scaled chain's long-run time fractions (the first
+    # bout is drawn from them), not of the unscaled one (run 59 %).
+    scale = (3.0, 1, 1, 1, 1, 1, 1)
+    long_run = _time_fractions(*behaviour_bouts(np.random.default_rng(2), 0.0, t_end, duration_scale=scale), t_end)
+    rng = np.random.default_rng(3)
+    first = np.array([behaviour_bouts(rng, 0.0, 0.01, duration_scale=scale)[0][0] for _ in range(2000)])
+    assert long_run[run] > 0.75
+    assert np.mean(first == run) == pytest.approx(long_run[run], abs=0.04)
+
+
+def test_simulated_labels_follow_the_configured_bout_durations():
+    def run_fraction(config):
+        run = simulate_run(np.random.default_rng(5), config, {"id": "x"})
+        return np.mean(np.concatenate([step_names(track) for track in run.tracks]) == "run_large")
+
+    base = SimulationConfig(duration_s=60.0, larvae=(6, 6))
+    longer = SimulationConfig(duration_s=60.0, larvae=(6, 6), bout_duration_scale=(3.0, 1, 1, 1, 1, 1, 1))
+    assert run_fraction(longer) > run_fraction(base) + 0.1
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("stride_hz", (1.5, 1.0)),
+        ("stride_length", (-0.1, 0.3)),
+        ("length_oscillation", (0.02, 1.0)),
+        ("wave_depth", (0.4, 0.2)),
+        ("head_sway", (-0.1, 0.1)),
+        ("cast_frequency", (0.9, 0.4)),
+        ("bend_start", 1.0),
+        ("bend_start", -0.1),
+        ("bend_exponent", 0.0),
+        ("cast_amplitude", -0.5),
+        ("bout_duration_scale", (1.0,) * 6),
+        ("bout_duration_scale", (1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0)),
+    ],
+)
+def test_invalid_body_and_gait_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        SimulationConfig(**{field: value})

@@ -69,6 +69,7 @@ The tracker name alternates between t5 and t15 with the file index. Command line
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ _DURATION = np.array(
         [1.5, 0.40, 0.5, 6.0],  # small motion
     ]
 )
+# Clip range of cast amplitudes, relative to their median (`cast_amplitude`): 0.25-1.6 rad at
+# the default median of 0.85 rad.
+_CAST_CLIP = (0.25 / 0.85, 1.6 / 0.85)
 
 
 @dataclass
@@ -155,6 +159,25 @@ class SimulationConfig:
     partial_track_probability: chance that a larva enters late and/or leaves early.
     short_track_probability: chance that a larva is tracked for only a few (3-8) frames.
     label_set: "7" (BEHAVIOURS_7) or "6" (BEHAVIOURS_6, small_motion merged into stop_large).
+
+    Body and gait (drawn per larva unless said otherwise):
+    stride_hz: forward stride frequency (Hz).
+    stride_length: stride length in body lengths (crawling speed = stride_hz * body length *
+        stride_length, mm/s).
+    length_oscillation: relative body-length change over a stride (peristaltic length
+        change; (0, 0) = none).
+    wave_depth: local segment compression of the peristaltic wave (fraction, < 1).
+    head_sway: amplitude of the head's sway during runs (rad).
+    bend_start: fraction of the body, from the tail, where the anterior bend (head angle,
+        casts, twitches) begins, in [0, 1).
+    bend_exponent: how the anterior bend concentrates towards the head (> 0; higher: stiffer
+        body, bent near the head only).
+    cast_amplitude: median head-sweep amplitude of casts (rad); per cast log-normal around
+        it, clipped to 0.29-1.88 times it.
+    cast_frequency: frequency of the head sweeps of casts (Hz), drawn per cast.
+    bout_duration_scale: multipliers of the median bout duration (and of its clip range) of
+        each behaviour, in BEHAVIOURS_7 order; they change bout durations and hence the
+        class balance.
     """
 
     duration_s: float = 60.0
@@ -174,6 +197,16 @@ class SimulationConfig:
     partial_track_probability: float = 0.4
     short_track_probability: float = 0.04
     label_set: str = "7"
+    stride_hz: tuple[float, float] = (1.0, 1.5)
+    stride_length: tuple[float, float] = (0.15, 0.3)
+    length_oscillation: tuple[float, float] = (0.02, 0.05)
+    wave_depth: tuple[float, float] = (0.2, 0.4)
+    head_sway: tuple[float, float] = (0.03, 0.12)
+    bend_start: float = 0.4
+    bend_exponent: float = 1.5
+    cast_amplitude: float = 0.85
+    cast_frequency: tuple[float, float] = (0.4, 0.9)
+    bout_duration_scale: tuple[float, ...] = (1.0,) * 7
 
     def __post_init__(self) -> None:
         if not self.duration_s > 0:
@@ -193,6 +226,26 @@ class SimulationConfig:
         if str(self.label_set) not in ("6", "7"):
             raise ValueError(f"label_set must be '6' or '7', got {self.label_set!r}")
         self.label_set = str(self.label_set)
+        for name in ("stride_hz", "stride_length", "head_sway", "cast_frequency"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be a range 0 <= min <= max, got {getattr(self, name)}")
+        for name in ("length_oscillation", "wave_depth"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi < 1:
+                raise ValueError(f"{name} must be a range 0 <= min <= max < 1, got {getattr(self, name)}")
+        if not 0 <= self.bend_start < 1:
+            raise ValueError(f"bend_start must be in [0, 1), got {self.bend_start}")
+        if not self.bend_exponent > 0:
+            raise ValueError(f"bend_exponent must be > 0, got {self.bend_exponent}")
+        if not self.cast_amplitude >= 0:
+            raise ValueError(f"cast_amplitude must be >= 0 rad, got {self.cast_amplitude}")
+        scale = tuple(self.bout_duration_scale)
+        if len(scale) != 7 or not all(x > 0 for x in scale):
+            raise ValueError(
+                f"bout_duration_scale must be 7 numbers > 0 (one per behaviour of BEHAVIOURS_7), got {scale}"
+            )
+        self.bout_duration_scale = tuple(float(x) for x in scale)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -207,38 +260,63 @@ class SimulationConfig:
 # Behaviour sequence
 
 
-def _stationary_time_fractions() -> np.ndarray:
-    """Long-run fraction of time spent in each behaviour (for the first bout of a track)."""
+def _durations(duration_scale: tuple[float, ...] | None) -> np.ndarray:
+    """`_DURATION` with each behaviour's median and clip range multiplied by its scale."""
+    if duration_scale is None:
+        return _DURATION
+    scale = np.asarray(duration_scale, dtype=np.float64)
+    if scale.shape != (7,) or not np.all(scale > 0):
+        raise ValueError(f"duration_scale must be 7 numbers > 0 (BEHAVIOURS_7 order), got {duration_scale}")
+    durations = _DURATION.copy()
+    durations[:, [0, 2, 3]] *= scale[:, None]
+    return durations
+
+
+@functools.lru_cache(maxsize=32)
+def _stationary_time_fractions(duration_scale: tuple[float, ...] | None = None) -> np.ndarray:
+    """Long-run fraction of time spent in each behaviour (for the first bout of a track),
+    with bout durations scaled by `duration_scale` (see `behaviour_bouts`). Cached (read-only)."""
     vals, vecs = np.linalg.eig(_JUMP.T)
     pi = np.real(vecs[:, np.argmin(np.abs(vals - 1))])
     pi = pi / pi.sum()
-    median, sigma = _DURATION[:, 0], _DURATION[:, 1]
+    durations = _durations(duration_scale)
+    median, sigma = durations[:, 0], durations[:, 1]
     mean_duration = median * np.exp(sigma**2 / 2)
     frac = pi * mean_duration
-    return frac / frac.sum()
+    frac = frac / frac.sum()
+    frac.setflags(write=False)  # shared by every caller (cached)
+    return frac
 
 
-_TIME_FRACTIONS = _stationary_time_fractions()
-
-
-def _bout_duration(rng: np.random.Generator, behaviour: int) -> float:
-    median, sigma, lo, hi = _DURATION[behaviour]
+def _bout_duration(rng: np.random.Generator, behaviour: int, durations: np.ndarray) -> float:
+    median, sigma, lo, hi = durations[behaviour]
     return float(np.clip(median * np.exp(sigma * rng.standard_normal()), lo, hi))
 
 
-def behaviour_bouts(rng: np.random.Generator, t_start: float, t_end: float) -> tuple[np.ndarray, np.ndarray]:
+def behaviour_bouts(
+    rng: np.random.Generator,
+    t_start: float,
+    t_end: float,
+    *,
+    duration_scale: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Semi-Markov behaviour sequence covering [t_start, t_end] (s).
+
+    duration_scale: multipliers of each behaviour's median bout duration and of its clip
+        range, in BEHAVIOURS_7 order (default: none, i.e. all 1).
 
     Returns (behaviours (B,) int indices into BEHAVIOURS_7, boundaries (B+1,) s), with
     boundaries[0] <= t_start and boundaries[-1] >= t_end. The first bout is drawn from the
     long-run time fractions and started part-way, so a track can start in any behaviour.
     """
-    state = int(rng.choice(7, p=_TIME_FRACTIONS))
-    first = _bout_duration(rng, state)
+    key = None if duration_scale is None else tuple(float(x) for x in duration_scale)
+    durations = _durations(key)
+    state = int(rng.choice(7, p=_stationary_time_fractions(key)))
+    first = _bout_duration(rng, state, durations)
     t = t_start - first * rng.uniform(0.0, 1.0)
     behaviours, bounds = [], [t]
     while True:
-        duration = first if not behaviours else _bout_duration(rng, state)
+        duration = first if not behaviours else _bout_duration(rng, state, durations)
         behaviours.append(state)
         t += duration
         bounds.append(t)
@@ -272,9 +350,9 @@ class _Larva:
     @classmethod
     def draw(cls, rng: np.random.Generator, config: SimulationConfig) -> "_Larva":
         length = rng.uniform(*config.body_length_mm)
-        stride_hz = rng.uniform(1.0, 1.5)
-        # stride length 0.15-0.3 body lengths, so speed ~ 0.4-2 mm/s
-        speed = stride_hz * length * rng.uniform(0.15, 0.3)
+        stride_hz = rng.uniform(*config.stride_hz)
+        # by default stride length 0.15-0.3 body lengths, so speed ~ 0.4-2 mm/s
+        speed = stride_hz * length * rng.uniform(*config.stride_length)
         return cls(
             length=length,
             width=float(np.clip(rng.uniform(0.3, 0.5) * length / 3.75, 0.25, 0.6)),
@@ -282,9 +360,9 @@ class _Larva:
             speed=speed,
             back_speed_ratio=rng.uniform(0.3, 0.5),
             back_freq_ratio=rng.uniform(0.65, 0.9),
-            length_oscillation=rng.uniform(0.02, 0.05),
-            wave_depth=rng.uniform(0.2, 0.4),
-            head_sway=rng.uniform(0.03, 0.12),
+            length_oscillation=rng.uniform(*config.length_oscillation),
+            wave_depth=rng.uniform(*config.wave_depth),
+            head_sway=rng.uniform(*config.head_sway),
             cast_follow=rng.uniform(0.3, 0.8),
             blend=rng.uniform(0.1, 0.2),
             posture_drift=rng.uniform(0.03, 0.08),
@@ -330,13 +408,17 @@ class _Posture:
 def _posture_signals(
     rng: np.random.Generator,
     larva: _Larva,
+    config: SimulationConfig,
     behaviours: np.ndarray,
     bounds: np.ndarray,
     t_fine: np.ndarray,
     start_xy: np.ndarray,
     start_heading: float,
 ) -> _Posture:
-    """Generate the posture signals of one larva on the regular grid `t_fine` (s)."""
+    """Generate the posture signals of one larva on the regular grid `t_fine` (s).
+
+    config: gives the casts' `cast_amplitude` and `cast_frequency`.
+    """
     n = t_fine.size
     dt = _FINE_DT
     z = lambda: np.zeros(n)  # noqa: E731
@@ -346,6 +428,8 @@ def _posture_signals(
     roll_bend, roll_lateral, small_bend, small_dev = z(), z(), z(), z()
     h = larva.blend
     t0 = t_fine[0]
+    cast_amp = config.cast_amplitude
+    cast_lo, cast_hi = _CAST_CLIP[0] * cast_amp, _CAST_CLIP[1] * cast_amp
 
     last = len(behaviours) - 1
     for index, (b, start, end) in enumerate(zip(behaviours, bounds[:-1], bounds[1:])):
@@ -377,8 +461,8 @@ def _posture_signals(
             back_wave[sl] += w
         elif b == CAST:
             # head sweeps; amplitude log-normal so that some casts are weak
-            amp = float(np.clip(0.85 * np.exp(0.4 * rng.standard_normal()), 0.25, 1.6))
-            freq = rng.uniform(0.4, 0.9)
+            amp = float(np.clip(cast_amp * np.exp(0.4 * rng.standard_normal()), cast_lo, cast_hi))
+            freq = rng.uniform(*config.cast_frequency)
             bias = rng.choice((-1.0, 1.0)) * rng.uniform(0.0, 0.8)
             env = _smoothstep(u / 0.25) * _smoothstep((duration - u) / 0.25)
             sweep = (bias + np.sin(2 * np.pi * freq * u + rng.uniform(0, 2 * np.pi))) / (1 + abs(bias))
@@ -465,10 +549,15 @@ def _posture_signals(
     )
 
 
-def _spine(posture: _Posture, n_points: int, wave_depth: float) -> np.ndarray:
+def _spine(
+    posture: _Posture, n_points: int, wave_depth: float, bend_start: float = 0.4, bend_exponent: float = 1.5
+) -> np.ndarray:
     """Noise-free spine (n, n_points, 2) in mm, tail -> head, from posture signals.
 
     wave_depth: how much the peristaltic wave shortens the segments it passes (fraction).
+    bend_start, bend_exponent: the anterior bend acts on the body from `bend_start` (fraction
+        from the tail) to the head, weighted by ((s - bend_start) / (1 - bend_start)) **
+        bend_exponent at position s (see SimulationConfig).
     """
     k = n_points
     s_seg = (np.arange(k - 1) + 0.5) / (k - 1)  # segment midpoints along the body, 0 = tail
@@ -485,7 +574,7 @@ def _spine(posture: _Posture, n_points: int, wave_depth: float) -> np.ndarray:
     )
     seg_len = weights / weights.sum(axis=1, keepdims=True) * p.length[:, None]
     # Tangent angle along the body: heading + anterior bend + constant-curvature bend.
-    anterior = np.clip((s_seg - 0.4) / 0.6, 0.0, 1.0) ** 1.5
+    anterior = np.clip((s_seg - bend_start) / (1.0 - bend_start), 0.0, 1.0) ** bend_exponent
     angle = (
         p.heading[:, None]
         + p.head_bend[:, None] * anterior
@@ -625,15 +714,15 @@ def simulate_larva(
     frames = _visible_frames(rng, config, times.size, fps)
     t = times[frames]
     larva = _Larva.draw(rng, config)
-    behaviours, bounds = behaviour_bouts(rng, t[0], t[-1])
+    behaviours, bounds = behaviour_bouts(rng, t[0], t[-1], duration_scale=config.bout_duration_scale)
     # The fine grid starts a little early so that the sampled signals are free of start-up.
     t_fine = np.arange(t[0] - 0.5, t[-1] + 0.5 + _FINE_DT, _FINE_DT)
     start_xy = rng.uniform(0.3 * arena_mm, 0.7 * arena_mm, 2)
     posture = _posture_signals(
-        rng, larva, behaviours, bounds, t_fine, start_xy, rng.uniform(-np.pi, np.pi)
+        rng, larva, config, behaviours, bounds, t_fine, start_xy, rng.uniform(-np.pi, np.pi)
     ).at(t_fine, t)
 
-    spine = _spine(posture, config.n_spine_points, larva.wave_depth)
+    spine = _spine(posture, config.n_spine_points, larva.wave_depth, config.bend_start, config.bend_exponent)
     outline = None
     if outline_points:
         counts = outline_points - rng.integers(0, config.outline_points_jitter + 1, t.size)
