@@ -1,0 +1,192 @@
+"""Windowed kinematic features: shapes, degenerate input, known motions and postures,
+invariances, and the gradient-boosting baseline on simulated tracks."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from maggotflow.kinematics import FEATURE_NAMES, window_features
+from maggotflow.segments import build_segments
+from maggotflow.tracks import Track
+
+COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def straight_larva(velocity=(0.0, 0.0), window=20, points=5, dt=0.1, head_angle=0.0):
+    """One segment (1, 2, P, W): a straight larva of length 1 along +x, centred on its middle
+    point, translated at `velocity` (body lengths/s), its head segment bent by `head_angle`."""
+    s = np.linspace(-0.5, 0.5, points)
+    xy = np.stack([s, np.zeros(points)], axis=0)  # (2, P)
+    step = s[1] - s[0]
+    xy[:, -1] = xy[:, -2] + step * np.array([np.cos(head_angle), np.sin(head_angle)])
+    t = (np.arange(window) - window // 2) * dt
+    seg = xy[:, :, None] + np.asarray(velocity, dtype=float)[:, None, None] * t[None, None, :]
+    return seg[None].astype(np.float32)
+
+
+def feature(features, name):
+    return features[:, COL[name]]
+
+
+def rotate(segments, angle, shift=(0.0, 0.0)):
+    """Rotate segments (N, 2, P, W) by `angle` about the origin, then shift them."""
+    c, s = np.cos(angle), np.sin(angle)
+    x, y = segments[:, 0], segments[:, 1]
+    out = np.stack([c * x - s * y + shift[0], s * x + c * y + shift[1]], axis=1)
+    return out.astype(np.float32)
+
+
+def crawling_segments(fps=17.3, length_mm=3.0, duration=12.0, seed=0, centres=None):
+    """Segments of a larva crawling at 0.5 body lengths/s along a curved path, head wiggling
+    (centred on every step, or on `centres` in s)."""
+    rng = np.random.default_rng(seed)
+    t = np.round(np.sort(np.arange(0, duration, 1 / fps) + rng.uniform(0, 0.2 / fps, int(np.ceil(duration * fps)))), 4)
+    s = np.linspace(0, length_mm, 11)[None, :]  # arc length tail -> head
+    heading = 0.3 * np.sin(0.4 * t)[:, None]
+    bend = 0.4 * np.sin(2.0 * t)[:, None]
+    travel = 0.5 * length_mm * t[:, None]
+    x = travel * np.cos(heading) + s * np.cos(heading + bend * s / length_mm)
+    y = travel * np.sin(heading) + s * np.sin(heading + bend * s / length_mm)
+    return build_segments(Track("1", t, np.stack([x, y], axis=-1)), centres=centres)
+
+
+def test_shape_dtype_and_names():
+    rng = np.random.default_rng(0)
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    assert 25 <= len(FEATURE_NAMES) <= 40
+    for shape in [(7, 2, 5, 20), (3, 2, 3, 2), (1100, 2, 11, 31), (0, 2, 5, 20)]:
+        out = window_features(rng.normal(size=shape).astype(np.float32))
+        assert out.shape == (shape[0], len(FEATURE_NAMES))
+        assert out.dtype == np.float32
+        assert np.isfinite(out).all()
+
+
+def test_rows_are_independent_of_the_batch():
+    # Blocks are processed in chunks: a row's features must not depend on its neighbours.
+    segments = np.random.default_rng(1).normal(size=(1500, 2, 5, 20)).astype(np.float32)
+    whole = window_features(segments)
+    np.testing.assert_allclose(whole[1234:1236], window_features(segments[1234:1236]), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="segments must be"):
+        window_features(np.zeros((4, 2, 2, 20), np.float32))  # P < 3
+    with pytest.raises(ValueError, match="segments must be"):
+        window_features(np.zeros((4, 2, 5, 1), np.float32))  # W < 2
+    with pytest.raises(ValueError, match="frame_interval"):
+        window_features(np.zeros((4, 2, 5, 20), np.float32), frame_interval=0.0)
+
+
+def test_degenerate_segments_give_finite_zeros():
+    collapsed = np.zeros((2, 2, 5, 20), np.float32)  # all points equal, no motion
+    collapsed[1] = 0.3  # same, away from the origin
+    moving_point = np.zeros((1, 2, 5, 20), np.float32)
+    moving_point[:, 0] = np.linspace(0, 1, 20)  # all points together, moving along x
+    still = straight_larva()  # a constant window
+    out = window_features(np.concatenate([collapsed, moving_point, still]))
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[:2], 0.0)
+    # A larva collapsed to a point has no axis or angles, but its speed is defined.
+    assert feature(out, "speed_mean")[2] == pytest.approx(1 / 19 / 0.1, rel=1e-5)
+    assert feature(out, "head_angle_abs_mean")[2] == 0.0
+    assert feature(out, "length_mean")[3] == pytest.approx(1.0)
+    assert feature(out, "speed_mean")[3] == 0.0
+    assert feature(out, "length_std")[3] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("speed", [0.7, -0.4])
+def test_straight_larva_forward_speed(speed):
+    out = window_features(straight_larva(velocity=(speed, 0.0)))
+    for name in ("forward_mean", "forward_centre"):
+        assert feature(out, name)[0] == pytest.approx(speed, rel=1e-4)
+    assert feature(out, "speed_mean")[0] == pytest.approx(abs(speed), rel=1e-4)
+    assert feature(out, "forward_std")[0] == pytest.approx(0.0, abs=1e-4)
+    for name in ("lateral_mean", "lateral_centre", "head_speed_mean", "tail_speed_mean",
+                 "head_angle_abs_mean", "curvature_mean", "axis_angular_speed_mean", "length_rate_mean"):
+        assert feature(out, name)[0] == pytest.approx(0.0, abs=1e-4), name
+    assert feature(out, "length_mean")[0] == pytest.approx(1.0, rel=1e-5)
+    assert feature(out, "length_centre")[0] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_sideways_motion_is_lateral():
+    out = window_features(straight_larva(velocity=(0.0, -0.3)))
+    assert feature(out, "lateral_mean")[0] == pytest.approx(0.3, rel=1e-4)
+    assert feature(out, "lateral_centre")[0] == pytest.approx(0.3, rel=1e-4)
+    assert feature(out, "forward_mean")[0] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_speeds_are_per_second():
+    segments = straight_larva(velocity=(0.6, 0.0))  # 0.6 body lengths/s at 0.1 s steps
+    slow = window_features(segments, frame_interval=0.2)  # the same positions 0.2 s apart
+    assert feature(slow, "forward_mean")[0] == pytest.approx(0.3, rel=1e-4)
+    assert feature(slow, "length_mean")[0] == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("angle", [0.5, -1.0])
+def test_bent_head_angle(angle):
+    out = window_features(straight_larva(head_angle=angle))
+    assert feature(out, "head_angle_mean")[0] == pytest.approx(angle, rel=1e-5)
+    for name in ("head_angle_abs_mean", "head_angle_abs_max", "head_angle_abs_centre", "curvature_mean"):
+        assert feature(out, name)[0] == pytest.approx(abs(angle), rel=1e-5), name
+    assert feature(out, "head_angle_std")[0] == pytest.approx(0.0, abs=1e-5)
+    # The tail segment continues the straight trunk, but the rest of the body (point 1 ->
+    # head) turns towards the bent head, by atan2(sin a, 2 + cos a) for 4 equal segments.
+    assert feature(out, "tail_angle_mean")[0] == pytest.approx(np.arctan2(np.sin(angle), 2 + np.cos(angle)), rel=1e-4)
+
+
+def test_head_sweep_gives_angular_speed():
+    # Head angle going linearly from -0.5 to 0.5 rad over the window.
+    window, dt = 20, 0.1
+    angles = np.linspace(-0.5, 0.5, window)
+    frames = np.concatenate([straight_larva(window=1, head_angle=a) for a in angles], axis=3)
+    out = window_features(frames, dt)
+    assert feature(out, "head_angular_speed_mean")[0] == pytest.approx(1.0 / ((window - 1) * dt), rel=1e-4)
+    assert feature(out, "head_angle_mean")[0] == pytest.approx(0.0, abs=1e-5)
+    assert feature(out, "head_angle_std")[0] == pytest.approx(np.std(angles), rel=1e-4)
+    assert feature(out, "head_angle_abs_max")[0] == pytest.approx(0.5, rel=1e-5)
+    assert feature(out, "head_speed_mean")[0] > 0
+
+
+def test_translation_and_rotation_invariance():
+    segments = crawling_segments()
+    out = window_features(segments)
+    assert np.isfinite(out).all()
+    for angle, shift in [(0.0, (2.0, -1.0)), (1.3, (0.0, 0.0)), (-2.5, (0.4, 0.7))]:
+        moved = window_features(rotate(segments, angle, shift))
+        np.testing.assert_allclose(moved, out, rtol=1e-3, atol=2e-4)
+    # A mirror image flips the signed angles only.
+    mirrored = segments.copy()
+    mirrored[:, 1] *= -1
+    flipped = window_features(mirrored)
+    signed = [COL[n] for n in ("head_angle_mean", "tail_angle_mean")]
+    np.testing.assert_allclose(flipped[:, signed], -out[:, signed], rtol=1e-4, atol=1e-5)
+    rest = [i for i in range(len(FEATURE_NAMES)) if i not in signed]
+    np.testing.assert_allclose(flipped[:, rest], out[:, rest], rtol=1e-4, atol=1e-5)
+
+
+def test_crawling_larva_features_do_not_depend_on_size_or_frame_rate():
+    centres = np.arange(2.0, 10.0, 0.05)  # windows inside the track
+    reference = window_features(crawling_segments(centres=centres))
+    assert np.median(feature(reference, "forward_mean")) == pytest.approx(0.5, rel=0.1)  # curved path: a bit less
+    np.testing.assert_allclose(window_features(crawling_segments(length_mm=6.0, centres=centres)), reference,
+                               rtol=1e-3, atol=1e-4)
+    # Another frame rate: the same features up to the linear interpolation between frames.
+    other = window_features(crawling_segments(fps=30.0, seed=1, centres=centres))
+    scale = np.abs(reference).mean(axis=0) + 1e-3
+    assert (np.abs(other - reference).mean(axis=0) / scale).max() < 0.03
+
+
+def test_throughput():
+    segments = np.random.default_rng(2).normal(size=(20_000, 2, 5, 20)).astype(np.float32)
+    start = time.perf_counter()
+    window_features(segments)
+    # Typically >= 200k segments/s on one core; a generous bound for loaded test machines.
+    assert time.perf_counter() - start < 1.0
+
+
+def test_imports_numpy_only():
+    code = "import sys, maggotflow.kinematics; print('torch' in sys.modules or 'sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
