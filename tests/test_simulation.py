@@ -17,11 +17,13 @@ from maggotflow.formats.label import attach_labels, read_label_file
 from maggotflow.simulation import (
     BEHAVIOURS_6,
     BEHAVIOURS_7,
+    REGIMES,
     TO_6,
     SimulationConfig,
     behaviour_bouts,
     file_run,
     label_file_path,
+    regime_config,
     simulate,
     simulate_larva,
     simulate_run,
@@ -345,7 +347,8 @@ def test_cli_writes_six_label_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argument", [["--larvae", "5-2"], ["--formats", "spine,avi"], ["--labels", "5"], ["--files", "0"]]
+    "argument",
+    [["--larvae", "5-2"], ["--formats", "spine,avi"], ["--labels", "5"], ["--files", "0"], ["--regime", "D"]],
 )
 def test_cli_rejects_bad_arguments(tmp_path, argument, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -437,3 +440,69 @@ def test_simulated_labels_follow_the_configured_bout_durations():
 def test_invalid_body_and_gait_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         SimulationConfig(**{field: value})
+
+
+def test_regimes_are_named_and_unknown_ones_refused():
+    assert set(REGIMES) == {"A", "B", "C"}
+    assert regime_config("A") == SimulationConfig()
+    assert regime_config("B", duration_s=5.0).duration_s == 5.0
+    assert regime_config("C", n_spine_points=9).n_spine_points == 9  # overrides win
+    with pytest.raises(ValueError, match="'D'.*A, B, C"):
+        regime_config("D")
+
+
+@pytest.mark.parametrize("name", ["A", "B", "C"])
+def test_each_regime_simulates_within_its_ranges(name):
+    config = regime_config(name, duration_s=20.0, larvae=(3, 4))
+    lo_fps, hi_fps = config.frame_rate_hz
+    lo_mm, hi_mm = config.body_length_mm
+    for seed in range(3):
+        run = simulate_run(np.random.default_rng([13, seed]), config, {"id": "x"})
+        intervals = np.concatenate([np.diff(track.t) for track in run.tracks])
+        assert 0.97 * lo_fps < 1.0 / np.median(intervals) < 1.03 * hi_fps
+        for track in run.tracks:
+            assert track.n_points == config.n_spine_points
+            if track.n_steps >= 20:  # a few frames may all fall in a hunch
+                assert 0.9 * lo_mm < np.median(track.spine_lengths()) < 1.1 * hi_mm
+    # FIMTrack files keep their 30 fps in every regime
+    fim = file_run(0, seed=1, fmt="fimtrack", config=config)
+    assert all(np.allclose(track.t * 30.0, np.round(track.t * 30.0), atol=1e-9) for track in fim.tracks)
+
+
+def _run_bout_shapes(config) -> tuple[float, float]:
+    """Median over run bouts (steps 0.3 s away from their ends) of the spine length's relative
+    SD and of the longest-over-shortest segment ratio."""
+    run = simulate_run(np.random.default_rng(17), config, {"id": "x"})
+    spread, unevenness = [], []
+    for track in run.tracks:
+        lengths = track.spine_lengths()
+        segments = np.linalg.norm(np.diff(track.spine, axis=1), axis=2)
+        for name, a, b in bouts(track):
+            inner = (track.t >= track.t[a] + 0.3) & (track.t <= track.t[b] - 0.3)
+            if name != "run_large" or inner.sum() < 10:
+                continue
+            spread.append(lengths[inner].std() / lengths[inner].mean())
+            unevenness.append(np.median(segments[inner].max(axis=1) / segments[inner].min(axis=1)))
+    assert len(spread) >= 3
+    return float(np.median(spread)), float(np.median(unevenness))
+
+
+def test_no_peristalsis_keeps_the_running_body_even():
+    # Noise-free, so that the spine is the body model's.
+    base = {"duration_s": 30.0, "larvae": (4, 4), "tracker_noise_mm": (0.0, 0.0)}
+    spread_a, uneven_a = _run_bout_shapes(regime_config("A", **base))
+    spread_flat, uneven_flat = _run_bout_shapes(
+        regime_config("A", length_oscillation=(0.0, 0.0), wave_depth=(0.0, 0.0), **base)
+    )
+    assert spread_a > 0.01  # the body length oscillates a few % over a stride
+    assert spread_flat < 0.1 * spread_a
+    assert uneven_a > 1.2  # the wave compresses the segments it passes
+    assert uneven_flat < 1.01
+
+
+def test_cli_regime_sets_the_tracker(tmp_path, capsys):
+    code = main(["simulate", str(tmp_path), "--files", "1", "--duration", "5", "--larvae", "2", "--regime", "B"])
+    assert code == 0
+    (path,) = [Path(line) for line in capsys.readouterr().out.split()]
+    run = read_run(path)
+    assert {track.n_points for track in run.tracks} == {7}

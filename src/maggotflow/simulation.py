@@ -30,6 +30,9 @@ its neighbours over a per-larva blend time of 0.1-0.2 s, as real transitions are
 ground-truth label of a time step is the bout containing it (hard boundary in the middle of
 the blend). Bout amplitudes vary (weak casts, slow runs) so classes overlap somewhat.
 
+Body, gait and bout-duration constants are `SimulationConfig` fields; the figures here are
+their defaults (regime "A" below).
+
 - run: peristaltic forward crawl, stride 1-1.5 Hz, forward displacement in pulses, body
   length oscillating a few %, heading drifting slowly, small head sway.
 - cast: anterior half sweeping left/right (head angle up to ~1.5 rad), little forward motion,
@@ -49,6 +52,24 @@ dropped at random plus occasional gaps of several frames, larvae entering and le
 (tracks of different lengths, sometimes only a few frames), Gaussian positional noise on the
 spine and on the outline. None of these depends on the behaviour: the label is recoverable
 from posture dynamics only (no label-dependent noise, position, orientation or frame rate).
+
+Regimes
+-------
+`REGIMES` names three sets of `SimulationConfig` overrides that differ as much as two labs,
+trackers or strains would; `regime_config(name, **overrides)` builds one:
+
+- "A", the reference lab: the defaults (11 spine points, 10-30 fps, 2.5-5 mm larvae).
+- "B": small, fast larvae (2-3.2 mm, stride 1.4-2 Hz) filmed by a coarse, noisy tracker
+  (7 spine points, 12-16 fps, more noise and dropped frames), with a stiff-necked body
+  model without peristaltic length change (bend from 25 % of the body, linear; weak
+  segment compression) and small, fast casts; longer runs, shorter casts.
+- "C": large, slow larvae (4.5-7 mm, stride 0.6-1 Hz) filmed by a fine, fast tracker
+  (21 spine points, 40-60 fps, little noise), bent near the head only, with strong
+  peristalsis and wide, slow casts; shorter runs, longer casts, stops and small motions.
+
+FIMTrack files stay at `fimtrack_frame_rate_hz` (30 fps) in every regime. The regimes are
+a robustness test (does a tagger trained on one regime tag another?), not a target to fit:
+they were fixed before any model was measured on them, so do not tune them.
 
 Files
 -----
@@ -254,6 +275,58 @@ class SimulationConfig:
     def label_name(self, behaviour: int) -> str:
         name = BEHAVIOURS_7[behaviour]
         return name if self.label_set == "7" else TO_6[name]
+
+
+# Named simulation regimes: SimulationConfig overrides (see "Regimes" in the module doc).
+# Fixed before any model was measured on them: a robustness test, not a target to fit.
+REGIMES: dict[str, dict[str, Any]] = {
+    # the reference lab: today's defaults
+    "A": {},
+    # small, fast larvae; coarse, noisy tracker; stiff-necked body model without
+    # peristaltic length change
+    "B": {
+        "n_spine_points": 7,
+        "frame_rate_hz": (12.0, 16.0),
+        "body_length_mm": (2.0, 3.2),
+        "tracker_noise_mm": (0.04, 0.07),
+        "dropped_frame_probability": (0.03, 0.08),
+        "stride_hz": (1.4, 2.0),
+        "stride_length": (0.2, 0.35),
+        "length_oscillation": (0.0, 0.01),
+        "wave_depth": (0.0, 0.1),
+        "head_sway": (0.02, 0.06),
+        "bend_start": 0.25,
+        "bend_exponent": 1.0,
+        "cast_amplitude": 0.6,
+        "cast_frequency": (0.6, 1.2),
+        "bout_duration_scale": (1.5, 0.7, 1.0, 1.0, 1.0, 1.0, 1.0),
+    },
+    # large, slow larvae; fine, fast tracker; bend near the head, strong peristalsis
+    "C": {
+        "n_spine_points": 21,
+        "frame_rate_hz": (40.0, 60.0),
+        "body_length_mm": (4.5, 7.0),
+        "tracker_noise_mm": (0.01, 0.03),
+        "stride_hz": (0.6, 1.0),
+        "stride_length": (0.12, 0.22),
+        "length_oscillation": (0.05, 0.09),
+        "wave_depth": (0.35, 0.55),
+        "head_sway": (0.08, 0.2),
+        "bend_start": 0.55,
+        "bend_exponent": 2.5,
+        "cast_amplitude": 1.1,
+        "cast_frequency": (0.3, 0.6),
+        "bout_duration_scale": (0.7, 1.4, 1.0, 1.0, 1.0, 1.5, 1.3),
+    },
+}
+
+
+def regime_config(name: str, **overrides: Any) -> SimulationConfig:
+    """The SimulationConfig of regime `name` (a key of REGIMES), with `overrides` (field ->
+    value, e.g. duration_s=20) applied on top."""
+    if name not in REGIMES:
+        raise ValueError(f"unknown simulation regime {name!r}; expected one of {', '.join(REGIMES)}")
+    return SimulationConfig(**{**REGIMES[name], **overrides})
 
 
 # --------------------------------------------------------------------------------------

@@ -9,7 +9,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from maggotflow.simulation import SIMULATED_FORMATS, SimulationConfig, simulate
+from maggotflow.simulation import (
+    REGIMES,
+    SIMULATED_FORMATS,
+    SimulationConfig,
+    regime_config,
+    simulate,
+)
 
 
 def _larvae_range(text: str) -> tuple[int, int]:
@@ -74,10 +80,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="label set: 7 = run_large, cast_large, back_large, hunch_large, roll_large, stop_large, "
         f"small_motion; 6 = run, cast, back, hunch, roll, stop_large (default {SimulationConfig.label_set})",
     )
+    parser.add_argument(
+        "--regime", choices=tuple(REGIMES), default="A",
+        help="simulation regime (maggotflow.simulation.REGIMES): A = reference lab; B = small, fast larvae, "
+        "coarse noisy tracker; C = large, slow larvae, fine fast tracker (default A)",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
-    config = SimulationConfig(duration_s=args.duration, larvae=tuple(args.larvae), label_set=args.labels)
+    config = regime_config(args.regime, duration_s=args.duration, larvae=tuple(args.larvae), label_set=args.labels)
     for path in simulate(args.outdir, args.files, seed=args.seed, formats=args.formats, config=config):
         print(path)
     return 0
