@@ -4,14 +4,17 @@ invariances, and the gradient-boosting baseline on simulated tracks."""
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from maggotflow.kinematics import FEATURE_NAMES, window_features
 from maggotflow.segments import build_segments
+from maggotflow.simulation import SimulationConfig, simulate_run
 from maggotflow.tracks import Track
 
+REPO = Path(__file__).resolve().parents[1]
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
@@ -111,6 +114,18 @@ def test_straight_larva_forward_speed(speed):
     assert feature(out, "length_centre")[0] == pytest.approx(1.0, rel=1e-5)
 
 
+def test_accelerating_larva_central_speed():
+    # Displacement (t + 1)^2 / 2 along the body: forward velocity t + 1 at each difference's
+    # midpoint; the window's centre step is t = 0, its mean midpoint time -0.05 s.
+    segment = straight_larva()
+    t = (np.arange(20) - 10) * 0.1
+    segment[:, 0] += ((t + 1) ** 2 / 2).astype(np.float32)
+    out = window_features(segment)
+    assert feature(out, "forward_centre")[0] == pytest.approx(1.0, rel=1e-3)
+    assert feature(out, "forward_mean")[0] == pytest.approx(0.95, rel=1e-3)
+    assert feature(out, "forward_std")[0] == pytest.approx(np.std(t[:-1] + 0.05 + 1), rel=1e-3)
+
+
 def test_sideways_motion_is_lateral():
     out = window_features(straight_larva(velocity=(0.0, -0.3)))
     assert feature(out, "lateral_mean")[0] == pytest.approx(0.3, rel=1e-4)
@@ -147,6 +162,8 @@ def test_head_sweep_gives_angular_speed():
     assert feature(out, "head_angle_mean")[0] == pytest.approx(0.0, abs=1e-5)
     assert feature(out, "head_angle_std")[0] == pytest.approx(np.std(angles), rel=1e-4)
     assert feature(out, "head_angle_abs_max")[0] == pytest.approx(0.5, rel=1e-5)
+    # The central 0.5 s: steps W//2 - 2 .. W//2 + 2.
+    assert feature(out, "head_angle_abs_centre")[0] == pytest.approx(np.abs(angles[8:13]).mean(), rel=1e-4)
     assert feature(out, "head_speed_mean")[0] > 0
 
 
@@ -190,3 +207,45 @@ def test_throughput():
 def test_imports_numpy_only():
     code = "import sys, maggotflow.kinematics; print('torch' in sys.modules or 'sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
+
+
+def simulated_larvae():
+    """Features and class indices of the 6 larvae of one simulated minute, one pair per larva."""
+    config = SimulationConfig(duration_s=60, larvae=(6, 6))
+    run = simulate_run(np.random.default_rng(0), config, {"id": "x"})
+    names = list(config.label_names)
+    return names, [(window_features(build_segments(track)), np.array([names.index(step[0]) for step in track.labels]))
+                   for track in run.tracks]
+
+
+def test_boosting_separates_run_and_cast_on_held_out_larvae(monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.syspath_prepend(str(REPO))  # benchmarks/ is a package of the repository, not installed
+    from benchmarks.baselines import BoostingTagger
+
+    names, larvae = simulated_larvae()
+    train, test = larvae[2:], larvae[:2]  # split by larva: no window of a test larva is seen
+    features, truth = (np.concatenate(parts) for parts in zip(*train))
+    held_out, expected = (np.concatenate(parts) for parts in zip(*test))
+    tagger = BoostingTagger().fit(features, truth, seed=0)
+    pred = tagger.predict(held_out)
+    assert pred.shape == expected.shape and pred.dtype == np.int64
+
+    majority = np.bincount(truth).argmax()
+    assert names[majority].startswith("run")
+    assert (pred == expected).mean() > np.mean(expected == majority) + 0.1  # ~0.88 vs 0.67
+    for behaviour in ("run_large", "cast_large"):
+        label = names.index(behaviour)
+        hit, true = pred == label, expected == label
+        f1 = 2 * np.sum(hit & true) / (hit.sum() + true.sum())
+        assert f1 > {"run_large": 0.9, "cast_large": 0.7}[behaviour], (behaviour, f1)  # ~0.95, ~0.85
+
+    # Subsampling and class weights: the same seed gives the same model.
+    small = {"class_weight": "balanced", "max_samples": 1000, "max_iter": 30}
+    first = BoostingTagger(**small).fit(features, truth, seed=3).predict(held_out)
+    np.testing.assert_array_equal(first, BoostingTagger(**small).fit(features, truth, seed=3).predict(held_out))
+    assert (first == expected).mean() > np.mean(expected == majority)
+    with pytest.raises(ValueError, match="class_weight"):
+        BoostingTagger(class_weight="inverse").fit(features, truth)
+    with pytest.raises(RuntimeError, match="before fit"):
+        BoostingTagger().predict(held_out)
