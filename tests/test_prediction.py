@@ -80,10 +80,12 @@ def sim(tmp_path_factory):
 
 
 def model_classes(instance: ModelInstance, track) -> np.ndarray:
-    """What the tagger says for every step of `track`, computed here without the predictor."""
+    """What the tagger says for every step of `track`, computed here without the predictor:
+    its logits, then its decision rule (calibration offsets, HMM) over the whole larva."""
     segments = build_segments(track, instance.segment_spec, length=larva_length(track))
     with torch.inference_mode():
-        return instance.tagger()(torch.from_numpy(segments)).argmax(1).numpy()
+        logits = instance.tagger()(torch.from_numpy(segments)).numpy()
+    return instance.decision.decode(logits, track.t)
 
 
 def label_bytes(paths) -> list[bytes]:
@@ -109,7 +111,7 @@ def test_every_step_of_every_larva_gets_the_model_label_at_the_track_times(sim, 
         np.testing.assert_array_equal(t, np.round(track.t, 3))  # the track's own times, 1 ms
         np.testing.assert_array_equal(t, truth.tracks[track.id][0])
         assert len(steps) == track.n_steps and all(len(step) == 1 for step in steps)
-        # exactly the model's argmax on the segment centred on each step
+        # exactly what the model decides from the segments centred on each step
         expected = model_classes(instance, track)
         assert [step[0] for step in steps] == [instance.labels[c] for c in expected]
 

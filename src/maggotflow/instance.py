@@ -2,7 +2,9 @@
 
     config.json      format_version, kind ("pretrained" | "tagger"), segment_spec (window,
                      frame_interval, n_points), encoder config, normalisation, labels
-                     (+ colors), classifier config, decoder config, post_rule, created_by
+                     (+ colors), classifier config, decoder config, post_rule, decision
+                     (calibration offsets and temporal decoder, `maggotflow.decoding`;
+                     null: plain argmax), created_by
     encoder.pt       encoder state dict
     decoder.pt       decoder state dict          (pretrained)
     classifier.pt    classifier state dict       (tagger)
@@ -39,10 +41,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from maggotflow.atomic import OutputError, make_dirs, temporary_name
 from maggotflow.curves import read_curve, save_curve
+from maggotflow.decoding import Decision
 from maggotflow.model import (
     ClassifierConfig,
     Decoder,
@@ -141,6 +145,7 @@ class ModelInstance:
         curves: dict[str, list[dict]] | None = None,
         decoder_context: int = 1,
         path: str | Path | None = None,
+        decision: Decision | None = None,
     ):
         """Modules left as None are built fresh (Kaiming-initialised) from their configs."""
         self.path = None if path is None else Path(path)
@@ -181,6 +186,11 @@ class ModelInstance:
                 raise ValueError(f"{len(self.labels)} labels for a classifier of {classifier_config.n_classes} classes")
             if self.classifier is None:
                 self.classifier = build_classifier(classifier_config)
+        self.decision = decision
+        if kind == "tagger" and self.decision is None:
+            self.decision = Decision.identity(len(self.labels))
+        if self.decision is not None and self.decision.offsets.size != len(self.labels):
+            raise ValueError(f"decision has {self.decision.offsets.size} offsets for {len(self.labels)} labels")
         if self.colors is not None and len(self.colors) != len(self.labels):
             raise ValueError(f"{len(self.colors)} colors for {len(self.labels)} labels")
 
@@ -199,6 +209,7 @@ class ModelInstance:
             "classifier": None if self.classifier_config is None else self.classifier_config.to_dict(),
             "decoder": None if self.decoder is None else {"context": self.decoder_context},
             "post_rule": self.post_rule,
+            "decision": None if self.decision is None or self.decision.is_identity else self.decision.to_dict(),
             "created_by": created_by(),
         }
 
@@ -235,11 +246,16 @@ class ModelInstance:
 
         segments: one (B, 2, P, W) tensor per spec of `segment_specs` (the interface a tagger
         shares with `maggotflow.ensemble.Ensemble`). Probabilities are the softmax of the
-        logits, or a forest's own. The caller chooses device, grad mode and autocast.
+        logits plus the decision's calibration offsets (`maggotflow.decoding`), or a
+        forest's own; classes are their argmax (a temporal decoder, if any, is applied per
+        larva by `maggotflow.prediction.Predictor`). The caller chooses device, grad mode and autocast.
         """
         scores = self.tagger()(segments[0]).float()  # (B, K) logits, or a forest's probabilities
-        probabilities = scores if isinstance(self.classifier, ForestClassifier) else scores.softmax(dim=1)
-        return scores.argmax(dim=1), probabilities
+        if isinstance(self.classifier, ForestClassifier):
+            return scores.argmax(dim=1), scores
+        if self.decision is not None and np.any(self.decision.offsets):
+            scores = scores + torch.as_tensor(self.decision.offsets, dtype=scores.dtype, device=scores.device)
+        return scores.argmax(dim=1), scores.softmax(dim=1)
 
     def __repr__(self) -> str:
         return (f"ModelInstance(kind={self.kind!r}, path={str(self.path)!r}, window={self.segment_spec.window}, "
@@ -288,6 +304,8 @@ class ModelInstance:
             labels = config.get("labels") or []
             colors = config.get("colors")
             post_rule = config.get("post_rule")
+            decision = (Decision.from_dict(config["decision"], len(labels))
+                        if config.get("decision") else None)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InstanceError(path, f"{CONFIG_NAME} is incomplete or invalid ({_one_line(err)})") from None
         provenance = read_provenance(path)
@@ -313,7 +331,7 @@ class ModelInstance:
                 kind, spec, encoder_config, encoder=encoder, decoder=decoder,
                 classifier_config=classifier_config, classifier=classifier, labels=labels,
                 colors=colors, post_rule=post_rule, provenance=provenance, curves=curves,
-                decoder_context=context, path=path,
+                decoder_context=context, path=path, decision=decision,
             )
         except ValueError as err:
             raise InstanceError(path, f"{CONFIG_NAME} is inconsistent ({_one_line(err)})") from None

@@ -22,6 +22,10 @@ ensemble's does the majority vote). `Predictor` only loads, streams, batches and
 - chunks span larvae and files (small files do not leave batches half empty); forward
   passes of `batch_size` segments run under `torch.inference_mode`, float32 on CPU,
   float16 autocast on CUDA;
+- a tagger's temporal decoder, if its decision has one (`maggotflow.decoding`: an HMM
+  fitted at training), decodes each larva's whole sequence of calibrated class
+  probabilities once all its steps are predicted (calibration offsets alone act per step,
+  inside the model's `predict`);
 - the model's post-rule, if any (`maggotflow.postrule.apply_post_rule`), is applied per larva.
 
 A larva whose spine has zero length (all points coincide over most of the track) cannot be
@@ -181,6 +185,8 @@ class _Job:
     run: Run
     classes: dict[int, np.ndarray]  # track index -> (n,) int64 class per step, for the larvae tagged
     remaining: int  # steps still waiting for a prediction
+    # track index -> (n, K) float32 log-probabilities, kept only for a temporal decoder
+    scores: dict[int, np.ndarray] | None = None
 
 
 class Predictor:
@@ -214,6 +220,8 @@ class Predictor:
         self.labels = list(self.instance.labels)
         self.colors = list(self.instance.colors) if self.instance.colors else default_colors(self.labels)
         self.post_rule = self.instance.post_rule
+        decision = getattr(self.instance, "decision", None)  # ensembles vote per step
+        self.decision = decision if decision is not None and decision.temporal else None
         self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 128))
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
@@ -221,11 +229,13 @@ class Predictor:
         self._steps = tuple((name,) for name in self.labels)
 
     # -- model
-    def classify(self, segments: Sequence[np.ndarray]) -> np.ndarray:
-        """Class indices (N,) int64, `batch_size` segments at a time.
+    def classify(self, segments: Sequence[np.ndarray], log_probabilities: np.ndarray | None = None) -> np.ndarray:
+        """Class indices (N,) int64, `batch_size` segments at a time (per-step argmax).
 
         segments: one (N, 2, P, W) float32 array per spec of `self.specs` (same N).
-        Forward passes run under `torch.inference_mode`, float16 autocast on CUDA.
+        log_probabilities: an (N, K) float32 array that receives the calibrated class
+        log-probabilities (for a temporal decoder). Forward passes run under
+        `torch.inference_mode`, float16 autocast on CUDA.
         """
         n = segments[0].shape[0]
         out = np.empty(n, dtype=np.int64)
@@ -235,8 +245,10 @@ class Predictor:
             autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
                         else contextlib.nullcontext())
             with torch.inference_mode(), autocast:
-                classes, _ = self.instance.predict(xs)
+                classes, probabilities = self.instance.predict(xs)
             out[i:i + self.batch_size] = classes.to("cpu").numpy()
+            if log_probabilities is not None:
+                log_probabilities[i:i + self.batch_size] = probabilities.clamp_min(1e-30).log().to("cpu").numpy()
         return out
 
     # -- runs
@@ -279,11 +291,15 @@ class Predictor:
                         yield self._finish(jobs.pop(job_id))
                 elif kind == "batch":
                     _, batch, n, pieces = message
-                    predicted = self.classify([b[:n] for b in batch])
+                    scores = (np.empty((n, len(self.labels)), dtype=np.float32)
+                              if self.decision is not None else None)
+                    predicted = self.classify([b[:n] for b in batch], scores)
                     done = []
                     for job_id, track, start, offset, count in pieces:
                         job = jobs[job_id]
                         job.classes[track][start:start + count] = predicted[offset:offset + count]
+                        if scores is not None:
+                            job.scores[track][start:start + count] = scores[offset:offset + count]
                         job.remaining -= count
                         if job.remaining == 0:
                             done.append(job_id)
@@ -293,6 +309,12 @@ class Predictor:
             messages.close()
 
     def _finish(self, job: _Job) -> tuple[Any, Run, dict[int, np.ndarray], None]:
+        if job.scores is not None:  # the temporal decoder: each larva's whole sequence at once
+            tracks = list(job.scores)
+            decoded = self.decision.smooth_many([job.scores[i] for i in tracks],
+                                                [job.run.tracks[i].t for i in tracks])
+            job.classes.update(zip(tracks, decoded))
+            job.scores = None
         if self.post_rule is not None:
             for i in job.classes:
                 job.classes[i] = apply_post_rule(job.classes[i])
@@ -324,7 +346,9 @@ class Predictor:
                     run.source or key, "no larva has a usable spine (zero length everywhere); nothing to tag")
                 continue
             classes = {i: np.empty(run.tracks[i].n_steps, dtype=np.int64) for i in tagged}
-            yield "job", job_id, _Job(key, run, classes, sum(c.size for c in classes.values()))
+            scores = ({i: np.empty((c.size, len(self.labels)), dtype=np.float32) for i, c in classes.items()}
+                      if self.decision is not None else None)
+            yield "job", job_id, _Job(key, run, classes, sum(c.size for c in classes.values()), scores)
             for i in tagged:
                 track, start = run.tracks[i], 0
                 while start < track.n_steps:

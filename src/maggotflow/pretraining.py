@@ -13,7 +13,7 @@ The loop, top to bottom:
    built vectorised per larva and kept in memory as one float32 tensor.
 2. Validation data are other files (or, with a single file, other larvae): overlapping
    windows of one larva in both sets would make the validation loss lie.
-3. Adam, random batches, gradient-norm clipping, a budget in optimisation steps;
+3. Adam, random batches (augmented with `augment`: `maggotflow.augmentation`), gradient-norm clipping, a budget in optimisation steps;
    validation MSE before training, every `eval_every` steps and at the end; the best
    validated encoder + decoder are kept and saved.
 
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from maggotflow.augmentation import augment
 from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.isolation import read_isolated
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
@@ -76,6 +77,7 @@ class PretrainConfig:
     time_kernel: int | None = EncoderConfig.time_kernel  # kernel along time; None: the window
     context: int = 1  # windows predicted on each side of the present (1: past + present + future)
     mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA (ignored on CPU)
+    augment: bool = False  # augment training batches (time warp, size, bend, mirror, rotation, noise)
 
     def __post_init__(self) -> None:
         self.filters = tuple(int(f) for f in self.filters)
@@ -280,6 +282,7 @@ def pretrain(
         params = list(encoder.parameters()) + list(decoder.parameters())
         optimiser = torch.optim.Adam(params, lr=config.lr)
         batches = torch.Generator().manual_seed(config.seed)
+        augmentation = torch.Generator().manual_seed(config.seed + 1) if config.augment else None
 
         def validate() -> dict:
             encoder.eval(), decoder.eval()
@@ -302,6 +305,8 @@ def pretrain(
         for step in range(1, config.steps + 1):
             idx = torch.randint(train_x.shape[0], (config.batch_size,), generator=batches)
             target = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B, 2, P, 3W)
+            if augmentation is not None:  # the whole span, warped about the present's centre
+                target = augment(target, augmentation, centre=ctx * spec.window + spec.window // 2)
             with precision.autocast():
                 recon = decoder(encoder(target[..., present]))  # (B, 2, P, W) -> (B, L) -> (B, 2, P, 3W)
             loss = F.mse_loss(recon.float(), target)

@@ -12,7 +12,8 @@ The loop, top to bottom:
    smaller: the pretrained features should be adapted, not forgotten at once).
 3. Loss: cross-entropy weighted per class with the dataset's class weights (balancing
    "auto" gives inverse-frequency weights; see `maggotflow.dataset`), gradient-norm clip.
-4. Budgets are optimisation steps of `batch_size` segments drawn in epochs of a seeded
+4. With `augment`, every training batch is augmented (`maggotflow.augmentation`).
+   Budgets are optimisation steps of `batch_size` segments drawn in epochs of a seeded
    random permutation of the training samples. Validation (loss, accuracy, macro-F1)
    before training, every `eval_every` steps and at the end of each stage.
 5. The best validated state over both stages is kept. "Best" is the highest validation
@@ -21,6 +22,12 @@ The loop, top to bottom:
    `maggotflow evaluate` reports), ties broken by the lower validation loss
    (`selection_key`); `select_by="loss"` uses the validation loss alone. The validation loss uses the same class weights as training.
    Without validation samples the final state is kept (a warning is logged).
+6. The kept state's decision rule (`maggotflow.decoding`) is fitted on the validation
+   samples: per-class logit offsets for macro-F1 (`calibrate`), and with `decoding` hmm or
+   auto an HMM whose transitions come from the dataset's label sequences (auto keeps it
+   only if it beats the calibrated per-step argmax on validation). It is stored in the
+   instance (config.json "decision") and applied by prediction. The checkpoint is still
+   chosen by the plain argmax's macro-F1.
 
 Without a pretrained instance the encoder starts from a random (Kaiming) initialisation:
 allowed, but logged, as it needs far more labelled data. A pretrained instance may also be
@@ -43,7 +50,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from maggotflow.augmentation import augment
 from maggotflow.dataset import Dataset, check_class_weights
+from maggotflow.decoding import DECODERS, Decision, estimate_transitions, fit_decision, sequences
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
 from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
@@ -91,6 +100,9 @@ class TrainConfig:
     select_by: str = "macro_f1"  # best checkpoint by validation macro_f1 (ties: loss) or loss
     mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA (ignored on CPU)
     bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples (ensembles)
+    calibrate: bool = True  # fit per-class logit offsets for macro-F1 on the validation split
+    decoding: str = "auto"  # argmax (per step), hmm (Viterbi over each larva) or auto (hmm if it wins on validation)
+    augment: bool = False  # augment training batches (time warp, size, bend, mirror, rotation, noise)
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(w) for w in self.layers)
@@ -111,6 +123,8 @@ class TrainConfig:
         self.post_rule = normalise_post_rule(self.post_rule)
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if self.decoding not in DECODERS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODERS)}, got {self.decoding!r}")
         ClassifierConfig(latent_dim=1, n_classes=1, layers=self.layers, dropout=self.dropout)  # validates
 
     def to_dict(self) -> dict:
@@ -255,9 +269,11 @@ def _train(
         weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
         batches = _Batches(train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
+        augmentation = torch.Generator().manual_seed(config.seed + 1) if config.augment else None
 
-        def validate() -> dict:
-            """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`)."""
+        def validate(keep: list | None = None) -> dict:
+            """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`);
+            `keep` receives the validation logits (one array per chunk)."""
             if val_idx.size == 0:
                 return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
             was = encoder.training, classifier.training
@@ -275,6 +291,8 @@ def _train(
                     loss_sum += float(F.cross_entropy(logits, target, weight=weight_t, reduction="sum"))
                     weight_sum += float(weight_t[target].sum())
                     predicted.append(logits.argmax(dim=1).cpu().numpy())
+                    if keep is not None:
+                        keep.append(logits.cpu().numpy())
             encoder.train(was[0]), classifier.train(was[1])
             cm = confusion_matrix(dataset.label[val_idx], np.concatenate(predicted), n_classes)
             return {
@@ -305,6 +323,8 @@ def _train(
                 step += 1
                 idx = batches.next()
                 x, target = read(idx), labels_t[idx].to(device)
+                if augmentation is not None:
+                    x = augment(x, augmentation)
                 with precision.autocast():
                     if frozen:
                         with torch.no_grad():
@@ -319,10 +339,11 @@ def _train(
         elapsed = progress.elapsed
         encoder.requires_grad_(True)
 
-    # 5. keep the best validated state
+    # 5. keep the best validated state, then fit its decision rule on validation
     progress.restore_best()
     encoder.eval(), classifier.eval()
     best = progress.best
+    decision = _fit_decision(dataset, val_idx, validate, config, log)
 
     from maggotflow.formats.label import default_colors
 
@@ -347,6 +368,7 @@ def _train(
         "stage2_steps": config.stage2_steps,
         "select_by": config.select_by,
         "best": best,
+        "decision": decision.to_dict(),
         "config": config.to_dict(),
         **run_provenance(device, precision, progress),
         "seconds": round(elapsed, 1),
@@ -358,12 +380,39 @@ def _train(
     instance = ModelInstance(
         "tagger", spec, encoder_config, encoder=encoder, classifier_config=classifier_config,
         classifier=classifier, labels=labels, colors=default_colors(labels), post_rule=config.post_rule,
-        provenance=provenance, curves=curves,
+        provenance=provenance, curves=curves, decision=decision,
     )
     instance.save(out_instance)
     log(f"saved tagger {out_instance} (best at step {best['step']}, {best['stage']}: "
         f"{_scores_text(best)}; {total} steps in {duration_text(elapsed)})")
     return instance
+
+
+def _fit_decision(dataset: Dataset, val_idx: np.ndarray, validate: Callable, config: TrainConfig,
+                  log: Callable[[str], None]) -> Decision:
+    """The kept state's decision rule (`maggotflow.decoding`): offsets and decoder fitted on
+    the validation samples, transitions estimated from every labelled sequence of the dataset."""
+    n_classes = len(dataset.labels)
+    if val_idx.size == 0 or (not config.calibrate and config.decoding == "argmax"):
+        return Decision.identity(n_classes)
+    chunks: list[np.ndarray] = []
+    validate(chunks)
+    logits = np.concatenate(chunks).astype(np.float64)
+    groups = np.char.add(np.char.add(dataset.file.astype(str), "/"), np.asarray(dataset.larva, dtype=str))
+    transitions = None
+    if config.decoding != "argmax":
+        transitions = estimate_transitions(dataset.label, dataset.t, sequences(groups, dataset.t), n_classes)
+        if transitions is None:
+            log("no label sequence holds every behaviour (scattered samples?): decoding per step")
+    val_seqs = sequences(groups[val_idx], dataset.t[val_idx])
+    decision = fit_decision(logits, dataset.label[val_idx], val_seqs, dataset.t[val_idx], transitions,
+                            calibrate=config.calibrate, decoder=config.decoding)
+    fitted = decision.fitted
+    log("decision on validation: macro-F1 " + ", ".join(f"{k.removeprefix('val_macro_f1_')} {v:.3f}"
+                                                        for k, v in fitted.items())
+        + f"; kept {decision.decoder}" + (f" (strength {decision.strength:g})" if decision.temporal else "")
+        + ", offsets " + " ".join(f"{b:+.2f}" for b in decision.offsets))
+    return decision
 
 
 def selection_key(scores: dict, select_by: str) -> tuple:
