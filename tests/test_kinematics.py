@@ -55,6 +55,119 @@ def crawling_segments(fps=17.3, length_mm=3.0, duration=12.0, seed=0, centres=No
     return build_segments(Track("1", t, np.stack([x, y], axis=-1)), centres=centres)
 
 
+def _reference_features(segments, frame_interval=0.1):
+    """Reference: the numpy implementation of `window_features` as it was before the port to
+    torch (maggotflow.kinematics at commit 9db3a01), copied here unchanged but for the
+    chunking, so that the torch port is compared with it and not with itself."""
+
+    def angle(ax, ay, bx, by):
+        return np.arctan2(ax * by - ay * bx, ax * bx + ay * by)
+
+    def norm_(x, y):
+        return np.sqrt(x * x + y * y)
+
+    def summaries(names, values, centre):
+        n, k, t = values.shape
+        flat = values.reshape(n * k, t)
+        weights = np.stack([np.full(t, 1.0 / t), centre], axis=1).astype(np.float32)  # (T, 2)
+        mean, central = (flat @ weights).T
+        dev = flat - mean[:, None]
+        std = np.sqrt((dev * dev) @ weights[:, 0])
+        out = {}
+        for i, name in enumerate(names):
+            rows = slice(i, None, k)
+            out[f"{name}_mean"], out[f"{name}_std"], out[f"{name}_centre"] = mean[rows], std[rows], central[rows]
+        return out
+
+    seg = np.asarray(segments, dtype=np.float32)
+    w = seg.shape[3]
+    c = w // 2
+    k = int(np.floor(0.25 / frame_interval + 1e-6))
+    lo, hi = max(c - k, 0), min(c + k, w - 1)
+    if hi == lo:
+        hi = min(lo + 1, w - 1)
+        lo = hi - 1
+    dt = np.float32(frame_interval)
+
+    x, y = seg[:, 0], seg[:, 1]  # (n, P, W)
+    mid = x.shape[1] // 2
+    dx, dy = np.diff(x, axis=1), np.diff(y, axis=1)
+    length = norm_(dx, dy).sum(axis=1)
+    turn = angle(dx[:, :-1], dy[:, :-1], dx[:, 1:], dy[:, 1:])
+    curvature = np.abs(turn).sum(axis=1)
+    hx, hy = dx[:, -1], dy[:, -1]
+    head_angle = angle(x[:, -2] - x[:, 0], y[:, -2] - y[:, 0], hx, hy)
+    tail_angle = angle(dx[:, 0], dy[:, 0], x[:, -1] - x[:, 1], y[:, -1] - y[:, 1])
+    head_abs, tail_abs = np.abs(head_angle), np.abs(tail_angle)
+    ax, ay = x[:, -1] - x[:, 0], y[:, -1] - y[:, 0]
+    ux, uy = ax[:, :-1] + ax[:, 1:], ay[:, :-1] + ay[:, 1:]
+    norm = norm_(ux, uy)
+    ok = norm > 0
+    safe = np.where(ok, norm, 1.0)
+    ux, uy = np.where(ok, ux / safe, 1.0), np.where(ok, uy / safe, 0.0)
+    mx, my = x[:, mid], y[:, mid]
+    vx, vy = np.diff(mx, axis=1) / dt, np.diff(my, axis=1) / dt
+    speed = norm_(vx, vy)
+    forward = vx * ux + vy * uy
+    lateral = np.abs(vy * ux - vx * uy)
+    head_speed = norm_(np.diff(x[:, -1] - mx, axis=1), np.diff(y[:, -1] - my, axis=1)) / dt
+    tail_speed = norm_(np.diff(x[:, 0] - mx, axis=1), np.diff(y[:, 0] - my, axis=1)) / dt
+    head_turn = np.abs(angle(hx[:, :-1], hy[:, :-1], hx[:, 1:], hy[:, 1:])) / dt
+    axis_turn = np.abs(angle(ax[:, :-1], ay[:, :-1], ax[:, 1:], ay[:, 1:])) / dt
+    length_rate = np.diff(length, axis=1) / dt
+
+    step_centre = np.zeros(w, np.float32)
+    step_centre[lo:hi + 1] = 1.0 / (hi + 1 - lo)
+    diff_centre = np.zeros(w - 1, np.float32)
+    diff_centre[lo:hi] = 1.0 / (hi - lo)
+    steps = ("head_angle", "head_angle_abs", "tail_angle", "tail_angle_abs", "curvature", "length")
+    diffs = ("speed", "forward", "lateral", "head_speed", "tail_speed", "head_angular_speed",
+             "axis_angular_speed", "length_rate")
+    features = summaries(steps, np.stack([head_angle, head_abs, tail_angle, tail_abs, curvature, length], axis=1),
+                         step_centre)
+    features |= summaries(diffs, np.stack([speed, forward, lateral, head_speed, tail_speed, head_turn, axis_turn,
+                                           length_rate], axis=1), diff_centre)
+    features |= {"head_angle_abs_max": head_abs.max(axis=1), "curvature_max": curvature.max(axis=1),
+                 "length_min": length.min(axis=1), "length_max": length.max(axis=1)}
+    return np.stack([features[name] for name in FEATURE_NAMES], axis=1)
+
+
+def reference_inputs():
+    """(name, segments, frame_interval) on which the port must reproduce `_reference_features`:
+    random segments of several shapes, simulated tracks, degenerate segments."""
+    rng = np.random.default_rng(7)
+    cases = [(f"random {shape} dt={dt}", rng.normal(size=shape).astype(np.float32), dt)
+             for shape, dt in [((600, 2, 5, 20), 0.1), ((64, 2, 3, 2), 0.1), ((64, 2, 11, 31), 0.05),
+                               ((64, 2, 3, 7), 1.0), ((64, 2, 4, 9), 0.2)]]
+    cases.append(("crawling larva", crawling_segments(), 0.1))
+    run = simulate_run(np.random.default_rng(0), SimulationConfig(duration_s=20, larvae=(3, 3)), {"id": "x"})
+    cases.append(("simulated larvae", np.concatenate([build_segments(track) for track in run.tracks]), 0.1))
+    collapsed = np.zeros((3, 2, 5, 20), np.float32)  # all points equal, no motion
+    collapsed[1] = 0.3
+    collapsed[2, 0], collapsed[2, 1] = 0.2, -0.7
+    moving_point = np.zeros((1, 2, 5, 20), np.float32)  # all points together, moving along x
+    moving_point[:, 0] = np.linspace(0, 1, 20)
+    still = np.concatenate([straight_larva(), straight_larva(head_angle=0.8)])  # constant windows
+    cases.append(("degenerate", np.concatenate([collapsed, moving_point, still]), 0.1))
+    cases.append(("W=2", np.concatenate([straight_larva(window=2), straight_larva(velocity=(0.5, 0.2), window=2),
+                                         np.zeros((1, 2, 5, 2), np.float32)]), 0.1))
+    cases.append(("P=3", np.concatenate([straight_larva(points=3, head_angle=0.4),
+                                         straight_larva(velocity=(0.3, -0.1), points=3),
+                                         np.zeros((1, 2, 3, 20), np.float32)]), 0.1))
+    return cases
+
+
+REFERENCE_CASES = reference_inputs()
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=[name for name, _, _ in REFERENCE_CASES])
+def test_numpy_input_matches_the_reference(case):
+    _, segments, dt = case
+    out = window_features(segments, dt)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _reference_features(segments, dt), rtol=1e-4, atol=1e-5)
+
+
 def test_shape_dtype_and_names():
     rng = np.random.default_rng(0)
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
