@@ -69,6 +69,8 @@ CONFIGS: dict[str, dict] = {
     "balancing none": {"balancing": "none"},
     "augmented": {"pretrain": {"augment": True}, "train": {"augment": True}},
     "no decision fitting": {"train": {"calibrate": False, "decoding": "argmax"}},
+    "kinematic": {"train": {"kinematic_features": True}},
+    "kinematic augmented": {"pretrain": {"augment": True}, "train": {"augment": True, "kinematic_features": True}},
 }
 CONFIG_NAMES = [c.strip() for c in ENV("BENCH_CONFIGS", "default,balancing none,augmented").split(",")]
 DECISIONS = ("argmax", "calibrated", "as trained")

@@ -377,3 +377,31 @@ def test_stated_defaults_are_the_dataclass_defaults():
             assert rows[key] == default, f"config/README.md gives {key} the default {rows[key]!r}, the dataclass {default!r}"
             if name in given:
                 assert given[name] == default, f"config/config.yaml sets {key} to {given[name]!r}, not its default"
+
+
+# ---------------------------------------------------------------------------- kinematic features
+def test_kinematic_features_beside_the_latent_are_saved_standardised_and_used(data, tmp_path):
+    from maggotflow.kinematics import FEATURE_NAMES, window_features
+
+    out = tmp_path / "tagger"
+    config = TrainConfig(stage1_steps=20, stage2_steps=10, batch_size=32, eval_every=10, device="cpu",
+                         kinematic_features=True, augment=True)
+    train_tagger(data["dataset"], out, data["pretrained"], config, log=lambda *_: None)
+    back = ModelInstance.load(out)
+    clf = back.classifier
+    assert back.classifier_config.features == len(FEATURE_NAMES)
+    assert clf.layers[0].in_features == back.encoder_config.latent_dim + len(FEATURE_NAMES)
+    with Dataset.load(data["dataset"], in_memory=True) as ds:
+        x = ds.segments[ds.train_indices()]
+    feats = window_features(x, SPEC.frame_interval)
+    # standardised on training segments: the stored mean and SD are theirs
+    np.testing.assert_allclose(clf.feature_mean.numpy(), feats.mean(axis=0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(clf.feature_scale.numpy(), np.maximum(feats.std(axis=0, ddof=1), 1e-3),
+                               rtol=1e-2, atol=1e-4)
+    # the features change the logits: the same latent with other segments' features differs
+    xt = torch.from_numpy(x[:64])
+    with torch.inference_mode():
+        z = back.encoder(xt)
+        assert not torch.allclose(clf(z, xt), clf(z, xt.flip(0)))
+        with pytest.raises(ValueError, match="pass the segments"):
+            clf(z)

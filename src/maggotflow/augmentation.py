@@ -7,7 +7,9 @@ of a batch draws its own, from the loop's seeded generator:
 
 - time warp: the window is resampled at `centre + (j - centre) * r`, a speed factor r
   log-uniform in [1/(1 + time_warp), 1 + time_warp] (slower or faster crawlers, other
-  stride frequencies); points beyond the window's ends are edge-clamped, as the segments
+  stride frequencies: larval stride frequency and speed vary about two-fold with
+  temperature, genotype and age, hence the default +-50 %; chosen before any regime was
+  measured); points beyond the window's ends are edge-clamped, as the segments
   of a track's first and last steps are;
 - size: all coordinates times a factor uniform in 1 +- scale (larva length estimates
   differ between trackers);
@@ -34,7 +36,7 @@ import torch
 class Augmentation:
     """Strength of each augmentation (0 turns it off); see the module docstring."""
 
-    time_warp: float = 0.25
+    time_warp: float = 0.5
     scale: float = 0.1
     bend: float = 0.25
     mirror: bool = True

@@ -80,9 +80,13 @@ class ClassifierConfig:
     n_trees: int = 0  # random_forest only: number of trees
     n_nodes: int = 0  # random_forest only: nodes per tree (arrays padded to the largest tree)
     depth: int = 0  # random_forest only: depth of the deepest tree
+    features: int = 0  # dense only: kinematic features of the segment appended to the latent (0 = none)
+    frame_interval: float = 0.1  # s between segment steps, for the kinematic features' rates
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
+        if self.features < 0 or (self.features and self.kind != "dense"):
+            raise ValueError(f"kinematic features need a dense classifier and a count >= 0, got {self}")
         if self.latent_dim < 1 or self.n_classes < 1 or (self.layers and min(self.layers) < 1):
             raise ValueError(f"classifier sizes must be >= 1, got {self}")
         if not 0.0 <= self.dropout < 1.0:
@@ -211,12 +215,27 @@ class Decoder(nn.Module):
 
 
 class Classifier(nn.Module):
-    """(B, L) latent -> (B, K) logits: [Dropout -> Linear -> ReLU] per hidden layer, Dropout -> Linear."""
+    """(B, L) latent -> (B, K) logits: [Dropout -> Linear -> ReLU] per hidden layer, Dropout -> Linear.
+
+    With `config.features` F > 0 the input is the latent followed by the segment's F
+    kinematic features (`maggotflow.kinematics`), standardised with the training set's mean
+    and SD (buffers `feature_mean`, `feature_scale`, saved with the weights): `forward(z, x)`
+    then needs the segments x too.
+    """
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = config
-        widths = (config.latent_dim,) + config.layers + (config.n_classes,)
+        if config.features:
+            from maggotflow.kinematics import FEATURE_NAMES, KinematicFeatures
+
+            if config.features != len(FEATURE_NAMES):
+                raise ValueError(f"classifier expects {config.features} kinematic features, "
+                                 f"maggotflow.kinematics gives {len(FEATURE_NAMES)}")
+            self.kinematics = KinematicFeatures(config.frame_interval)
+            self.register_buffer("feature_mean", torch.zeros(config.features))
+            self.register_buffer("feature_scale", torch.ones(config.features))
+        widths = (config.latent_dim + config.features,) + config.layers + (config.n_classes,)
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
             if config.dropout > 0:
@@ -227,7 +246,15 @@ class Classifier(nn.Module):
         self.layers = nn.Sequential(*layers)
         kaiming_init(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised kinematic features (B, F) of segments x (B, 2, P, W)."""
+        return (self.kinematics(x) - self.feature_mean) / self.feature_scale
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.features:
+            if x is None:
+                raise ValueError("this classifier uses kinematic features: pass the segments too")
+            z = torch.cat([z, self.features(x).to(z.dtype)], dim=1)
         return self.layers(z)  # (B, K)
 
 
@@ -254,7 +281,7 @@ class ForestClassifier(nn.Module):
         self.register_buffer("right", torch.zeros(t, m, dtype=torch.int64))
         self.register_buffer("value", torch.full((t, m, k), 1.0 / k, dtype=torch.float32))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         z = z.float()
         zt = z.t()  # (L, B)
         n_trees, batch = self.feature.shape[0], z.shape[0]
@@ -287,7 +314,7 @@ class Tagger(nn.Module):
         self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.encoder(x))  # (B, 2, P, W) -> (B, L) -> (B, K)
+        return self.classifier(self.encoder(x), x)  # (B, 2, P, W) -> (B, L) (+ features) -> (B, K)
 
 
 def count_macs(config: EncoderConfig) -> int:

@@ -12,7 +12,10 @@ The loop, top to bottom:
    smaller: the pretrained features should be adapted, not forgotten at once).
 3. Loss: cross-entropy weighted per class with the dataset's class weights (balancing
    "auto" gives inverse-frequency weights; see `maggotflow.dataset`), gradient-norm clip.
-4. With `augment`, every training batch is augmented (`maggotflow.augmentation`).
+4. With `augment`, every training batch is augmented (`maggotflow.augmentation`). With
+   `kinematic_features`, the classifier also sees the segment's windowed kinematic
+   features (`maggotflow.kinematics`, standardised on a sample of training segments) beside
+   the latent.
    Budgets are optimisation steps of `batch_size` segments drawn in epochs of a seeded
    random permutation of the training samples. Validation (loss, accuracy, macro-F1)
    before training, every `eval_every` steps and at the end of each stage.
@@ -53,6 +56,7 @@ import torch.nn.functional as F
 from maggotflow.augmentation import augment
 from maggotflow.dataset import Dataset, check_class_weights
 from maggotflow.decoding import DECODERS, Decision, estimate_transitions, fit_decision, sequences
+from maggotflow.kinematics import FEATURE_NAMES
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
 from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
@@ -103,6 +107,7 @@ class TrainConfig:
     calibrate: bool = True  # fit per-class logit offsets for macro-F1 on the validation split
     decoding: str = "auto"  # argmax (per step), hmm (Viterbi over each larva) or auto (hmm if it wins on validation)
     augment: bool = False  # augment training batches (time warp, size, bend, mirror, rotation, noise)
+    kinematic_features: bool = False  # append the segment's windowed kinematic features to the latent
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(w) for w in self.layers)
@@ -226,7 +231,9 @@ def _train(
             "(fine-tuning then needs much more labelled data)")
         logger.warning("%s: training without a pretrained encoder", out_instance)
     classifier_config = ClassifierConfig(latent_dim=encoder_config.latent_dim, n_classes=n_classes,
-                                         layers=config.layers, dropout=config.dropout)
+                                         layers=config.layers, dropout=config.dropout,
+                                         features=len(FEATURE_NAMES) if config.kinematic_features else 0,
+                                         frame_interval=spec.frame_interval)
 
     weights = check_class_weights(dataset.class_weights if config.class_weights is None else config.class_weights,
                                   labels)
@@ -265,6 +272,8 @@ def _train(
         if base is not None:
             encoder.load_state_dict(base.encoder.state_dict())
         classifier = Classifier(classifier_config)
+        if classifier_config.features:
+            _fit_feature_scaling(classifier, read, train_idx, config.seed)
         encoder.to(device), classifier.to(device)
         weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
@@ -285,7 +294,8 @@ def _train(
                 for i in range(0, val_idx.size, chunk):
                     idx = torch.from_numpy(val_idx[i:i + chunk])
                     with precision.autocast():
-                        logits = classifier(encoder(read(idx)))
+                        x = read(idx)
+                        logits = classifier(encoder(x), x)
                     logits = logits.float()
                     target = labels_t[idx].to(device)
                     loss_sum += float(F.cross_entropy(logits, target, weight=weight_t, reduction="sum"))
@@ -331,7 +341,7 @@ def _train(
                             z = encoder(x)  # (B, L), no graph through the frozen encoder
                     else:
                         z = encoder(x)
-                    logits = classifier(z)  # (B, K)
+                    logits = classifier(z, x)  # (B, K)
                 loss = loss_fn(logits.float(), target)
                 progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
                 if step % config.eval_every == 0 or i == n_steps - 1:  # also at the end of each stage
@@ -386,6 +396,21 @@ def _train(
     log(f"saved tagger {out_instance} (best at step {best['step']}, {best['stage']}: "
         f"{_scores_text(best)}; {total} steps in {duration_text(elapsed)})")
     return instance
+
+
+FEATURE_SCALING_SAMPLES = 20_000  # training segments the kinematic features' mean and SD come from
+
+
+def _fit_feature_scaling(classifier: Classifier, read: Callable, train_idx: np.ndarray, seed: int) -> None:
+    """Set the classifier's feature standardisation from a seeded sample of training segments."""
+    rng = np.random.default_rng([seed, 0xFEA7])
+    n = min(train_idx.size, FEATURE_SCALING_SAMPLES)
+    sample = np.sort(rng.choice(train_idx, size=n, replace=False))
+    with torch.no_grad():
+        feats = torch.cat([classifier.kinematics(read(torch.from_numpy(sample[i:i + 4096])).float()).cpu()
+                           for i in range(0, n, 4096)])
+        classifier.feature_mean.copy_(feats.mean(dim=0))
+        classifier.feature_scale.copy_(feats.std(dim=0).clamp_min(1e-3))
 
 
 def _fit_decision(dataset: Dataset, val_idx: np.ndarray, validate: Callable, config: TrainConfig,
