@@ -1,4 +1,5 @@
-"""Windowed kinematic features: shapes, degenerate input, known motions and postures,
+"""Windowed kinematic features: the torch implementation against the numpy one it replaced,
+numpy and tensor inputs, the layer, shapes, degenerate input, known motions and postures,
 invariances, and the gradient-boosting baseline on simulated tracks."""
 
 import subprocess
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from maggotflow.kinematics import FEATURE_NAMES, window_features
+from maggotflow.kinematics import FEATURE_NAMES, KinematicFeatures, window_features
 from maggotflow.segments import build_segments
 from maggotflow.simulation import SimulationConfig, simulate_run
 from maggotflow.tracks import Track
@@ -308,10 +310,84 @@ def test_crawling_larva_features_do_not_depend_on_size_or_frame_rate():
     assert (np.abs(other - reference).mean(axis=0) / scale).max() < 0.03
 
 
-def test_imports_numpy_only():
-    code = "import sys, maggotflow.kinematics; print('torch' in sys.modules or 'sklearn' in sys.modules)"
+def test_imports_no_sklearn():
+    # torch is the implementation; scikit-learn stays the baseline's own dependency.
+    code = "import sys, maggotflow.kinematics; print('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
 
+
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=[name for name, _, _ in REFERENCE_CASES])
+def test_tensor_input_matches_the_reference(case):
+    _, segments, dt = case
+    out = window_features(torch.from_numpy(segments), dt)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device.type == "cpu"
+    np.testing.assert_allclose(out.numpy(), _reference_features(segments, dt), rtol=1e-4, atol=1e-5)
+
+
+def test_tensor_dtypes_views_and_autocast():
+    segments = np.random.default_rng(3).normal(size=(300, 2, 5, 20)).astype(np.float32)
+    reference = _reference_features(segments)
+    # Any float dtype in, float32 out, computed in float32 (float16: on the rounded input).
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        x = torch.from_numpy(segments).to(dtype)
+        out = window_features(x)
+        assert out.dtype == torch.float32
+        np.testing.assert_allclose(out.numpy(), _reference_features(x.float().numpy()), rtol=1e-4, atol=1e-5)
+    # Under autocast the matrix products would run in bfloat16 (errors ~1e-2): autocast is off inside.
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = window_features(torch.from_numpy(segments))
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), reference, rtol=1e-4, atol=1e-5)
+    # Views (non-contiguous tensors and arrays, negative strides) and inputs that require a gradient.
+    swapped = torch.from_numpy(segments.transpose(3, 1, 2, 0).copy()).permute(3, 1, 2, 0)
+    np.testing.assert_allclose(window_features(swapped).numpy(), reference, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(window_features(segments[::-1]), reference[::-1], rtol=1e-4, atol=1e-5)
+    read_only = segments.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_allclose(window_features(read_only), reference, rtol=1e-4, atol=1e-5)
+    out = window_features(torch.from_numpy(segments).requires_grad_())
+    assert not out.requires_grad
+    np.testing.assert_allclose(out.numpy(), reference, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="segments must be"):
+        window_features(torch.zeros(4, 2, 5, 1))
+
+
+def test_kinematic_features_layer():
+    layer = KinematicFeatures(frame_interval=0.05)
+    assert layer.n_features == len(FEATURE_NAMES) == 36
+    assert list(layer.parameters()) == [] and list(layer.buffers()) == [] and layer.state_dict() == {}
+    segments = np.random.default_rng(4).normal(size=(50, 2, 5, 20)).astype(np.float32)
+    out = layer(torch.from_numpy(segments))
+    assert out.shape == (50, layer.n_features) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), _reference_features(segments, 0.05), rtol=1e-4, atol=1e-5)
+    # Beside a latent vector in a network: the features are inputs, the gradient flows around them.
+    encoder = torch.nn.Linear(2 * 5 * 20, 8)
+    x = torch.from_numpy(segments)
+    joint = torch.cat([encoder(x.flatten(1)), layer(x)], dim=1)
+    joint.sum().backward()
+    assert encoder.weight.grad is not None
+    assert KinematicFeatures().frame_interval == 0.1
+    with pytest.raises(ValueError, match="frame_interval"):
+        KinematicFeatures(frame_interval=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_the_reference_under_float16_autocast():
+    layer = KinematicFeatures()
+    for name, segments, dt in REFERENCE_CASES:
+        layer.frame_interval = dt
+        x = torch.from_numpy(segments).cuda()
+        with torch.autocast(device_type="cuda", dtype=torch.float16):
+            out = layer(x)
+        assert out.device == x.device and out.dtype == torch.float32
+        np.testing.assert_allclose(out.cpu().numpy(), _reference_features(segments, dt), rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+    # Blocks larger than one chunk on the device: rows do not depend on their neighbours.
+    big = torch.randn(70_000, 2, 5, 20, device="cuda")
+    whole = window_features(big)
+    rows = slice(65_530, 65_540)  # across the first block's end
+    np.testing.assert_allclose(whole[rows].cpu().numpy(), _reference_features(big[rows].cpu().numpy()),
+                               rtol=1e-4, atol=1e-5)
 
 def simulated_larvae():
     """Features and class indices of the 6 larvae of one simulated minute, one pair per larva."""
