@@ -30,7 +30,8 @@ what the workflow trains by default; the others change one thing each.
 Prints macro-F1 (over the behaviours with reference support, `maggotflow.metrics`) as
 the median [min-max] over seeds for every model and test regime, per-behaviour F1
 (medians), and the issue's targets. BENCH_JOBS (2) seeds/configurations run in parallel
-processes of one torch thread each; BENCH_OUT writes every figure as JSON.
+processes of one torch thread each; BENCH_OUT writes every figure as JSON; BENCH_BASELINES=0
+leaves the baselines out (quicker tagger experiments).
 
 Budget knobs: BENCH_BUDGET (1: pretraining 600 steps, fine-tuning 200 + 800, as the demo;
 4 multiplies all three), BENCH_FILTERS (32,32,16,16,16,8).
@@ -62,6 +63,7 @@ PRETRAIN_STEPS = int(600 * BUDGET)
 STAGE1_STEPS, STAGE2_STEPS = int(200 * BUDGET), int(800 * BUDGET)
 JOBS = int(ENV("BENCH_JOBS", 2))
 OUT = ENV("BENCH_OUT")
+BASELINES = ENV("BENCH_BASELINES", "1") != "0"  # 0: taggers only (quicker experiments)
 
 # name -> what differs from the defaults: dataset balancing, pretrain/train settings.
 CONFIGS: dict[str, dict] = {
@@ -329,7 +331,9 @@ def main() -> None:
             groups.setdefault(key, []).append(name)
         tasks = []
         for seed in SEEDS:
-            tasks.append((run_baselines, {"seed": seed, "root": str(root), "data": data, "first": seed == SEEDS[0]}))
+            if BASELINES:
+                tasks.append((run_baselines, {"seed": seed, "root": str(root), "data": data,
+                                              "first": seed == SEEDS[0]}))
             for i, names in enumerate(groups.values()):
                 tasks.append((run_taggers, {"seed": seed, "root": str(root), "data": data, "key": f"p{i}",
                                             "configs": names, "end_to_end": seed == SEEDS[0] and i == 0}))
