@@ -31,7 +31,8 @@ Prints macro-F1 (over the behaviours with reference support, `maggotflow.metrics
 the median [min-max] over seeds for every model and test regime, per-behaviour F1
 (medians), and the issue's targets. BENCH_JOBS (2) seeds/configurations run in parallel
 processes of one torch thread each; BENCH_OUT writes every figure as JSON; BENCH_BASELINES=0
-leaves the baselines out (quicker tagger experiments).
+leaves the baselines out (quicker tagger experiments); BENCH_SPLIT=1 runs every
+configuration in its own job (configurations otherwise share one pretraining per seed).
 
 Budget knobs: BENCH_BUDGET (1: pretraining 600 steps, fine-tuning 200 + 800, as the demo;
 4 multiplies all three), BENCH_FILTERS (32,32,16,16,16,8).
@@ -64,6 +65,7 @@ STAGE1_STEPS, STAGE2_STEPS = int(200 * BUDGET), int(800 * BUDGET)
 JOBS = int(ENV("BENCH_JOBS", 2))
 OUT = ENV("BENCH_OUT")
 BASELINES = ENV("BENCH_BASELINES", "1") != "0"  # 0: taggers only (quicker experiments)
+SPLIT = ENV("BENCH_SPLIT", "0") == "1"  # 1: every configuration pretrains in its own job
 
 # name -> what differs from the defaults: dataset balancing, pretrain/train settings.
 CONFIGS: dict[str, dict] = {
@@ -73,6 +75,9 @@ CONFIGS: dict[str, dict] = {
     "no decision fitting": {"train": {"calibrate": False, "decoding": "argmax"}},
     "kinematic": {"train": {"kinematic_features": True}},
     "kinematic augmented": {"pretrain": {"augment": True}, "train": {"augment": True, "kinematic_features": True}},
+    "fast": {"train": {"lr_stage1": 3e-3, "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
+    "kinematic mlp fast": {"train": {"kinematic_features": True, "layers": (128,), "lr_stage1": 3e-3,
+                                     "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
 }
 CONFIG_NAMES = [c.strip() for c in ENV("BENCH_CONFIGS", "default,balancing none,augmented").split(",")]
 DECISIONS = ("argmax", "calibrated", "as trained")
@@ -328,6 +333,8 @@ def main() -> None:
             if name not in CONFIGS:
                 raise SystemExit(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
             key = json.dumps(CONFIGS[name].get("pretrain", {}), sort_keys=True)
+            if SPLIT:  # one job per configuration (each pretrains: same seed, same encoder)
+                key = name
             groups.setdefault(key, []).append(name)
         tasks = []
         for seed in SEEDS:

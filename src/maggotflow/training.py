@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("classifier", "fine-tune")
 SELECT_BY = ("macro_f1", "loss")
+LR_SCHEDULES = ("constant", "cosine")
 # Datasets up to this size are read into memory at once (fast random batches); larger ones
 # are read batch by batch from the HDF5 file.
 IN_MEMORY_BYTES = 8 * 1024**3
@@ -108,6 +109,7 @@ class TrainConfig:
     decoding: str = "auto"  # argmax (per step), hmm (Viterbi over each larva) or auto (hmm if it wins on validation)
     augment: bool = False  # augment training batches (time warp, size, bend, mirror, rotation, noise)
     kinematic_features: bool = False  # append the segment's windowed kinematic features to the latent
+    lr_schedule: str = "constant"  # constant, or cosine: each stage's rate decays from its lr to 0
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(w) for w in self.layers)
@@ -128,6 +130,8 @@ class TrainConfig:
         self.post_rule = normalise_post_rule(self.post_rule)
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.decoding not in DECODERS:
             raise ValueError(f"decoding must be one of {', '.join(DECODERS)}, got {self.decoding!r}")
         ClassifierConfig(latent_dim=1, n_classes=1, layers=self.layers, dropout=self.dropout)  # validates
@@ -331,6 +335,9 @@ def _train(
             optimiser = torch.optim.Adam(params, lr=lr)
             for i in range(n_steps):
                 step += 1
+                if config.lr_schedule == "cosine":  # from lr down to 0 over the stage
+                    for group in optimiser.param_groups:
+                        group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * i / n_steps))
                 idx = batches.next()
                 x, target = read(idx), labels_t[idx].to(device)
                 if augmentation is not None:
