@@ -71,13 +71,15 @@ SPLIT = ENV("BENCH_SPLIT", "0") == "1"  # 1: every configuration pretrains in it
 CONFIGS: dict[str, dict] = {
     "default": {},
     "balancing none": {"balancing": "none"},
-    "augmented": {"pretrain": {"augment": True}, "train": {"augment": True}},
+    "augmented": {"pretrain": {"augment": "full"}, "train": {"augment": "full"}},
     "no decision fitting": {"train": {"calibrate": False, "decoding": "argmax"}},
     "kinematic": {"train": {"kinematic_features": True}},
-    "kinematic augmented": {"pretrain": {"augment": True}, "train": {"augment": True, "kinematic_features": True}},
+    "kinematic augmented": {"pretrain": {"augment": "full"}, "train": {"augment": "full", "kinematic_features": True}},
     "fast": {"train": {"lr_stage1": 3e-3, "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
     "kinematic mlp fast": {"train": {"kinematic_features": True, "layers": (128,), "lr_stage1": 3e-3,
                                      "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
+    "kinematic mlp fast noise": {"train": {"kinematic_features": True, "layers": (128,), "lr_stage1": 3e-3,
+                                           "lr_stage2": 1e-3, "lr_schedule": "cosine", "augment": "noise"}},
 }
 CONFIG_NAMES = [c.strip() for c in ENV("BENCH_CONFIGS", "default,balancing none,augmented").split(",")]
 DECISIONS = ("argmax", "calibrated", "as trained")

@@ -385,7 +385,7 @@ def test_kinematic_features_beside_the_latent_are_saved_standardised_and_used(da
 
     out = tmp_path / "tagger"
     config = TrainConfig(stage1_steps=20, stage2_steps=10, batch_size=32, eval_every=10, device="cpu",
-                         kinematic_features=True, augment=True)
+                         kinematic_features=True, augment="full")
     train_tagger(data["dataset"], out, data["pretrained"], config, log=lambda *_: None)
     back = ModelInstance.load(out)
     clf = back.classifier

@@ -2,7 +2,7 @@
 defines a behaviour.
 
 Applied on the device to each training batch (fine-tuning with `TrainConfig.augment`,
-pretraining with `PretrainConfig.augment`), never to validation or prediction. Each segment
+pretraining with `PretrainConfig.augment`, each naming a preset below), never to validation or prediction. Each segment
 of a batch draws its own, from the loop's seeded generator:
 
 - time warp: the window is resampled at `centre + (j - centre) * r`, a speed factor r
@@ -18,7 +18,13 @@ of a batch draws its own, from the loop's seeded generator:
 - mirror: y -> -y with probability 1/2 (left and right are the same behaviour);
 - rotation: a small rotation, uniform in +- rotation rad (the reference axis of a bent
   larva is uncertain);
-- noise: Gaussian point jitter of SD `noise` body lengths (tracker noise).
+- noise: Gaussian point jitter, its SD drawn per segment uniformly in [0, noise] body
+  lengths (tracker noise relative to the larva: from well under 1 % for large larvae
+  filmed finely to ~3 % for small larvae at ~0.1 mm per pixel).
+
+Two presets (`PRESETS`, the `augment` setting of pretraining and fine-tuning): "noise"
+(mirror, size +-5 %, point noise: what a tracker changes) and "full" (all of the above:
+also the speed, the bend and the rotation); "none" turns augmentation off.
 
 In pretraining the past + present + future span is augmented as one, warped about the
 present window's centre, so the decoder's targets move with its input.
@@ -41,13 +47,24 @@ class Augmentation:
     bend: float = 0.25
     mirror: bool = True
     rotation: float = 0.1
-    noise: float = 0.01
+    noise: float = 0.03
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 DEFAULT = Augmentation()
+PRESETS = {"noise": Augmentation(time_warp=0.0, scale=0.05, bend=0.0, rotation=0.0), "full": DEFAULT}
+AUGMENT_CHOICES = ("none", *PRESETS)
+
+
+def preset(name: str) -> Augmentation | None:
+    """The augmentation an `augment` setting names (None for "none"); ValueError otherwise."""
+    if name == "none":
+        return None
+    if name not in PRESETS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENT_CHOICES)}, got {name!r}")
+    return PRESETS[name]
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -84,6 +101,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, centre: int | None = No
     c, s = cos[:, None, None], sin[:, None, None]
     out = torch.stack([c * px - s * py, s * px + c * py], dim=1)
     if aug.noise > 0:
+        sd = _uniform(b, 0.0, aug.noise, generator).to(device, dtype)[:, None, None, None]
         noise = torch.randn(out.shape, generator=generator).to(device, dtype)
-        out = out + aug.noise * noise
+        out = out + sd * noise
     return out

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maggotflow.augmentation import augment
+from maggotflow.augmentation import augment, preset
 from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.isolation import read_isolated
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
@@ -77,7 +77,7 @@ class PretrainConfig:
     time_kernel: int | None = EncoderConfig.time_kernel  # kernel along time; None: the window
     context: int = 1  # windows predicted on each side of the present (1: past + present + future)
     mixed_precision: bool = True  # float16 autocast + gradient scaling on CUDA (ignored on CPU)
-    augment: bool = False  # augment training batches (time warp, size, bend, mirror, rotation, noise)
+    augment: str = "none"  # augment training batches: none, noise (mirror, size, point noise) or full (also speed, bend, rotation)
 
     def __post_init__(self) -> None:
         self.filters = tuple(int(f) for f in self.filters)
@@ -90,6 +90,7 @@ class PretrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.context < 0:
             raise ValueError(f"context must be >= 0 windows, got {self.context}")
+        preset(self.augment)  # validates the name
         self.segment_spec  # noqa: B018  (validates window, frame_interval, n_points)
         self.encoder_config  # noqa: B018
 
@@ -282,7 +283,7 @@ def pretrain(
         params = list(encoder.parameters()) + list(decoder.parameters())
         optimiser = torch.optim.Adam(params, lr=config.lr)
         batches = torch.Generator().manual_seed(config.seed)
-        augmentation = torch.Generator().manual_seed(config.seed + 1) if config.augment else None
+        augmentation = torch.Generator().manual_seed(config.seed + 1) if preset(config.augment) else None
 
         def validate() -> dict:
             encoder.eval(), decoder.eval()
@@ -306,7 +307,8 @@ def pretrain(
             idx = torch.randint(train_x.shape[0], (config.batch_size,), generator=batches)
             target = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B, 2, P, 3W)
             if augmentation is not None:  # the whole span, warped about the present's centre
-                target = augment(target, augmentation, centre=ctx * spec.window + spec.window // 2)
+                target = augment(target, augmentation, centre=ctx * spec.window + spec.window // 2,
+                                 aug=preset(config.augment))
             with precision.autocast():
                 recon = decoder(encoder(target[..., present]))  # (B, 2, P, W) -> (B, L) -> (B, 2, P, 3W)
             loss = F.mse_loss(recon.float(), target)

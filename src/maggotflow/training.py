@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maggotflow.augmentation import augment
+from maggotflow.augmentation import augment, preset
 from maggotflow.dataset import Dataset, check_class_weights
 from maggotflow.decoding import DECODERS, Decision, estimate_transitions, fit_decision, sequences
 from maggotflow.kinematics import FEATURE_NAMES
@@ -107,7 +107,7 @@ class TrainConfig:
     bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples (ensembles)
     calibrate: bool = True  # fit per-class logit offsets for macro-F1 on the validation split
     decoding: str = "auto"  # argmax (per step), hmm (Viterbi over each larva) or auto (hmm if it wins on validation)
-    augment: bool = False  # augment training batches (time warp, size, bend, mirror, rotation, noise)
+    augment: str = "none"  # augment training batches: none, noise (mirror, size, point noise) or full (also speed, bend, rotation)
     kinematic_features: bool = False  # append the segment's windowed kinematic features to the latent
     lr_schedule: str = "constant"  # constant, or cosine: each stage's rate decays from its lr to 0
 
@@ -130,6 +130,7 @@ class TrainConfig:
         self.post_rule = normalise_post_rule(self.post_rule)
         if self.select_by not in SELECT_BY:
             raise ValueError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        preset(self.augment)  # validates the name
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.decoding not in DECODERS:
@@ -282,7 +283,7 @@ def _train(
         weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
         batches = _Batches(train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
-        augmentation = torch.Generator().manual_seed(config.seed + 1) if config.augment else None
+        augmentation = torch.Generator().manual_seed(config.seed + 1) if preset(config.augment) else None
 
         def validate(keep: list | None = None) -> dict:
             """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`);
@@ -341,7 +342,7 @@ def _train(
                 idx = batches.next()
                 x, target = read(idx), labels_t[idx].to(device)
                 if augmentation is not None:
-                    x = augment(x, augmentation)
+                    x = augment(x, augmentation, aug=preset(config.augment))
                 with precision.autocast():
                     if frozen:
                         with torch.no_grad():
