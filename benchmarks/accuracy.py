@@ -73,6 +73,10 @@ CONFIGS: dict[str, dict] = {
     "balancing none": {"balancing": "none"},
     "augmented": {"pretrain": {"augment": "full"}, "train": {"augment": "full"}},
     "no decision fitting": {"train": {"calibrate": False, "decoding": "argmax"}},
+    # the defaults before issue 11 (the MaggotUBA recipe without post-rule)
+    "previous default": {"train": {"kinematic_features": False, "layers": (), "lr_stage1": 1e-3, "lr_stage2": 1e-4,
+                                   "lr_schedule": "constant", "augment": "none", "calibrate": False,
+                                   "decoding": "argmax"}},
     "kinematic": {"train": {"kinematic_features": True}},
     "kinematic augmented": {"pretrain": {"augment": "full"}, "train": {"augment": "full", "kinematic_features": True}},
     "fast": {"train": {"lr_stage1": 3e-3, "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
@@ -81,7 +85,7 @@ CONFIGS: dict[str, dict] = {
     "kinematic mlp fast noise": {"train": {"kinematic_features": True, "layers": (128,), "lr_stage1": 3e-3,
                                            "lr_stage2": 1e-3, "lr_schedule": "cosine", "augment": "noise"}},
 }
-CONFIG_NAMES = [c.strip() for c in ENV("BENCH_CONFIGS", "default,balancing none,augmented").split(",")]
+CONFIG_NAMES = [c.strip() for c in ENV("BENCH_CONFIGS", "default,balancing none,previous default").split(",")]
 DECISIONS = ("argmax", "calibrated", "as trained")
 
 

@@ -90,13 +90,13 @@ class TrainConfig:
     stage1_steps: int = 500  # classifier-only steps (encoder frozen)
     stage2_steps: int = 2000  # fine-tuning steps (encoder + classifier)
     batch_size: int = 128  # segments per step
-    lr_stage1: float = 1e-3  # Adam learning rate, stage 1
-    lr_stage2: float = 1e-4  # Adam learning rate, stage 2
+    lr_stage1: float = 3e-3  # Adam learning rate, stage 1
+    lr_stage2: float = 1e-3  # Adam learning rate, stage 2
     grad_clip: float = 100.0  # maximum global gradient norm
     eval_every: int = 100  # validate every N steps (also before training and at each stage end)
     seed: int = 0  # seed of the initialisation, the batch order and dropout
     device: str = "auto"  # auto (CUDA if available), cpu, cuda or cuda:N
-    layers: tuple[int, ...] = ()  # widths of the classifier's hidden dense layers; none: a single dense layer
+    layers: tuple[int, ...] = (128,)  # widths of the classifier's hidden dense layers; none: a single dense layer
     dropout: float = 0.0  # dropout before every dense layer of the classifier
     latent_dim: int = EncoderConfig.latent_dim  # encoder latent size, only used without a pretrained encoder
     filters: tuple[int, ...] = EncoderConfig.filters  # encoder conv filters, only used without a pretrained encoder
@@ -107,9 +107,9 @@ class TrainConfig:
     bootstrap: bool = False  # bagging: train on a seeded bootstrap resample of the training samples (ensembles)
     calibrate: bool = True  # fit per-class logit offsets for macro-F1 on the validation split
     decoding: str = "auto"  # argmax (per step), hmm (Viterbi over each larva) or auto (hmm if it wins on validation)
-    augment: str = "none"  # augment training batches: none, noise (mirror, size, point noise) or full (also speed, bend, rotation)
-    kinematic_features: bool = False  # append the segment's windowed kinematic features to the latent
-    lr_schedule: str = "constant"  # constant, or cosine: each stage's rate decays from its lr to 0
+    augment: str = "noise"  # augment training batches: none, noise (mirror, size, point noise) or full (also speed, bend, rotation)
+    kinematic_features: bool = True  # append the segment's windowed kinematic features to the latent
+    lr_schedule: str = "cosine"  # constant, or cosine: each stage's rate decays from its lr to 0
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(w) for w in self.layers)
