@@ -98,8 +98,9 @@ def members(tmp_path_factory):
         encoder = EncoderConfig(window=window, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
         pretrained = ModelInstance("pretrained", spec, encoder).save(folder / f"pretrained{window}")
         for seed in seeds:
+            # members vote per step (an ensemble uses no temporal decoder): per-step members
             config = TrainConfig(stage1_steps=20, stage2_steps=20, lr_stage1=1e-2, lr_stage2=3e-3, seed=seed,
-                                 bootstrap=True, **QUICK)
+                                 bootstrap=True, decoding="argmax", **QUICK)
             out.append(train_tagger(dataset, folder / f"member{seed}", pretrained, config, log=lambda m: None).path)
     return {"folder": folder, "paths": out, "intermediates": intermediates}
 

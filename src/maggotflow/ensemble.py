@@ -14,7 +14,10 @@ them. An `Ensemble` predicts like a tagger (`segment_specs`, `predict`): given t
 segments of each of its distinct windows (built once by the caller,
 `maggotflow.prediction.Predictor`), every member classifies them and each time step gets
 the label most members vote for; a tie goes to the tied label with the highest summed
-member probability. The post-rule, if any, is applied by the caller to the voted labels.
+member probability. Each member votes with its calibrated per-step argmax (its decision's
+offsets, `maggotflow.decoding`); members' HMM decoders are not used: the vote is per step
+(train members with `decoding: argmax`, as preset 20221228 does). The post-rule, if any, is
+applied by the caller to the voted labels.
 Cost grows with the number of members (~50x for 50).
 """
 

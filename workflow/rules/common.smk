@@ -192,4 +192,5 @@ def train_settings(wildcards):
     settings = dict({k: v for k, v in train.items() if k != "forest"}, seed=seed)
     if ENSEMBLE:
         settings["bootstrap"] = ENSEMBLE.get("bootstrap", True)
+        settings["decoding"] = "argmax"  # members vote per step: an HMM of theirs would go unused
     return settings
