@@ -25,7 +25,10 @@ What runs (CPU, the demo's budget unless BENCH_BUDGET says otherwise):
   on the training regime's held-out files must give the in-memory `as trained` figure.
 
 Configurations (BENCH_CONFIGS, comma-separated names of CONFIGS below): `default` is
-what the workflow trains by default; the others change one thing each.
+what the workflow trains by default; `balancing none`, `no decision fitting`, `default
+without augmentation` and `full augmentation` change one thing of it; `previous default`
+is the recipe before issue 11 and the `previous + ...` ones the steps from it to the
+default.
 
 Prints macro-F1 (over the behaviours with reference support, `maggotflow.metrics`) as
 the median [min-max] over seeds for every model and test regime, per-behaviour F1
@@ -68,22 +71,23 @@ BASELINES = ENV("BENCH_BASELINES", "1") != "0"  # 0: taggers only (quicker exper
 SPLIT = ENV("BENCH_SPLIT", "0") == "1"  # 1: every configuration pretrains in its own job
 
 # name -> what differs from the defaults: dataset balancing, pretrain/train settings.
+# The recipe before issue 11 (the MaggotUBA one without post-rule) and its decision fitting.
+PREVIOUS = {"kinematic_features": False, "layers": (), "lr_stage1": 1e-3, "lr_stage2": 1e-4,
+            "lr_schedule": "constant", "augment": "none", "calibrate": False, "decoding": "argmax"}
+DECIDED = dict(PREVIOUS, calibrate=True, decoding="auto")
+FAST = dict(DECIDED, lr_stage1=3e-3, lr_stage2=1e-3, lr_schedule="cosine")
 CONFIGS: dict[str, dict] = {
     "default": {},
     "balancing none": {"balancing": "none"},
-    "augmented": {"pretrain": {"augment": "full"}, "train": {"augment": "full"}},
     "no decision fitting": {"train": {"calibrate": False, "decoding": "argmax"}},
-    # the defaults before issue 11 (the MaggotUBA recipe without post-rule)
-    "previous default": {"train": {"kinematic_features": False, "layers": (), "lr_stage1": 1e-3, "lr_stage2": 1e-4,
-                                   "lr_schedule": "constant", "augment": "none", "calibrate": False,
-                                   "decoding": "argmax"}},
-    "kinematic": {"train": {"kinematic_features": True}},
-    "kinematic augmented": {"pretrain": {"augment": "full"}, "train": {"augment": "full", "kinematic_features": True}},
-    "fast": {"train": {"lr_stage1": 3e-3, "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
-    "kinematic mlp fast": {"train": {"kinematic_features": True, "layers": (128,), "lr_stage1": 3e-3,
-                                     "lr_stage2": 1e-3, "lr_schedule": "cosine"}},
-    "kinematic mlp fast noise": {"train": {"kinematic_features": True, "layers": (128,), "lr_stage1": 3e-3,
-                                           "lr_stage2": 1e-3, "lr_schedule": "cosine", "augment": "noise"}},
+    "default without augmentation": {"train": {"augment": "none"}},
+    "full augmentation": {"pretrain": {"augment": "full"}, "train": {"augment": "full"}},
+    # the steps from the previous recipe to the default (docs/benchmarks.md, issue 11)
+    "previous default": {"train": PREVIOUS},
+    "previous + decision": {"train": DECIDED},
+    "previous + decision, full augmentation": {"pretrain": {"augment": "full"}, "train": dict(DECIDED, augment="full")},
+    "previous + decision, kinematic": {"train": dict(DECIDED, kinematic_features=True)},
+    "previous + decision, fast": {"train": FAST},
 }
 CONFIG_NAMES = [c.strip() for c in ENV("BENCH_CONFIGS", "default,balancing none,previous default").split(",")]
 DECISIONS = ("argmax", "calibrated", "as trained")
@@ -304,8 +308,9 @@ def report(rows: list[dict]) -> None:
             print(f"  end-to-end check ({r['config']}, seed {r['seed']}): predict_files + evaluate "
                   f"macro-F1 {r['macro_f1']:.3f}, in memory {inmem[0]:.3f}")
     timing = [r for r in rows if r.get("timing")]
-    print("  time per seed: " + "; ".join(
-        f"{r['config']} s{r['seed']} {r.get('pretrain_s', 0):.0f}+{r['train_and_score_s']:.0f} s" for r in timing))
+    print("  time per job and configuration (pretraining is shared by the configurations of a job): " + "; ".join(
+        f"{r['config']} s{r['seed']} {r.get('pretrain_s', 0):.0f} s pretraining + {r['train_and_score_s']:.0f} s"
+        for r in timing))
     default = "maggotflow default, as trained"
     if default in models:
         print("\n  targets (issue 11), medians:")

@@ -16,8 +16,8 @@ instance (config.json "decision"), so that prediction applies exactly what was f
    ignores that. The decoder is a hidden Markov model over each larva's steps, decoded by
    Viterbi in log space (vectorised over larvae and classes, O(n K^2) per larva):
    - emissions: the calibrated log-probabilities `log_softmax(logits + b)`;
-   - transitions, estimated from the training label sequences (all labelled steps of the
-     dataset, grouped by file and larva, split at gaps longer than `MAX_GAP_S`): each
+   - transitions, estimated from the dataset's label sequences (all its labelled steps,
+     training and validation files alike: labels only, never test data; grouped by file and larva, split at gaps longer than `MAX_GAP_S`): each
      class's mean bout duration `tau_c` (s) and the jump probabilities `J[c, j]` between
      different classes (counts + 0.5, row-normalised). A larva whose median step is dt
      stays in c with probability `exp(-dt / tau_c)` and leaves to j with
@@ -296,7 +296,7 @@ def fit_decision(
 
     val_sequences: row indices (into the validation arrays) of each larva's sequence, in
     time order; val_t: their times (s). transitions: (mean durations, jumps) from the
-    training labels, or None (then the decoder is argmax)."""
+    dataset's label sequences, or None (then the decoder is argmax)."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     logits = np.asarray(val_logits, dtype=np.float64)

@@ -283,7 +283,8 @@ def pretrain(
         params = list(encoder.parameters()) + list(decoder.parameters())
         optimiser = torch.optim.Adam(params, lr=config.lr)
         batches = torch.Generator().manual_seed(config.seed)
-        augmentation = torch.Generator().manual_seed(config.seed + 1) if preset(config.augment) else None
+        aug = preset(config.augment)
+        augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
 
         def validate() -> dict:
             encoder.eval(), decoder.eval()
@@ -307,8 +308,7 @@ def pretrain(
             idx = torch.randint(train_x.shape[0], (config.batch_size,), generator=batches)
             target = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B, 2, P, 3W)
             if augmentation is not None:  # the whole span, warped about the present's centre
-                target = augment(target, augmentation, centre=ctx * spec.window + spec.window // 2,
-                                 aug=preset(config.augment))
+                target = augment(target, augmentation, centre=ctx * spec.window + spec.window // 2, aug=aug)
             with precision.autocast():
                 recon = decoder(encoder(target[..., present]))  # (B, 2, P, W) -> (B, L) -> (B, 2, P, 3W)
             loss = F.mse_loss(recon.float(), target)

@@ -15,7 +15,8 @@ The loop, top to bottom:
 4. With `augment`, every training batch is augmented (`maggotflow.augmentation`). With
    `kinematic_features`, the classifier also sees the segment's windowed kinematic
    features (`maggotflow.kinematics`, standardised on a sample of training segments) beside
-   the latent.
+   the latent. With `lr_schedule` cosine, each stage's learning rate decays from its
+   `lr_stage1` / `lr_stage2` to 0 over the stage.
    Budgets are optimisation steps of `batch_size` segments drawn in epochs of a seeded
    random permutation of the training samples. Validation (loss, accuracy, macro-F1)
    before training, every `eval_every` steps and at the end of each stage.
@@ -283,7 +284,8 @@ def _train(
         weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
         batches = _Batches(train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
-        augmentation = torch.Generator().manual_seed(config.seed + 1) if preset(config.augment) else None
+        aug = preset(config.augment)
+        augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
 
         def validate(keep: list | None = None) -> dict:
             """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`);
@@ -342,7 +344,7 @@ def _train(
                 idx = batches.next()
                 x, target = read(idx), labels_t[idx].to(device)
                 if augmentation is not None:
-                    x = augment(x, augmentation, aug=preset(config.augment))
+                    x = augment(x, augmentation, aug=aug)
                 with precision.autocast():
                     if frozen:
                         with torch.no_grad():
