@@ -4,7 +4,10 @@ A curve is a list of rows (dicts), one per evaluation, e.g.
 `{"step": 300, "train_loss": 0.0123, "val_loss": 0.0150}`. The first key is the x axis.
 Columns whose name contains "loss" are plotted on the left axis; other numeric columns
 (accuracy, F1, learning rate, ...) on a second axis on the right. Missing values (a row
-without a key, None or NaN) are written as empty cells and skipped in the plot.
+without a key, None or NaN) are written as empty cells and skipped in the plot. A column of
+text (training's "stage": classifier, fine-tune) is not plotted: a dotted vertical line,
+labelled with both names, marks where its value changes. Each series has its own colour
+(across both axes), and the legend sits below the axes, never over the data.
 
 Matplotlib is driven through its Agg canvas directly (no pyplot): no display needed on a
 cluster node, and no global backend state changed for the caller.
@@ -92,16 +95,46 @@ def read_curve(path: str | Path) -> list[dict]:
     return rows
 
 
+def _phases(rows: list[dict], cols: list[str]) -> list[str]:
+    """Columns that name a phase of the loop (text such as training's "stage"), not a number."""
+    out = []
+    for col in cols:
+        values = [r.get(col) for r in rows if r.get(col) not in (None, "")]
+        if values and all(_number(v) is None for v in values):
+            out.append(col)
+    return out
+
+
+def _boundaries(rows: list[dict], xname: str, phase: str) -> list[tuple[float, str, str]]:
+    """(x, phase before, phase after) at each change of `phase`: x is the last row of the phase
+    that ends (training validates at the end of each stage, so that is where it ends)."""
+    out, last_x, last = [], None, None
+    for row in rows:
+        x, value = _number(row.get(xname)), row.get(phase)
+        if x is None or value in (None, ""):
+            continue
+        if last is not None and value != last:
+            out.append((last_x, str(last), str(value)))
+        last_x, last = x, value
+    return out
+
+
 def _plot(rows: list[dict], cols: list[str], png_path: Path, title: str, ylabel: str) -> None:
+    """Losses on the left axis, other scores on the right; one colour per series across both
+    axes; the legend below the axes (never over the data); a dotted vertical line, labelled,
+    where a phase column (e.g. training's stage 1 -> 2) changes."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
 
-    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    fig = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_title(title)
     if cols:
-        xname, ycols = cols[0], cols[1:]
+        xname, phases = cols[0], _phases(rows, cols[1:])
+        ycols = [c for c in cols[1:] if c not in phases]
         ax.set_xlabel(xname)
         losses = [c for c in ycols if "loss" in c]
         others = [c for c in ycols if "loss" not in c]
@@ -109,26 +142,43 @@ def _plot(rows: list[dict], cols: list[str], png_path: Path, title: str, ylabel:
             losses, others = others, []
             ylabel = "value" if ylabel == "loss" else ylabel
         ax.set_ylabel(ylabel)
-        positive = _draw(ax, rows, xname, losses, "-o")
+        palette = colormaps["tab10"].colors
+        colors = {c: palette[i % len(palette)] for i, c in enumerate(losses + others)}
+        positive = _draw(ax, rows, xname, losses, "-o", colors)
         if positive and _span(rows, losses) > 10:
             ax.set_yscale("log")  # losses fall by orders of magnitude
+        lines = ax.get_lines()
         if others:
             ax2 = ax.twinx()
-            _draw(ax2, rows, xname, others, "--s")
+            _draw(ax2, rows, xname, others, "--s", colors)
             ax2.set_ylabel(", ".join(others))
-            lines = ax.get_lines() + ax2.get_lines()
-        else:
-            lines = ax.get_lines()
+            lines = lines + ax2.get_lines()
+        top = blended_transform_factory(ax.transData, ax.transAxes)
+        if phases:  # room for the phase names above the data
+            for axis in ax.figure.axes:
+                low, high = axis.get_ylim()
+                if axis.get_yscale() == "log":
+                    axis.set_ylim(low, high * (high / low) ** 0.15)
+                else:
+                    axis.set_ylim(low, high + 0.15 * (high - low))
+        box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}
+        for phase in phases:
+            for x, before, after in _boundaries(rows, xname, phase):
+                ax.axvline(x, color="0.4", linestyle=":", linewidth=1.2)
+                ax.text(x, 0.98, f"{before} ", transform=top, ha="right", va="top", fontsize="small", color="0.3",
+                        bbox=box)
+                ax.text(x, 0.98, f" {after}", transform=top, ha="left", va="top", fontsize="small", color="0.3",
+                        bbox=box)
         if lines:
-            ax.legend(lines, [ln.get_label() for ln in lines], loc="best", fontsize="small")
+            fig.legend(lines, [ln.get_label() for ln in lines], loc="outside lower center",
+                       ncols=min(len(lines), 4), fontsize="small", frameon=False)
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
     # No timestamps in the PNG metadata: identical curves give identical files.
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
 
 
-def _draw(ax, rows: list[dict], xname: str, ycols: list[str], style: str) -> bool:
+def _draw(ax, rows: list[dict], xname: str, ycols: list[str], style: str, colors: dict) -> bool:
     """Plot columns against x; return True if every plotted value is > 0."""
     positive = True
     for col in ycols:
@@ -138,7 +188,7 @@ def _draw(ax, rows: list[dict], xname: str, ycols: list[str], style: str) -> boo
             continue
         xs, ys = zip(*pts)
         positive = positive and min(ys) > 0
-        ax.plot(xs, ys, style, markersize=3, label=col)
+        ax.plot(xs, ys, style, markersize=3, label=col, color=colors[col])
     return positive
 
 
