@@ -519,3 +519,153 @@ def pair_directories(predicted_dir: str | Path, reference_dir: str | Path) -> li
         raise ValueError(f"{len(unmatched)} reference file(s) have no matching prediction in {predicted_dir} "
                          f"(first: {unmatched[0]})")
     return pairs
+
+
+# ---------------------------------------------------------------------------- per file, per behaviour
+
+
+def per_file_scores(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    labels: Sequence[str] | None = None,
+    synonyms: dict[str, str] | None = None,
+    ignore_ends: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Each pair evaluated alone (`evaluate` on that pair, same settings): one dict per pair,
+    in order: predicted, reference, n_steps, macro_f1, accuracy (None when the file has no
+    evaluable step). The warnings of the whole evaluation are not repeated per file."""
+    rows = []
+    quiet = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        for pred, ref in pairs:
+            try:
+                one = evaluate([(pred, ref)], labels=labels, synonyms=synonyms, ignore_ends=ignore_ends)
+                scores = {"n_steps": one.n_steps, "macro_f1": one.macro_f1, "accuracy": one.accuracy}
+            except ValueError:
+                scores = {"n_steps": 0, "macro_f1": None, "accuracy": None}
+            rows.append({"predicted": str(pred), "reference": str(ref), **scores})
+    finally:
+        log.setLevel(quiet)
+    return rows
+
+
+def _bout_durations(t: np.ndarray, codes: np.ndarray) -> list[tuple[int, float]]:
+    """(code, duration in s) of each run of equal codes >= 0 (-1 = no label of the set). A
+    step lasts until the next one (the last one a median interval)."""
+    if t.size == 0:
+        return []
+    dt = np.diff(t, append=t[-1] + (float(np.median(np.diff(t))) if t.size > 1 else 0.0))
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], codes.size]
+    return [(int(codes[a]), float(t[b - 1] + dt[b - 1] - t[a])) for a, b in zip(starts, ends) if codes[a] >= 0]
+
+
+def _first_codes(steps: list[tuple[str, ...]], index: dict[str, int], synonyms: dict[str, str]) -> np.ndarray:
+    """Per step, the label-set index of its first name in label-set order (-1: none in the set)."""
+    values, codes = _step_codes(steps)
+    inside, _ = _masks(values, index, synonyms)
+    first = np.where(inside.any(axis=1), np.argmax(inside, axis=1), -1)
+    return first[codes] if codes.size else np.zeros(0, dtype=np.int64)
+
+
+def compare_behaviour(
+    report: EvaluationReport,
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    synonyms: dict[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]]]:
+    """Predicted vs reference time budget and bouts of each behaviour of `report.labels`.
+
+    Time fraction: share of the evaluated reference steps whose reference label (resp.
+    predicted label) is the behaviour (the confusion matrix's row and column sums, so the
+    same steps as every other figure). Bouts: runs of one behaviour (first label of each
+    step, after `synonyms`) in whole tracks, of the larvae the reference labels (predicted
+    larvae it does not label are not compared); duration in s.
+    Returns (one row per label: label, reference_fraction, predicted_fraction,
+    reference_bouts, predicted_bouts, reference_median_bout_s, predicted_median_bout_s) and
+    {label: {"reference": [durations], "predicted": [durations]}}.
+    """
+    from maggotflow.formats.label import read_label_file
+
+    synonyms = dict(synonyms or {})
+    index = {name: k for k, name in enumerate(report.labels)}
+    durations = {name: {"reference": [], "predicted": []} for name in report.labels}
+    for pred_path, ref_path in pairs:
+        pred, ref = read_label_file(pred_path), read_label_file(ref_path)
+        for larva, (ref_t, ref_steps) in ref.tracks.items():
+            sides = [("reference", ref_t, ref_steps)]
+            if larva in pred.tracks:
+                sides.append(("predicted", *pred.tracks[larva]))
+            for side, t, steps in sides:
+                codes = _first_codes(list(steps), index, synonyms)
+                for code, seconds in _bout_durations(np.asarray(t, dtype=np.float64), codes):
+                    durations[report.labels[code]][side].append(seconds)
+    n = max(report.n_steps, 1)
+    rows = []
+    for k, name in enumerate(report.labels):
+        ref_d, pred_d = durations[name]["reference"], durations[name]["predicted"]
+        rows.append({
+            "label": name,
+            "reference_fraction": float(report.confusion[k].sum()) / n,
+            "predicted_fraction": float(report.confusion[:, k].sum()) / n,
+            "reference_bouts": len(ref_d),
+            "predicted_bouts": len(pred_d),
+            "reference_median_bout_s": float(np.median(ref_d)) if ref_d else None,
+            "predicted_median_bout_s": float(np.median(pred_d)) if pred_d else None,
+        })
+    return rows, durations
+
+
+def _tsv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value):
+        if value is None:
+            return ""
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    lines = ["\t".join(columns)] + ["\t".join(cell(row.get(c)) for c in columns) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+PER_FILE_COLUMNS = ("predicted", "reference", "n_steps", "macro_f1", "accuracy")
+BEHAVIOUR_COLUMNS = ("label", "reference_fraction", "predicted_fraction", "reference_bouts", "predicted_bouts",
+                     "reference_median_bout_s", "predicted_median_bout_s")
+
+
+def write_per_file(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """per_file.tsv: one row per held-out file (`per_file_scores`)."""
+    write_text_atomic(path, _tsv(rows, PER_FILE_COLUMNS))
+
+
+def write_behaviour(rows: list[dict[str, Any]], durations: dict[str, dict[str, list[float]]],
+                    tsv_path: str | Path, png_path: str | Path) -> None:
+    """behaviour.tsv (`compare_behaviour` rows) and behaviour.png: time fraction per
+    behaviour (bars) and bout durations (box plots), reference beside predicted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    write_text_atomic(tsv_path, _tsv(rows, BEHAVIOUR_COLUMNS))
+    names = [r["label"] for r in rows]
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(7.0, 1.1 * len(names) + 2), 6.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    colors = {"reference": "#7f7f7f", "predicted": "#1f77b4"}
+    for shift, side in ((-0.2, "reference"), (0.2, "predicted")):
+        top.bar(x + shift, [r[f"{side}_fraction"] for r in rows], width=0.38, color=colors[side], label=side)
+        data = [durations[n][side] or [np.nan] for n in names]
+        box = bottom.boxplot(data, positions=x + shift, widths=0.34, patch_artist=True, showfliers=False,
+                             manage_ticks=False)
+        for patch in box["boxes"]:
+            patch.set_facecolor(colors[side])
+            patch.set_alpha(0.7)
+        for median in box["medians"]:
+            median.set_color("black")
+    top.set_ylabel("share of evaluated steps")
+    top.set_title("time in each behaviour, reference vs predicted (held-out files)", fontsize=10)
+    fig.legend(*top.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
+    bottom.set_ylabel("bout duration (s)")
+    bottom.set_title("bout durations (box: quartiles, whiskers: 1.5 IQR)", fontsize=10)
+    bottom.set_xticks(x, names, rotation=30, ha="right")
+    for ax in (top, bottom):
+        ax.grid(True, axis="y", alpha=0.3)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})

@@ -1,5 +1,6 @@
 # Held-out evaluation: the held-out run's predictions (predict.smk, run `heldout`) against
-# their reference .label files.
+# their reference .label files: overall and per file, time budget and bouts per behaviour.
+# (The tables are rendered on the report's landing page, report.smk.)
 
 
 rule evaluate_heldout:
@@ -8,11 +9,7 @@ rule evaluate_heldout:
         references=lambda wildcards: trackable(heldout_references(wildcards).values()),
     output:
         metrics="results/evaluation/metrics.json",
-        per_label=report(
-            "results/evaluation/per_label.csv",
-            caption="../report/per_label.rst",
-            category="Evaluation",
-        ),
+        per_label="results/evaluation/per_label.csv",
         confusion=report(
             "results/evaluation/confusion.png",
             caption="../report/confusion.rst",
@@ -20,6 +17,13 @@ rule evaluate_heldout:
         ),
         confusion_csv="results/evaluation/confusion.csv",
         table="results/evaluation/table.txt",
+        per_file="results/evaluation/per_file.tsv",
+        behaviour="results/evaluation/behaviour.tsv",
+        behaviour_png=report(
+            "results/evaluation/behaviour.png",
+            caption="../report/behaviour.rst",
+            category="Evaluation",
+        ),
     log:
         "logs/evaluation/evaluate.log",
     params:
