@@ -12,7 +12,10 @@ validated state. The pieces that are the same in both live here:
   skipped (a diverging batch must not poison the weights).
 - `Progress`: the running training loss between validations, the curve (one row per
   validation), the best validated state (module state dicts copied to CPU: `snapshot`) and the
-  progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`.
+  progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`;
+  every step also a progress record (logger "maggotflow.progress", level PROGRESS_LEVEL,
+  below DEBUG: no ordinary logging setup prints them; a workflow job shows them on its
+  console, rate-limited, workflow/scripts/jobsetup.py).
 - `duration_text(seconds)`: '8.5 s', '12.3 min', '2.1 h'.
 - `run_provenance(device, precision, progress)`: how the loop ran, for provenance.json.
 """
@@ -20,11 +23,15 @@ validated state. The pieces that are the same in both live here:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
 
 import torch
+
+PROGRESS_LOG = logging.getLogger("maggotflow.progress")
+PROGRESS_LEVEL = 5  # below DEBUG: only a handler that asks for progress gets these
 
 
 @contextlib.contextmanager
@@ -119,12 +126,13 @@ class Progress:
         self.best_state: list[dict[str, torch.Tensor]] = []
         self.skipped = 0  # steps with a non-finite loss
         self._loss_sum, self._n_losses = 0.0, 0
+        self._steps = 0  # steps taken (for the progress records)
         self._t0 = time.perf_counter()
 
     def start(self, scores: dict, stage: str | None = None) -> None:
         """The validation before training (step 0): the first best; the clock starts."""
         self._keep(self._row(0, stage, scores))
-        self.log(f"step 0/{self.total_steps} {self.describe(scores)}")
+        self._line(0, f"step 0/{self.total_steps} {self.describe(scores)}")
         self._t0 = time.perf_counter()
 
     def train_step(self, loss: torch.Tensor, stepped: bool) -> None:
@@ -134,6 +142,14 @@ class Progress:
             self._n_losses += 1
         else:
             self.skipped += 1
+        self._steps += 1
+        if PROGRESS_LOG.isEnabledFor(PROGRESS_LEVEL):
+            step, rate = self._steps, self._steps / max(time.perf_counter() - self._t0, 1e-9)
+            loss = f", train loss {self._loss_sum / self._n_losses:.4g}" if self._n_losses else ""
+            PROGRESS_LOG.log(PROGRESS_LEVEL, "step %d/%d (%d%%)%s, ETA %s", step, self.total_steps,
+                             100 * step // max(self.total_steps, 1), loss,
+                             duration_text((self.total_steps - step) / rate),
+                             extra={"progress": (step, self.total_steps)})
 
     def validated(self, step: int, scores: dict, stage: str | None = None) -> None:
         """A validation after `step` steps: a curve row, the best state if better, a line."""
@@ -142,10 +158,15 @@ class Progress:
             self._keep(row)
         train_loss = row["train_loss"]
         rate = step / (time.perf_counter() - self._t0)
-        self.log(f"step {step}/{self.total_steps}{'' if stage is None else f' ({stage})'} "
-                 f"train {'nan' if train_loss is None else f'{train_loss:.4g}'} {self.describe(scores)} "
-                 f"({rate:.1f} steps/s, ETA {duration_text((self.total_steps - step) / rate)})"
-                 + (f" [{self.skipped} non-finite batches skipped]" if self.skipped else ""))
+        self._line(step, f"step {step}/{self.total_steps}{'' if stage is None else f' ({stage})'} "
+                   f"train {'nan' if train_loss is None else f'{train_loss:.4g}'} {self.describe(scores)} "
+                   f"({rate:.1f} steps/s, ETA {duration_text((self.total_steps - step) / rate)})"
+                   + (f" [{self.skipped} non-finite batches skipped]" if self.skipped else ""))
+
+    def _line(self, step: int, text: str) -> None:
+        """A progress line: to `log`, and as a progress record (the console of a job)."""
+        self.log(text)
+        PROGRESS_LOG.log(PROGRESS_LEVEL, "%s", text, extra={"progress": (step, self.total_steps)})
 
     @property
     def elapsed(self) -> float:
