@@ -35,7 +35,13 @@ include: "workflow/rules/presets.smk"
 validate(config, "config/config.schema.yaml")
 
 
-report: "workflow/report/workflow.rst"
+# The report's landing page: the one `snakemake report` wrote from the results (numbers and
+# tables), else the generic description. (Absolute: `report:` paths are joined to this
+# file's folder, the generated page is in the working folder.)
+OVERVIEW = Path("results/report/overview.rst")
+
+
+report: str(OVERVIEW.resolve()) if OVERVIEW.is_file() else "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -47,6 +53,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:

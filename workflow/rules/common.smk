@@ -158,16 +158,19 @@ def heldout_references(wildcards):
 
 def predict_targets(wildcards):
     run = predict_run()
-    return [f"results/predict/{run}/summary.tsv"] + (
+    return [f"results/predict/{run}/summary.tsv", f"results/predict/{run}/screen"] + (
         [f"results/predict/{run}/exported.tsv"] if config["predict"]["export_next_to_tracks"] else []
     )
 
 
 def all_targets(wildcards):
-    """Default and `report` targets: the tagger, and its held-out evaluation when enabled."""
+    """Default and `report` targets: the tagger, and when evaluation is enabled its held-out
+    evaluation and the report material (landing page, ethograms, the screen summaries of the
+    held-out run and of every prediction run on disk: report.smk)."""
     if not evaluation_enabled():
         return [TAGGER]
-    return [TAGGER, "results/evaluation/metrics.json", "results/report/ethograms"]
+    return [TAGGER, "results/evaluation/metrics.json", "results/report/ethograms",
+            "results/report/overview.rst", *screen_folders(wildcards)]
 
 
 # ------------------------------------------------------------------------ params

@@ -1,6 +1,8 @@
 """Ethograms of held-out files for the report: per larva, predicted above reference labels.
 
-One PNG per file (the first `n_files` held-out files by path) in the output folder.
+One PNG per file (the first `n_files` held-out files by path) in the output folder, titled by
+the file's path relative to its folder (the run's manifest), drawn to be read at the report's
+full width: large type, the legend in one row below the time axis.
 """
 
 from pathlib import Path
@@ -14,6 +16,7 @@ with job(snakemake, subject="ethograms") as log:
     from matplotlib.patches import Patch
 
     from maggotflow.formats.label import default_colors, read_label_file
+    from maggotflow.manifest import read_manifest
     from maggotflow.records import read_shard_table
 
     def bouts(steps):
@@ -37,6 +40,10 @@ with job(snakemake, subject="ethograms") as log:
     out_dir = Path(snakemake.output[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     references = snakemake.params.references
+    try:
+        relpaths = {row["id"]: row["relpath"] for row in read_manifest(snakemake.params.manifest)}
+    except (OSError, ValueError):
+        relpaths = {}
     done = [(row["path"], row["id"], row["label"]) for row in read_shard_table(snakemake.input.summary)
             if row["status"] == "ok"]
     for track, ident, label in sorted(done)[: snakemake.params.n_files]:
@@ -45,7 +52,7 @@ with job(snakemake, subject="ethograms") as log:
         color = dict(zip(names, default_colors(names)))
         color.update(zip(predicted.names, predicted.colors or []))
         larvae = sorted(predicted.tracks, key=lambda i: int(i) if i.lstrip("-").isdigit() else 0)
-        fig = Figure(figsize=(11, 1.4 + 0.3 * len(larvae)), dpi=100, layout="constrained")
+        fig = Figure(figsize=(12, 1.9 + 0.42 * len(larvae)), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         end = 0.0
@@ -56,12 +63,16 @@ with job(snakemake, subject="ethograms") as log:
             if larva in reference.tracks:
                 t, steps = reference.tracks[larva]
                 draw(ax, row + 0.5, np.asarray(t), steps, color)
-        ax.set_yticks(np.arange(len(larvae)) + 0.45, [f"larva {i}" for i in larvae], fontsize=7)
+        ax.set_yticks(np.arange(len(larvae)) + 0.45, [f"larva {i}" for i in larvae], fontsize=10)
         ax.set_ylim(len(larvae), 0)
         ax.set_xlim(0, end)
-        ax.set_xlabel("time (s)")
-        ax.set_title(f"{track}\nupper bar: predicted, lower bar: reference", fontsize=8)
+        ax.set_xlabel("time (s)", fontsize=11)
+        ax.tick_params(axis="x", labelsize=10)
+        name = (relpaths.get(ident) or Path(track).name).replace("$", r"\$")  # no mathtext
+        fig.suptitle(name, fontsize=12, fontweight="bold")
+        ax.set_title("each larva: upper bar predicted, lower bar reference", fontsize=10)
         handles = [Patch(color=color[n], label=n) for n in names]
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.legend(handles=handles, fontsize=10, loc="outside lower center", ncols=min(len(names), 7),
+                   frameon=False)
         fig.savefig(out_dir / f"{ident}.png", format="png")
     log.info("%d ethogram(s) in %s", min(len(done), snakemake.params.n_files), out_dir)

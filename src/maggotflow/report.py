@@ -1,0 +1,206 @@
+"""The landing page of `snakemake --report`: what was trained, how well it tags held-out files.
+
+Snakemake renders the workflow's `report:` text (reStructuredText) with jinja2 but cannot read
+result files, so the workflow writes this page (`write_overview`, rule `report_overview`)
+from the results and the Snakefile points its `report:` directive at it once it exists. The
+page opens on the held-out macro-F1 and accuracy, then lists the data, the tagger and its
+budget, and renders the evaluation tables (3 decimals). Figures stay in their report
+categories (Training, Evaluation, Ethograms, Screen summary).
+
+Simulated data (`maggotflow simulate` writes a README.txt whose first line is
+`SIMULATOR_MARK` at the top of its folder) get a warning that the figures do not carry over to
+real recordings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from maggotflow.atomic import write_text_atomic
+
+# The first line of the README.txt that maggotflow.simulation.simulate writes (checked
+# against the simulator in tests/test_evaluation.py).
+SIMULATOR_MARK = "Simulated larva experiments (maggotflow simulate)"
+
+
+def is_simulated(paths: Iterable[str | Path], stop: Iterable[str | Path] = ()) -> bool:
+    """True when a README.txt of `maggotflow simulate` sits in the folder of one of `paths`
+    or in a folder above it (up to a folder of `stop`, or the root)."""
+    stops = {Path(s).resolve() for s in stop}
+    seen: set[Path] = set()
+    for path in paths:
+        folder = Path(path).resolve()
+        folder = folder if folder.is_dir() else folder.parent
+        while folder not in seen:
+            seen.add(folder)
+            try:
+                with open(folder / "README.txt", encoding="utf-8", errors="replace") as f:
+                    if f.readline().startswith(SIMULATOR_MARK):
+                        return True
+            except OSError:
+                pass
+            if folder in stops or folder.parent == folder:
+                break
+            folder = folder.parent
+    return False
+
+
+def read_tsv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _number(text: Any, digits: int = 3) -> str:
+    if text is None or text == "":
+        return "--"
+    return f"{float(text):.{digits}f}"
+
+
+def _literal(text: Any) -> str:
+    """Inline literal: file and label names keep their underscores, stars and spaces."""
+    text = " ".join(str(text).split()).replace("``", "` `")
+    return f"``{text}``" if text else "--"
+
+
+def list_table(header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int] | None = None) -> str:
+    """An rst list-table (cells already formatted)."""
+    lines = [".. list-table::", "   :header-rows: 1"]
+    if widths:
+        lines.append("   :widths: " + " ".join(str(w) for w in widths))
+    lines.append("")
+    for row in [header, *rows]:
+        lines.append("   * - " + (row[0] or " "))
+        lines += [f"     - {cell or ' '}" for cell in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def section(title: str, level: str = "-") -> str:
+    return f"{title}\n{level * len(title)}\n"
+
+
+def _count(n: int, what: str, plural: str | None = None) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {plural or what + 's'}"
+
+
+def dataset_stats(dataset_path: str | Path) -> dict[str, Any]:
+    """Files, larvae and labelled steps (segments) per behaviour of a training dataset."""
+    from maggotflow.dataset import TRAIN, VALIDATION, Dataset
+
+    dataset = Dataset.load(dataset_path)
+    try:
+        pairs = {(int(f), str(larva)) for f, larva in zip(dataset.file, dataset.larva)}
+        return {
+            "files": len({f for f, _ in pairs}),
+            "larvae": len(pairs),
+            "labels": list(dataset.labels),
+            "train": dataset.class_counts(TRAIN).tolist(),
+            "validation": dataset.class_counts(VALIDATION).tolist(),
+        }
+    finally:
+        dataset.close()
+
+
+def overview(
+    *,
+    metrics: Mapping[str, Any],
+    per_file: Sequence[Mapping[str, Any]],
+    behaviour: Sequence[Mapping[str, Any]],
+    provenance: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    dataset: Mapping[str, Any] | None = None,
+    relpaths: Mapping[str, str] | None = None,
+    runs: Sequence[str] = (),
+    simulated: bool = False,
+) -> str:
+    """The landing page (rst). metrics: metrics.json; per_file, behaviour: rows of
+    per_file.tsv and behaviour.tsv; provenance: the tagger's provenance.json; settings:
+    tagger (preset name or None), track_dir, evaluation (description of the held-out
+    files), pretrain_steps, stage1_steps, stage2_steps, labels (None: the data's), models
+    (count); dataset: `dataset_stats`; relpaths: reference .label path -> the track file's
+    path relative to its folder; runs: prediction runs with a screen summary."""
+    relpaths = relpaths or {}
+    n_files = len(metrics.get("files", [])) or len(per_file)
+    parts = [section("maggotflow: what was trained, and how well it tags held-out files", "="), ""]
+    if simulated:
+        parts += [".. warning::",
+                  "   The data are **simulated** (``maggotflow simulate``): every figure here measures the",
+                  "   tagger on synthetic larvae and does not carry over to real recordings.", ""]
+    parts += [f"**Held-out macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics['accuracy']:.3f}** "
+              f"({metrics['n_steps']} time steps of {_count(n_files, 'held-out file')}, "
+              f"{metrics.get('n_missing', 0)} without prediction; {settings['evaluation']}).", ""]
+
+    parts += [section("What was trained"), ""]
+    preset = settings.get("tagger")
+    labels = provenance.get("labels") or metrics.get("labels", [])
+    models = int(settings.get("models", 1))
+    items = [f"Tagger: preset {_literal(preset)}" if preset else "Tagger: the default settings (no preset)"]
+    if models > 1:
+        items[-1] += f", an ensemble of {models} models"
+    data = f"Training data: {_literal(settings['track_dir'])}"
+    if dataset:
+        data += (f", {_count(dataset['files'], 'labelled file')}, {_count(dataset['larvae'], 'larva', 'larvae')} "
+                 f"(labelled steps of each behaviour below)")
+    items.append(data)
+    items.append(f"Budget: {settings['pretrain_steps']} pretraining steps, {settings['stage1_steps']} stage-1 "
+                 f"(classifier) + {settings['stage2_steps']} stage-2 (fine-tuning) steps")
+    best = provenance.get("best") or {}
+    if best:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
+        items.append(f"Kept: the state at step {best.get('step')} ({best.get('stage', '')}; {scores})")
+    items.append("Labels: " + ", ".join(_literal(n) for n in labels)
+                 + ("" if settings.get("labels") else " (those of the training data)"))
+    parts += [f"- {item}" for item in items] + [""]
+    if dataset:
+        rows = [[_literal(n), str(a), str(b)] for n, a, b in zip(dataset["labels"], dataset["train"],
+                                                                  dataset["validation"])]
+        parts += ["Labelled time steps (segments) of each behaviour in the training dataset:", "",
+                  list_table(["behaviour", "training", "validation"], rows)]
+
+    parts += [section("Per behaviour (held-out files)"), ""]
+    rows = [[_literal(n), _number(m["precision"]), _number(m["recall"]), _number(m["f1"]), str(m["support"])]
+            for n, m in metrics["per_label"].items()]
+    parts += [list_table(["behaviour", "precision", "recall", "F1", "support"], rows)]
+    parts += ["Support: held-out reference steps of the behaviour. Macro-F1 is the mean F1 over the "
+              "behaviours with support; the confusion matrix is under Evaluation.", ""]
+
+    parts += [section("Per held-out file"), ""]
+    rows = [[_literal(relpaths.get(r["reference"], Path(r["reference"]).name)), _number(r["macro_f1"]),
+             _number(r["accuracy"]), str(r["n_steps"])] for r in per_file]
+    parts += [list_table(["file", "macro-F1", "accuracy", "steps"], rows, widths=[70, 10, 10, 10])]
+
+    parts += [section("Time in each behaviour and bouts, reference vs predicted"), ""]
+    rows = [[_literal(r["label"]), _number(r["reference_fraction"]), _number(r["predicted_fraction"]),
+             str(r["reference_bouts"]), str(r["predicted_bouts"]), _number(r["reference_median_bout_s"], 2),
+             _number(r["predicted_median_bout_s"], 2)] for r in behaviour]
+    parts += [list_table(["behaviour", "time share, reference", "time share, predicted", "bouts, reference",
+                          "bouts, predicted", "median bout (s), reference", "median bout (s), predicted"], rows)]
+    parts += ["Time share: of the evaluated held-out steps. The figure (behaviour.png) is under Evaluation.", ""]
+
+    parts += [section("Prediction runs"), ""]
+    if runs:
+        parts += ["Screen summaries (time in each behaviour per group, bout durations, transitions) of "
+                  "these runs are under Screen summary: " + ", ".join(_literal(r) for r in runs) + ".", ""]
+    else:
+        parts += ["No prediction run has a screen summary yet (``snakemake summary --config predict_dir=DIR``).",
+                  ""]
+
+    parts += [section("How it was made"), "",
+              "maggotflow parsed every track file once into an intermediate (isolate), cut the labelled "
+              "time steps into normalised spine segments (dataset), pretrained an encoder "
+              "self-supervised on the training files (pretrain), then fine-tuned it with a "
+              "classifier (train). The tagger was evaluated on held-out files it never saw during "
+              f"pre/training ({settings['evaluation']}). Training curves are under Training, "
+              "ethograms of held-out files under Ethograms.", ""]
+    return "\n".join(parts)
+
+
+def write_overview(path: str | Path, text: str) -> None:
+    """The page, protected from Snakemake's jinja2 pass (file names may hold braces)."""
+    write_text_atomic(path, "{% raw %}\n" + text + "\n{% endraw %}\n")
+
+
+def load_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
