@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensemble": ("maggotflow.cli.ensemble", "assemble trained taggers into a majority-vote ensemble"),
     "predict": ("maggotflow.cli.predict", "tag track files, writing LarvaTagger .label files"),
     "evaluate": ("maggotflow.cli.evaluate", "compare predicted and reference .label files"),
+    "summarize": ("maggotflow.cli.summarize", "behaviour fractions, bouts and transitions of many .label files, by group"),
 }
 
 
