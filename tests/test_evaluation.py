@@ -334,3 +334,53 @@ def test_predicted_and_reference_of_different_track_files_is_an_error(tmp_path, 
     assert f"{bare}: no track-file sha1 in its 'dependencies': cannot check that it labels the same track file " \
            f"as {ref}" in warnings
     assert any(w.startswith(f"{outline}: predicted from x.outline but the reference") for w in warnings)
+
+
+# ---------------------------------------------------------------------------- report material
+
+
+def test_per_file_scores_evaluate_each_pair_alone(pair, tmp_path):
+    from maggotflow.evaluation import per_file_scores
+
+    other = (label_file(tmp_path / "pred" / "b.label", {"1": (T1, ["run"] * 10)}),
+             label_file(tmp_path / "ref" / "b.label", {"1": (T1, ["run"] * 5 + ["cast"] * 5)}))
+    rows = per_file_scores([pair, other], labels=["run", "cast", "hunch"])
+    alone = evaluate([pair], labels=["run", "cast", "hunch"])
+    assert [r["reference"] for r in rows] == [str(pair[1]), str(other[1])]
+    assert rows[0]["macro_f1"] == pytest.approx(alone.macro_f1) and rows[0]["n_steps"] == 13
+    assert rows[1]["accuracy"] == pytest.approx(0.5) and rows[1]["n_steps"] == 10
+
+
+def test_compare_behaviour_time_fractions_and_bouts(pair, tmp_path):
+    from maggotflow.evaluation import compare_behaviour, write_behaviour
+
+    report = evaluate([pair], labels=["run", "cast", "hunch"])
+    rows, durations = compare_behaviour(report, [pair])
+    by = {r["label"]: r for r in rows}
+    # Fractions of the 13 evaluated steps: the confusion matrix's row and column sums.
+    assert [by[n]["reference_fraction"] for n in ("run", "cast", "hunch")] == pytest.approx([5 / 13, 5 / 13, 3 / 13])
+    assert [by[n]["predicted_fraction"] for n in ("run", "cast", "hunch")] == pytest.approx([3 / 13, 3 / 13, 2 / 13])
+    # Reference bouts, larva 1: run 0-0.3 (0.4 s), cast 0.4-0.6 (0.3 s), [untagged], hunch
+    # 0.8, run 0.9 (the (run, hunch) step: first in label-set order); larva 2: run, cast
+    # cast, hunch. Predicted: larva 1 only (larva 3 is not in the reference).
+    assert sorted(durations["run"]["reference"]) == pytest.approx([0.1, 0.1, 0.4])
+    assert sorted(durations["cast"]["reference"]) == pytest.approx([0.2, 0.3])
+    assert [by[n]["predicted_bouts"] for n in ("run", "cast", "hunch")] == [3, 3, 1]
+    assert by["cast"]["reference_median_bout_s"] == pytest.approx(0.25)
+    write_behaviour(rows, durations, tmp_path / "behaviour.tsv", tmp_path / "behaviour.png")
+    lines = (tmp_path / "behaviour.tsv").read_text().splitlines()
+    assert lines[0].split("\t")[:3] == ["label", "reference_fraction", "predicted_fraction"] and len(lines) == 4
+    assert (tmp_path / "behaviour.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simulated_data_are_recognised(tmp_path):
+    from maggotflow.report import is_simulated
+    from maggotflow.simulation import SimulationConfig, simulate
+
+    tracks = simulate(tmp_path / "sim", 1, config=SimulationConfig(duration_s=2, larvae=(1, 1)))
+    assert is_simulated(tracks) and is_simulated([tmp_path / "sim"])
+    real = tmp_path / "real" / "a.spine"
+    real.parent.mkdir()
+    real.write_text("")
+    (tmp_path / "real" / "README.txt").write_text("Our screen, 2024\n")
+    assert not is_simulated([real], stop=[tmp_path])

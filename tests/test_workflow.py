@@ -222,7 +222,7 @@ def test_dry_run_plans_every_stage_and_runs_nothing(tmp_path):
     assert job_counts(output) == {
         "all": 1, "isolate": len(manifest) - len(heldout), "dataset": 1, "pretrain": 1,
         "train_model": 1, "tagger": 1, "predict_shard": len(shards), "predict_summary": 1,
-        "evaluate_heldout": 1, "ethograms": 1,
+        "evaluate_heldout": 1, "ethograms": 1, "screen_summary": 1, "report_overview": 1,
     }
     # Nothing but the manifests (and the list of skipped entries): no job ran, no log was opened.
     written = sorted(str(p.relative_to(project)) for p in (project / "results").rglob("*") if p.is_file())
@@ -302,10 +302,43 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
     assert "Nothing to be done" in ok(snakemake(project, "-n", configfiles=("unrelated.yaml",)))
 
 
+def landing_page(html: str) -> str:
+    """The report's landing page (HTML): Snakemake 9 embeds it as a JSON string."""
+    found = re.search(r"var workflow_desc = (\".*?\");\n", html, re.S)
+    assert found, "no workflow description in the report"
+    return json.loads(found[1])
+
+
 def test_report_is_written(trained):
-    ok(snakemake(trained.dir, "--report", "report.html"))
-    html = (trained.dir / "report.html").read_text(errors="replace")
+    project = trained.dir
+    ok(snakemake(project, "--report", "report.html"))
+    html = (project / "report.html").read_text(errors="replace")
     assert "confusion" in html.lower() and "ethogram" in html.lower()
+    assert "Screen summary" in html and "fraction_by_group.png" in html and "behaviour.png" in html
+    page = landing_page(html)
+    metrics = json.loads((project / "results/evaluation/metrics.json").read_text())
+    # Opens on the headline numbers, says the data are simulated, renders the tables.
+    assert f"Held-out macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics['accuracy']:.3f}" in page
+    assert "simulated" in page and "does not carry over to real recordings" in page
+    assert "data/train" in page and "20 pretraining steps" in page and "10 stage-1" in page
+    for name, m in metrics["per_label"].items():
+        assert re.search(rf"{name}</tt></td>\s*<td>{m['precision']:.3f}</td>\s*<td>{m['recall']:.3f}</td>"
+                         rf"\s*<td>{m['f1']:.3f}</td>\s*<td>{m['support']}</td>", page), name
+    heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
+    assert all(r["relpath"] in page for r in heldout)  # the per-file table
+    assert "{{" not in page and "raw %}" not in page
+
+
+def test_held_out_run_has_a_screen_summary(trained):
+    screen = trained.dir / "results/predict/heldout/screen"
+    for name in ("per_larva.tsv", "per_file.tsv", "groups.tsv", "transitions.tsv", "fraction_by_group.png"):
+        assert (screen / name).stat().st_size > 0, name
+    per_file = (screen / "per_file.tsv").read_text()
+    heldout = mf.read_manifest(trained.dir / "results/predict/heldout/manifest.tsv")
+    assert all(mf.mirrored_label_path(r["relpath"]) in per_file for r in heldout)
+    per_file_scores = (trained.dir / "results/evaluation/per_file.tsv").read_text().splitlines()
+    assert per_file_scores[0].split("\t") == ["predicted", "reference", "n_steps", "macro_f1", "accuracy"]
+    assert len(per_file_scores) == 1 + len(heldout)
 
 
 # ---------------------------------------------------------------------------- predict
@@ -333,7 +366,8 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     os.mkfifo(folder / "pipe.spine")  # reading it would block the scan: never opened
 
     output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("export.yaml",)))
-    assert set(job_counts(output)) == {"predict", "predict_shard", "predict_summary", "export_predictions"}
+    assert set(job_counts(output)) == {"predict", "predict_shard", "predict_summary", "export_predictions",
+                                       "screen_summary"}
     assert {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()} == before
 
     run = run_folder(project, folder)
