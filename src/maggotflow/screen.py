@@ -446,6 +446,9 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
                 larvae += _add_file(str(path), lf, meta, meta_columns, group_by, declared, index_of, behaviours,
                                     groups, overall, rng, larva_out, file_out)
                 files += 1
+                # On disk before the next path is taken: nothing of a file stays in memory.
+                larva_out.flush()
+                file_out.flush()
             if progress is not None:
                 progress(done, total)
             now = time.monotonic()
