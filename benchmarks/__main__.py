@@ -12,6 +12,7 @@ GROUPS = {
     "workflow": "benchmarks.workflow",  # Snakemake overhead (issue 4)
     "presets": "benchmarks.presets",  # tagger presets: prediction cost, held-out macro-F1 (issue 6)
     "slurm": "benchmarks.slurm",      # job fan-out through a real local SLURM, root only (issue 5)
+    "summary": "benchmarks.summary",  # screen summary of 10,000 .label files: files/s, peak memory (issue 12)
 }
 
 
