@@ -5,14 +5,6 @@
 # too); the report shows the held-out run's and every other run's found on disk.
 
 
-def run_manifest_param(wildcards):
-    return run_manifest_file(wildcards.run)
-
-
-def summary_target(wildcards):
-    return f"results/predict/{predict_run()}/screen"
-
-
 rule screen_summary:
     input:
         summary="results/predict/{run}/summary.tsv",
@@ -29,7 +21,7 @@ rule screen_summary:
     params:
         # The manifest (metadata columns) is written by the main process before any job:
         # a param, so that the summary does not wait for, or re-run on, its rewrite.
-        manifest=run_manifest_param,
+        manifest=lambda wildcards: run_manifest_file(wildcards.run),
         group_by=config["summary"]["group_by"],
     resources:
         mem_mb=lambda wildcards, attempt: attempt * 4000,
@@ -41,4 +33,4 @@ rule screen_summary:
 
 rule summary:
     input:
-        summary_target,
+        lambda wildcards: f"results/predict/{predict_run()}/screen",
