@@ -15,6 +15,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from maggotflow.configcheck import check_config_or_exit
+
 min_version("9.20")
 
 
@@ -32,6 +34,8 @@ configfile: BASE_CONFIG
 include: "workflow/rules/presets.smk"
 
 
+# One line per unknown key (with its nearest name) or bad value; then validate fills in defaults.
+check_config_or_exit(config, Path(workflow.basedir) / "config/config.schema.yaml")
 validate(config, "config/config.schema.yaml")
 
 
@@ -64,6 +68,7 @@ rule all:
 
 onsuccess:
     print_failed_files(WORKFLOW_START)
+    print_produced()
 
 
 onerror:

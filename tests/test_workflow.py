@@ -639,3 +639,69 @@ def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, t
     clean = label_bytes(trained.dir / "results/predict/heldout/labels")
     assert recovered and recovered == clean
     assert "Nothing to be done" in ok(snakemake(project, "-n"))
+
+
+# ---------------------------------------------------------------------------- front door
+
+
+def error_lines(output: str) -> list[str]:
+    """The lines after Snakemake's banner ("Building DAG of jobs..." or the config notes)."""
+    tail = output.split("Building DAG of jobs...", 1)[-1]
+    return [line for line in tail.splitlines() if line.strip() and not line.startswith(("Using ", "Config file"))]
+
+
+def refused(result) -> str:
+    assert result.returncode != 0, result.stdout[-2000:]
+    out = result.stdout
+    assert "InputFunctionException" not in out and "Traceback" not in out, out[-2000:]
+    assert not STARTED_JOB.search(out)
+    return out
+
+
+def test_front_door_names_a_missing_folder_or_model_in_one_line(tmp_path):
+    project = new_project(tmp_path / "p", n_files=2)
+    out = refused(snakemake(project, "predict", "-n", "--config", "predict_dir=/x/y"))
+    assert error_lines(out) == ["predict_dir=/x/y: folder does not exist"]
+
+    out = refused(snakemake(project, "predict", "-n", "--config", f"predict_dir={project / 'data/train'}",
+                            f"model={tmp_path / 'nomodel'}"))
+    assert error_lines(out) == [f"model={tmp_path / 'nomodel'}: no model instance there (folder does not exist)"]
+
+    (project / "nodir.yaml").write_text("inputs:\n  track_dir: /no/such/folder\n")
+    out = refused(snakemake(project, "-n", configfiles=("nodir.yaml",)))
+    assert error_lines(out) == ["inputs.track_dir=/no/such/folder: folder does not exist"]
+
+    (project / "noeval.yaml").write_text("evaluation:\n  track_dir: /no/eval\n")
+    out = refused(snakemake(project, "-n", configfiles=("noeval.yaml",)))
+    assert error_lines(out) == ["evaluation.track_dir=/no/eval: folder does not exist"]
+    # `predict` never looks at the training folder
+    out = refused(snakemake(project, "predict", "-n", "--config", "predict_dir=/x/y", configfiles=("nodir.yaml",)))
+    assert "inputs.track_dir" not in out and "predict_dir=/x/y: folder does not exist" in out
+
+
+def test_misspelt_config_key_names_the_nearest_valid_one(tmp_path):
+    project = new_project(tmp_path / "p", n_files=2)
+    result = snakemake(project, "-n", "--config", "predcit_dir=x")
+    assert result.returncode != 0
+    assert "config: predcit_dir: unknown key; did you mean predict_dir?" in result.stdout
+    assert len(error_lines(result.stdout)) < 10 and "properties" not in result.stdout
+
+    (project / "typo.yaml").write_text("train:\n  stage1_step: 10\n")
+    result = snakemake(project, "-n", configfiles=("typo.yaml",))
+    assert result.returncode != 0
+    assert "config: train.stage1_step: unknown key; did you mean train.stage1_steps?" in result.stdout
+    assert len(result.stdout.splitlines()) < 10
+
+    (project / "bad.yaml").write_text("train:\n  stage1_steps: many\n")
+    result = snakemake(project, "-n", configfiles=("bad.yaml",))
+    assert result.returncode != 0
+    assert "config: train.stage1_steps='many': must be an integer" in result.stdout
+    assert len(result.stdout.splitlines()) < 10
+
+
+def test_predict_closing_message_names_the_labels_folder_and_counts(trained, tmp_path):
+    folder = unlabelled_folder(tmp_path / "screen", 2, seed=11)
+    out = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    run = run_folder(trained.dir, folder).relative_to(trained.dir)
+    assert "Produced:" in out
+    assert f"labels of {folder}: {run / 'labels'} (2 file(s) tagged, 0 failed)" in out

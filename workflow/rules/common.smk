@@ -5,6 +5,7 @@
 # the main process scans and writes them (jobs, re-reading this file, read the TSVs).
 
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -51,17 +52,36 @@ wildcard_constraints:
     shard=r"s[0-9a-f]{10}x*",
 
 
+def stop(message):
+    """End the invocation with one line, before any job runs.
+
+    An input function's exception would reach the user as an InputFunctionException with a
+    traceback; SystemExit is not an Exception, so Snakemake lets it through (no lock is held
+    yet while the job graph is built)."""
+    logger.error(message)
+    raise SystemExit(1)
+
+
 def one_line_errors(function):
-    """Bad data or an unwritable results/: one line, not a traceback."""
+    """Bad data or settings, or an unwritable results/: one line, not a traceback."""
 
     @functools.wraps(function)
     def wrapped(*args):
         try:
             return function(*args)
-        except (TrackDataError, OutputError) as err:
-            raise WorkflowError(str(err)) from None
+        except (TrackDataError, OutputError, WorkflowError) as err:
+            stop(str(err))
 
     return wrapped
+
+
+def check_path(key, path, folder=True):
+    """A configured path that must exist: `key=path: folder does not exist` otherwise."""
+    kind = "folder" if folder else "file"
+    if not os.path.exists(path):
+        stop(f"{key}={path}: {kind} does not exist")
+    if os.path.isdir(path) != folder:
+        stop(f"{key}={path}: is not a {kind}")
 
 
 # ------------------------------------------------------------------------ manifests
@@ -71,9 +91,15 @@ def run_manifest_file(run):
     return f"results/predict/{run}/manifest.tsv"
 
 
-def load_manifest(track_dir, manifest, out):
-    """The manifest of a folder (scanned by the main process only) or a user's TSV."""
+def load_manifest(track_dir, manifest, out, section):
+    """The manifest of a folder (scanned by the main process only) or a user's TSV; the paths
+    are config keys `section`.track_dir/.manifest (`predict_dir` for section None)."""
     main = workflow.is_main_process
+    if main:
+        if manifest:
+            check_path(f"{section}.manifest", manifest, folder=False)
+        if track_dir:
+            check_path(f"{section}.track_dir" if section else "predict_dir", track_dir)
     return mf.load_manifest(track_dir, manifest, out, config["inputs"]["patterns"],
                             scan=main and config["inputs"]["rescan"], record=main)
 
@@ -83,7 +109,7 @@ def load_manifest(track_dir, manifest, out):
 def input_manifest():
     """All files of inputs.track_dir (or inputs.manifest)."""
     LOADED.add("training")
-    return load_manifest(config["inputs"]["track_dir"], config["inputs"]["manifest"], MANIFEST)
+    return load_manifest(config["inputs"]["track_dir"], config["inputs"]["manifest"], MANIFEST, "inputs")
 
 
 def separate_heldout():
@@ -100,7 +126,7 @@ def heldout_manifest():
     """Labelled files the tagger is evaluated on and never trained on."""
     ev, out = config["evaluation"], run_manifest_file(HELDOUT_RUN)
     if separate_heldout():
-        found = load_manifest(ev["track_dir"], ev["manifest"], out)
+        found = load_manifest(ev["track_dir"], ev["manifest"], out, "evaluation")
         mf.check_heldout(found, training=input_manifest())
     else:
         found = mf.heldout_subset(input_manifest(), ev["heldout_fraction"], config["seed"])
@@ -119,7 +145,7 @@ def training_manifest():
     if wanted:
         found = found.where(**wanted)
         if not len(found):
-            raise WorkflowError(f"inputs.filter {wanted}: no training file matches (metadata columns of {MANIFEST})")
+            stop(f"inputs.filter {wanted}: no training file matches (metadata columns of {MANIFEST})")
     return found
 
 

@@ -8,7 +8,8 @@
 def predict_run():
     """The run of predict_dir tagged with the configured model."""
     if not config["predict_dir"]:
-        raise WorkflowError("snakemake predict needs a folder: --config predict_dir=/path/to/tracks")
+        stop("snakemake predict needs a folder: --config predict_dir=/path/to/tracks")
+    check_path("predict_dir", config["predict_dir"])
     return mf.predict_run_name(config["predict_dir"], model_path())
 
 
@@ -21,12 +22,14 @@ def model_fingerprint():
     """SHA-1 of the configured model; a run with an unusable model writes nothing."""
     from maggotflow.instance import InstanceError, check_model_folder, fingerprint  # imports torch
 
+    if config["model"] and not os.path.exists(config["model"]):
+        stop(f"model={config['model']}: no model instance there (folder does not exist)")
     try:
         check_model_folder(model_path())
     except InstanceError as err:
         hint = "train it first with `snakemake train` (tagging never trains)" if model_path() == TAGGER \
             else "check --config model=PATH"
-        raise WorkflowError(f"{err}; {hint}") from None
+        stop(f"{err}; {hint}")
     return fingerprint(model_path())
 
 
@@ -42,7 +45,7 @@ def run_manifest(run):
         )
     else:
         model_fingerprint()
-        found = load_manifest(config["predict_dir"], None, run_manifest_file(run))
+        found = load_manifest(config["predict_dir"], None, run_manifest_file(run), None)
     LOADED.add(run)
     return found
 
@@ -113,6 +116,46 @@ def print_failed_files(since):
               for run in sorted(LOADED - {"training", HELDOUT_RUN})]
     for warning in records.end_of_run_warnings(log_folders(), since, scans):
         logger.warning(warning)
+
+
+def produced_lines():
+    """What this invocation's targets produced and where, for the closing message."""
+    import json
+
+    lines = []
+    if "training" in LOADED and Path(TAGGER).is_dir():
+        lines.append(f"tagger: {TAGGER}")
+        metrics = Path("results/evaluation/metrics.json")
+        if metrics.is_file():
+            try:
+                scores = json.loads(metrics.read_text(encoding="utf-8"))
+                lines.append(f"held-out evaluation: macro-F1 {scores['macro_f1']:.3f}, accuracy "
+                             f"{scores['accuracy']:.3f} ({metrics})")
+            except (ValueError, KeyError, TypeError):
+                lines.append(f"held-out evaluation: {metrics}")
+        lines.append("report: snakemake --report results/report.html")
+    for run in sorted(LOADED - {"training"}):
+        folder = Path("results/predict") / run
+        summary = folder / "summary.tsv"
+        if not summary.is_file():
+            continue
+        rows = records.read_shard_table(summary)
+        tagged = sum(r["status"] == "ok" for r in rows)
+        failed = sum(r["status"] == "failed" for r in rows)
+        source = config["predict_dir"] if run != HELDOUT_RUN else "the held-out files"
+        lines.append(f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed)")
+        if run != HELDOUT_RUN and config["predict"]["export_next_to_tracks"] and (folder / "exported.tsv").is_file():
+            lines.append(f"  also next to the track files (list: {folder / 'exported.tsv'})")
+        if (folder / "screen").is_dir():
+            lines.append(f"  screen summary: {folder / 'screen'}")
+    return lines
+
+
+def print_produced():
+    """The closing message of a successful run: what was produced and where."""
+    lines = produced_lines()
+    if lines:
+        logger.info("\n".join(["Produced:"] + [f"  {line}" for line in lines]))
 
 
 def record_unfinished_predictions(since):

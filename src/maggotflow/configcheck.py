@@ -1,0 +1,110 @@
+"""The workflow's configuration checked against its JSON schema, one line per mistake.
+
+`snakemake.utils.validate` reports a bad key by printing the whole schema (~1,000 lines).
+Here a key the schema does not know is named with its nearest valid name (difflib), and a
+bad value with its key path, the value and the constraint it breaks. No Snakemake import:
+the Snakefile calls `check_config_or_exit` before `validate` (which then fills in defaults).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, described in one line."""
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _object_schemas(schema: Mapping) -> Iterator[Mapping]:
+    """The schema and its anyOf/oneOf/allOf alternatives that describe objects."""
+    yield schema
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key, ()):
+            if isinstance(sub, Mapping):
+                yield from _object_schemas(sub)
+
+
+def unknown_keys(config: Any, schema: Mapping, path: tuple = ()) -> Iterator[tuple[tuple, str, str | None]]:
+    """(path of the section, unknown key, nearest known key or None) for every key of
+    `config` that a section with `additionalProperties: false` does not declare."""
+    if not isinstance(config, Mapping):
+        return
+    properties: dict = {}
+    closed = False
+    for sub in _object_schemas(schema):
+        properties.update(sub.get("properties", {}))
+        closed = closed or sub.get("additionalProperties") is False
+    for key, value in config.items():
+        if key in properties:
+            yield from unknown_keys(value, properties[key], path + (key,))
+        elif closed:
+            near = difflib.get_close_matches(str(key), [str(k) for k in properties], n=1, cutoff=0.6)
+            yield path, str(key), near[0] if near else None
+        elif isinstance(schema.get("additionalProperties"), Mapping):
+            yield from unknown_keys(value, schema["additionalProperties"], path + (key,))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _constraint(error) -> str:
+    """The broken constraint in words (jsonschema's own message can hold the whole schema)."""
+    kind, want = error.validator, error.validator_value
+    if kind == "type":
+        types = [want] if isinstance(want, str) else list(want)
+        return "must be " + " or ".join("null" if t == "null" else f"a {t}" if t != "integer" else "an integer"
+                                        for t in types)
+    if kind == "enum":
+        return "must be one of " + ", ".join(map(str, want))
+    words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    if kind in words:
+        return f"must be {words[kind]} {want}"
+    if kind == "minItems":
+        return f"needs at least {want} item(s)"
+    if kind == "maxItems":
+        return f"takes at most {want} item(s)"
+    if kind == "required":
+        return _short(error.message, 120)
+    if kind in ("anyOf", "oneOf"):
+        return "matches none of the allowed forms (see config/README.md)"
+    return f"breaks {kind}: {_short(want)}"
+
+
+def check_config(config: Mapping, schema: Mapping | str | Path) -> None:
+    """ConfigError (one line) for the first unknown key or bad value of `config`."""
+    if not isinstance(schema, Mapping):
+        schema = load_schema(schema)
+    for path, key, near in unknown_keys(config, schema):
+        where = ".".join(map(str, path + (key,)))
+        hint = f"; did you mean {'.'.join(map(str, path + (near,)))}?" if near else ""
+        raise ConfigError(f"{where}: unknown key{hint} (the keys: config/README.md)")
+
+    import jsonschema
+
+    validator_class = jsonschema.validators.validator_for(schema)
+    errors = sorted(validator_class(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        where = ".".join(map(str, error.absolute_path)) or "config"
+        raise ConfigError(f"{where}={_short(error.instance)}: {_constraint(error)}")
+
+
+def check_config_or_exit(config: Mapping, schema: Mapping | str | Path) -> Mapping:
+    """`check_config`, or stop the program with its one line ("config: ...") on stderr;
+    returns `config` (so it can be passed on)."""
+    try:
+        check_config(config, schema)
+    except ConfigError as err:
+        raise SystemExit(f"config: {err}") from None
+    return config
