@@ -274,3 +274,58 @@ def test_clear_errors_for_missing_folders_and_bad_names(trained, tmp_path, capsy
     line = one_line_error(capsys, root, "train", "--model-instance", "unlabelled", *FAST)
     assert "no labelled track file" in line
     assert not (root / "models" / "unlabelled").exists()
+
+
+# ---------------------------------------------------------------------------- finetune, --sandbox
+def test_finetune_continues_an_existing_tagger_into_a_new_instance(trained, tmp_path):
+    root = tmp_path
+    shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "more")
+    shutil.copytree(trained / "models" / "sim", root / "models" / "sim")
+    original = ModelInstance.load(root / "models" / "sim")
+    code = backend(root, "finetune", "--model-instance", "more", "--original-model-instance", "sim",
+                   "--iterations", "2", "--skip-make-dataset", *FAST)
+    assert code == 0
+    tuned = ModelInstance.load(root / "models" / "more")
+    assert tuned.kind == "tagger" and tuned.labels == original.labels
+    assert tuned.provenance["pretrained"] == str((root / "models" / "sim").resolve())
+    assert tuned.provenance["stage2_steps"] == 2
+    assert ModelInstance.load(root / "models" / "sim").provenance == original.provenance  # untouched
+
+    # without --original-model-instance: models/NAME itself is continued and replaced
+    shutil.copytree(trained / "models" / "sim", root / "models" / "more", dirs_exist_ok=True)
+    assert backend(root, "finetune", "--model-instance", "more", "--iterations", "1", *FAST) == 0
+    assert ModelInstance.load(root / "models" / "more").provenance["stage2_steps"] == 1
+    assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")]  # its copy went
+
+
+def test_finetune_refuses_a_missing_or_pretrained_original(trained, tmp_path, capsys):
+    shutil.copytree(trained / "pretrained_models", tmp_path / "models")
+    err = one_line_error(capsys, tmp_path, "finetune", "--model-instance", "x", "--original-model-instance", "nope",
+                         *FAST)
+    assert "model instance 'nope' not found" in err
+    err = one_line_error(capsys, tmp_path, "finetune", "--model-instance", "x", "--original-model-instance", "tiny",
+                         *FAST)
+    assert "not a tagger" in err or "pretrained" in err
+
+
+def test_sandbox_names_the_data_folders(trained, tmp_path):
+    root = tmp_path
+    shutil.copytree(trained / "models" / "sim", root / "models" / "sim")
+    track = raw_tracks(trained)[0]
+    (root / "data" / "raw" / "tok1").mkdir(parents=True)
+    shutil.copy(track, root / "data" / "raw" / "tok1" / track.name)
+    assert backend(root, "predict", "--model-instance", "sim", "--sandbox", "tok1", *FAST[:4]) == 0
+    assert (root / "data" / "processed" / "tok1" / "predicted.label").is_file()
+    assert not (root / "data" / "processed" / "sim").exists()
+
+    shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "tok2")
+    shutil.copytree(trained / "pretrained_models", root / "pretrained_models")
+    assert backend(root, "train", "--model-instance", "other", "--sandbox", "tok2", "--pretrained-model-instance",
+                   "tiny", "--iterations", "1", *FAST) == 0
+    assert (root / "models" / "other").is_dir() and (root / "data" / "interim" / "tok2" / "larva_dataset.h5").is_file()
+    assert not (root / "data" / "interim" / "other").exists()
+
+
+def test_sandbox_must_be_a_plain_name(trained, capsys):
+    err = one_line_error(capsys, trained, "predict", "--model-instance", "sim", "--sandbox", "../x", *FAST[:4])
+    assert "--sandbox '../x' must be a plain folder name" in err

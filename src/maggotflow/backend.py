@@ -14,7 +14,15 @@ Commands (options as in TaggingBackends)::
     tagging-backend predict --model-instance NAME [--skip-make-dataset | --make-dataset] [--device D]
     tagging-backend train --model-instance NAME [--pretrained-model-instance P] [--labels a,b,c]
         [--balancing-strategy auto|maggotuba|none] [--class-weights 1,2,...] [--iterations N]
-        [--layers N] [--seed S] [--device D]
+        [--layers N] [--seed S] [--device D] [--skip-make-dataset]
+    tagging-backend finetune --model-instance NAME [--original-model-instance ORIGINAL] (train's options)
+    every command: [--sandbox TOKEN]: data/{raw,interim,processed}/TOKEN instead of .../NAME
+
+finetune
+    Continues training the tagger `models/ORIGINAL` (default: `models/NAME`, replaced) on the
+    labelled files of `data/raw/NAME`, writing `models/NAME`: the original's encoder and
+    segments are the starting point and its labels are learnt (unless `--labels`); the
+    classifier is trained again. Otherwise as `train`.
 
 maggotflow's extras: `--root`, the track-reading options of `maggotflow predict`
 (`--framerate`, `--pixelsize`, `--spine-order`), `--verbose`; for predict `--batch-size`,
@@ -89,15 +97,20 @@ class BackendError(ValueError):
 class Project:
     """Paths of a backend project folder for one model instance name."""
 
-    def __init__(self, root: str | Path, name: str):
+    def __init__(self, root: str | Path, name: str, sandbox: str | None = None):
         name = str(name)
-        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
-            raise BackendError(f"--model-instance {name!r} must be a plain folder name (no '/', not hidden)")
+        for option, value in (("--model-instance", name), ("--sandbox", sandbox)):
+            if value is not None and (not value or value in (".", "..") or "/" in value or "\\" in value
+                                      or value.startswith(".")):
+                raise BackendError(f"{option} {value!r} must be a plain folder name (no '/', not hidden)")
         self.root = Path(root)
         self.name = name
-        self.raw = self.root / "data" / "raw" / name
-        self.interim = self.root / "data" / "interim" / name
-        self.processed = self.root / "data" / "processed" / name
+        # --sandbox TOKEN (TaggingBackends): the data/ folders of this call are named TOKEN
+        # instead of the instance name, so that concurrent calls on one instance never clash.
+        self.data_name = sandbox or name
+        self.raw = self.root / "data" / "raw" / self.data_name
+        self.interim = self.root / "data" / "interim" / self.data_name
+        self.processed = self.root / "data" / "processed" / self.data_name
         self.model = self.root / "models" / name
 
     def find_instance(self, name: str) -> Path | None:
@@ -114,7 +127,7 @@ class Project:
 
         if not self.raw.is_dir():
             raise BackendError(f"{self.raw}: folder not found; put the track files there "
-                               f"(data/raw/{self.name}/ under {self.root})")
+                               f"(data/raw/{self.data_name}/ under {self.root})")
         manifest = build_manifest(self.raw)
         if len(manifest) == 0:
             raise BackendError(f"{self.raw}: no track file found (.spine, trx.mat or FIMTrack .csv)")
@@ -130,6 +143,7 @@ def predict(
     batch_size: int | None = None,
     read_options=None,
     on_error: Callable | None = None,
+    sandbox: str | None = None,
 ) -> list[Path]:
     """Tag `data/raw/NAME/**` with `models/NAME`; return the `.label` files written.
 
@@ -140,7 +154,7 @@ def predict(
     from maggotflow.manifest import mirrored_label_path
     from maggotflow.prediction import OutputClashError, predict_files
 
-    project = Project(root, name)
+    project = Project(root, name, sandbox)
     if not project.model.is_dir():
         raise BackendError(f"{project.model}: model instance {name!r} not found; train one with "
                            f"`tagging-backend train --model-instance {name}` or copy it to models/{name}/")
@@ -206,6 +220,8 @@ def train(
     batch_size: int = 128,
     read_options=None,
     log_line: Callable[[str], None] = print,
+    sandbox: str | None = None,
+    pretrained_path: str | Path | None = None,
 ):
     """Train `models/NAME` on the labelled track files of `data/raw/NAME`; return the instance.
 
@@ -221,7 +237,7 @@ def train(
         raise BackendError(f"--iterations must be >= 1, got {iterations}")
     if layers < 1:
         raise BackendError(f"--layers must be >= 1, got {layers}")
-    project = Project(root, name)
+    project = Project(root, name, sandbox)
     config = TrainConfig(
         stage1_steps=math.ceil(STAGE1_FRACTION * iterations), stage2_steps=iterations, batch_size=batch_size,
         seed=seed, device=device, layers=(hidden_width,) * (layers - 1), post_rule=post_rule,
@@ -230,7 +246,9 @@ def train(
     # the encoder to start from: --pretrained-model-instance, else pretrained_models/default,
     # else a short pretraining on the same files
     pretraining = None
-    if pretrained_name is not None:
+    if pretrained_path is not None:  # finetune: an existing tagger
+        pretrained = Path(pretrained_path)
+    elif pretrained_name is not None:
         pretrained = project.find_instance(pretrained_name)
         if pretrained is None:
             raise BackendError(f"pretrained model instance {pretrained_name!r} not found in "
@@ -253,6 +271,41 @@ def train(
     )
 
 
+def finetune(root: str | Path, name: str, original: str | None = None, labels: Sequence[str] | None = None,
+             **train_options):
+    """Continue training the tagger `models/ORIGINAL` (default: `models/NAME` itself) on the
+    labelled files of `data/raw/NAME` (or `data/raw/SANDBOX`); write `models/NAME`.
+
+    The original tagger's encoder is the starting point (as a pretrained encoder is for
+    `train`), its segments are kept, and its labels are learnt unless `labels` says otherwise;
+    the classifier is trained again (stage 1, then both). Other options: those of `train`.
+    """
+    from maggotflow.instance import ModelInstance, check_model_folder
+
+    original = name if original is None else str(original)
+    project = Project(root, name, train_options.get("sandbox"))
+    source = project.root / "models" / original
+    if not source.is_dir():
+        raise BackendError(f"{source}: model instance {original!r} not found; finetune continues an existing "
+                           f"tagger (train one with `tagging-backend train --model-instance {original}`)")
+    check_model_folder(source)
+    instance = ModelInstance.load(source)
+    if instance.kind != "tagger":
+        raise BackendError(f"{source}: is a {instance.kind} instance, not a tagger: use `tagging-backend train "
+                           f"--pretrained-model-instance {original}`")
+    if original == name:  # the target folder is replaced: start from a copy
+        work = Path(tempfile.mkdtemp(prefix=".finetune-", dir=project.root / "models"))
+        shutil.copytree(source, work / original)
+        source = work / original
+    else:
+        work = None
+    try:
+        return train(root, name, pretrained_path=source, labels=labels or list(instance.labels), **train_options)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -265,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--root", type=Path, default=None,
                         help="backend project folder holding data/ and models/ (default: current directory)")
     common.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    common.add_argument("--sandbox", metavar="TOKEN", default=None,
+                        help="name the data/raw, data/interim and data/processed folders TOKEN instead of NAME "
+                             "(concurrent calls on one instance)")
     add_read_options(common, min_steps=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of a reported error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -282,10 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-isolation", action="store_true",
                    help="accepted for LarvaTagger.jl compatibility: every call is isolated anyway")
 
-    t = sub.add_parser("train", parents=[common], help="train models/NAME on the labelled files in data/raw/NAME")
-    t.add_argument("--pretrained-model-instance", metavar="P", default=None,
-                   help=f"encoder to start from: models/P or pretrained_models/P (default: "
-                        f"pretrained_models/{DEFAULT_PRETRAINED}, else a short pretraining)")
+    training = argparse.ArgumentParser(add_help=False)
+    t = training
     t.add_argument("--labels", default=None, help="comma-separated labels to learn (default: every label found)")
     t.add_argument("--balancing-strategy", choices=("auto", "maggotuba", "none"), default="auto",
                    help="auto (class weights by inverse frequency, default), maggotuba (subsampling), none")
@@ -300,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--post-rule", default=None, help="post-prediction rule stored in the tagger: ABC->AAC or none")
     t.add_argument("--batch-size", type=int, default=128, help="segments per training step (default 128)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--skip-make-dataset", action="store_true",
+                   help="accepted for TaggingBackends compatibility (the dataset is always rebuilt)")
+
+    t = sub.add_parser("train", parents=[common, training],
+                       help="train models/NAME on the labelled files in data/raw/NAME")
+    t.add_argument("--pretrained-model-instance", metavar="P", default=None,
+                   help=f"encoder to start from: models/P or pretrained_models/P (default: "
+                        f"pretrained_models/{DEFAULT_PRETRAINED}, else a short pretraining)")
+    f = sub.add_parser("finetune", parents=[common, training],
+                       help="continue training the tagger models/ORIGINAL on data/raw/NAME into models/NAME")
+    f.add_argument("--original-model-instance", metavar="ORIGINAL", default=None,
+                   help="the tagger to start from, in models/ (default: --model-instance itself, replaced)")
     return parser
 
 
@@ -314,19 +380,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = read_options(args)
         if args.command == "predict":
             written = predict(root, args.model_instance, make_dataset=args.make_dataset, device=args.device,
-                              batch_size=args.batch_size, read_options=options,
+                              batch_size=args.batch_size, read_options=options, sandbox=args.sandbox,
                               on_error=(lambda path, err: failures.append(err)) if args.keep_going else None)
             for path in written:
                 print(path, flush=True)
         else:
             from maggotflow.dataset import parse_names, parse_weights
 
-            train(root, args.model_instance, pretrained_name=args.pretrained_model_instance,
-                  labels=parse_names(args.labels), balancing=args.balancing_strategy,
-                  class_weights=parse_weights(args.class_weights), iterations=args.iterations,
-                  pretraining_iterations=args.pretraining_iterations, seed=args.seed, device=args.device,
-                  layers=args.layers, post_rule=args.post_rule, batch_size=args.batch_size,
-                  read_options=options, log_line=lambda msg: print(msg, flush=True))
+            settings = dict(balancing=args.balancing_strategy, class_weights=parse_weights(args.class_weights),
+                            iterations=args.iterations, pretraining_iterations=args.pretraining_iterations,
+                            seed=args.seed, device=args.device, layers=args.layers, post_rule=args.post_rule,
+                            batch_size=args.batch_size, read_options=options, sandbox=args.sandbox,
+                            log_line=lambda msg: print(msg, flush=True))
+            if args.command == "finetune":
+                finetune(root, args.model_instance, original=args.original_model_instance,
+                         labels=parse_names(args.labels), **settings)
+            else:
+                train(root, args.model_instance, pretrained_name=args.pretrained_model_instance,
+                      labels=parse_names(args.labels), **settings)
     except (ValueError, OSError) as err:
         # Bad input, a model folder, an option (TrackDataError, InstanceError, BackendError are
         # ValueErrors) or an output: one line, exit 1 as TaggingBackends callers expect, no
