@@ -451,7 +451,7 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     broken = next(t for t in tracks[1:] if "{" not in str(t))
     broken.write_text("not a spine file\n")
     result = snakemake(project, "predict", "--keep-going", "--config", f"predict_dir={folder}")
-    assert result.returncode != 0 and f"1 input(s) failed" in result.stdout
+    assert result.returncode != 0 and "1 input(s) failed" in result.stdout
     rows = {r["path"]: r for r in records.read_shard_table(run / "summary.tsv")}
     assert len(rows) == len(tracks)
     assert rows[str(broken)]["status"] == "failed" and rows[str(broken)]["problem"]

@@ -64,6 +64,8 @@ from maggotflow.atomic import atomic_path, make_dirs
 from maggotflow.tracks import TrackDataError
 
 log = logging.getLogger(__name__)
+PROGRESS_LOG = logging.getLogger("maggotflow.progress")  # records for the workflow console, as in loop.py
+PROGRESS_LEVEL = 5
 
 DEFAULT_GROUP_BY = ("genotype", "effector", "protocol", "tracker")
 METADATA_KEYS = ("tracker", "genotype", "effector", "protocol", "date_time")
@@ -451,6 +453,9 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
                 file_out.flush()
             if progress is not None:
                 progress(done, total)
+            # For the workflow's console (workflow/scripts/jobsetup.py shows these, rate-limited).
+            PROGRESS_LOG.log(PROGRESS_LEVEL, "%s", _progress_line(done, total, time.monotonic() - started),
+                             extra={"progress": (done, total)})
             now = time.monotonic()
             if now - last_log >= LOG_EVERY_S:
                 last_log = now
