@@ -289,6 +289,7 @@ def test_finetune_continues_an_existing_tagger_into_a_new_instance(trained, tmp_
     assert tuned.kind == "tagger" and tuned.labels == original.labels
     assert tuned.provenance["pretrained"] == str((root / "models" / "sim").resolve())
     assert tuned.provenance["stage2_steps"] == 2
+    assert tuned.provenance["classifier_continued"] is True  # the original's classifier was the start
     assert ModelInstance.load(root / "models" / "sim").provenance == original.provenance  # untouched
 
     # without --original-model-instance: models/NAME itself is continued and replaced

@@ -278,7 +278,8 @@ def finetune(root: str | Path, name: str, original: str | None = None, labels: S
 
     The original tagger's encoder is the starting point (as a pretrained encoder is for
     `train`), its segments are kept, and its labels are learnt unless `labels` says otherwise;
-    the classifier is trained again (stage 1, then both). Other options: those of `train`.
+    with the same labels and classifier layers its classifier is the start too (then stage 1
+    and stage 2 continue it), else a new classifier is trained. Other options: those of `train`.
     """
     from maggotflow.instance import ModelInstance, check_model_folder
 

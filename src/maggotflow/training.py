@@ -182,7 +182,9 @@ def train_tagger(
 
     dataset_path: dataset HDF5 (`maggotflow dataset`); its labels, class weights, split and
     segment spec are used as they are. pretrained: a model instance folder ("pretrained" or
-    "tagger") whose encoder is fine-tuned, or None for a random encoder. out_instance: the
+    "tagger") whose encoder is fine-tuned, or None for a random encoder; a tagger with the
+    same labels and classifier shape also gives its classifier as the start (continued
+    training, provenance "classifier_continued"). out_instance: the
     folder to write (an existing maggotflow instance there is replaced; anything else is
     refused before training). Progress lines go to `log`.
     Raises InstanceError for an unusable pretrained folder or a segment spec mismatch,
@@ -278,7 +280,14 @@ def _train(
         if base is not None:
             encoder.load_state_dict(base.encoder.state_dict())
         classifier = Classifier(classifier_config)
-        if classifier_config.features:
+        # Continuing a tagger (tagging-backend finetune): with the same labels and classifier
+        # shape its classifier (and feature scaling) is the start too; else a new one is trained.
+        continued = (base is not None and base.kind == "tagger" and list(base.labels) == labels
+                     and base.classifier_config == classifier_config)
+        if continued:
+            classifier.load_state_dict(base.classifier.state_dict())
+            log(f"continuing the tagger {pretrained}: its encoder and classifier are the start")
+        elif classifier_config.features:
             _fit_feature_scaling(classifier, read, train_idx, config.seed)
         encoder.to(device), classifier.to(device)
         weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
@@ -378,6 +387,7 @@ def _train(
         "synonyms": dataset.synonyms,
         "target": dataset.target,
         "pretrained": None if pretrained is None else str(Path(pretrained).resolve()),
+        "classifier_continued": continued,
         "pretrained_provenance": None if base is None else _summary(base.provenance),
         "labels": labels,
         "class_weights": [float(w) for w in weights],
