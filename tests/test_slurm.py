@@ -35,7 +35,7 @@ SCRIPTS = REPO / "tests" / "slurm"
 SMALL = SCRIPTS / "small.yaml"
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(SCRIPTS / "profile")]
 GPU_RULES = {"pretrain", "train_model", "predict_shard"}
-CPU_RULES = {"isolate", "dataset", "evaluate_heldout", "ethograms"}
+CPU_RULES = {"isolate", "dataset", "evaluate_heldout", "ethograms", "screen_summary"}
 SHARD = re.compile(r"shard=(s[0-9a-f]{10}x*)")
 
 
