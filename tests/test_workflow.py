@@ -705,3 +705,17 @@ def test_predict_closing_message_names_the_labels_folder_and_counts(trained, tmp
     run = run_folder(trained.dir, folder).relative_to(trained.dir)
     assert "Produced:" in out
     assert f"labels of {folder}: {run / 'labels'} (2 file(s) tagged, 0 failed)" in out
+    assert (trained.dir / run / "screen" / "groups.tsv").is_file()  # predict made its screen summary
+
+    # With that run on disk (and no predict_dir now), the default target and the report still
+    # plan (the run's files are taken as they are) and the report shows its screen summary;
+    # `summary` remakes a deleted one.
+    out = ok(snakemake(trained.dir))  # the landing page now lists the run too
+    assert "predict_shard" not in out and "screen_summary" not in out
+    assert "Nothing to be done" in ok(snakemake(trained.dir, "-n"))
+    ok(snakemake(trained.dir, "--report", "again.html"))
+    assert run.name in (trained.dir / "again.html").read_text(errors="replace")
+    shutil.rmtree(trained.dir / run / "screen")
+    ok(snakemake(trained.dir, "-n"))
+    ok(snakemake(trained.dir, "summary", "--config", f"predict_dir={folder}"))
+    assert (trained.dir / run / "screen" / "groups.tsv").is_file()

@@ -6,8 +6,12 @@ import glob
 
 
 def screen_runs():
-    """The held-out run and every prediction run with a summary.tsv on disk."""
-    found = {Path(p).parent.name for p in glob.glob("results/predict/*/summary.tsv")}
+    """The held-out run, the configured predict_dir's run, and every other prediction run whose
+    screen summary is on disk (taken as it is: such a run's jobs cannot be planned without its
+    predict_dir; `snakemake summary --config predict_dir=DIR` makes or updates one)."""
+    found = {Path(p).parent.name for p in glob.glob("results/predict/*/screen")}
+    if config["predict_dir"]:
+        found.add(predict_run())
     return [HELDOUT_RUN] + sorted(found - {HELDOUT_RUN})
 
 

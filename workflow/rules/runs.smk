@@ -33,16 +33,24 @@ def model_fingerprint():
     return fingerprint(model_path())
 
 
-@functools.cache
-@one_line_errors
 def run_manifest(run):
-    if run == HELDOUT_RUN:
-        found = heldout_manifest()
-    elif run != predict_run():
+    """The run's files: the held-out files, or predict_dir's."""
+    if run != HELDOUT_RUN and (not config["predict_dir"] or run != predict_run()):
+        # A WorkflowError, not stop(): the default target and the report list every run on
+        # disk (their screen summaries), and Snakemake takes another run's files as they are
+        # when their jobs cannot be planned.
         raise WorkflowError(
             f"results/predict/{run} does not belong to predict_dir={config['predict_dir']} with "
             f"model={model_path()}; target the `predict` rule with --config predict_dir=DIR"
         )
+    return loaded_run_manifest(run)
+
+
+@functools.cache
+@one_line_errors
+def loaded_run_manifest(run):
+    if run == HELDOUT_RUN:
+        found = heldout_manifest()
     else:
         model_fingerprint()
         found = load_manifest(config["predict_dir"], None, run_manifest_file(run), None)
