@@ -330,3 +330,25 @@ def test_sandbox_names_the_data_folders(trained, tmp_path):
 def test_sandbox_must_be_a_plain_name(trained, capsys):
     err = one_line_error(capsys, trained, "predict", "--model-instance", "sim", "--sandbox", "../x", *FAST[:4])
     assert "--sandbox '../x' must be a plain folder name" in err
+
+
+def test_train_post_rule_and_seed_reach_the_tagger(tmp_path):
+    """--post-rule and --seed, as LarvaTagger.jl's training dialog can pass them."""
+    root = new_project(tmp_path, name="pr", n_files=2)
+    assert backend(root, "train", "--model-instance", "pr", "--pretrained-model-instance", "tiny",
+                   "--iterations", "2", "--post-rule", "ABC->AAC", "--seed", "3", *FAST) == 0
+    tagger = ModelInstance.load(root / "models" / "pr")
+    assert tagger.post_rule == "ABC->AAC"
+    assert tagger.provenance["config"]["seed"] == 3 and tagger.provenance["config"]["post_rule"] == "ABC->AAC"
+
+
+def test_predict_accepts_data_isolation(trained, tmp_path):
+    """LarvaTagger.jl's --data-isolation: accepted (every call is isolated already), same labels."""
+    root = tmp_path
+    shutil.copytree(trained / "models" / "sim", root / "models" / "sim")
+    track = raw_tracks(trained)[0]
+    (root / "data" / "raw" / "sim").mkdir(parents=True)
+    shutil.copy(track, root / "data" / "raw" / "sim" / track.name)
+    assert backend(root, "predict", "--model-instance", "sim", "--data-isolation", *FAST[:4]) == 0
+    predicted = read_label_file(root / "data" / "processed" / "sim" / "predicted.label")
+    assert predicted.tracks and all(steps for _, steps in predicted.tracks.values())
