@@ -710,9 +710,11 @@ def test_predict_closing_message_names_the_labels_folder_and_counts(trained, tmp
     # With that run on disk (and no predict_dir now), the default target and the report still
     # plan (the run's files are taken as they are) and the report shows its screen summary;
     # `summary` remakes a deleted one.
-    out = ok(snakemake(trained.dir))  # the landing page now lists the run too
-    assert "predict_shard" not in out and "screen_summary" not in out
-    assert "Nothing to be done" in ok(snakemake(trained.dir, "-n"))
+    before = {f: (trained.dir / run / f).stat().st_mtime_ns for f in ("summary.tsv", "screen/groups.tsv")}
+    ok(snakemake(trained.dir))  # the landing page now lists the run too
+    assert {f: (trained.dir / run / f).stat().st_mtime_ns for f in before} == before  # the run is left as it is
+    planned = ok(snakemake(trained.dir, "-n"))
+    assert "predict_shard" not in planned and "screen_summary" not in planned
     ok(snakemake(trained.dir, "--report", "again.html"))
     assert run.name in (trained.dir / "again.html").read_text(errors="replace")
     shutil.rmtree(trained.dir / run / "screen")
