@@ -278,7 +278,7 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 def test_files_are_deterministic_and_independent_of_file_count(tmp_path):
     three = simulate(tmp_path / "a", 3, seed=4, config=SHORT)
     five = simulate(tmp_path / "b", 5, seed=4, config=SHORT)
-    again = simulate(tmp_path / "c", 3, seed=4, config=SHORT)
+    simulate(tmp_path / "c", 3, seed=4, config=SHORT)
     other = simulate(tmp_path / "d", 3, seed=5, config=SHORT)
     assert [p.relative_to(tmp_path / "a") for p in three] == [p.relative_to(tmp_path / "b") for p in five[:3]]
     a, b, c = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b"), _tree_bytes(tmp_path / "c")
