@@ -8,8 +8,8 @@
 # Targets: all (default: train + held-out evaluation + report material), train, evaluate,
 # predict (--config predict_dir=DIR [model=PATH]: tags a folder, never trains, and
 # summarises it), summary (the screen summary of predict_dir's run), report (then
-# `snakemake --report results/report.html`, opening on overview.rst once it is written). Settings: config/config.yaml, explained
-# in config/README.md; tagger presets: --config tagger=NAME (config/taggers/, presets.smk;
+# `snakemake --report results/report.html`, opening on overview.rst once it is written).
+# Settings: config/config.yaml, explained in config/README.md; tagger presets: --config tagger=NAME (config/taggers/, presets.smk;
 # ensembles are several models, see train.smk); decisions in workflow/rules/common.smk,
 # rules in workflow/rules/, thin job scripts in workflow/scripts/.
 

@@ -309,12 +309,17 @@ def test_finetune_refuses_a_missing_or_pretrained_original(trained, tmp_path, ca
     assert "not a tagger" in err or "pretrained" in err
 
 
-def test_sandbox_names_the_data_folders(trained, tmp_path):
-    root = tmp_path
+def with_one_track(trained: Path, root: Path, raw: str) -> Path:
+    """`root` holding the trained tagger models/sim and one of its track files in data/raw/RAW."""
     shutil.copytree(trained / "models" / "sim", root / "models" / "sim")
     track = raw_tracks(trained)[0]
-    (root / "data" / "raw" / "tok1").mkdir(parents=True)
-    shutil.copy(track, root / "data" / "raw" / "tok1" / track.name)
+    (root / "data" / "raw" / raw).mkdir(parents=True)
+    shutil.copy(track, root / "data" / "raw" / raw / track.name)
+    return root
+
+
+def test_sandbox_names_the_data_folders(trained, tmp_path):
+    root = with_one_track(trained, tmp_path, "tok1")
     assert backend(root, "predict", "--model-instance", "sim", "--sandbox", "tok1", *FAST[:4]) == 0
     assert (root / "data" / "processed" / "tok1" / "predicted.label").is_file()
     assert not (root / "data" / "processed" / "sim").exists()
@@ -344,11 +349,7 @@ def test_train_post_rule_and_seed_reach_the_tagger(tmp_path):
 
 def test_predict_accepts_data_isolation(trained, tmp_path):
     """LarvaTagger.jl's --data-isolation: accepted (every call is isolated already), same labels."""
-    root = tmp_path
-    shutil.copytree(trained / "models" / "sim", root / "models" / "sim")
-    track = raw_tracks(trained)[0]
-    (root / "data" / "raw" / "sim").mkdir(parents=True)
-    shutil.copy(track, root / "data" / "raw" / "sim" / track.name)
+    root = with_one_track(trained, tmp_path, "sim")
     assert backend(root, "predict", "--model-instance", "sim", "--data-isolation", *FAST[:4]) == 0
     predicted = read_label_file(root / "data" / "processed" / "sim" / "predicted.label")
     assert predicted.tracks and all(steps for _, steps in predicted.tracks.values())

@@ -13,25 +13,21 @@ validated state. The pieces that are the same in both live here:
 - `Progress`: the running training loss between validations, the curve (one row per
   validation), the best validated state (module state dicts copied to CPU: `snapshot`) and the
   progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`;
-  every step also a progress record (logger "maggotflow.progress", level PROGRESS_LEVEL,
-  below DEBUG: no ordinary logging setup prints them; a workflow job shows them on its
-  console, rate-limited, workflow/scripts/jobsetup.py).
-- `duration_text(seconds)`: '8.5 s', '12.3 min', '2.1 h'.
+  every step also a progress record (`maggotflow.progress`: a workflow job shows them on its
+  console). `duration_text` (from `maggotflow.progress`): '8.5 s', '12.3 min', '2.1 h'.
 - `run_provenance(device, precision, progress)`: how the loop ran, for provenance.json.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 
 import torch
 
-PROGRESS_LOG = logging.getLogger("maggotflow.progress")
-PROGRESS_LEVEL = 5  # below DEBUG: only a handler that asks for progress gets these
+from maggotflow import progress as progress_records
+from maggotflow.progress import duration_text  # also the loops' own (pretraining, training)
 
 
 @contextlib.contextmanager
@@ -54,17 +50,6 @@ def seeded(device: torch.device, seed: int) -> Iterator[None]:
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the module's state dict on the CPU (later steps do not change it)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def duration_text(seconds: float) -> str:
-    """A duration for humans: '8.5 s', '12.3 min', '2.1 h' ('?' when not finite)."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def run_provenance(device: torch.device, precision: MixedPrecision, progress: Progress) -> dict:
@@ -143,13 +128,12 @@ class Progress:
         else:
             self.skipped += 1
         self._steps += 1
-        if PROGRESS_LOG.isEnabledFor(PROGRESS_LEVEL):
+        if progress_records.enabled():
             step, rate = self._steps, self._steps / max(time.perf_counter() - self._t0, 1e-9)
             loss = f", train loss {self._loss_sum / self._n_losses:.4g}" if self._n_losses else ""
-            PROGRESS_LOG.log(PROGRESS_LEVEL, "step %d/%d (%d%%)%s, ETA %s", step, self.total_steps,
-                             100 * step // max(self.total_steps, 1), loss,
-                             duration_text((self.total_steps - step) / rate),
-                             extra={"progress": (step, self.total_steps)})
+            progress_records.report(step, self.total_steps, "step %d/%d (%d%%)%s, ETA %s", step, self.total_steps,
+                                    100 * step // max(self.total_steps, 1), loss,
+                                    duration_text((self.total_steps - step) / rate))
 
     def validated(self, step: int, scores: dict, stage: str | None = None) -> None:
         """A validation after `step` steps: a curve row, the best state if better, a line."""
@@ -166,7 +150,7 @@ class Progress:
     def _line(self, step: int, text: str) -> None:
         """A progress line: to `log`, and as a progress record (the console of a job)."""
         self.log(text)
-        PROGRESS_LOG.log(PROGRESS_LEVEL, "%s", text, extra={"progress": (step, self.total_steps)})
+        progress_records.report(step, self.total_steps, "%s", text)
 
     @property
     def elapsed(self) -> float:

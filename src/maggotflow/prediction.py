@@ -62,15 +62,12 @@ from maggotflow.formats.label import (
 from maggotflow.instance import ModelInstance, check_kind
 from maggotflow.isolation import read_isolated
 from maggotflow.model import select_device
+from maggotflow import progress
 from maggotflow.postrule import apply_post_rule
 from maggotflow.segments import build_segments, larva_length
 from maggotflow.tracks import Run, TrackDataError
 
 log = logging.getLogger(__name__)
-# One record per file (done/total, ETA) for a console that asks for progress (a workflow job:
-# workflow/scripts/jobsetup.py); below DEBUG, so no ordinary logging setup prints them.
-progress_log = logging.getLogger("maggotflow.progress")
-PROGRESS_LEVEL = 5
 
 INTERMEDIATE_SUFFIXES = (".h5", ".hdf5")
 # Segments per forward pass. On CPU small batches are much faster (measured ~2.5x between
@@ -505,10 +502,8 @@ def predict_files(
         nonlocal n_done
         n_done += 1
         eta = (time.perf_counter() - t0) / n_done * (n_todo - n_done)
-        progress_log.log(PROGRESS_LEVEL, "file %d/%d (%d%%) %s, ETA %s", n_done, n_todo,
-                         100 * n_done // max(n_todo, 1), path.name,
-                         f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.1f} min",
-                         extra={"progress": (n_done, n_todo)})
+        progress.report(n_done, n_todo, "file %d/%d (%d%%) %s, ETA %s", n_done, n_todo,
+                        100 * n_done // max(n_todo, 1), path.name, progress.duration_text(eta))
 
     for index, run, classes, error in predictor.stream(todo):
         path = inputs[index]

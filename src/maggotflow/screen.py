@@ -60,12 +60,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from maggotflow import progress as progress_records
 from maggotflow.atomic import atomic_path, make_dirs
 from maggotflow.tracks import TrackDataError
 
 log = logging.getLogger(__name__)
-PROGRESS_LOG = logging.getLogger("maggotflow.progress")  # records for the workflow console, as in loop.py
-PROGRESS_LEVEL = 5
 
 DEFAULT_GROUP_BY = ("genotype", "effector", "protocol", "tracker")
 METADATA_KEYS = ("tracker", "genotype", "effector", "protocol", "date_time")
@@ -454,8 +453,7 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
             if progress is not None:
                 progress(done, total)
             # For the workflow's console (workflow/scripts/jobsetup.py shows these, rate-limited).
-            PROGRESS_LOG.log(PROGRESS_LEVEL, "%s", _progress_line(done, total, time.monotonic() - started),
-                             extra={"progress": (done, total)})
+            progress_records.report(done, total, "%s", _progress_line(done, total, time.monotonic() - started))
             now = time.monotonic()
             if now - last_log >= LOG_EVERY_S:
                 last_log = now
@@ -486,7 +484,7 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
 def _progress_line(done: int, total: int, elapsed: float) -> str:
     if total:
         eta = elapsed / max(done, 1) * (total - done)
-        return f"summary: {done}/{total} files ({100 * done / total:.0f}%), ETA {eta:.0f} s"
+        return f"summary: {done}/{total} files ({100 * done / total:.0f}%), ETA {progress_records.duration_text(eta)}"
     return f"summary: {done} files in {elapsed:.0f} s"
 
 

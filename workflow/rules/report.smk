@@ -4,9 +4,6 @@
 # screen summaries of every prediction run on disk (summary.smk); loss curves, the confusion
 # matrix and the behaviour figure are flagged in their own rules.
 
-# Input functions and params of these rules (functions-only file, as --lint asks).
-include: "report_inputs.smk"
-
 
 rule ethograms:
     input:

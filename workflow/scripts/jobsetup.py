@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-PROGRESS_LOGGER = "maggotflow.progress"
+PROGRESS_LOGGER = "maggotflow.progress"  # maggotflow.progress.LOGGER_NAME (set up before the library is importable)
 PROGRESS_INTERVAL_S = 10.0  # at most one console line per job this often (first and last always)
 
 
