@@ -153,3 +153,83 @@ def test_cli_inspects_an_intermediate(tmp_path, capsys):
     assert f"larva 7: {track.n_steps} segments of shape (2, 7, 10)" in capsys.readouterr().out
     assert main(["segments", str(path), "--window", "1"]) == 2  # a bad setting
     assert "window must be >= 2 steps" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- torch builder
+torch = pytest.importorskip("torch")
+from maggotflow.segments import build_segments_torch, segment_builder  # noqa: E402
+from maggotflow.tracks import TrackDataError  # noqa: E402
+
+TORCH_SPECS = [
+    SegmentSpec(),  # the default tagger's 20 x 0.1 s, 5 points
+    SegmentSpec(interpolate=False),  # native frames: the 20220418 prototype
+    SegmentSpec(window=10, frame_interval=0.25, n_points=7),
+    SegmentSpec(n_points=11),  # as many points as the input: no resampling
+]
+
+
+def odd_tracks():
+    """Larvae that exercise the edges: gaps, odd and fast frame rates, a larva shorter than a
+    window, one and two frames, frames whose spine points all coincide, 3 and 11 points."""
+    gap = crawling_larva(fps=30.0, seed=1, gap=(3.0, 4.5))
+    short = crawling_larva(fps=9.7, duration=1.0, seed=2)
+    one = Track("1", short.t[:1], short.spine[:1])
+    two = Track("2", short.t[:2], short.spine[:2])
+    coiled = crawling_larva(fps=13.7, duration=5.0, seed=3)
+    spine = coiled.spine.copy()
+    spine[10:15] = spine[10:15, :1]  # five frames with zero length
+    coiled = Track("3", coiled.t, spine)
+    three = crawling_larva(fps=22.0, duration=4.0, k=3, seed=4)
+    return [crawling_larva(seed=0), gap, short, one, two, coiled, three]
+
+
+def numpy_reference(pieces, spec, context):
+    return np.concatenate([build_segments(track, spec, length=length, centres=centres, context=context)
+                           for track, length, centres in pieces])
+
+
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=lambda s: s.describe())
+@pytest.mark.parametrize("context", [0, 1])
+def test_torch_segments_equal_numpy_on_every_step_of_odd_larvae(spec, context):
+    tracks = odd_tracks()
+    pieces = [(track, None, None) for track in tracks]
+    expected = numpy_reference(pieces, spec, context)
+    got = build_segments_torch(pieces, spec, "cpu", context=context)
+    assert got.dtype == torch.float32 and got.device.type == "cpu"
+    assert got.shape == expected.shape == (sum(t.n_steps for t in tracks), 2, spec.n_points,
+                                           (2 * context + 1) * spec.window)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("spec", TORCH_SPECS[:2], ids=lambda s: s.describe())
+def test_torch_segments_of_chunks_and_edge_steps_equal_numpy(spec):
+    """Chunks of centres (as prediction builds them): steps at both ends, across the gap,
+    off-grid centre times, a given length."""
+    gap = crawling_larva(fps=30.0, seed=1, gap=(3.0, 4.5))
+    base = crawling_larva(seed=0)
+    pieces = [
+        (gap, None, gap.t[:7]),  # first steps: windows clamped at the start
+        (gap, None, gap.t[80:140]),  # across the gap
+        (gap, 2.5, gap.t[-5:]),  # last steps, a given length
+        (base, None, np.array([base.t[0] - 0.5, 3.14159, base.t[-1] + 0.3])),  # outside the track
+        (base, None, np.zeros(0)),  # nothing asked of this larva
+    ]
+    expected = numpy_reference(pieces, spec, 0)
+    got = build_segments_torch(pieces, spec, "cpu")
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=2e-6)
+
+
+def test_torch_segments_refuse_a_zero_length_larva_and_accept_nothing():
+    track = crawling_larva()
+    flat = Track("9", track.t, np.repeat(track.spine[:, :1], 11, axis=1))
+    with pytest.raises(TrackDataError, match="larva 9 has zero length"):
+        build_segments_torch([(flat, None, None)])
+    assert tuple(build_segments_torch([], SegmentSpec(), "cpu", context=1).shape) == (0, 2, 5, 60)
+
+
+def test_segment_builder_choice():
+    assert segment_builder("cpu") == "numpy"  # measured faster on CPU (benchmarks io)
+    assert segment_builder(torch.device("cuda:1")) == "torch"
+    assert segment_builder("cpu", "torch") == "torch"
+    with pytest.raises(ValueError, match="segment builder"):
+        segment_builder("cpu", "fast")
