@@ -140,15 +140,19 @@ def test_intermediate_gives_the_same_bytes_as_its_track_file(sim, tmp_path):
     assert label_bytes(from_isos) == label_bytes(from_tracks)
 
 
-def test_results_do_not_depend_on_batch_size_or_prefetch_thread(sim, tmp_path):
+def test_results_do_not_depend_on_batch_size_prefetch_thread_or_segment_builder(sim, tmp_path):
     inputs = [sim["iso"][f] for f in FORMATS]
     n_steps = sum(tr.n_steps for p in inputs for tr in read_run_any(p).tracks)
     outputs = []
     # 7: many small batches; 128: the CPU default; larger than all inputs together: one
-    # batch spanning all three files.
-    for i, (batch_size, prefetch) in enumerate([(128, True), (7, True), (7, False), (n_steps + 50, True),
-                                                (n_steps + 50, False)]):
-        predictor = Predictor(sim["tagger"], device="cpu", batch_size=batch_size, prefetch=prefetch)
+    # batch spanning all three files. "torch": segments built by the consumer with torch,
+    # batched over the chunk's larvae (the CUDA path, here on CPU).
+    cases = [(128, True, "auto"), (7, True, "numpy"), (7, False, "numpy"), (n_steps + 50, True, "numpy"),
+             (n_steps + 50, False, "numpy"), (128, True, "torch"), (7, False, "torch"), (n_steps + 50, True, "torch")]
+    for i, (batch_size, prefetch, builder) in enumerate(cases):
+        predictor = Predictor(sim["tagger"], device="cpu", batch_size=batch_size, prefetch=prefetch,
+                              segments=builder)
+        assert predictor.builder == ("numpy" if builder == "auto" else builder)
         outputs.append(label_bytes(predict_files(predictor, inputs, out_dir=tmp_path / str(i))))
     assert all(out == outputs[0] for out in outputs[1:])
 

@@ -18,7 +18,9 @@ ensemble's does the majority vote). `Predictor` only loads, streams, batches and
   `maggotflow.segments.build_segments`, every time step a centre, edge steps with
   edge-clamped windows) straight into fixed-size chunks, so reading and segment building
   overlap the forward passes (speed matters: thousands of files, ~1 million segments per
-  big file);
+  big file). On CUDA the producer only reads and groups the centres; the segments of each
+  chunk are built on the GPU from the raw spines (`build_segments_torch`, batched over the
+  chunk's larvae), so one CPU core keeps up with the GPU;
 - chunks span larvae and files (small files do not leave batches half empty); forward
   passes of `batch_size` segments run under `torch.inference_mode`, float32 on CPU,
   float16 autocast on CUDA;
@@ -64,7 +66,7 @@ from maggotflow.isolation import read_isolated
 from maggotflow.model import select_device
 from maggotflow import progress
 from maggotflow.postrule import apply_post_rule
-from maggotflow.segments import build_segments, larva_length
+from maggotflow.segments import build_segments, build_segments_torch, larva_length, segment_builder
 from maggotflow.tracks import Run, TrackDataError
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,10 @@ class Predictor:
     `segment_specs` and `predict(segments) -> (classes, probabilities)`; the ensemble's
     `predict` does its vote). device: "auto", "cpu", "cuda", ... batch_size: segments per
     forward pass (default 128 on CPU, 8192 on CUDA). prefetch: build segments in a
-    background thread while the model runs. The Predictor loads the model, streams runs
+    background thread while the model runs. segments: who builds the segments
+    (`maggotflow.segments.segment_builder`): "auto" (torch on the model's device on CUDA,
+    numpy in the producer thread on CPU), "numpy" (in the producer thread) or "torch" (by
+    the consumer, on the model's device, also on CPU). The Predictor loads the model, streams runs
     into batches of segments, runs them on the device and applies the post-rule.
     Attributes: `instance` (the ModelInstance or Ensemble), `labels`, `colors`, `post_rule`,
     `specs` (the segment specs the model needs, each built once per chunk), `device`,
@@ -210,8 +215,10 @@ class Predictor:
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         prefetch: bool = True,
+        segments: str = "auto",
     ):
         self.device = select_device(device)
+        self.builder = segment_builder(self.device, segments)
         if isinstance(model, (ModelInstance, Ensemble)):
             check_kind(model.path, model.kind)
             self.instance = model.to(self.device)
@@ -233,7 +240,8 @@ class Predictor:
     def classify(self, segments: Sequence[np.ndarray], log_probabilities: np.ndarray | None = None) -> np.ndarray:
         """Class indices (N,) int64, `batch_size` segments at a time (per-step argmax).
 
-        segments: one (N, 2, P, W) float32 array per spec of `self.specs` (same N).
+        segments: one (N, 2, P, W) float32 array per spec of `self.specs` (same N), numpy
+        or a torch tensor (already on the device when built there).
         log_probabilities: an (N, K) float32 array that receives the calibrated class
         log-probabilities (for a temporal decoder). Forward passes run under
         `torch.inference_mode`, float16 autocast on CUDA.
@@ -241,7 +249,8 @@ class Predictor:
         n = segments[0].shape[0]
         out = np.empty(n, dtype=np.int64)
         for i in range(0, n, self.batch_size):
-            xs = [torch.from_numpy(np.ascontiguousarray(a[i:i + self.batch_size], dtype=np.float32))
+            xs = [a[i:i + self.batch_size].to(self.device, non_blocking=True) if isinstance(a, torch.Tensor)
+                  else torch.from_numpy(np.ascontiguousarray(a[i:i + self.batch_size], dtype=np.float32))
                   .to(self.device, non_blocking=True) for a in segments]
             autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
                         else contextlib.nullcontext())
@@ -294,7 +303,11 @@ class Predictor:
                     _, batch, n, pieces = message
                     scores = (np.empty((n, len(self.labels)), dtype=np.float32)
                               if self.decision is not None else None)
-                    predicted = self.classify([b[:n] for b in batch], scores)
+                    if isinstance(batch, _Requests):  # built here, on the model's device
+                        segments = [build_segments_torch(batch.pieces, spec, self.device) for spec in self.specs]
+                    else:
+                        segments = [b[:n] for b in batch]
+                    predicted = self.classify(segments, scores)
                     done = []
                     for job_id, track, start, offset, count in pieces:
                         job = jobs[job_id]
@@ -324,13 +337,18 @@ class Predictor:
     def _produce(self, loaders: Iterable[tuple[Any, Callable[[], Run]]]) -> Iterator[tuple]:
         """Messages: ("error", key, err), ("job", id, _Job), ("batch", arrays, n, pieces).
 
-        arrays: one segment buffer per spec of `self.specs`, the first n rows filled.
+        arrays: one segment buffer per spec of `self.specs`, the first n rows filled; or,
+        when the segments are built on the model's device, a `_Requests` (what to build).
 
         pieces: (job id, track index, first step, row in batch, count) per stretch of steps.
         """
         size = self.batch_size * max(1, -(-MIN_CHUNK // self.batch_size))  # whole forward batches
 
-        def buffers() -> list[np.ndarray]:  # one per segment spec (several for an ensemble)
+        on_device = self.builder == "torch"  # built by the consumer, on the model's device
+
+        def buffers() -> list[np.ndarray] | _Requests:  # one per segment spec (several for an ensemble)
+            if on_device:
+                return _Requests([])
             return [np.empty((size, 2, spec.n_points, spec.window), dtype=np.float32) for spec in self.specs]
 
         batch, filled, pieces = buffers(), 0, []
@@ -354,10 +372,13 @@ class Predictor:
                 track, start = run.tracks[i], 0
                 while start < track.n_steps:
                     count = min(size - filled, track.n_steps - start)
+                    centres = track.t[start:start + count]
+                    if on_device:
+                        batch.pieces.append((track, lengths[i], centres))
                     # Segments go straight into the batch buffers: no per-file concatenation.
-                    for buffer, spec in zip(batch, self.specs):
+                    for buffer, spec in zip(() if on_device else batch, self.specs):
                         buffer[filled:filled + count] = build_segments(
-                            track, spec, length=lengths[i], centres=track.t[start:start + count])
+                            track, spec, length=lengths[i], centres=centres)
                     pieces.append((job_id, i, start, filled, count))
                     filled += count
                     start += count
@@ -380,6 +401,13 @@ class Predictor:
             else:
                 out.append(length)
         return out
+
+
+@dataclass
+class _Requests:
+    """The segments of one chunk, to be built on the model's device: (track, length, centres)."""
+
+    pieces: list
 
 
 class _inline:
@@ -453,6 +481,7 @@ def predict_files(
     batch_size: int | None = None,
     device: str = "auto",
     read_options: ReadOptions | None = None,
+    segments: str = "auto",
     overwrite: bool = False,
     on_error: Callable[[Path, Exception], None] | None = None,
 ) -> list[Path]:
@@ -470,6 +499,7 @@ def predict_files(
     A bad input raises TrackDataError naming it, unless `on_error` is given: it is then
     called with (input path, error) and the input skipped. Temporaries that a killed
     earlier run left next to the outputs are removed first (`atomic.remove_stale_temporaries`).
+    segments: who builds the segments (see `Predictor`).
     Returns the `.label` paths written, in input order.
     """
     inputs = [Path(p) for p in inputs]
@@ -485,7 +515,8 @@ def predict_files(
                 raise
             on_error(inputs[index], err)
             refused.add(index)
-    predictor = model if isinstance(model, Predictor) else Predictor(model, device=device, batch_size=batch_size)
+    predictor = (model if isinstance(model, Predictor)
+                 else Predictor(model, device=device, batch_size=batch_size, segments=segments))
     model_path = predictor.instance.path
     mark = provenance_mark(model=model_path.name if model_path else None)
 
