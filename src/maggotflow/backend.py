@@ -376,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     root = args.root if args.root is not None else Path.cwd()
+    from maggotflow.threads import set_torch_threads
+
+    set_torch_threads()  # the cores allocated to this job, not all of the node's
     failures: list = []
     try:
         options = read_options(args)

@@ -15,7 +15,7 @@ from pathlib import Path
 from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
-    import torch
+    from maggotflow.threads import set_torch_threads
 
     from maggotflow.atomic import remove_stale_temporaries
     from maggotflow.formats import ReadOptions
@@ -23,7 +23,7 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.prediction import predict_files
     from maggotflow.records import shard_row, unfinished_table, write_failures, write_shard_table
 
-    torch.set_num_threads(snakemake.threads)
+    set_torch_threads(snakemake.threads)  # and never more than SLURM allocated
     rows = snakemake.params.files
     shard_table = Path(snakemake.output[0])
     labels_root = shard_table.parent.parent / "labels"

@@ -9,9 +9,9 @@ The settings hold only the keys the config gives: the others keep their dataclas
 from jobsetup import job
 
 with job(snakemake, subject="training") as log:
-    import torch
+    from maggotflow.threads import set_torch_threads
 
-    torch.set_num_threads(snakemake.threads)
+    set_torch_threads(snakemake.threads)  # and never more than SLURM allocated
     settings = dict(snakemake.params.settings)
     classifier, forest = settings.pop("classifier", "dense"), settings.pop("forest", {})
     device = snakemake.config["device"]

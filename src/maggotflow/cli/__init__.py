@@ -58,8 +58,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maggotflow", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of a reported error")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's own choice, all cores); on a shared "
-                             "node give the cores you were allocated")
+                        help="CPU threads for torch (default: the cores allocated to this job: CPU "
+                             "affinity and SLURM_CPUS_PER_TASK, never more than the node's free share)")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -152,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        import torch
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    # Without --threads, commands that do not run torch do not import it (start-up time).
+    if args.threads is not None or args.command not in ("simulate", "summarize", "evaluate"):
+        from maggotflow.threads import set_torch_threads
 
-        torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
     try:
         return int(args._run(args) or 0)
     except Exception as err:
