@@ -221,6 +221,30 @@ def test_sampling_cap_and_zero_length_larva(experiments, tmp_path, caplog):
     assert "exp.h5" in caplog.text and "larva skipped" in caplog.text
 
 
+def test_loaded_set_is_the_seeded_subset_of_all_files_samples_and_torch_builds_the_same(experiments):
+    """_load_set fills one buffer file by file and compacts the capped subset in place: the
+    rows are exactly those of concatenating every file's sample and drawing the subset."""
+    from maggotflow.pretraining import _load_set
+
+    spec = PretrainConfig(**TINY).segment_spec
+    per_file, cap, seed = 200, 333, 4
+    samples = [sample_segments(read_isolated(p), p, spec, 1, per_file, np.random.default_rng([seed, 0, i]))
+               for i, p in enumerate(experiments)]
+    everything = np.concatenate(samples)
+    assert everything.shape[0] > cap  # the cap bites
+    keep = np.sort(np.random.default_rng([seed, 0, len(experiments)]).choice(everything.shape[0], cap, replace=False))
+    data, records = _load_set(list(experiments), spec, 1, per_file, cap, seed, 0)
+    np.testing.assert_array_equal(data, everything[keep])
+    assert [r["segments"] for r in records] == [s.shape[0] for s in samples]
+    uncapped, _ = _load_set(list(experiments), spec, 1, per_file, 10**6, seed, 0)
+    np.testing.assert_array_equal(uncapped, everything)
+    # the torch builder (the CUDA path) samples the same rows, to float32 rounding
+    run = read_isolated(experiments[0])
+    via_torch = sample_segments(run, experiments[0], spec, 1, per_file, np.random.default_rng([seed, 0, 0]),
+                                builder="torch")
+    np.testing.assert_allclose(via_torch, samples[0], rtol=0, atol=2e-6)
+
+
 def test_pretrain_command(experiments, tmp_path, capsys):
     out = tmp_path / "cli_model"
     code = main(["pretrain", "--train", str(experiments[0]), str(experiments[1]), "--val", str(experiments[2]),

@@ -10,7 +10,9 @@ The loop, top to bottom:
 1. Sample segment centres from the intermediates: only time steps whose whole
    past + present + future span lies inside the track (no edge-clamped padding to learn),
    at most `samples_per_file` per file and `max_segments` in all (a seeded random subset),
-   built vectorised per larva and kept in memory as one float32 tensor.
+   built vectorised per larva (on CUDA: on the GPU, all larvae of a file at once) into one
+   float32 buffer filled file by file, so memory holds the kept segments and one file, and
+   does not grow with the number of files beyond that.
 2. Validation data are other files (or, with a single file, other larvae): overlapping
    windows of one larva in both sets would make the validation loss lie.
 3. Adam, random batches (augmented with `augment`: `maggotflow.augmentation`), gradient-norm clipping, a budget in optimisation steps;
@@ -42,7 +44,14 @@ from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.isolation import read_isolated
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
 from maggotflow.model import Decoder, Encoder, EncoderConfig, count_macs, select_device
-from maggotflow.segments import SegmentSpec, build_segments, valid_centres
+from maggotflow.segments import (
+    SegmentSpec,
+    build_segments,
+    build_segments_torch,
+    larva_length,
+    segment_builder,
+    valid_centres,
+)
 from maggotflow.tracks import Run, TrackDataError
 
 logger = logging.getLogger(__name__)
@@ -119,12 +128,16 @@ def sample_segments(
     cap: int,
     rng: np.random.Generator,
     larvae: set[str] | None = None,
+    device: torch.device | str = "cpu",
+    builder: str = "auto",
 ) -> np.ndarray:
     """Segments (N, 2, P, (2*context+1)*W) float32 from the larvae of `run`, N <= cap.
 
     Candidate centres are the time steps whose whole context span lies inside the track;
     when there are more than `cap`, a random subset (drawn with `rng`) is kept. `larvae`
     restricts to those ids. Larvae with a zero-length spine are skipped with a warning.
+    On CUDA the segments are built there, all larvae of the file at once (`builder`: see
+    `maggotflow.segments.segment_builder`).
     """
     tracks = [tr for tr in run.tracks if larvae is None or tr.id in larvae]
     masks = [valid_centres(tr, spec, context) for tr in tracks]
@@ -135,16 +148,22 @@ def sample_segments(
         return np.zeros((0, 2, spec.n_points, span), dtype=np.float32)
     chosen = np.arange(total) if total <= cap else np.sort(rng.choice(total, size=cap, replace=False))
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    parts = []
+    parts, pieces = [], []
+    on_device = segment_builder(device, builder) == "torch"
     for i, (track, mask) in enumerate(zip(tracks, masks)):
         lo, hi = np.searchsorted(chosen, bounds[i]), np.searchsorted(chosen, bounds[i + 1])
         if hi == lo:
             continue
         steps = np.flatnonzero(mask)[chosen[lo:hi] - bounds[i]]
-        try:
-            parts.append(build_segments(track, spec, centres=track.t[steps], context=context))
-        except TrackDataError as err:
-            logger.warning("%s: %s; larva skipped", path, err.problem)
+        length = larva_length(track)
+        if not np.isfinite(length) or length <= 0:
+            logger.warning("%s: larva %s has zero length (all spine points coincide); larva skipped", path, track.id)
+        elif on_device:
+            pieces.append((track, length, track.t[steps]))
+        else:
+            parts.append(build_segments(track, spec, length=length, centres=track.t[steps], context=context))
+    if pieces:
+        parts.append(build_segments_torch(pieces, spec, device, context=context).cpu().numpy())
     if not parts:
         return np.zeros((0, 2, spec.n_points, span), dtype=np.float32)
     return np.concatenate(parts)
@@ -165,25 +184,39 @@ def _file_record(path: Path, run: Run, n_segments: int, larvae: set[str] | None 
 
 def _load_set(
     files: list[Path], spec: SegmentSpec, context: int, per_file: int, total_cap: int,
-    seed: int, role: int, larvae: list[set[str] | None] | None = None,
+    seed: int, role: int, larvae: list[set[str] | None] | None = None, device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, list[dict]]:
-    """Sample segments from each file (at most `per_file` each, `total_cap` in all)."""
-    arrays, records = [], []
+    """Sample segments from each file (at most `per_file` each, `total_cap` in all).
+
+    Memory: one buffer of at most `per_file` x files rows (callers keep that within
+    `total_cap` plus one row per file), filled file by file; the subset of `total_cap`
+    rows is then compacted in place. Only one file's run is in memory at a time, so the
+    peak does not grow with the number of files beyond the segments kept.
+    """
+    span = (2 * context + 1) * spec.window
+    data = np.empty((per_file * len(files), 2, spec.n_points, span), dtype=np.float32)
+    filled, records = 0, []
     for i, path in enumerate(files):
         run = read_isolated(path)
         keep = None if larvae is None else larvae[i]
         # One generator per (seed, role, file): a file's sample does not depend on the others.
-        seg = sample_segments(run, path, spec, context, per_file, np.random.default_rng([seed, role, i]), keep)
+        seg = sample_segments(run, path, spec, context, per_file, np.random.default_rng([seed, role, i]), keep,
+                              device=device)
         if seg.shape[0] == 0:
             logger.warning("%s: no larva is long enough for a %g s span; file unused",
                            path, (2 * context + 1) * spec.duration)
-        arrays.append(seg)
+        data[filled:filled + seg.shape[0]] = seg
+        filled += seg.shape[0]
         records.append(_file_record(path, run, seg.shape[0], keep))
-    data = np.concatenate(arrays) if arrays else np.zeros((0,), np.float32)
-    if data.shape[0] > total_cap:
-        keep_rows = np.sort(np.random.default_rng([seed, role, len(files)]).choice(data.shape[0], total_cap, replace=False))
-        data = data[keep_rows]
-    return data, records
+        del run, seg
+    if filled > total_cap:
+        keep_rows = np.sort(np.random.default_rng([seed, role, len(files)]).choice(filled, total_cap, replace=False))
+        # In place, in ascending blocks: keep_rows[j] >= j, so no row is overwritten before it is read.
+        for j in range(0, total_cap, 4096):
+            block = keep_rows[j:j + 4096]
+            data[j:j + block.size] = data[block]
+        filled = total_cap
+    return data[:filled], records
 
 
 def split_validation(
@@ -254,10 +287,10 @@ def pretrain(
     # 1. data: float32 tensors in memory; batches are random rows.
     per_file = min(config.samples_per_file, math.ceil(config.max_segments / len(train_files)))
     train_np, train_records = _load_set(train_files, spec, ctx, per_file, config.max_segments,
-                                        config.seed, 0, train_larvae)
+                                        config.seed, 0, train_larvae, device)
     val_cap = config.val_batches * config.batch_size
     val_np, val_records = _load_set(val_files, spec, ctx, math.ceil(val_cap / len(val_files)), val_cap,
-                                    config.seed, 1, val_larvae)
+                                    config.seed, 1, val_larvae, device)
     span = f"{(2 * ctx + 1) * spec.duration:g} s"
     if train_np.shape[0] == 0:
         raise TrackDataError(train_files[0] if len(train_files) == 1 else f"{len(train_files)} training files",
