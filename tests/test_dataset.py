@@ -69,6 +69,23 @@ def test_split_by_file_keeps_every_file_on_one_side(tmp_path):
     ds.close()
 
 
+def test_segments_built_with_torch_equal_the_numpy_build(tmp_path, monkeypatch):
+    """The CUDA path (all larvae of a file in one torch batch), here on CPU: same rows,
+    segments equal to float32 rounding."""
+    import maggotflow.dataset as dataset_module
+
+    files = [write(tmp_path / f"f{i}.h5",
+                   [larva(j, repeat(("run", 8), (None, 3), ("cast", 6)), seed=10 * i + j) for j in range(1, 4)])
+             for i in range(3)]
+    with build_dataset(files, tmp_path / "numpy.h5", spec=SPEC, seed=1, device="cpu") as reference:
+        expected = reference.read_segments(np.arange(len(reference)))
+        labels = reference.label.copy()
+    monkeypatch.setattr(dataset_module, "segment_builder", lambda device: "torch")
+    with build_dataset(files, tmp_path / "torch.h5", spec=SPEC, seed=1, device="cpu") as built:
+        np.testing.assert_array_equal(built.label, labels)
+        np.testing.assert_allclose(built.read_segments(np.arange(len(built))), expected, rtol=0, atol=2e-6)
+
+
 def test_two_files_one_each_side_and_input_order_irrelevant(tmp_path):
     a = write(tmp_path / "a.h5", [larva(1, repeat(("run", 5), ("cast", 5)))])
     b = write(tmp_path / "b.h5", [larva(1, repeat(("cast", 5), ("run", 5)), seed=1)])

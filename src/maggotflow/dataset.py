@@ -60,7 +60,9 @@ File layout (docs/architecture.md, "Tagger interfaces")::
 Rows are ordered by file (sorted paths), then larva, then time. The build makes two passes
 (labels of all files, then segments one file at a time written straight into the output),
 so memory holds one file's tracks plus per-step label codes, never all segments. The file is
-written atomically, and identical inputs and seed give identical bytes.
+written atomically, and identical inputs and seed give identical bytes (on the same kind of
+device: with `device` CUDA the segments are built on the GPU, equal to a CPU build to
+float32 rounding).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ import numpy as np
 
 from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
 from maggotflow.formats import check_regular_file
-from maggotflow.segments import SegmentSpec, build_segments
+from maggotflow.model import select_device
+from maggotflow.segments import SegmentSpec, build_segments, build_segments_torch, segment_builder
 from maggotflow.tracks import Track, TrackDataError, metadata_matches
 
 log = logging.getLogger(__name__)
@@ -404,6 +407,7 @@ def build_dataset(
     max_samples: int | None = None,
     seed: int = 0,
     metadata: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> "Dataset":
     """Build the dataset HDF5 `out_path` from labelled intermediates and return it loaded.
 
@@ -413,6 +417,9 @@ def build_dataset(
     max_samples / seed: see the module docstring. metadata: keep only the files whose
     metadata has these values (e.g. {"tracker": "t15"}; a list means any of them), the
     filter of the workflow's `inputs.filter` (`maggotflow.tracks.metadata_matches`).
+    device: where segments are built ("cpu", "cuda", "auto"): on CUDA with torch, all
+    larvae of a file at once (`maggotflow.segments.segment_builder`); the segments then
+    agree with a CPU build to float32 rounding, not bit for bit.
     Raises TrackDataError for bad input files, ValueError for inconsistent options.
     """
     out_path = Path(out_path)
@@ -503,7 +510,7 @@ def build_dataset(
         "max_samples": json.dumps(max_samples),
         "class_counts": json.dumps({"train": train_counts.tolist(), "validation": val_counts.tolist()}),
     }
-    _write(sources, out_path, spec, attrs)
+    _write(sources, out_path, spec, attrs, device)
     log.info("%s: %d training + %d validation samples; %s", out_path, train_counts.sum(), val_counts.sum(),
              ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
                        for n, a, b, w in zip(task.labels, train_counts, val_counts, weights)))
@@ -616,7 +623,8 @@ def _source_record(src: _Source) -> dict[str, Any]:
             "label_source": src.label_source, "split": split, "n_samples": int(src.selected.size)}
 
 
-def _write(sources: list[_Source], out_path: Path, spec: SegmentSpec, attrs: dict[str, Any]) -> None:
+def _write(sources: list[_Source], out_path: Path, spec: SegmentSpec, attrs: dict[str, Any],
+           device: str = "cpu") -> None:
     """Pass 2: cut the selected segments file by file straight into the output."""
     n = sum(int(s.selected.size) for s in sources)
     row_bytes = 2 * spec.n_points * spec.window * 4
@@ -641,7 +649,7 @@ def _write(sources: list[_Source], out_path: Path, spec: SegmentSpec, attrs: dic
                 if rows.size == 0:
                     continue
                 stop = start + rows.size
-                t = _write_segments(src, rows, segments, start, spec)
+                t = _write_segments(src, rows, segments, start, spec, device)
                 label[start:stop] = src.step_label[rows]
                 file_index[start:stop] = i
                 larva[start:stop] = np.array(src.ids, dtype=object)[src.larva_of_row[rows]]
@@ -650,7 +658,8 @@ def _write(sources: list[_Source], out_path: Path, spec: SegmentSpec, attrs: dic
                 start = stop
 
 
-def _write_segments(src: _Source, rows: np.ndarray, out: h5py.Dataset, start: int, spec: SegmentSpec) -> np.ndarray:
+def _write_segments(src: _Source, rows: np.ndarray, out: h5py.Dataset, start: int, spec: SegmentSpec,
+                    device: str = "cpu") -> np.ndarray:
     """Write segments for `rows` of one file at out[start:]; return their centre times (s)."""
     with _open_intermediate(src.path) as f:
         t = f["tracks/t"][()]
@@ -658,15 +667,26 @@ def _write_segments(src: _Source, rows: np.ndarray, out: h5py.Dataset, start: in
     offsets = src.offsets
     larva_of = src.larva_of_row[rows]
     bounds = np.searchsorted(larva_of, np.arange(len(src.ids) + 1))
+    torch_device = select_device(device)
+    on_device = segment_builder(torch_device) == "torch"
+    pieces = []
     for j in np.unique(larva_of):
         a, b = int(offsets[j]), int(offsets[j + 1])
         sel = rows[bounds[j]:bounds[j + 1]]
         try:
             track = Track(src.ids[j], t[a:b], spine[a:b])
+            if on_device:  # rows are ordered by larva: the file's larvae in one batch
+                pieces.append((track, None, t[sel]))
+                continue
             seg = build_segments(track, spec, centres=t[sel])
         except TrackDataError as err:
             raise err.with_path(src.path) from None
         out[start + bounds[j]:start + bounds[j + 1]] = seg
+    if pieces:
+        try:
+            out[start:start + rows.size] = build_segments_torch(pieces, spec, torch_device).cpu().numpy()
+        except TrackDataError as err:
+            raise err.with_path(src.path) from None
     return t[rows]
 
 

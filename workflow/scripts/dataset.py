@@ -27,5 +27,6 @@ with job(snakemake, subject="dataset") as log:
         validation_fraction=settings["validation_fraction"],
         max_samples=settings["max_samples"],
         seed=snakemake.params.seed,
+        device=snakemake.config["device"],
     )
     log.info("%s written from %d files", snakemake.output[0], len(labelled))

@@ -43,6 +43,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="share of files (or larvae, with one file) kept for validation "
                              f"(default {default['validation_fraction']:g})")
     parser.add_argument("--max-samples", type=int, help="cap on the number of samples written")
+    parser.add_argument("--device", default="auto",
+                        help="where segments are built: auto (CUDA if available), cpu, cuda, cuda:N")
     parser.add_argument("--seed", type=int, default=default["seed"],
                         help=f"random seed of split and subsampling (default {default['seed']})")
     parser.add_argument("--window", type=int, default=spec.window,
@@ -74,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
         labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms), balancing=args.balancing,
         class_weights=parse_weights(args.class_weights), target=args.target,
         validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
-        metadata=_metadata_wanted(args.only),
+        metadata=_metadata_wanted(args.only), device=args.device,
     )
     with dataset:
         train, val = dataset.class_counts(TRAIN), dataset.class_counts(VALIDATION)
