@@ -47,12 +47,17 @@ class ReadOptions:
         is oriented by its x_head/x_tail; for those the motion is only checked (warning).
     min_steps: larvae with fewer time steps are skipped with a warning (a one-frame larva
         carries no motion to tag).
+    outlines: read the `.outline` next to a `.spine` (default True). False: the `.outline`
+        is neither opened nor checked and tracks have no outline (prediction needs spines
+        only, and an `.outline` is about twice the size of its `.spine`). The trx.mat reader
+        does not look at it yet.
     """
 
     framerate: float = 30.0
     pixelsize_um: float | None = None
     spine_order: str = "auto"
     min_steps: int = 2
+    outlines: bool = True
 
     def __post_init__(self) -> None:
         if not self.framerate > 0:

@@ -30,6 +30,7 @@ parsed in one go and grouped by larva with a stable sort.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import hashlib
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from maggotflow.atomic import atomic_path
-from maggotflow.formats import ReadOptions, check_regular_file, read_input_bytes
+from maggotflow.formats import ReadOptions, check_not_gzip, check_regular_file, read_head, read_input_bytes
 from maggotflow.orientation import decide_spine_order
 from maggotflow.plausibility import bridge_or_leave_out
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name, too_short
@@ -63,12 +64,21 @@ OUTLINE_TIME_TOLERANCE = 5e-4  # s
 class _Table:
     """A parsed Choreography text table, one row per non-blank line."""
 
-    date_time: np.ndarray  # (R,) str
+    date_time: str  # of the first line
     ids: np.ndarray  # (R,) int64 larva ids
     t: np.ndarray  # (R,) s
     coords: np.ndarray  # (R, C) mm, NaN beyond each line's own values
-    counts: np.ndarray  # (R,) number of values on the line (date_time and id included)
-    lines: np.ndarray  # (R,) 1-based line numbers in the file
+    counts: np.ndarray | None  # (R,) number of values on the line (date_time and id included); None: all equal
+    lines: np.ndarray | None  # (R,) 1-based line numbers in the file; None: row r is line r + 1
+
+    def line(self, rows: slice | np.ndarray, i: int) -> int:
+        """File line number of the i-th of `rows` (a slice or row indices)."""
+        row = rows.start + i if isinstance(rows, slice) else int(rows[i])
+        return row + 1 if self.lines is None else int(self.lines[row])
+
+
+def _size(rows: slice | np.ndarray) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else int(rows.size)
 
 
 # Bytes scanned per block: bounds the scan's memory on 100 MB files.
@@ -119,6 +129,184 @@ def scan_text_lines(
     if not counts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     return np.concatenate(counts), np.concatenate(non_blank)
+
+
+# The fast parser is tried first (tests switch it off to compare it with the careful one).
+FAST_PARSER = True
+# Lines per block of the fast parser (~20 MB of text for 11-point spines): bounds the memory
+# that parsing needs on top of the result.
+FAST_CHUNK_LINES = 1 << 17
+# Blocks of at most this many rows are copied at a time from pandas' columns into the result.
+_COPY_ROWS = 8192
+_FIELDS_SEEN = re.compile(r"Expected ([0-9]+) fields in line [0-9]+, saw ([0-9]+)")
+# Letters pandas would read as a missing value (nan, NA, null, None, #N/A, <NA>, 1.#IND...):
+# an .outline line ending in one would look like a shorter line in the fast parser.
+_NA_BYTES = (b"n", b"N", b"#")
+
+
+class _CheckedReader:
+    """Read-only binary file wrapper that pandas parses from, checking every block it reads.
+
+    Counts control bytes (below 0x20: line ends, tabs, binary data) and notes a carriage
+    return or a missing-value letter; with `sha1`, hashes the bytes on a worker thread
+    (hashlib releases the GIL, so the hash costs the parser no time on a second core).
+    """
+
+    mode = "rb"
+
+    def __init__(self, f, sha1=None, pool=None, na_letters: bool = False):
+        self._f, self._sha1, self._pool, self._na_letters = f, sha1, pool, na_letters
+        self.control = 0  # bytes < 0x20
+        self.odd = False  # a CR or (outline) a missing-value letter was seen
+        self.last = b""  # last byte read
+
+    def read(self, n: int = -1) -> bytes:
+        block = self._f.read(n)
+        if block:
+            if self._sha1 is not None:
+                self._pool.submit(self._sha1.update, block)
+            self.control += int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) < 32))
+            self.odd = self.odd or b"\r" in block or (self._na_letters and any(c in block for c in _NA_BYTES))
+            self.last = block[-1:]
+        return block
+
+    def __iter__(self):  # pandas checks for it; it only ever calls read()
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+
+class _Grow:
+    """Row-wise float64 / int64 arrays filled block by block; capacity from an estimate of the
+    number of lines (pages beyond the rows written are never touched, so cost no memory)."""
+
+    def __init__(self, capacity: int, width: int):
+        self.rows = 0
+        self.ids = np.empty(capacity, dtype=np.int64)
+        self.t = np.empty(capacity)
+        self.coords = np.empty((capacity, width))
+
+    def reserve(self, n: int) -> None:
+        if self.rows + n <= self.ids.size:
+            return
+        capacity = max(self.rows + n, int(self.ids.size * 1.25) + 1)  # rare: the estimate was short
+        for name in ("ids", "t", "coords"):
+            old = getattr(self, name)
+            new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: self.rows] = old[: self.rows]
+            setattr(self, name, new)
+
+
+def _parse_table_fast(path: Path, kind: str, sha1=None) -> _Table | None:
+    """The common layout parsed at pandas' C speed, or None when anything is off.
+
+    Common layout: single spaces between values, no blank, padded or CR-terminated lines,
+    one date_time for the whole file, whole-number larva ids >= 0, finite numbers only, and
+    (.spine) the same number of values on every line. The file is read in blocks of
+    FAST_CHUNK_LINES lines straight into the result arrays; `sha1` (a hashlib object) is fed
+    every byte. None means: use `_parse_table`, which reports the exact problem.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    head_lines = head.split(b"\n")[:-1] or [head]
+    first = head_lines[0].split(b" ")
+    if kind == "spine":
+        width = len(first)
+        if width < 5 or (width - 3) % 2:
+            return None
+    else:  # outlines: the widest line of the head, with a margin; a wider one later retries
+        width = int(max(line.count(b" ") + 1 for line in head_lines) * 1.25) + 8
+    capacity = int(size / max(1.0, sum(map(len, head_lines)) / len(head_lines) + 1) * 1.1) + 1024
+    for _ in range(3):
+        try:
+            return _parse_blocks(path, kind, width, capacity, sha1)
+        except _TooWide as err:  # outlines only (no sha1): retry wider
+            width = int(err.seen * 1.25) + 8
+    return None
+
+
+class _TooWide(Exception):
+    def __init__(self, seen: int):
+        self.seen = seen
+
+
+def _parse_blocks(path: Path, kind: str, width: int, capacity: int, sha1) -> _Table | None:
+    out = _Grow(capacity, width - 3)
+    date_time = None
+    counts = [] if kind == "outline" else None
+    pool = concurrent.futures.ThreadPoolExecutor(1) if sha1 is not None else None
+    try:
+        with open(path, "rb") as f:
+            reader = _CheckedReader(f, sha1, pool, na_letters=kind == "outline")
+            try:
+                blocks = pd.read_csv(
+                    reader, sep=" ", header=None, names=list(range(width)), dtype={0: "category"},
+                    quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c", chunksize=FAST_CHUNK_LINES,
+                )
+                for df in blocks:
+                    n = len(df)
+                    dt = df[0]
+                    if len(dt.cat.categories) != 1 or int(dt.cat.codes.min()) < 0:
+                        return None
+                    value = str(dt.cat.categories[0])
+                    if date_time is None:
+                        if not DATE_TIME.fullmatch(value):
+                            return None
+                        date_time = value
+                    elif value != date_time:
+                        return None
+                    if df[1].dtype != np.int64 or (n and int(df[1].min()) < 0):
+                        return None
+                    for column in range(2, width):
+                        kind_ = df[column].dtype.kind
+                        if kind_ == "i":
+                            if n and int(np.abs(df[column].to_numpy()).max()) >= 2**53:  # not exact as float64
+                                return None
+                        elif kind_ != "f":
+                            return None
+                    out.reserve(n)
+                    r = out.rows
+                    out.ids[r : r + n] = df[1].to_numpy()
+                    t = out.t[r : r + n]
+                    t[:] = df[2].to_numpy()
+                    if not np.isfinite(t.sum()):
+                        return None
+                    coords = out.coords[r : r + n]
+                    values = df.iloc[:, 3:].to_numpy(dtype=np.float64)
+                    for s in range(0, n, _COPY_ROWS):  # in row blocks: a cache-friendly transpose
+                        coords[s : s + _COPY_ROWS] = values[s : s + _COPY_ROWS]
+                    del values
+                    if kind == "spine":
+                        if not np.isfinite(coords.sum()):  # NaN = a missing value or a short line
+                            return None
+                    else:
+                        present = ~np.isnan(coords)
+                        number = present.sum(axis=1)
+                        if np.isinf(coords).any() or (number % 2).any() or (present[:, 1:] & ~present[:, :-1]).any():
+                            return None  # infinite, odd, or a gap (missing value inside a line)
+                        counts.append(number + 3)
+                    out.rows += n
+            except pd.errors.ParserError as err:
+                match = _FIELDS_SEEN.search(str(err))
+                if kind == "outline" and match and int(match.group(2)) > width:
+                    raise _TooWide(int(match.group(2))) from None
+                return None
+            except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
+                return None
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    rows = out.rows
+    newlines = rows - (reader.last != b"\n")
+    if date_time is None or reader.odd or reader.control != newlines:
+        return None  # CR line ends, tabs, form feeds, binary bytes: the careful path names them
+    counts_array = None if counts is None else np.concatenate(counts)
+    coords = out.coords[:rows]
+    if kind == "outline":
+        coords = coords[:, : int(counts_array.max()) - 3]
+    return _Table(date_time, out.ids[:rows], out.t[:rows], coords, counts_array, None)
 
 
 def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
@@ -191,7 +379,7 @@ def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
         raise TrackDataError(
             path, f"line {lines[i]} does not start with a date_time (YYYYMMDD_HHMMSS): {df[0].iloc[i]!r}"
         )
-    date_time = df[0].to_numpy(dtype=object)
+    date_time = str(df[0].iloc[0])
 
     ids = df[1]
     if not pd.api.types.is_integer_dtype(ids.dtype) or (ids < 0).any():
@@ -247,35 +435,71 @@ def warn_skipped_larvae(
     return {str(larva): too_short(n) for larva, n in skipped}
 
 
-def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, np.ndarray]]:
-    """(larva id, row indices in file order) per larva, sorted by id.
+def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, slice | np.ndarray]]:
+    """(larva id, rows in file order) per larva, sorted by id.
 
-    A larva may appear in several blocks of lines as long as its times keep increasing.
+    A larva may appear in several blocks of lines as long as its times keep increasing. When
+    every larva is one block of lines (Choreography and the simulator write them so), rows
+    are slices, so that tracks are views into the table instead of copies.
     """
-    order = np.argsort(table.ids, kind="stable")
-    ids = table.ids[order]
-    t = table.t[order]
+    ids, t = table.ids, table.t
+    if ids.size:
+        change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        starts = np.concatenate(([0], change))
+        block_ids = ids[starts]
+        if np.unique(block_ids).size == block_ids.size:
+            backwards = np.diff(t) <= 0
+            backwards[change - 1] = False  # a new larva starts there
+            if not backwards.any():
+                stops = np.append(change, ids.size)
+                return [
+                    (int(block_ids[b]), slice(int(starts[b]), int(stops[b])))
+                    for b in np.argsort(block_ids, kind="stable")
+                ]
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    t = t[order]
     same = ids[1:] == ids[:-1]
     bad = np.flatnonzero(same & (np.diff(t) <= 0))
     if bad.size:
-        # Report the offending line that comes first in the file.
-        j = int(bad[np.argmin(table.lines[order[bad + 1]])])
+        # Report the offending line that comes first in the file (line numbers grow with rows).
+        j = int(bad[np.argmin(order[bad + 1])])
         prev, row = order[j], order[j + 1]
         problem = "is duplicated" if t[j + 1] == t[j] else "is not increasing"
         raise TrackDataError(
             path,
-            f"larva {ids[j]}: time {table.t[row]:.4f} s on line {table.lines[row]} {problem} "
-            f"(line {table.lines[prev]} has {table.t[prev]:.4f} s)",
+            f"larva {ids[j]}: time {table.t[row]:.4f} s on line {table.line(order, j + 1)} {problem} "
+            f"(line {table.line(order, j)} has {table.t[prev]:.4f} s)",
         )
     bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
     return [(int(table.ids[rows[0]]), rows) for rows in np.split(order, bounds)]
 
 
+def _read_table(path: Path, kind: str, hash_bytes: bool = False) -> tuple[_Table, str | None]:
+    """The table of a .spine or .outline file, and the file's hex SHA-1 when `hash_bytes`.
+
+    The fast parser when the file has the common layout, else the careful one, which names
+    the line and the problem (`FAST_PARSER` False: always the careful one)."""
+    check_not_gzip(path, read_head(path, 2))
+    if FAST_PARSER:
+        sha1 = hashlib.sha1() if hash_bytes else None
+        table = _parse_table_fast(path, kind, sha1)
+        if table is not None:
+            return table, None if sha1 is None else sha1.hexdigest()
+    data = read_input_bytes(path)
+    digest = hashlib.sha1(data).hexdigest() if hash_bytes else None  # same as file_sha1(path)
+    return _parse_table(path, data, kind), digest
+
+
 def _read_outlines(
-    outline_path: Path, spine_path: Path, spine: _Table, spine_groups: list[tuple[int, np.ndarray]], wanted: set[int]
+    outline_path: Path,
+    spine_path: Path,
+    spine: _Table,
+    spine_groups: list[tuple[int, slice | np.ndarray]],
+    wanted: set[int],
 ) -> dict[int, np.ndarray]:
     """Outlines (n, m, 2) mm, NaN-padded, for the larvae in `wanted`, checked against the spine."""
-    table = _parse_table(outline_path, read_input_bytes(outline_path), "outline")
+    table, _ = _read_table(outline_path, "outline")
     groups = dict(_group_by_larva(outline_path, table))
     spine_rows = dict(spine_groups)
     extra = sorted(set(groups) - set(spine_rows))
@@ -286,18 +510,18 @@ def _read_outlines(
         orows = groups.get(larva)
         if orows is None:
             raise TrackDataError(outline_path, f"larva {larva} of {spine_path.name} has no outline lines")
-        if orows.size != rows.size:
+        if _size(orows) != _size(rows):
             raise TrackDataError(
                 outline_path,
-                f"larva {larva} has {orows.size} outline lines but {rows.size} spine lines in {spine_path.name}",
+                f"larva {larva} has {_size(orows)} outline lines but {_size(rows)} spine lines in {spine_path.name}",
             )
         off = np.abs(table.t[orows] - spine.t[rows]) > OUTLINE_TIME_TOLERANCE
         if off.any():
             i = int(np.argmax(off))
             raise TrackDataError(
                 outline_path,
-                f"larva {larva}: outline time {table.t[orows[i]]:.4f} s on line {table.lines[orows[i]]} does not "
-                f"match spine time {spine.t[rows[i]]:.4f} s in {spine_path.name}",
+                f"larva {larva}: outline time {table.t[orows][i]:.4f} s on line {table.line(orows, i)} does not "
+                f"match spine time {spine.t[rows][i]:.4f} s in {spine_path.name}",
             )
         if larva in wanted:
             m = int((table.counts[orows].max() - 3) // 2)
@@ -341,28 +565,29 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     """
     path = Path(path)
     options = options or ReadOptions()
-    data = read_input_bytes(path)
-    table = _parse_table(path, data, "spine")
-    k = int((table.counts[0] - 3) // 2)
+    table, sha1 = _read_table(path, "spine", hash_bytes=True)
+    k = int(table.coords.shape[1] // 2)
     groups = _group_by_larva(path, table)
 
-    kept = [(larva, rows) for larva, rows in groups if rows.size >= options.min_steps]
-    short = [(str(larva), rows.size) for larva, rows in groups if rows.size < options.min_steps]
+    kept = [(larva, rows) for larva, rows in groups if _size(rows) >= options.min_steps]
+    short = [(str(larva), _size(rows)) for larva, rows in groups if _size(rows) < options.min_steps]
     left_out = warn_skipped_larvae(log, path, short, options.min_steps)
 
     outline_path = path.with_suffix(".outline")
     outlines = None
-    if outline_path.exists():  # exists, not is_file: a FIFO .outline must be refused, not skipped
+    # exists, not is_file: a FIFO .outline must be refused, not skipped
+    if options.outlines and outline_path.exists():
         check_regular_file(outline_path)
         outlines = _read_outlines(outline_path, path, table, groups, {larva for larva, _ in kept})
 
     # File order, impossible frames bridged (line numbers name them), before orientation.
+    # Spines are views into the table where a larva is one block of lines (no copy).
     larvae = []
     for larva, rows in kept:
-        lines = table.lines[rows]
         bridged = bridge_or_leave_out(
-            left_out, path, str(larva), table.t[rows], table.coords[rows, : 2 * k].reshape(-1, k, 2),
-            None if outlines is None else outlines[larva], where=lambda i, lines=lines: f"line {lines[i]}",
+            left_out, path, str(larva), table.t[rows], table.coords[rows].reshape(-1, k, 2),
+            None if outlines is None else outlines[larva],
+            where=lambda i, rows=rows: f"line {table.line(rows, i)}",
         )
         if bridged is not None:
             larvae.append((larva, rows, *bridged))
@@ -373,19 +598,19 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     tracks = []
     for larva, rows, spine, outline in larvae:
         if order == "head_first":
-            spine = spine[:, ::-1]
+            spine[:] = spine[:, ::-1]  # in place (numpy buffers the overlap): no second copy of the run
         try:
-            tracks.append(Track(str(larva), table.t[rows], np.ascontiguousarray(spine), outline=outline))
+            tracks.append(Track(str(larva), table.t[rows], spine, outline=outline))
         except TrackDataError as err:
             raise err.with_path(path) from None
     if not tracks:
         log.warning("%s: no larva has at least %d time steps", path, options.min_steps)
     return Run(
-        metadata={**_run_metadata(path, str(table.date_time[0])), **orientation},
+        metadata={**_run_metadata(path, table.date_time), **orientation},
         tracks=tracks,
         source=path,
         format="spine",
-        sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path), without re-reading
+        sha1=sha1,
         left_out=left_out,
     )
 
