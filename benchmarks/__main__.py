@@ -13,6 +13,8 @@ GROUPS = {
     "presets": "benchmarks.presets",  # tagger presets: prediction cost, held-out macro-F1 (issue 6)
     "slurm": "benchmarks.slurm",      # job fan-out through a real local SLURM, root only (issue 5)
     "summary": "benchmarks.summary",  # screen summary of 10,000 .label files: files/s, peak memory (issue 12)
+    "gpu": "benchmarks.gpu",          # CUDA: model-only vs end-to-end, time shares, fp16 agreement, training steps/s (issue 13)
+    "memory": "benchmarks.memory",  # peak RSS of predict on a 300-larva 10-min 30 fps file, pretraining/dataset over many files (issue 13)
 }
 
 
