@@ -129,6 +129,24 @@ def test_every_step_of_every_larva_gets_the_model_label_at_the_track_times(sim, 
     assert [list(item) for item in doc["data"]] == [["id", "t", "labels"]] * len(run.tracks)
 
 
+def test_prediction_does_not_read_the_outline(sim, tmp_path):
+    """Tagging needs spines only: a .spine beside a broken (here: binary) .outline is tagged,
+    with the same labels as beside its real outline, which read_run itself refuses."""
+    import shutil
+
+    original = sim["tracks"]["spine"]
+    assert original.with_suffix(".outline").exists()
+    reference = predict_files(sim["tagger"], [original], out_dir=tmp_path / "a", device="cpu")
+    copy = tmp_path / "in" / original.name
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    copy.with_suffix(".outline").write_bytes(b"\x00\x01 not an outline\n")
+    with pytest.raises(TrackDataError, match="outline"):
+        read_run(copy)
+    written = predict_files(sim["tagger"], [copy], out_dir=tmp_path / "b", device="cpu")
+    assert label_bytes(written) == label_bytes(reference)
+
+
 def test_intermediate_gives_the_same_bytes_as_its_track_file(sim, tmp_path):
     tracks = [sim["tracks"][f] for f in FORMATS]
     isos = [sim["iso"][f] for f in FORMATS]

@@ -39,6 +39,7 @@ cannot be read, or holds no larva to tag, raises TrackDataError naming it (`on_e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -89,12 +90,13 @@ def is_intermediate(path: str | Path) -> bool:
 
 
 def read_input(path: str | Path, options: ReadOptions | None = None) -> Run:
-    """A track file or an intermediate as a Run; TrackDataError if it holds no larva to tag."""
+    """A track file or an intermediate as a Run, without outlines (tagging needs spines only:
+    a `.spine`'s `.outline` is not read); TrackDataError if it holds no larva to tag."""
     path = Path(path)
     if is_intermediate(path):
         run = read_isolated(path)
     else:
-        run = read_run(path, options)
+        run = read_run(path, dataclasses.replace(options or ReadOptions(), outlines=False))
     if not run.tracks:
         raise TrackDataError(path, "contains no larva with enough time steps to tag")
     return run
