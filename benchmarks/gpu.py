@@ -31,9 +31,10 @@ Parts, in this order (BENCH_GPU_PARTS, comma-separated, picks some):
   pretraining and of stage 2 (the first half is the warm-up; timed between the loops' own
   validation lines, so each figure includes one small validation). The tagger so trained is
   then used for the float16 agreement: its labels on every step of the throughput file
-  (BENCH_GPU_AGREE_SEGMENTS caps it), once in float32 and once under float16 autocast,
-  the share of identical steps per step (calibrated argmax) and after its decoder
-  (target >= 99.9 %; random weights would give near-ties, hence a trained tagger);
+  (BENCH_GPU_AGREE_SEGMENTS caps it), once in plain float32 (TF32 off) and once under
+  float16 autocast as `predict` runs it, the share of identical steps per step (calibrated
+  argmax) and after its decoder (target >= 99.9 %; random weights would give near-ties,
+  hence a trained tagger);
 - `ensemble`: the 20221228 preset (50 members: 25 on 1.5-s and 25 on 3-s windows; random
   weights; BENCH_GPU_ENSEMBLE_MEMBERS members per window overrides the counts) model-only
   (BENCH_GPU_ENSEMBLE_SEGMENTS, 65536, per pass) and end-to-end on a smaller file
@@ -41,8 +42,9 @@ Parts, in this order (BENCH_GPU_PARTS, comma-separated, picks some):
 
 Every figure is the median of up to BENCH_GPU_REPEATS (3) timings; a measurement stops
 repeating once it has used BENCH_GPU_BUDGET (10) s (it always runs once), so that the
-group stays under ~5 minutes on one H200. A part that fails prints its traceback and the
-others still run; the group then exits 1.
+group stays under ~5 minutes on one H200 (an estimate: this group has not run on a GPU
+yet). A part that fails prints its traceback and the others still run; the group then
+exits 1. Figures are printed as they come, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -145,6 +147,18 @@ def low_precision(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def strict_float32() -> Iterator[None]:
+    """Plain float32 arithmetic for the block: no TF32 in cuDNN convolutions (on by default in
+    torch) or matrix products; the caller's settings are restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def precision_name(device: torch.device) -> str:
     return "float16" if device.type == "cuda" else "bfloat16"
 
@@ -153,10 +167,11 @@ def predicted(model, segments: Sequence[torch.Tensor], batch: int, device: torch
               reduced: bool) -> tuple[np.ndarray, np.ndarray]:
     """Classes (N,) int64 and log-probabilities (N, K) float32 of `model.predict` (a tagger
     or an ensemble) on `segments` (one (N, 2, P, W) tensor per segment spec), `batch` rows
-    at a time, in float32 or (`reduced`) under `low_precision(device)`."""
+    at a time, in plain float32 (`strict_float32`: no TF32) or (`reduced`) under
+    `low_precision(device)`."""
     n = segments[0].shape[0]
     classes, scores = [], []
-    with torch.inference_mode(), (low_precision(device) if reduced else contextlib.nullcontext()):
+    with torch.inference_mode(), (low_precision(device) if reduced else strict_float32()):
         for i in range(0, n, batch):
             c, p = model.predict([x[i:i + batch].to(device) for x in segments])
             classes.append(c.cpu())
@@ -315,7 +330,8 @@ def cuda_header(device: torch.device) -> None:
         props = torch.cuda.get_device_properties(device)
         line += (f" ({props.name}, {props.total_memory / 2**30:.1f} GiB, {props.multi_processor_count} SMs), "
                  f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
-                 f"cudnn.benchmark {torch.backends.cudnn.benchmark}")
+                 f"cudnn.benchmark {torch.backends.cudnn.benchmark}, cudnn.allow_tf32 "
+                 f"{torch.backends.cudnn.allow_tf32}")
     else:
         line += f", {torch.get_num_threads()} threads (BENCH_GPU_FORCE_CPU=1: smoke run, figures mean nothing)"
     print(line)
@@ -505,7 +521,7 @@ def part_training(bench: Bench) -> None:
     x = None
     share, differ, n = agreement(full16, full32)
     verdict = "met" if share >= AGREEMENT_TARGET else "NOT met"
-    row(f"{precision_name(device)} vs float32, identical steps", 100 * share, "%",
+    row(f"{precision_name(device)} vs float32 (no TF32), identical steps", 100 * share, "%",
         f"{100 * share:.3f} % ({differ:,} of {n:,} differ); target >= {100 * AGREEMENT_TARGET:g} %: {verdict}")
     # The same after the tagger's decoder (what the .label files carry), larvae whole.
     bounds = np.cumsum([tr.n_steps for tr in tracks])

@@ -138,7 +138,7 @@ fi
 
 say ""
 say "== python -m benchmarks gpu"
-run $(($(left) - 90)) "$PY" -m benchmarks gpu  # ~90 s kept for the tests
+run $(($(left) - 60)) "$PY" -m benchmarks gpu  # ~60 s kept for the tests
 [ "$RC" -eq 0 ] || fail "$RC"
 
 say ""
