@@ -138,8 +138,16 @@ def timings(fn: Callable[[], object], device: torch.device, repeats: int = REPEA
     return times
 
 
+def predict_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """The precision `Predictor.classify` runs the forward passes in: float16 autocast on
+    CUDA, plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
 def low_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """The reduced precision of prediction on `device`: float16 autocast on CUDA, as
+    """The reduced precision compared with float32 (agreement): float16 autocast on CUDA, as
     `Predictor.classify`; on the CPU bfloat16 autocast, only so that a CPU smoke run takes
     the same code path (prediction itself runs float32 there)."""
     if device.type == "cuda":
@@ -159,19 +167,20 @@ def strict_float32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def precision_name(device: torch.device) -> str:
-    return "float16" if device.type == "cuda" else "bfloat16"
+def precision_name(device: torch.device, agreement: bool = False) -> str:
+    """The name of `predict_precision` (or, `agreement`, of `low_precision`) on `device`."""
+    return "float16" if device.type == "cuda" else "bfloat16" if agreement else "float32"
 
 
 def predicted(model, segments: Sequence[torch.Tensor], batch: int, device: torch.device,
-              reduced: bool) -> tuple[np.ndarray, np.ndarray]:
+              precision: Callable[[], contextlib.AbstractContextManager]) -> tuple[np.ndarray, np.ndarray]:
     """Classes (N,) int64 and log-probabilities (N, K) float32 of `model.predict` (a tagger
     or an ensemble) on `segments` (one (N, 2, P, W) tensor per segment spec), `batch` rows
-    at a time, in plain float32 (`strict_float32`: no TF32) or (`reduced`) under
-    `low_precision(device)`."""
+    at a time, in the `precision()` context (e.g. `strict_float32`, or
+    `lambda: low_precision(device)`), back on the host as prediction has them."""
     n = segments[0].shape[0]
     classes, scores = [], []
-    with torch.inference_mode(), (low_precision(device) if reduced else strict_float32()):
+    with torch.inference_mode(), precision():
         for i in range(0, n, batch):
             c, p = model.predict([x[i:i + batch].to(device) for x in segments])
             classes.append(c.cpu())
@@ -260,16 +269,16 @@ def model_only_times(model, segments: Sequence[torch.Tensor], batch: int, device
                      repeats: int = REPEATS, warm_up: bool = True) -> list[float]:
     """Timings of `model.predict` over all rows of `segments` (on the device, one tensor per
     segment spec), `batch` rows at a time, under `torch.inference_mode` and
-    `low_precision(device)`; the classes stay on the device until the end (one copy back)."""
+    `predict_precision(device)`; the classes stay on the device until the end (one copy back)."""
     n = segments[0].shape[0]
 
     def run() -> None:
-        with torch.inference_mode(), low_precision(device):
+        with torch.inference_mode(), predict_precision(device):
             classes = [model.predict([x[i:i + batch] for x in segments])[0] for i in range(0, n, batch)]
         torch.cat(classes).cpu()
 
     if warm_up:
-        with torch.inference_mode(), low_precision(device):
+        with torch.inference_mode(), predict_precision(device):
             model.predict([x[:batch] for x in segments])
     return timings(run, device, repeats=repeats)
 
@@ -386,7 +395,7 @@ def part_throughput(bench: Bench) -> None:
         t_e2e = end_to_end_times(instance, path, out, batch, device)
         model_rate, e2e_rate = n / statistics.median(t_model), steps / statistics.median(t_e2e)
         row(f"model-only, batch {batch:,}", model_rate, "segments/s",
-            f"median of {len(t_model)}, {statistics.median(t_model):.3f} s / {n:,}, {precision_name(device)} autocast")
+            f"median of {len(t_model)}, {statistics.median(t_model):.3f} s / {n:,}, {precision_name(device)}")
         row(f"end-to-end predict_files, batch {batch:,}", e2e_rate, "segments/s",
             f"median of {len(t_e2e)}, {statistics.median(t_e2e):.2f} s / {steps:,} ({size:.0f} MB); "
             f"x{e2e_rate / model_rate:.2f} of model-only")
@@ -441,11 +450,11 @@ def part_breakdown(bench: Bench) -> None:
 
     # Forward passes as predict runs them: classes and log-probabilities back to the host.
     x = bench.segments_on_device()
-    with torch.inference_mode(), low_precision(device):
+    with torch.inference_mode(), predict_precision(device):
         instance.predict([x[:batch]])  # warm-up
     outputs: list[tuple[np.ndarray, np.ndarray]] = []
     t_forward = statistics.median(timings(
-        lambda: outputs.append(predicted(instance, [x], batch, device, reduced=True)), device))
+        lambda: outputs.append(predicted(instance, [x], batch, device, lambda: predict_precision(device))), device))
     x = None
     share(f"forward passes (batch {batch:,}, {precision_name(device)})", t_forward,
           f"{steps / t_forward:,.0f} segments/s, classes and log-probabilities to the host")
@@ -516,12 +525,12 @@ def part_training(bench: Bench) -> None:
     x = bench.segments_on_device()
     limit = AGREE_SEGMENTS or x.shape[0]
     x = x[:limit]
-    full32, logp32 = predicted(tagger, [x], bench.predict_batch, device, reduced=False)
-    full16, logp16 = predicted(tagger, [x], bench.predict_batch, device, reduced=True)
+    full32, logp32 = predicted(tagger, [x], bench.predict_batch, device, strict_float32)
+    full16, logp16 = predicted(tagger, [x], bench.predict_batch, device, lambda: low_precision(device))
     x = None
     share, differ, n = agreement(full16, full32)
     verdict = "met" if share >= AGREEMENT_TARGET else "NOT met"
-    row(f"{precision_name(device)} vs float32 (no TF32), identical steps", 100 * share, "%",
+    row(f"{precision_name(device, agreement=True)} vs float32 (no TF32), identical steps", 100 * share, "%",
         f"{100 * share:.3f} % ({differ:,} of {n:,} differ); target >= {100 * AGREEMENT_TARGET:g} %: {verdict}")
     # The same after the tagger's decoder (what the .label files carry), larvae whole.
     bounds = np.cumsum([tr.n_steps for tr in tracks])

@@ -131,14 +131,25 @@ def test_predicted_classes_in_full_and_reduced_precision(gpu):
     instance.tagger()  # eval mode
     x = torch.randn(10, 2, 5, 20)
     cpu = torch.device("cpu")
-    classes, log_p = gpu.predicted(instance, [x], 4, cpu, reduced=False)
+    classes, log_p = gpu.predicted(instance, [x], 4, cpu, gpu.strict_float32)
     with torch.inference_mode():
         expected, p = instance.predict([x])
     assert classes.dtype == np.int64 and np.array_equal(classes, expected.numpy())
     assert log_p.shape == (10, 3) and np.allclose(np.exp(log_p), p.numpy(), atol=1e-6)
-    reduced, _ = gpu.predicted(instance, [x], 4, cpu, reduced=True)
+    reduced, _ = gpu.predicted(instance, [x], 4, cpu, lambda: gpu.low_precision(cpu))
     share, _, n = gpu.agreement(reduced, classes)
     assert n == 10 and 0.0 <= share <= 1.0
+    assert torch.backends.cudnn.allow_tf32  # strict_float32 restored torch's default
+
+
+def test_precisions_follow_prediction(gpu):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert gpu.precision_name(cuda) == gpu.precision_name(cuda, agreement=True) == "float16"
+    assert (gpu.precision_name(cpu), gpu.precision_name(cpu, agreement=True)) == ("float32", "bfloat16")
+    with gpu.predict_precision(cpu):
+        assert not torch.is_autocast_enabled("cpu")  # predict runs float32 on the CPU
+    with gpu.low_precision(cpu):
+        assert torch.is_autocast_enabled("cpu")
 
 
 def test_default_tagger_is_the_training_default_with_an_hmm(gpu):
