@@ -22,6 +22,11 @@ implausible the track is not data: `CorruptTrackError` (a TrackDataError) naming
 and the larva. The readers call `bridge_or_leave_out`, which turns it into a warning and
 leaves that larva out (`Run.left_out`, as with larvae too short to tag): one tracker glitch
 never costs the other larvae of the file.
+
+Cost: a larva with nothing to bridge is returned as given (no copy), after a few passes over
+its spine; the figures (point means, spine lengths, the running median) are computed by
+`point_mean`, `spine_lengths` and `running_median7`, which give numpy's own results bit for
+bit, faster (`maggotflow.orientation` uses the first two too).
 """
 
 from __future__ import annotations

@@ -21,10 +21,17 @@ no times: `ReadOptions.framerate` (Hz) and `ReadOptions.pixelsize_um` (um per pi
 t = frame / framerate (s) and mm = px * pixelsize_um / 1000. A larva missing in some frames
 gets a track with a gap (those frames are absent). Features other than the spine are ignored
 on reading.
+
+Reading: pandas' C parser reads the cells while a worker thread hashes the bytes and counts
+control bytes, line ends and commas. When those counts show the common layout (no blank,
+CR-terminated or binary lines, the header's number of cells on every line) and every row
+name is exactly `feature(frame)`, the line-by-line scan and the regex extraction are
+skipped; otherwise they run as before and name the bad line (same messages, same Run).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import hashlib
 import io
@@ -46,8 +53,11 @@ log = logging.getLogger(__name__)
 
 _LARVA_CELL = re.compile(r"larva\(([0-9]+)\)")
 _ROW_NAME = r"([A-Za-z0-9_]+)\(([0-9]+)\)"
+_ROW_NAME_FULL = re.compile(_ROW_NAME)
 _SPINEPOINT = re.compile(r"spinepoint_([0-9]+)_([xy])")
 _DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
+# Whole-buffer checks and the fast row-name parser first (tests switch them off to compare).
+FAST_PARSER = True
 # Frame times written by write_fimtrack must sit on the frame grid within this fraction of a frame.
 GRID_TOLERANCE = 0.01
 
@@ -94,6 +104,78 @@ def _check_cell_counts(path: Path, data: bytes, n_cells: int) -> np.ndarray:
     return lines[1:]  # the header is line 1
 
 
+def _byte_counts(data: bytes) -> tuple[int, int, int]:
+    """(control bytes, line ends, commas) of the file: whole-buffer checks of the common layout."""
+    b = np.frombuffer(data, dtype=np.uint8)
+    return int(np.count_nonzero(b < 32)), int(np.count_nonzero(b == 10)), int(np.count_nonzero(b == 44))
+
+
+def _plain_lines(counts: tuple[int, int, int], data: bytes, n_cells: int) -> np.ndarray | None:
+    """Line numbers of the data rows (2, 3, ...) when the file has the common layout, else None.
+
+    Common layout: no blank lines, no CR, tab or binary byte (the only control bytes are the
+    line ends) and as many commas as `n_cells` cells on every line would give. pandas refuses
+    a line with too many cells, so with the right total no line has too few either.
+    """
+    control, newlines, commas = counts
+    n_lines = newlines + (not data.endswith(b"\n"))
+    if control != newlines or commas != n_lines * (n_cells - 1):
+        return None
+    return np.arange(2, n_lines + 1)
+
+
+def _row_names_fast(names: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """(feature, frame) per row when every row name is exactly 'feature(frame)', else None
+    (then the careful extraction names the bad row). About 5 times faster than str.extract."""
+    match = _ROW_NAME_FULL.fullmatch
+    try:  # a missing name (NaN) is not a string: TypeError
+        parts = [m.groups() if (m := match(name)) else None for name in names.to_numpy(dtype=object)]
+        if not parts or None in parts:
+            return None
+        features, frames = zip(*parts)
+        return np.array(features, dtype=object), np.array(frames).astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _parse_cells(
+    path: Path, data: bytes, n_cells: int, counts: concurrent.futures.Future
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The cell table (pandas C parser) and the file line number of each of its rows.
+
+    `counts` (a future of `_byte_counts`) tells whether the file has the common layout; only
+    when it does not, or pandas fails, are the lines scanned one by one
+    (`_check_cell_counts`), so that the message names the line and the problem.
+    """
+    try:
+        df = pd.read_csv(
+            io.BytesIO(data),
+            header=None,
+            skiprows=1,
+            names=list(range(n_cells)),
+            index_col=False,
+            dtype={0: str},
+            quoting=csv.QUOTE_NONE,
+            skipinitialspace=True,
+            na_values=["-nan", "-NaN", "nan", "NaN"],  # C++ streams print NaN like this: missing too
+            encoding="utf-8",
+            engine="c",
+        )
+        error = None
+    except (ValueError, pd.errors.ParserError) as err:
+        df, error = None, err
+    lines = _plain_lines(counts.result(), data, n_cells) if FAST_PARSER and error is None else None
+    if lines is None:
+        lines = _check_cell_counts(path, data, n_cells)
+    if lines.size == 0:
+        raise TrackDataError(path, "has a header but no data rows")
+    if error is not None:
+        raise TrackDataError(path, f"cannot be parsed as a FIMTrack csv ({str(error).splitlines()[0]})") from None
+    if len(df) != lines.size:
+        raise TrackDataError(path, f"cannot be parsed as a FIMTrack csv ({len(df)} rows for {lines.size} lines)")
+    return df, lines
+
+
 def _spine_features(path: Path, features: set[str]) -> list[str]:
     """Feature names of the spine, head first: head, spinepoint_1..N, tail (x then y)."""
     for end in ("head", "tail"):
@@ -138,44 +220,35 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     path = Path(path)
     options = options or ReadOptions()
     data = read_input_bytes(path)
-    if not data.strip():
+    if not data[:4096].strip() and not data.strip():
         raise TrackDataError(path, "is empty")
-    first_line = data.split(b"\n", 1)[0]
+    end = data.find(b"\n")
+    first_line = data if end < 0 else data[:end]
     larva_ids, trailing = _parse_header(path, first_line)
     n_cells = len(larva_ids) + 1 + int(trailing)
-    lines = _check_cell_counts(path, data, n_cells)
-    if lines.size == 0:
-        raise TrackDataError(path, "has a header but no data rows")
+    # The hash and the whole-buffer checks run on a worker thread while pandas parses
+    # (hashlib and numpy release the GIL).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sha1 = pool.submit(lambda: hashlib.sha1(data).hexdigest())  # same as file_sha1(path)
+        counts = pool.submit(_byte_counts, data)
+        df, lines = _parse_cells(path, data, n_cells, counts)
+        sha1 = sha1.result()
 
-    try:
-        df = pd.read_csv(
-            io.BytesIO(data),
-            header=None,
-            skiprows=1,
-            names=list(range(n_cells)),
-            index_col=False,
-            dtype={0: str},
-            quoting=csv.QUOTE_NONE,
-            skipinitialspace=True,
-            na_values=["-nan", "-NaN", "nan", "NaN"],  # C++ streams print NaN like this: missing too
-            encoding="utf-8",
-            engine="c",
-        )
-    except (ValueError, pd.errors.ParserError) as err:
-        raise TrackDataError(path, f"cannot be parsed as a FIMTrack csv ({str(err).splitlines()[0]})") from None
-    if len(df) != lines.size:
-        raise TrackDataError(path, f"cannot be parsed as a FIMTrack csv ({len(df)} rows for {lines.size} lines)")
+    fast = _row_names_fast(df[0]) if FAST_PARSER else None
+    if fast is None:
+        names = df[0].str.strip().str.extract(_ROW_NAME)
+        unnamed = names[0].isna().to_numpy(bool)
+        if unnamed.any():
+            i = int(np.argmax(unnamed))
+            raise TrackDataError(path, f"line {lines[i]}: row name {df[0].iloc[i]!r} is not 'feature(frame)'")
+        feature, frame = names[0], names[1].astype(np.int64).to_numpy()
+    else:
+        feature, frame = pd.Series(fast[0]), fast[1]
 
-    names = df[0].str.strip().str.extract(_ROW_NAME)
-    unnamed = names[0].isna().to_numpy(bool)
-    if unnamed.any():
-        i = int(np.argmax(unnamed))
-        raise TrackDataError(path, f"line {lines[i]}: row name {df[0].iloc[i]!r} is not 'feature(frame)'")
-    frame = names[1].astype(np.int64).to_numpy()
-
-    spine_features = _spine_features(path, set(names[0].unique()))
+    spine_features = _spine_features(path, set(feature.unique()))
     code_of = {f: c for c, f in enumerate(spine_features)}
-    codes = names[0].map(code_of).fillna(-1).to_numpy(dtype=np.int64)  # -1: a feature we do not need
+    codes = feature.map(code_of).fillna(-1).to_numpy(dtype=np.int64)  # -1: a feature we do not need
+
     wanted = np.flatnonzero(codes >= 0)
     codes, frame, wanted_lines = codes[wanted], frame[wanted], lines[wanted]
 
@@ -257,7 +330,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
         tracks=tracks,
         source=path,
         format="fimtrack",
-        sha1=hashlib.sha1(data).hexdigest(),  # same as file_sha1(path)
+        sha1=sha1,
         left_out=left_out,
     )
 

@@ -23,9 +23,23 @@ tail -> head. Outlines are closed contours and are kept in file order.
 Impossible values (beyond 1e5 mm, or a one-frame jump of many body lengths) are bridged
 like dropped frames by `maggotflow.plausibility` (warning naming file, line and larva).
 
-Reading is vectorised (numpy + the pandas C parser): the file is scanned once as bytes to
-count the values on every line, which gives exact line numbers for error messages, then
-parsed in one go and grouped by larva with a stable sort.
+Reading has two parsers with the same results. The fast one (`_parse_table_fast`) assumes
+the common layout: single spaces between values, no blank or CR-terminated lines, one
+date_time for the file, whole-number larva ids, finite numbers and (.spine) the same number
+of values on every line. It runs pandas' single-character-separator C parser on blocks of
+`FAST_CHUNK_LINES` lines read straight from the file, copying each block into float64
+arrays of the whole table; a worker thread hashes the bytes (the Run's sha1) and counts
+their control bytes while pandas parses. Whenever a check fails, the careful parser
+(`_parse_table`) reads the file again: it scans every line's values as bytes, which gives
+exact line numbers, and raises TrackDataError naming the line and the problem. So a broken
+file costs two reads and gets the same message as before.
+
+Memory: the fast parser never holds the file's bytes, only one block of text and its
+DataFrame besides the table. When each larva is one block of lines (Choreography and the
+simulator write them so), tracks are views into the table (no per-larva copy), bridging
+returns its input when nothing is impossible, and head-first files are flipped in place. A
+1.16 GB .spine is read in well under 2 GB. `ReadOptions.outlines=False` leaves the
+`.outline` (about twice the size of the .spine) unopened: prediction needs spines only.
 """
 
 from __future__ import annotations
@@ -572,7 +586,8 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     ("auto": decided from the larvae's motion), `options.min_steps` the fewest time steps a
     larva needs to be kept.
     Out: a Run with one Track per larva (sorted by id): t (s), spine (n, k, 2) mm tail -> head,
-    outline (n, m, 2) mm NaN-padded when `<stem>.outline` exists. Metadata: id (= date_time),
+    outline (n, m, 2) mm NaN-padded when `<stem>.outline` exists and `options.outlines`
+    (False: the .outline is not opened). Metadata: id (= date_time),
     tracker/genotype/effector/protocol from the `@`-separated name, date_time, filename, then
     spine_order, spine_order_decided_by and the figures (`maggotflow.orientation`).
     Impossible frames are bridged (warning); larvae too short or corrupt are left out
