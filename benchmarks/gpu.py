@@ -40,6 +40,11 @@ Parts, in this order (BENCH_GPU_PARTS, comma-separated, picks some):
   (BENCH_GPU_ENSEMBLE_SEGMENTS, 65536, per pass) and end-to-end on a smaller file
   (BENCH_GPU_ENSEMBLE_LARVAE, 10, larvae x BENCH_GPU_DURATION s) at every batch size.
 
+Other sizes: BENCH_GPU_MODEL_SEGMENTS (262144), BENCH_GPU_FILTERS (the training part's
+encoder; default: the default encoder's). With BENCH_GPU_FORCE_CPU=1 every default is tiny
+(3 larvae x 20 s, batches 64 and 256, a few training steps of a small encoder, 2-member
+ensemble).
+
 Every figure is the median of up to BENCH_GPU_REPEATS (3) timings; a measurement stops
 repeating once it has used BENCH_GPU_BUDGET (10) s (it always runs once), so that the
 group stays under ~5 minutes on one H200 (an estimate: this group has not run on a GPU
@@ -369,13 +374,13 @@ class Bench:
         return sum(tr.n_steps for tr in self.track[1].tracks)
 
     @cached_property
-    def segments(self) -> list[np.ndarray]:
-        """Default-spec segments of every larva of the throughput file (numpy, per larva)."""
-        return [build_segments(tr, SegmentSpec()) for tr in self.track[1].tracks]
+    def segments(self) -> torch.Tensor:
+        """Default-spec segments of every step of the throughput file, larva after larva (host)."""
+        return torch.from_numpy(np.concatenate([build_segments(tr, SegmentSpec()) for tr in self.track[1].tracks]))
 
     def segments_on_device(self, n: int = 0) -> torch.Tensor:
-        x = torch.from_numpy(np.concatenate(self.segments))
-        return (tiled(x, n) if n else x).to(self.device)
+        """The first `n` segments (all: 0; tiled when there are fewer) on the device."""
+        return (tiled(self.segments, n) if n else self.segments).to(self.device)
 
 
 # ---------------------------------------------------------------------------- parts
