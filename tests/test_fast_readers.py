@@ -1,0 +1,362 @@
+"""Fast text readers: the fast parsers give the careful parsers' Runs, warnings and messages.
+
+Every file is read twice, once with the fast parser allowed (`FAST_PARSER` True, the
+default) and once with the careful parser only, and the two results must be identical: the
+same tracks (times, spines, outlines bit for bit), metadata, left_out, sha1 and warnings, or
+the same one-line TrackDataError. Files in the common layout must take the fast path
+(`_parse_table_fast` returns a table); odd ones must leave it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maggotflow import plausibility
+from maggotflow.formats import ReadOptions, file_sha1, read_run
+from maggotflow.formats import fimtrack as fim
+from maggotflow.formats import spine as sp
+from maggotflow.formats.fimtrack import write_fimtrack
+from maggotflow.formats.spine import write_spine
+from maggotflow.simulation import SimulationConfig, simulate_run
+from maggotflow.tracks import Run, Track, TrackDataError
+
+DATE_TIME = "20200101_000000"
+NAME = f"{DATE_TIME}@g@e@t15@p@100.spine"
+
+
+def simulated(larvae: int = 4, duration: float = 20.0, seed: int = 0, outline: bool = True) -> Run:
+    config = SimulationConfig(duration_s=duration, larvae=(larvae, larvae), frame_rate_hz=(30.0, 30.0))
+    run = simulate_run(np.random.default_rng(seed), config, {"id": DATE_TIME})
+    if not outline:
+        run = Run(run.metadata, [tr.replace(outline=None) for tr in run.tracks])
+    return run
+
+
+def read_both(monkeypatch, caplog, path: Path, options: ReadOptions | None = None):
+    """(fast result, careful result): a Run or a TrackDataError message, with the warnings."""
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(sp, "FAST_PARSER", fast)
+        monkeypatch.setattr(fim, "FAST_PARSER", fast)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            try:
+                outcome = read_run(path, options or ReadOptions())
+            except TrackDataError as err:
+                outcome = str(err)
+        results.append((outcome, [r.getMessage() for r in caplog.records]))
+    return results
+
+
+def assert_identical(a, b) -> None:
+    (run_a, warnings_a), (run_b, warnings_b) = a, b
+    assert warnings_a == warnings_b
+    if isinstance(run_a, str) or isinstance(run_b, str):
+        assert run_a == run_b
+        return
+    assert run_a.metadata == run_b.metadata
+    assert (run_a.sha1, run_a.left_out, run_a.format) == (run_b.sha1, run_b.left_out, run_b.format)
+    assert [tr.id for tr in run_a.tracks] == [tr.id for tr in run_b.tracks]
+    for x, y in zip(run_a.tracks, run_b.tracks):
+        assert np.array_equal(x.t, y.t)
+        assert x.spine.shape == y.spine.shape and np.array_equal(x.spine, y.spine)
+        assert (x.outline is None) == (y.outline is None)
+        if x.outline is not None:
+            assert x.outline.shape == y.outline.shape and np.array_equal(x.outline, y.outline, equal_nan=True)
+
+
+def root(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+# ----------------------------------------------------------------------------- .spine / .outline
+
+
+@pytest.mark.parametrize("order", ["head_first", "tail_first"])
+def test_spine_and_outline_fast_equals_careful(tmp_path, monkeypatch, caplog, order):
+    path = tmp_path / NAME
+    write_spine(simulated(), path, spine_order=order)
+    assert sp._parse_table_fast(path, "spine") is not None
+    assert sp._parse_table_fast(path.with_suffix(".outline"), "outline") is not None
+    fast, careful = read_both(monkeypatch, caplog, path)
+    assert_identical(fast, careful)
+    run = fast[0]
+    assert run.sha1 == file_sha1(path) and run.tracks[0].outline is not None
+    assert run.metadata["spine_order"] == order
+
+
+def test_spine_blocks_cut_anywhere_and_short_estimate(tmp_path, monkeypatch, caplog):
+    """Blocks of 7 lines cut larvae anywhere; the first lines are long, the rest short, so the
+    estimated number of lines is too small and the table grows."""
+    path = tmp_path / NAME
+    run = simulated(larvae=3, duration=60.0, outline=False)
+    write_spine(run, path, precision=1)
+    lines = path.read_text().splitlines()
+    head = [" ".join(v if i < 3 else f"{float(v):.6f}" for i, v in enumerate(line.split())) for line in lines[:400]]
+    path.write_text("\n".join(head + lines[400:]) + "\n")
+    monkeypatch.setattr(sp, "FAST_CHUNK_LINES", 7)
+    table = sp._parse_table_fast(path, "spine")
+    assert table is not None and table.ids.size == len(lines)
+    fast, careful = read_both(monkeypatch, caplog, path)
+    assert_identical(fast, careful)
+
+
+def test_spine_tracks_are_views_into_one_table(tmp_path, monkeypatch):
+    path = tmp_path / NAME
+    write_spine(simulated(outline=False), path, spine_order="head_first")
+    run = read_run(path)
+    assert run.metadata["spine_order"] == "head_first"  # flipped in place, still views
+    bases = {id(root(tr.spine)) for tr in run.tracks}
+    assert len(bases) == 1
+    assert all(not tr.spine.flags.owndata for tr in run.tracks)
+
+
+def test_larvae_interleaved_or_out_of_order_are_read_alike(tmp_path, monkeypatch, caplog):
+    """Frame-major files (all larvae per frame) and larvae written in no id order."""
+    path = tmp_path / NAME
+    write_spine(simulated(larvae=3, outline=False), path)
+    lines = path.read_text().splitlines()
+    by_frame = sorted(lines, key=lambda line: (float(line.split()[2]), int(line.split()[1])))
+    reverse_ids = sorted(lines, key=lambda line: -int(line.split()[1]))  # stable: times in order
+    for text in (by_frame, reverse_ids):
+        path.write_text("\n".join(text) + "\n")
+        assert sp._parse_table_fast(path, "spine") is not None
+        fast, careful = read_both(monkeypatch, caplog, path)
+        assert_identical(fast, careful)
+        assert len(fast[0].tracks) == 3
+
+
+def test_bridged_frames_and_short_larvae_warn_alike(tmp_path, monkeypatch, caplog):
+    path = tmp_path / NAME
+    write_spine(simulated(larvae=3, outline=False), path)
+    lines = path.read_text().splitlines()
+    parts = lines[50].split()
+    parts[5] = "123456789.0"  # an impossible value, bridged and named by its line
+    lines[50] = " ".join(parts)
+    lines.append(f"{DATE_TIME} 99 1.000 1.0 2.0 " + " ".join(["3.0"] * (len(parts) - 5)))  # one frame: left out
+    path.write_text("\n".join(lines) + "\n")
+    fast, careful = read_both(monkeypatch, caplog, path)
+    assert_identical(fast, careful)
+    assert "line 51" in " ".join(fast[1]) and "99" in fast[0].left_out
+
+
+def test_outline_wider_later_than_at_the_start(tmp_path, monkeypatch, caplog):
+    """The fast outline parser guesses the width from the first lines and retries wider."""
+    run = simulated(larvae=2, duration=30.0)
+    path = tmp_path / NAME
+    write_spine(run, path)
+    outline = path.with_suffix(".outline")
+    lines = outline.read_text().splitlines()
+    wide = []
+    for i, line in enumerate(lines):
+        if i > len(lines) // 2:  # far beyond the 64 KB head
+            parts = line.split()
+            line = " ".join(parts + parts[3:] * 3)
+        wide.append(line)
+    outline.write_text("\n".join(wide) + "\n")
+    table = sp._parse_table_fast(outline, "outline")
+    assert table is not None and int(table.counts.max()) > 3 * int(table.counts[:10].max())
+    fast, careful = read_both(monkeypatch, caplog, path)
+    assert_identical(fast, careful)
+
+
+def test_outlines_false_never_opens_the_outline(tmp_path, monkeypatch, caplog):
+    path = tmp_path / NAME
+    write_spine(simulated(larvae=2), path)
+    outline = path.with_suffix(".outline")
+    outline.unlink()
+    os.mkfifo(outline)  # opening it would block; reading its status is refused
+    with pytest.raises(TrackDataError, match="FIFO"):
+        read_run(path)
+    run = read_run(path, ReadOptions(outlines=False))
+    assert all(tr.outline is None for tr in run.tracks)
+    outline.unlink()
+    outline.write_text("garbage\n")
+    with pytest.raises(TrackDataError):
+        read_run(path)
+    fast, careful = read_both(monkeypatch, caplog, path, ReadOptions(outlines=False))
+    assert_identical(fast, careful)
+    assert len(fast[0].tracks) == 2
+
+
+GOOD = f"{DATE_TIME} {{id}} {{t}} 1.0 2.0 3.0 4.0 5.0 6.0"
+
+
+def lines_of(n: int = 6, larva: int = 1) -> list[str]:
+    return [GOOD.format(id=larva, t=f"{i * 0.1:.1f}") for i in range(n)]
+
+
+ODD_SPINES = {
+    # read alike by both parsers, but not in the fast parser's layout
+    "tabs": "\n".join(line.replace(" ", "\t") for line in lines_of()) + "\n",
+    "double-spaces": "\n".join(line.replace(" ", "  ") for line in lines_of()) + "\n",
+    "crlf": "\r\n".join(lines_of()) + "\r\n",
+    "blank-lines": "\n".join(lines_of()[:3] + ["", "   "] + lines_of()[3:]) + "\n\n",
+    "leading-space": "\n".join(" " + line for line in lines_of()) + "\n",
+    "trailing-space": "\n".join(line + " " for line in lines_of()) + "\n",
+    "exponent": "\n".join(lines_of()).replace(" 2.0 ", " 2e0 ") + "\n",
+    "no-final-newline": "\n".join(lines_of()),
+    "form-feed": "\n".join(lines_of()).replace(" 3.0", " \x0c3.0", 1) + "\n",
+    # broken: both parsers must give the same message
+    "truncated": "\n".join(lines_of() + [f"{DATE_TIME} 1 0.6 1.0 2.0 3"]),
+    "columns": "\n".join(lines_of()[:2] + [f"{DATE_TIME} 1 0.2 1 2 3 4"] + lines_of()[3:]),
+    "longer-line": "\n".join(lines_of()[:2] + [lines_of()[2] + " 7.0 8.0"] + lines_of()[3:]),
+    "odd": f"{DATE_TIME} 1 0.0 1 2 3\n{DATE_TIME} 1 0.1 1 2 3\n",
+    "text": "\n".join(lines_of()).replace("0.2 1.0 2.0", "0.2 1.0 x") + "\n",
+    "nan": "\n".join(lines_of()).replace("0.2 1.0 2.0", "0.2 1.0 nan") + "\n",
+    "inf": "\n".join(lines_of()).replace("0.3 1.0 2.0", "0.3 1.0 inf") + "\n",
+    "nan-time": "\n".join(lines_of()).replace("0.3 1.0", "NaN 1.0") + "\n",
+    "backwards": "\n".join(lines_of()[:3] + [GOOD.format(id=1, t="0.05")]) + "\n",
+    "duplicated": "\n".join(lines_of()[:3] + [GOOD.format(id=1, t="0.1")]) + "\n",
+    "split-backwards": "\n".join(lines_of(3) + lines_of(2, larva=2) + lines_of(2)) + "\n",
+    "id-text": "\n".join(lines_of()[:2] + [GOOD.format(id="a7", t="0.3")]) + "\n",
+    "id-fraction": "\n".join(lines_of()[:2] + [GOOD.format(id="1.5", t="0.3")]) + "\n",
+    "id-negative": "\n".join(lines_of()[:2] + [GOOD.format(id="-3", t="0.3")]) + "\n",
+    "date-time": "\n".join(lines_of()[:4] + [lines_of()[4].replace(DATE_TIME, "2020010_0000000")]) + "\n",
+    "other-date-time": "\n".join(lines_of()[:4] + [lines_of()[4].replace(DATE_TIME, "20200101_000001")]) + "\n",
+    "binary": "\n".join(lines_of()[:2]) + "\n\x01\x02 junk\n",
+    "non-ascii": "\n".join(lines_of()).replace("0.2 1.0", "0.2 1.0\u00b5") + "\n",
+    "empty-id": "\n".join(lines_of()).replace(f"{DATE_TIME} 1 0.2", f"{DATE_TIME}  0.2") + "\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_SPINES))
+def test_odd_spine_files_leave_the_fast_path_and_read_alike(tmp_path, monkeypatch, caplog, case):
+    path = tmp_path / "20200101_000000@odd.spine"
+    path.write_bytes(ODD_SPINES[case].encode("utf-8"))
+    # times are checked after parsing, when grouping by larva, and pandas reads exponents like
+    # the careful parser does: those files are in the layout
+    in_layout = case in ("no-final-newline", "exponent", "backwards", "duplicated", "split-backwards")
+    assert (sp._parse_table_fast(path, "spine") is not None) == in_layout
+    fast, careful = read_both(monkeypatch, caplog, path, ReadOptions(min_steps=1))
+    assert_identical(fast, careful)
+    if case in ("tabs", "double-spaces", "crlf", "blank-lines", "leading-space", "trailing-space", "exponent"):
+        # read, not refused
+        assert isinstance(fast[0], Run) and fast[0].tracks[0].n_steps == 6
+    if case in ("truncated", "columns", "longer-line", "odd", "text", "nan", "inf", "backwards", "duplicated"):
+        assert isinstance(fast[0], str) and "line" in fast[0]
+
+
+ODD_OUTLINES = {
+    "gap": lambda lines: [lines[0].replace(" ", "  ", 5)] + lines[1:],
+    "nan-last": lambda lines: lines[:5] + [lines[5] + " nan nan"] + lines[6:],
+    "odd": lambda lines: lines[:5] + [lines[5] + " 1.0"] + lines[6:],
+    "inf": lambda lines: lines[:5] + [lines[5] + " inf 1.0"] + lines[6:],
+    "crlf": lambda lines: [line + "\r" for line in lines],
+    "wrong-time": lambda lines: lines[:5] + [lines[5].replace(lines[5].split()[2], "999.0", 1)] + lines[6:],
+    "missing-larva": lambda lines: [line for line in lines if line.split()[1] != lines[0].split()[1]],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_OUTLINES))
+def test_odd_outline_files_read_alike(tmp_path, monkeypatch, caplog, case):
+    path = tmp_path / NAME
+    write_spine(simulated(larvae=2, duration=5.0), path)
+    outline = path.with_suffix(".outline")
+    outline.write_text("\n".join(ODD_OUTLINES[case](outline.read_text().splitlines())) + "\n")
+    fast, careful = read_both(monkeypatch, caplog, path)
+    assert_identical(fast, careful)
+    if case in ("gap", "nan-last", "odd", "inf", "crlf"):
+        assert sp._parse_table_fast(outline, "outline") is None
+
+
+# ----------------------------------------------------------------------------- FIMTrack
+
+
+def fim_run(larvae: int = 4, seed: int = 1) -> Run:
+    run = simulated(larvae=larvae, duration=10.0, seed=seed, outline=False)
+    t0 = min(tr.t[0] for tr in run.tracks)
+    tracks = []
+    for i, tr in enumerate(run.tracks):
+        keep = np.ones(tr.n_steps, dtype=bool)
+        if i == 1:
+            keep[20:40] = False  # a gap
+        tracks.append(Track(tr.id, np.rint((tr.t[keep] - t0) * 30) / 30, tr.spine[keep]))
+    return Run(run.metadata, tracks)
+
+
+def test_fimtrack_fast_equals_careful(tmp_path, monkeypatch, caplog):
+    path = tmp_path / f"{DATE_TIME}@g@e@t15@p@100.csv"
+    write_fimtrack(fim_run(), path, framerate=30.0, pixelsize_um=90.0)
+    data = path.read_bytes()
+    n_cells = data.split(b"\n", 1)[0].count(b",") + 1
+    assert fim._plain_lines(fim._byte_counts(data), data, n_cells) is not None
+    options = ReadOptions(framerate=30.0, pixelsize_um=90.0)
+    fast, careful = read_both(monkeypatch, caplog, path, options)
+    assert_identical(fast, careful)
+    assert fast[0].sha1 == file_sha1(path) and len(fast[0].tracks) == 4
+
+
+def fim_lines(tmp_path: Path) -> list[str]:
+    path = tmp_path / "base.csv"
+    write_fimtrack(fim_run(larvae=2), path, framerate=30.0)
+    return path.read_text().splitlines()
+
+
+ODD_FIMTRACK = {
+    "crlf": lambda lines: [line + "\r" for line in lines],
+    "blank-line": lambda lines: lines[:9] + [""] + lines[9:],
+    "spaces": lambda lines: [lines[0]] + [line.replace(",", ", ") for line in lines[1:]],
+    "trailing-comma": lambda lines: [line + "," for line in lines],
+    "row-name-spaces": lambda lines: lines[:5] + [" " + lines[5]] + lines[6:],
+    "extra-feature": lambda lines: lines + [f"radius_1({i}),1.0,2.0" for i in range(3)],
+    "truncated": lambda lines: lines + ["head_x(999),1.0"],
+    "cells": lambda lines: lines[:5] + [lines[5] + ",7.0"] + lines[6:],
+    "short-and-long": lambda lines: lines[:5] + [lines[5] + ",7.0", lines[6].rsplit(",", 1)[0]] + lines[7:],
+    "row-name": lambda lines: lines[:5] + ["head_x[5]," + lines[5].split(",", 1)[1]] + lines[6:],
+    "text": lambda lines: lines[:5] + [lines[5].split(",")[0] + ",abc," + lines[5].split(",")[2]] + lines[6:],
+    "dup-row": lambda lines: lines + [lines[3]],
+    "binary": lambda lines: lines[:5] + ["\x01" + lines[5]] + lines[6:],
+    "tab": lambda lines: lines[:5] + [lines[5].replace(",", ",\t", 1)] + lines[6:],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_FIMTRACK))
+def test_odd_fimtrack_files_read_alike(tmp_path, monkeypatch, caplog, case):
+    path = tmp_path / "odd.csv"
+    path.write_text("\n".join(ODD_FIMTRACK[case](fim_lines(tmp_path))) + "\n")
+    fast, careful = read_both(monkeypatch, caplog, path, ReadOptions(framerate=30.0))
+    assert_identical(fast, careful)
+    if case in ("truncated", "cells", "short-and-long", "row-name", "text", "dup-row", "binary"):
+        assert isinstance(fast[0], str) and "line" in fast[0]
+
+
+# ----------------------------------------------------------------------------- exact helpers
+
+
+def test_point_mean_and_spine_lengths_are_numpys_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for n, k in itertools.product((1, 3, 100, 2000), (1, 2, 5, 8, 11, 17, 30)):
+        spine = rng.normal(100, 40, (n, k, 2)) * rng.uniform(1e-3, 1e3)
+        for view in (spine, spine[:, ::-1], spine[:, k // 2 :], spine[::2]):
+            if view.shape[1]:
+                assert np.array_equal(plausibility.point_mean(view), view.mean(axis=1))
+        assert np.array_equal(plausibility.spine_lengths(spine), Track("1", np.arange(n), spine).spine_lengths())
+
+
+def test_running_median7_is_the_sliding_median():
+    for bits in itertools.product((0.0, 1.0), repeat=7):  # 0-1 principle: the network sorts
+        assert plausibility.running_median7(np.array(bits)[:, None])[0, 0] == sorted(bits)[3]
+    rng = np.random.default_rng(2)
+    x = np.round(rng.normal(size=(500, 2)), 1)  # many ties
+    expected = np.median(np.lib.stride_tricks.sliding_window_view(x, 7, axis=0), axis=-1)
+    assert np.array_equal(plausibility.running_median7(x), expected)
+
+
+def test_bridging_returns_its_input_when_nothing_is_impossible():
+    run = simulated(larvae=1, outline=True)
+    tr = run.tracks[0]
+    spine, outline = plausibility.bridge_implausible_frames("f", tr.id, tr.t, tr.spine, tr.outline)
+    assert spine is tr.spine and outline is tr.outline
+    bad = tr.spine.copy()
+    bad[5, 2, 0] = 1e9
+    bridged, _ = plausibility.bridge_implausible_frames("f", tr.id, tr.t, bad, tr.outline)
+    assert bridged is not bad and np.isfinite(bridged).all() and bridged[5, 2, 0] < 1e5
