@@ -504,11 +504,12 @@ def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, slice | np.nda
     return [(int(table.ids[rows[0]]), rows) for rows in np.split(order, bounds)]
 
 
-def _read_table(path: Path, kind: str, hash_bytes: bool = False) -> tuple[_Table, str | None]:
+def read_table(path: Path, kind: str, hash_bytes: bool = False) -> tuple[_Table, str | None]:
     """The table of a .spine or .outline file, and the file's hex SHA-1 when `hash_bytes`.
 
     The fast parser when the file has the common layout, else the careful one, which names
-    the line and the problem (`FAST_PARSER` False: always the careful one)."""
+    the line and the problem (`FAST_PARSER` False: always the careful one). The parsing half
+    of `read_spine` (timed by the benchmarks); the table's fields are private."""
     check_not_gzip(path, read_head(path, 2))
     if FAST_PARSER:
         sha1 = hashlib.sha1() if hash_bytes else None
@@ -528,7 +529,7 @@ def _read_outlines(
     wanted: set[int],
 ) -> dict[int, np.ndarray]:
     """Outlines (n, m, 2) mm, NaN-padded, for the larvae in `wanted`, checked against the spine."""
-    table, _ = _read_table(outline_path, "outline")
+    table, _ = read_table(outline_path, "outline")
     groups = dict(_group_by_larva(outline_path, table))
     spine_rows = dict(spine_groups)
     extra = sorted(set(groups) - set(spine_rows))
@@ -595,7 +596,7 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     """
     path = Path(path)
     options = options or ReadOptions()
-    table, sha1 = _read_table(path, "spine", hash_bytes=True)
+    table, sha1 = read_table(path, "spine", hash_bytes=True)
     k = int(table.coords.shape[1] // 2)
     groups = _group_by_larva(path, table)
 
