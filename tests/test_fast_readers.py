@@ -360,3 +360,22 @@ def test_bridging_returns_its_input_when_nothing_is_impossible():
     bad[5, 2, 0] = 1e9
     bridged, _ = plausibility.bridge_implausible_frames("f", tr.id, tr.t, bad, tr.outline)
     assert bridged is not bad and np.isfinite(bridged).all() and bridged[5, 2, 0] < 1e5
+
+
+def test_body_measures_handed_to_orientation_change_nothing():
+    from maggotflow.orientation import orientation_evidence
+
+    run = simulated(larvae=3, duration=30.0, outline=False)
+    handed = []
+    for tr in run.tracks:
+        measures: list = []
+        plausibility.bridge_implausible_frames("f", tr.id, tr.t, tr.spine, measures=measures)
+        assert len(measures) == 1
+        handed.append((tr.t, tr.spine, measures[0]))
+    plain = orientation_evidence([(tr.t, tr.spine) for tr in run.tracks])
+    assert orientation_evidence(handed) == plain
+    bad = run.tracks[0].spine.copy()
+    bad[7, 3] += 500.0  # a jump: bridged, so the measures of the given spine are not handed on
+    measures = []
+    bridged, _ = plausibility.bridge_implausible_frames("f", "1", run.tracks[0].t, bad, measures=measures)
+    assert bridged is not bad and measures == []

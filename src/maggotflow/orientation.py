@@ -41,6 +41,10 @@ first (the convention) with a warning naming the file and both figures. Forced o
 files that name the head warn when the combined evidence decisively contradicts them. Left
 out: a file of straight-bodied larvae (no sweeps) backing up most of the time is still
 decided by the crawling cue alone, the wrong way.
+
+Cost: point means and spine lengths come from `maggotflow.plausibility` (numpy's figures bit
+for bit, a few times faster); a reader may pass the centre and body length that bridging
+already measured on the same spine (`orientation_evidence`), so they are not computed twice.
 """
 
 from __future__ import annotations
@@ -164,31 +168,36 @@ class SweepEvidence:
 
 
 def orientation_evidence(
-    tracks: Iterable[tuple[np.ndarray, np.ndarray]],
+    tracks: Iterable[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, tuple[np.ndarray, float]]],
 ) -> tuple[MotionEvidence, SweepEvidence]:
     """Both cues (crawling direction, head sweeps) that the LAST point of each spine is the head.
 
     In: (t (n,) s, spine (n, k, 2)) per larva, any units (scale-free), points in the order
-    to test (last point = supposed head). Out: (MotionEvidence, SweepEvidence) over all larvae,
-    from one pass over the same ~0.5 s windows.
+    to test (last point = supposed head); optionally a third item, (centre (n, 2), median
+    spine length) of that spine as `maggotflow.plausibility` measured it (not computed twice).
+    Out: (MotionEvidence, SweepEvidence) over all larvae, from one pass over the same ~0.5 s
+    windows.
     """
     forward = backward = 0.0
     steps, seconds = 0, 0.0
     head_lateral, tail_lateral = [], []
     sweep_seconds = 0.0
     with np.errstate(all="ignore"):  # degenerate spines (zero length) must not warn
-        for t, spine in tracks:
+        for t, spine, *measured in tracks:
             t = np.asarray(t, dtype=np.float64)
             spine = np.asarray(spine, dtype=np.float64)
             n, k = spine.shape[0], spine.shape[1]
             if n < 2 or k < 2:
                 continue
             # point_mean and spine_lengths: the numpy reductions, bit for bit, a few times faster
-            centre = point_mean(spine)  # (n, 2), independent of the point order
+            if measured and measured[0] is not None:
+                centre, body = measured[0]
+            else:
+                centre = point_mean(spine)  # (n, 2), independent of the point order
+                body = float(np.median(spine_lengths(spine)))
             half = k // 2
             axis = point_mean(spine[:, k - half :]) - point_mean(spine[:, :half])
             axis_norm = np.hypot(axis[:, 0], axis[:, 1])
-            body = float(np.median(spine_lengths(spine)))
             if not body > 0:
                 continue
             end = np.searchsorted(t, t + WINDOW_S - 1e-9)
@@ -262,12 +271,12 @@ def _contradiction(motion: MotionEvidence, sweeps: SweepEvidence) -> str:
 
 
 def decide_spine_order(
-    path: str | Path, file_order_spines: list[tuple[np.ndarray, np.ndarray]], configured: str
+    path: str | Path, file_order_spines: list[tuple], configured: str
 ) -> tuple[str, dict[str, Any]]:
     """The point order of a file whose points run one end to the other (`.spine`, `.outline`).
 
-    In: the file, its larvae as (t s, spine (n, k, 2) in FILE order), the configured order
-    ("auto", "head_first" or "tail_first").
+    In: the file, its larvae as (t s, spine (n, k, 2) in FILE order[, measures]: see
+    `orientation_evidence`), the configured order ("auto", "head_first" or "tail_first").
     Out: (order used, metadata) where metadata = spine_order, spine_order_decided_by
     ("motion": auto and decided by the larvae's motion, crawling direction and/or head sweeps;
     "convention": auto, weak or conflicting evidence, head_first assumed; "configured": forced

@@ -60,11 +60,12 @@ def bridge_or_leave_out(
     spine: np.ndarray,
     outline: np.ndarray | None = None,
     where: Callable[[int], str] = lambda i: f"frame {i}",
+    measures: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """What every reader calls: `bridge_implausible_frames`, or None for a corrupt larva,
     which is then warned about and recorded in `left_out` (the reader's `Run.left_out`)."""
     try:
-        return bridge_implausible_frames(path, larva, t, spine, outline, where)
+        return bridge_implausible_frames(path, larva, t, spine, outline, where, measures)
     except CorruptTrackError as err:
         log.warning("%s; this larva is left out", err)
         left_out[str(larva)] = "mostly impossible frames"
@@ -88,7 +89,10 @@ def spine_lengths(spine: np.ndarray) -> np.ndarray:
     x and y columns instead of a reduction over the 2-long last axis (much slower)."""
     dx = spine[:, 1:, 0] - spine[:, :-1, 0]
     dy = spine[:, 1:, 1] - spine[:, :-1, 1]
-    return np.sqrt(dx * dx + dy * dy).sum(axis=1)
+    dx *= dx  # in place: the same operations, fewer temporary arrays
+    dy *= dy
+    dx += dy
+    return np.sqrt(dx, out=dx).sum(axis=1)
 
 
 # An optimal sorting network for 7 values (16 compare-exchanges); element 3 is the median.
@@ -114,13 +118,16 @@ def bridge_implausible_frames(
     spine: np.ndarray,
     outline: np.ndarray | None = None,
     where: Callable[[int], str] = lambda i: f"frame {i}",
+    measures: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Find and bridge a larva's implausible frames (see module doc).
 
     In: t (n,) s, spine (n, k, 2) and outline (n, m, 2) NaN-padded, both in the file's own
     units and any point order; `where(i)` names frame i for messages ("line 17", "frame 3").
     Out: (spine, outline), new arrays when a frame was bridged, else the inputs themselves
-    (no copy).
+    (no copy). With a `measures` list, when every frame is plausible and the body has a
+    length, (centre (n, 2), median spine length) of the spine is appended to it: the figures
+    `maggotflow.orientation.orientation_evidence` computes too, so a reader can pass them on.
     Raises CorruptTrackError when more than MAX_IMPLAUSIBLE_FRACTION of the frames are bad.
     """
     n = spine.shape[0]
@@ -148,22 +155,30 @@ def bridge_implausible_frames(
         good_frames = ~absurd & finite
         every = bool(good_frames.all())
         good = slice(None) if every else np.flatnonzero(good_frames)
+        measured = None  # (centre, body) of the whole spine as given
         if (n if every else good.size) >= 3:
             s = spine if every else spine[good]
             body = float(np.median(spine_lengths(s)))
             if body > 0:
                 centre = point_mean(s)
+                if every:
+                    measured = (centre, body)
                 half = JUMP_WINDOW // 2
                 # reflect, not edge: an edge-padded first frame would outvote its neighbours
                 expected = running_median7(np.pad(centre, ((half, half), (0, 0)), mode="reflect"))
                 dx = s[:, :, 0] - expected[:, None, 0]
                 dy = s[:, :, 1] - expected[:, None, 1]
-                reach = np.sqrt((dx * dx + dy * dy).max(axis=1)) / body
+                dx *= dx
+                dy *= dy
+                dx += dy
+                reach = np.sqrt(dx.max(axis=1)) / body  # sqrt is monotonic: max first, exactly
                 jump[good] = reach > MAX_JUMP_BODY_LENGTHS
                 jump_size[good] = reach
     bad = absurd | jump
     n_bad = int(bad.sum())
     if n_bad == 0:
+        if measures is not None and measured is not None:
+            measures.append(measured)
         return spine, outline
     first = int(np.argmax(bad))
     if n_bad > MAX_IMPLAUSIBLE_FRACTION * n or n_bad == n:

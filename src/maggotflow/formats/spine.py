@@ -613,21 +613,23 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
 
     # File order, impossible frames bridged (line numbers name them), before orientation.
     # Spines are views into the table where a larva is one block of lines (no copy).
+    # Plausibility hands its body measures (centre, length) on to the orientation evidence.
     larvae = []
     for larva, rows in kept:
+        measures: list = []
         bridged = bridge_or_leave_out(
             left_out, path, str(larva), table.t[rows], table.coords[rows].reshape(-1, k, 2),
             None if outlines is None else outlines[larva],
-            where=lambda i, rows=rows: f"line {table.line(rows, i)}",
+            where=lambda i, rows=rows: f"line {table.line(rows, i)}", measures=measures,
         )
         if bridged is not None:
-            larvae.append((larva, rows, *bridged))
+            larvae.append((larva, rows, *bridged, measures[0] if measures else None))
     order, orientation = decide_spine_order(
-        path, [(table.t[rows], spine) for _, rows, spine, _ in larvae], options.spine_order
+        path, [(table.t[rows], spine, measured) for _, rows, spine, _, measured in larvae], options.spine_order
     )
 
     tracks = []
-    for larva, rows, spine, outline in larvae:
+    for larva, rows, spine, outline, _ in larvae:
         if order == "head_first":
             spine[:] = spine[:, ::-1]  # in place (numpy buffers the overlap): no second copy of the run
         try:
