@@ -128,7 +128,8 @@ def main() -> None:
         for _ in range(REPEATS):
             model_times.append(median_time(forward(batch_size), repeats=1, warmup=0))
             e2e_times.append(median_time(lambda: predict_files(root / "tagger", [track], out_paths=[out],
-                                                               batch_size=batch_size, device=str(device)),
+                                                               batch_size=batch_size, device=str(device),
+                                                               overwrite=True),
                                          repeats=1, warmup=0))
         t_model, t_e2e = statistics.median(model_times), statistics.median(e2e_times)
         model_rate = x.shape[0] / t_model
