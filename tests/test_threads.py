@@ -34,10 +34,11 @@ def test_set_torch_threads_and_the_cli_default_follow_slurm(monkeypatch, tmp_pat
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     assert set_torch_threads() == 2 and torch.get_num_threads() == 2
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    missing = tmp_path / "missing.spine"
+    missing = tmp_path / "missing.h5"
     # a torch command without --threads: the allocation, whatever torch chose before
-    assert cli_main(["isolate", str(missing), str(tmp_path / "x.h5")]) != 0
+    assert cli_main(["predict", str(tmp_path / "no-model"), str(missing), "--out", str(tmp_path / "out")]) != 0
     assert torch.get_num_threads() == 1
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    torch.set_num_threads(2)
     assert cli_main(["--threads", "1", "isolate", str(missing), str(tmp_path / "x.h5")]) != 0
     assert torch.get_num_threads() == 1

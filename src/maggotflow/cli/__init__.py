@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The commands that run torch: their threads default to the job's allocated cores.
+TORCH_COMMANDS = ("dataset", "pretrain", "train", "train-forest", "predict")
+
+
 class UsageError(ValueError):
     """A bad option value or setting: `maggotflow <cmd>: error: <message>`, exit 2 (like argparse)."""
 
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     # Without --threads, commands that do not run torch do not import it (start-up time).
-    if args.threads is not None or args.command not in ("simulate", "summarize", "evaluate"):
+    if args.threads is not None or args.command in TORCH_COMMANDS:
         from maggotflow.threads import set_torch_threads
 
         set_torch_threads(args.threads)
