@@ -6,7 +6,9 @@ format, parse MB/s (file bytes -> validated table: `spine.read_table`, `fimtrack
 and whole `read_run` MB/s (table -> Run: grouping, plausibility bridging, orientation, Track
 checks, sha1), medians of repeats; the .outline rows time the .outline alone (parse) and the
 .spine read with and without it (`ReadOptions.outlines`). `main()` adds trx.mat reading and
-segments built per second.
+segments built per second on the CPU, one thread (`segment_rows()`): numpy per whole larva
+and in prediction's chunks of 4,096 centres, and torch (`build_segments_torch`) on the same
+chunks, each batched over the chunk's larvae.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from maggotflow.formats import ReadOptions, read_run
 from maggotflow.formats.fimtrack import read_cells, write_fimtrack
 from maggotflow.formats.spine import read_table, write_spine
 from maggotflow.formats.trx import write_trx
-from maggotflow.segments import SegmentSpec, build_segments
+from maggotflow.segments import SegmentSpec, build_segments, build_segments_torch, larva_length
 from maggotflow.simulation import SimulationConfig, simulate_run
 from maggotflow.tracks import Run
 
@@ -83,6 +85,42 @@ def main() -> None:
             throughput("read trx.mat", trx, lambda: read_run(trx, ReadOptions()))
     finally:
         logger.setLevel(level)
+    segment_rows(run)
+
+
+def chunks(run: Run, size: int = 4096) -> list[list[tuple]]:
+    """(track, length, centres) pieces in chunks of `size` centres spanning larvae, as
+    prediction cuts them (`Predictor`, MIN_CHUNK)."""
+    out, current, filled = [], [], 0
+    for track in run.tracks:
+        start, length = 0, larva_length(track)
+        while start < track.n_steps:
+            count = min(size - filled, track.n_steps - start)
+            current.append((track, length, track.t[start:start + count]))
+            filled, start = filled + count, start + count
+            if filled == size:
+                out.append(current)
+                current, filled = [], 0
+    return out + ([current] if current else [])
+
+
+def segment_rows(run: Run) -> None:
+    """Segments/s on the CPU, one torch thread: numpy per larva and per chunk, torch per chunk."""
+    import torch
+
+    steps = sum(tr.n_steps for tr in run.tracks)
     spec = SegmentSpec()
-    seconds = median_time(lambda: [build_segments(tr, spec) for tr in run.tracks], repeats=3)
-    row("segments built (2 s windows, all steps)", steps / seconds, "segments/s", f"median {seconds:.2f} s")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds = median_time(lambda: [build_segments(tr, spec) for tr in run.tracks], repeats=REPEATS)
+        row("segments built, numpy, whole larvae", steps / seconds, "segments/s", f"median {seconds:.2f} s")
+        pieces = chunks(run)
+        seconds = median_time(lambda: [build_segments(tr, spec, length=n, centres=c) for chunk in pieces
+                                       for tr, n, c in chunk], repeats=REPEATS)
+        row("segments built, numpy, chunks of 4,096", steps / seconds, "segments/s", f"median {seconds:.2f} s")
+        seconds = median_time(lambda: [build_segments_torch(chunk, spec, "cpu") for chunk in pieces], repeats=REPEATS)
+        row("segments built, torch on CPU, chunks of 4,096", steps / seconds, "segments/s",
+            f"median {seconds:.2f} s, 1 thread (on CUDA: benchmarks gpu)")
+    finally:
+        torch.set_num_threads(threads)

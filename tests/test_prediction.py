@@ -163,14 +163,17 @@ def test_results_do_not_depend_on_batch_size_prefetch_thread_or_segment_builder(
     n_steps = sum(tr.n_steps for p in inputs for tr in read_run_any(p).tracks)
     outputs = []
     # 7: many small batches; 128: the CPU default; larger than all inputs together: one
-    # batch spanning all three files. "torch": segments built by the consumer with torch,
-    # batched over the chunk's larvae (the CUDA path, here on CPU).
-    cases = [(128, True, "auto"), (7, True, "numpy"), (7, False, "numpy"), (n_steps + 50, True, "numpy"),
-             (n_steps + 50, False, "numpy"), (128, True, "torch"), (7, False, "torch"), (n_steps + 50, True, "torch")]
+    # batch spanning all three files. Segments built with torch batched over each chunk's
+    # larvae (auto), with numpy per larva, or by the consumer "on the device" (the CUDA
+    # path, here on the CPU).
+    cases = [(128, True, "auto"), (7, True, "numpy"), (7, False, "torch"), (n_steps + 50, True, "numpy"),
+             (n_steps + 50, False, "auto"), (128, True, "device"), (7, False, "device"), (n_steps + 50, True, "device")]
     for i, (batch_size, prefetch, builder) in enumerate(cases):
         predictor = Predictor(sim["tagger"], device="cpu", batch_size=batch_size, prefetch=prefetch,
-                              segments=builder)
-        assert predictor.builder == ("numpy" if builder == "auto" else builder)
+                              segments="torch" if builder == "device" else builder)
+        assert predictor.builder == ("numpy" if builder == "numpy" else "torch")
+        assert not predictor.build_on_device
+        predictor.build_on_device = builder == "device"
         outputs.append(label_bytes(predict_files(predictor, inputs, out_dir=tmp_path / str(i))))
     assert all(out == outputs[0] for out in outputs[1:])
 

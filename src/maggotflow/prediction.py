@@ -14,13 +14,14 @@ ensemble (`maggotflow.ensemble.Ensemble`) both name the segment specs they need
 (`segment_specs`) and map one batch of segments per spec to class indices (`predict`; the
 ensemble's does the majority vote). `Predictor` only loads, streams, batches and runs:
 - the model is loaded once per call; files are read one after another by a producer thread
-  that builds the segments of every spec (vectorised per track,
-  `maggotflow.segments.build_segments`, every time step a centre, edge steps with
-  edge-clamped windows) straight into fixed-size chunks, so reading and segment building
-  overlap the forward passes (speed matters: thousands of files, ~1 million segments per
-  big file). On CUDA the producer only reads and groups the centres; the segments of each
-  chunk are built on the GPU from the raw spines (`build_segments_torch`, batched over the
-  chunk's larvae), so one CPU core keeps up with the GPU;
+  that cuts every larva's time steps into fixed-size chunks (spanning larvae and files) and
+  builds the chunk's segments of every spec (`maggotflow.segments.build_segments_torch`,
+  batched over the chunk's larvae; every time step a centre, edge steps with edge-clamped
+  windows), so reading and segment building overlap the forward passes (speed matters:
+  thousands of files, ~1 million segments per big file). On CUDA the producer only reads
+  and cuts; each chunk's segments are built on the GPU from the raw spines, so one CPU core
+  keeps up with the GPU. `segments="numpy"` builds them per larva with
+  `maggotflow.segments.build_segments` instead (the same labels);
 - chunks span larvae and files (small files do not leave batches half empty); forward
   passes of `batch_size` segments run under `torch.inference_mode`, float32 on CPU,
   float16 autocast on CUDA;
@@ -201,10 +202,10 @@ class Predictor:
     `segment_specs` and `predict(segments) -> (classes, probabilities)`; the ensemble's
     `predict` does its vote). device: "auto", "cpu", "cuda", ... batch_size: segments per
     forward pass (default 128 on CPU, 8192 on CUDA). prefetch: build segments in a
-    background thread while the model runs. segments: who builds the segments
-    (`maggotflow.segments.segment_builder`): "auto" (torch on the model's device on CUDA,
-    numpy in the producer thread on CPU), "numpy" (in the producer thread) or "torch" (by
-    the consumer, on the model's device, also on CPU). The Predictor loads the model, streams runs
+    background thread while the model runs. segments: who builds the segments: "auto" or
+    "torch" (torch, batched over each chunk's larvae: on CUDA by the consumer on the GPU, on
+    CPU in the producer thread), or "numpy" (per larva, in the producer thread). The
+    Predictor loads the model, streams runs
     into batches of segments, runs them on the device and applies the post-rule.
     Attributes: `instance` (the ModelInstance or Ensemble), `labels`, `colors`, `post_rule`,
     `specs` (the segment specs the model needs, each built once per chunk), `device`,
@@ -220,7 +221,11 @@ class Predictor:
         segments: str = "auto",
     ):
         self.device = select_device(device)
-        self.builder = segment_builder(self.device, segments)
+        # On CPU "auto" is torch too, chunk by chunk in the producer thread: batched over a
+        # chunk's larvae it builds ~1.15x as many segments/s as numpy (4,096 centres, one
+        # thread: `python -m benchmarks io`); on CUDA it builds them on the GPU.
+        self.builder = "torch" if segments == "auto" else segment_builder(self.device, segments)
+        self.build_on_device = self.builder == "torch" and self.device.type != "cpu"
         if isinstance(model, (ModelInstance, Ensemble)):
             check_kind(model.path, model.kind)
             self.instance = model.to(self.device)
@@ -308,7 +313,7 @@ class Predictor:
                     if isinstance(batch, _Requests):  # built here, on the model's device
                         segments = [build_segments_torch(batch.pieces, spec, self.device) for spec in self.specs]
                     else:
-                        segments = [b[:n] for b in batch]
+                        segments = batch
                     predicted = self.classify(segments, scores)
                     done = []
                     for job_id, track, start, offset, count in pieces:
@@ -339,21 +344,30 @@ class Predictor:
     def _produce(self, loaders: Iterable[tuple[Any, Callable[[], Run]]]) -> Iterator[tuple]:
         """Messages: ("error", key, err), ("job", id, _Job), ("batch", arrays, n, pieces).
 
-        arrays: one segment buffer per spec of `self.specs`, the first n rows filled; or,
-        when the segments are built on the model's device, a `_Requests` (what to build).
+        arrays: the n segments of the chunk, one array per spec of `self.specs`; or, when
+        the segments are built on the model's device, a `_Requests` (what to build).
 
         pieces: (job id, track index, first step, row in batch, count) per stretch of steps.
         """
         size = self.batch_size * max(1, -(-MIN_CHUNK // self.batch_size))  # whole forward batches
 
-        on_device = self.builder == "torch"  # built by the consumer, on the model's device
+        def flush(requests: list) -> list[np.ndarray] | _Requests:
+            """The chunk's segments, one array per spec (several for an ensemble), or what
+            the consumer is to build on the model's device."""
+            if self.build_on_device:
+                return _Requests(requests)
+            n = sum(centres.size for _, _, centres in requests)
+            if self.builder == "torch":  # batched over the chunk's larvae
+                return [build_segments_torch(requests, spec).numpy() for spec in self.specs]
+            arrays = [np.empty((n, 2, spec.n_points, spec.window), dtype=np.float32) for spec in self.specs]
+            row = 0
+            for track, length, centres in requests:  # straight into the chunk: no concatenation
+                for array, spec in zip(arrays, self.specs):
+                    array[row:row + centres.size] = build_segments(track, spec, length=length, centres=centres)
+                row += centres.size
+            return arrays
 
-        def buffers() -> list[np.ndarray] | _Requests:  # one per segment spec (several for an ensemble)
-            if on_device:
-                return _Requests([])
-            return [np.empty((size, 2, spec.n_points, spec.window), dtype=np.float32) for spec in self.specs]
-
-        batch, filled, pieces = buffers(), 0, []
+        requests, filled, pieces = [], 0, []
         for job_id, (key, load) in enumerate(loaders):
             try:
                 run = load()
@@ -374,21 +388,15 @@ class Predictor:
                 track, start = run.tracks[i], 0
                 while start < track.n_steps:
                     count = min(size - filled, track.n_steps - start)
-                    centres = track.t[start:start + count]
-                    if on_device:
-                        batch.pieces.append((track, lengths[i], centres))
-                    # Segments go straight into the batch buffers: no per-file concatenation.
-                    for buffer, spec in zip(() if on_device else batch, self.specs):
-                        buffer[filled:filled + count] = build_segments(
-                            track, spec, length=lengths[i], centres=centres)
+                    requests.append((track, lengths[i], track.t[start:start + count]))
                     pieces.append((job_id, i, start, filled, count))
                     filled += count
                     start += count
                     if filled == size:
-                        yield "batch", batch, filled, pieces
-                        batch, filled, pieces = buffers(), 0, []
+                        yield "batch", flush(requests), filled, pieces
+                        requests, filled, pieces = [], 0, []
         if filled:
-            yield "batch", batch, filled, pieces
+            yield "batch", flush(requests), filled, pieces
 
     @staticmethod
     def _lengths(run: Run) -> list[float | None]:

@@ -25,9 +25,11 @@ Everything is vectorised over all centres of a track: no Python loop per segment
 `build_segments_torch` builds the same segments with torch, batched over many larvae, on any
 device (prediction builds them on the GPU, next to the model, from the raw spines); it
 agrees with `build_segments` to float32 rounding (both compute in float64).
-`segment_builder` picks one per device: torch on CUDA, numpy on CPU (measured: the two
-are within a few per cent of each other there, ~180k segments/s on one core for chunks of
-4,096 centres, and torch is 4x slower on whole 100k-step batches, which leave the cache).
+On one CPU core (`python -m benchmarks io`) torch builds ~1.15x as many segments/s as numpy
+in prediction's chunks of 4,096 centres (~165k vs ~145k/s), which prediction therefore uses
+on CPU too, but is ~4x slower on whole-file batches of 100k+ centres, whose float64
+intermediates leave the cache. `segment_builder` picks for such whole-file work (dataset
+building, pretraining): torch on CUDA, numpy on CPU.
 Output tensors are `(N, 2, P, W)` float32 = (segment, x/y, body point tail->head, time).
 """
 
@@ -226,8 +228,8 @@ SEGMENT_BUILDERS = ("auto", "numpy", "torch")
 def segment_builder(device, choice: str = "auto") -> str:
     """"numpy" or "torch" for `choice` on `device` (a torch.device or its name).
 
-    "auto": torch on CUDA (segments built on the GPU), numpy on CPU, where it is as fast or
-    faster (`python -m benchmarks io` prints both, one thread).
+    "auto": torch on CUDA (segments built on the GPU), numpy on CPU, where it is faster
+    for whole-file batches (see the module docstring; prediction's small chunks use torch).
     """
     if choice not in SEGMENT_BUILDERS:
         raise ValueError(f"segment builder must be one of {', '.join(SEGMENT_BUILDERS)}, got {choice!r}")
