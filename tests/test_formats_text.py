@@ -6,6 +6,7 @@ of points, an odd 13.7 Hz frame rate and a gap), written to tmp_path, read back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from maggotflow.formats.label import (
     LabelFile,
     attach_labels,
     label_file_for_run,
+    label_file_text,
     read_label_file,
     write_label_file,
 )
@@ -403,6 +405,11 @@ def test_label_round_trip_layout_and_determinism(tmp_path):
     assert first["t"][1] == 0.073  # 1/13.7 s rounded to 1 ms
     assert '"t": [0.0,0.073,0.146,0.219' in text and "0.0729" not in text
     assert text.count("\n") == 5 + 2 + 3 + 1  # one larva per line
+    assert path.read_bytes() == label_file_text(lf).encode("utf-8")  # written piece by piece, the same text
+    empty = dataclasses.replace(lf, tracks={})
+    write_label_file(tmp_path / "empty.label", empty)
+    assert json.loads((tmp_path / "empty.label").read_text())["data"] == []
+    assert (tmp_path / "empty.label").read_text() == label_file_text(empty)
 
     again = tmp_path / "again.label"
     write_label_file(again, label_file_for_run(run, labels=labels))

@@ -36,7 +36,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -299,6 +299,12 @@ def _track_line(larva: str, t: np.ndarray, steps: list[LabelStep]) -> str:
 
 def label_file_text(label_file: LabelFile) -> str:
     """The JSON text `write_label_file` writes (deterministic, one larva per line)."""
+    return "".join(_label_file_pieces(label_file))
+
+
+def _label_file_pieces(label_file: LabelFile) -> Iterator[str]:
+    """The JSON text of `label_file` in pieces: the header, then one larva line at a time
+    (a big file's text is never held whole: ~80 MB for 5 million steps)."""
     lf = label_file
     if "id" not in lf.metadata:
         raise ValueError("label file metadata needs an 'id' (LarvaTagger recognises files by it)")
@@ -315,9 +321,14 @@ def label_file_text(label_file: LabelFile) -> str:
     if lf.dependencies is not None:
         deps: Any = lf.dependencies[0] if len(lf.dependencies) == 1 else list(lf.dependencies)
         header.append(f'"dependencies": {_dumps(deps)}')
-    tracks = [_track_line(larva, t, steps) for larva, (t, steps) in lf.tracks.items()]
-    data = '"data": [\n' + ",\n".join(tracks) + "\n]" if tracks else '"data": []'
-    return "{\n" + ",\n".join(header + [data]) + "\n}\n"
+    yield "{\n" + ",\n".join(header) + ",\n"
+    if not lf.tracks:
+        yield '"data": []\n}\n'
+        return
+    yield '"data": [\n'
+    for i, (larva, (t, steps)) in enumerate(lf.tracks.items()):
+        yield (",\n" if i else "") + _track_line(larva, t, steps)
+    yield "\n]\n}\n"
 
 
 def write_label_file(path: str | Path, label_file: LabelFile, overwrite: bool = True) -> None:
@@ -325,9 +336,13 @@ def write_label_file(path: str | Path, label_file: LabelFile, overwrite: bool = 
 
     With overwrite=False an existing file raises FileExistsError and is left untouched.
     """
-    text = label_file_text(label_file)
+    pieces = _label_file_pieces(label_file)
+    first = next(pieces)  # the header's errors (no id, colours) before any file is made
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(first)
+            for piece in pieces:
+                f.write(piece)
 
 
 def header_value(path: str | Path, key: str, head_bytes: int = 1 << 16) -> Any:
