@@ -11,10 +11,12 @@ interpreter, numpy, torch and h5py (~0.3-0.4 GB before any data).
      `.spine` (~600 MB) beside its `.outline` (~1.4 GB), which prediction does not need;
    - "every larva, every frame": no partial tracks, gaps or dropped frames, 5.4 M time steps
      (`.spine` ~1.2 GB, no `.outline`), the largest such file can be.
-   The tagger has the default segments (2 s, 5 points) and random weights, with a small
-   encoder (filters 8-8-4-4-4-4, latent 4; BENCH_MEMORY_ENCODER=default for the full one):
-   the encoder's activations are per batch (128 segments on CPU) and do not change the
-   peak, but the default encoder would take ~10-20 minutes per file on 2 cores.
+   The tagger is shaped as training makes it (default segments, kinematic features, hidden
+   layer, an HMM decoder: every step's class probabilities are kept until its larva is
+   decoded), with random weights and a small encoder (filters 8-8-4-4-4-4, latent 4;
+   BENCH_MEMORY_ENCODER=default for the full one): the encoder's activations are per batch
+   (128 segments on CPU) and do not change the peak, but the default encoder would take
+   ~10-20 minutes per file on 2 cores.
 2. pretraining and dataset building over 100 and 1,000 files (BENCH_MEMORY_FILES), each a
    small simulated experiment (copies of BENCH_MEMORY_DISTINCT distinct intermediates under
    different names), with the same caps on the data kept (`max_segments` / `max_samples`
@@ -74,17 +76,28 @@ def _big_file(name: str, full: bool) -> Path:
 
 
 def _tagger() -> Path:
+    """A tagger shaped as `maggotflow train` makes it (kinematic features, hidden layer, an
+    HMM decoder, which keeps every step's class probabilities until a larva is decoded),
+    random weights, a small encoder unless BENCH_MEMORY_ENCODER=default."""
+    from maggotflow.decoding import Decision
     from maggotflow.instance import ModelInstance
+    from maggotflow.kinematics import FEATURE_NAMES
     from maggotflow.model import ClassifierConfig, EncoderConfig
     from maggotflow.segments import SegmentSpec
+    from maggotflow.training import TrainConfig
 
     full = ENV("BENCH_MEMORY_ENCODER", "small") == "default"
-    path = CACHE / ("tagger-default" if full else "tagger-small")
+    path = CACHE / ("tagger-default-hmm" if full else "tagger-small-hmm")
     if not path.exists():
         labels = ["run", "cast", "back", "hunch", "roll", "stop"]
+        spec, train, k = SegmentSpec(), TrainConfig(), len(labels)
         encoder = EncoderConfig() if full else EncoderConfig(filters=(8, 8, 4, 4, 4, 4), latent_dim=4)
-        classifier = ClassifierConfig(latent_dim=encoder.latent_dim, n_classes=len(labels))
-        ModelInstance("tagger", SegmentSpec(), encoder, classifier_config=classifier, labels=labels).save(path)
+        classifier = ClassifierConfig(latent_dim=encoder.latent_dim, n_classes=k, layers=train.layers,
+                                      features=len(FEATURE_NAMES), frame_interval=spec.frame_interval)
+        decision = Decision(np.zeros(k), decoder="hmm", mean_duration=np.ones(k),
+                            jump=(np.ones((k, k)) - np.eye(k)) / (k - 1))
+        ModelInstance("tagger", spec, encoder, classifier_config=classifier, labels=labels,
+                      decision=decision).save(path)
     return path
 
 

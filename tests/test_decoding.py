@@ -39,6 +39,26 @@ def test_viterbi_batch_finds_the_best_path_of_every_larva():
             assert tuple(got) == _brute_force(em, tr)
 
 
+def test_many_larvae_are_decoded_in_groups_with_the_same_paths(monkeypatch):
+    """smooth_many decodes a big file's larvae a group at a time (bounded memory): the
+    paths are those of decoding them all at once."""
+    import maggotflow.decoding as decoding
+
+    rng = np.random.default_rng(1)
+    k = 4
+    decision = Decision(np.zeros(k), decoder="hmm", mean_duration=np.full(k, 0.5),
+                        jump=(np.ones((k, k)) - np.eye(k)) / (k - 1))
+    scores = [np.log(rng.dirichlet(np.ones(k), size=n)).astype(np.float32) for n in (50, 3, 120, 1, 77, 64)]
+    times = [np.arange(len(x)) * 0.1 for x in scores]
+    together = decision.smooth_many(scores, times)
+    monkeypatch.setattr(decoding, "VITERBI_CELLS", 130)  # groups of one to two larvae
+    grouped = decision.smooth_many(scores, times)
+    assert [len(p) for p in grouped] == [len(x) for x in scores]
+    for a, b in zip(together, grouped):
+        np.testing.assert_array_equal(a, b)
+    assert any(len(set(p.tolist())) > 1 for p in grouped)  # real paths, not one class throughout
+
+
 def test_transitions_come_from_bout_durations_and_jumps():
     # one larva at 0.1 s steps: run 2 s, cast 1 s, run 2 s, cast 1 s
     labels = np.array([0] * 20 + [1] * 10 + [0] * 20 + [1] * 10)

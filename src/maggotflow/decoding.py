@@ -139,9 +139,28 @@ class Decision:
         the argmax, or the HMM's Viterbi path per larva."""
         if not self.temporal:
             return [np.asarray(x).argmax(axis=1).astype(np.int64) for x in log_probabilities]
-        emissions = [np.asarray(x, dtype=np.float64) for x in log_probabilities]
-        trans = [self.log_transitions(_median_step(t)) for t in times]
-        return viterbi_batch(emissions, trans)
+        # Larvae in groups of at most VITERBI_CELLS padded steps: a big file's larvae are
+        # decoded a group at a time (each larva's path does not depend on the others).
+        out: list[np.ndarray] = []
+        group: list[int] = []
+        longest = 0
+        for i, x in enumerate(log_probabilities):
+            n = len(x)
+            if group and max(longest, n) * (len(group) + 1) > VITERBI_CELLS:
+                out += self._viterbi_group(log_probabilities, times, group)
+                group, longest = [], 0
+            group.append(i)
+            longest = max(longest, n)
+        if group:
+            out += self._viterbi_group(log_probabilities, times, group)
+        return out
+
+    def _viterbi_group(self, log_probabilities, times, group: list[int]) -> list[np.ndarray]:
+        emissions = [np.asarray(log_probabilities[i], dtype=np.float64) for i in group]
+        return viterbi_batch(emissions, [self.log_transitions(_median_step(times[i])) for i in group])
+
+
+VITERBI_CELLS = 1 << 21  # padded (step, larva) cells decoded at once: ~100 MB of float64 scores for 6 classes
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
