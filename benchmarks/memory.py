@@ -106,7 +106,7 @@ def _many_files(n: int) -> list[Path]:
     from maggotflow.isolation import isolate
     from maggotflow.simulation import SimulationConfig, label_file_path, simulate
 
-    distinct = CACHE / "distinct"
+    distinct = CACHE / f"distinct-{DISTINCT}"
     if not (distinct / "done").exists():
         shutil.rmtree(distinct, ignore_errors=True)
         config = SimulationConfig(duration_s=60.0, larvae=(4, 6), frame_rate_hz=(15.0, 30.0))
@@ -115,13 +115,16 @@ def _many_files(n: int) -> list[Path]:
             isolate(track, distinct / f"{i:03d}.h5", label_file_path(track))
         (distinct / "done").write_text("")
     sources = sorted(distinct.glob("*.h5"))
-    folder = CACHE / f"files-{n}"
+    folder = CACHE / f"files-{n}-of-{DISTINCT}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         path = folder / f"{i:05d}.h5"
         if not path.exists():
-            os.link(sources[i % len(sources)], path) if hasattr(os, "link") else shutil.copy(sources[i % len(sources)], path)
+            try:
+                os.link(sources[i % len(sources)], path)
+            except OSError:  # no hard links here: a copy
+                shutil.copy(sources[i % len(sources)], path)
         paths.append(path)
     return paths
 

@@ -240,12 +240,9 @@ def segment_builder(device, choice: str = "auto") -> str:
 
 
 def _frame_range(t: np.ndarray, centres: np.ndarray, spec: SegmentSpec, context: int) -> tuple[int, int]:
-    """First and last frame (inclusive) that the segments centred on `centres` read."""
+    """First and last frame (inclusive) that interpolated segments centred on `centres` read."""
     if centres.size == 0:
         return 0, 0
-    if not spec.interpolate:
-        index = native_indices(t, centres[[0, -1]] if np.all(np.diff(centres) >= 0) else centres, spec, context)
-        return int(index.min()), int(index.max())
     offsets = window_offsets(spec, context) * spec.frame_interval
     lo_q = np.round(centres.min() + offsets[0], GRID_DECIMALS)
     hi_q = np.round(centres.max() + offsets[-1], GRID_DECIMALS)
@@ -306,11 +303,14 @@ def build_segments_torch(pieces, spec: SegmentSpec = SegmentSpec(), device="cpu"
             length = larva_length(track)
         if not np.isfinite(length) or length <= 0:
             raise TrackDataError(None, f"larva {track.id} has zero length (all spine points coincide)")
-        lo, hi = _frame_range(t, centres, spec, context)
+        if spec.interpolate:
+            lo, hi = _frame_range(t, centres, spec, context)
+        else:
+            index = native_indices(t, centres, spec, context)
+            lo, hi = (int(index.min()), int(index.max())) if index.size else (0, 0)
+            native.append(index - lo + offset)
         frames_t.append(t[lo:hi + 1])
         frames_spine.append(track.spine[lo:hi + 1])
-        if not spec.interpolate:
-            native.append(native_indices(t, centres, spec, context) - lo + offset)
         starts.append(offset)
         counts.append(hi + 1 - lo)
         firsts.append(t[0])

@@ -62,8 +62,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maggotflow", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of a reported error")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: the cores allocated to this job: CPU "
-                             "affinity and SLURM_CPUS_PER_TASK, never more than the node's free share)")
+                        help="CPU threads for torch (default: the cores allocated to this job, from the "
+                             "CPU affinity and SLURM_CPUS_PER_TASK)")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
