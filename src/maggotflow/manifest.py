@@ -31,10 +31,8 @@ as the workflow does (`load_manifest`), the held-out split by file (`hash_split`
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import hashlib
-import io
 import logging
 import os
 import re
@@ -42,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
+from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
 from maggotflow.tracks import TrackDataError, metadata_from_name, metadata_matches
 
@@ -101,13 +100,9 @@ class Manifest:
         return Manifest([dict(r) for r in self.rows if r["id"] in keep], self.root)
 
     def to_tsv(self) -> str:
+        """The manifest as TSV text (`maggotflow.tsv`): COLUMNS, then any extra column sorted."""
         columns = list(COLUMNS) + sorted({c for r in self.rows for c in r} - set(COLUMNS))
-        out = io.StringIO()
-        writer = csv.writer(out, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(columns)
-        for row in self.rows:
-            writer.writerow([row.get(c, "") for c in columns])
-        return out.getvalue()
+        return tsv.format_rows(columns, self.rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -161,9 +156,51 @@ def predict_run_name(predict_dir: str | Path, model: str | Path) -> str:
 def mirrored_label_path(relpath: str) -> str:
     """Relative path of the predicted `.label` of a track file in a mirrored output tree.
 
-    'a/b/X.spine' -> 'a/b/X.label'; 'a/b/trx.mat' -> 'a/b/trx.label'.
+    'a/b/X.spine' -> 'a/b/X.label'; 'a/b/trx.mat' -> 'a/b/trx.label'. An absolute `relpath`,
+    or one with a '..' component, raises TrackDataError: the result is always a path below
+    the output folder it is joined to.
     """
+    problem = relpath_problem(relpath)
+    if problem is None and ".." in Path(relpath).parts:
+        problem = f"relpath {printable_path(relpath)} has a '..' component"
+    if problem:
+        raise TrackDataError(None, problem)
     return str(Path(relpath).with_suffix(".label"))
+
+
+def relpath_problem(relpath: str) -> str | None:
+    """Why `relpath` cannot name a file inside the data folder, or None when it can.
+
+    Lexical (no file system access): absolute, climbing out with '..', naming no file.
+    """
+    shown = printable_path(relpath)
+    if "\0" in relpath:
+        return f"relpath {shown} contains a NUL character"
+    if os.path.isabs(relpath):
+        return f"relpath {shown} is absolute; manifest paths are relative to the data folder"
+    normal = os.path.normpath(relpath) if relpath else "."
+    if normal == ".." or normal.startswith("../"):
+        return f"relpath {shown} climbs out of the data folder"
+    if normal == "." or Path(normal).name in ("", ".", ".."):
+        return f"relpath {shown} names no file"
+    return None
+
+
+def printable_path(text: str) -> str:
+    """`text` on one line for a message: control characters as escapes (tab -> \\t, newline
+    -> \\n), bytes that are not UTF-8 (surrogate escapes of `os` functions) as \\xNN; other
+    characters, spaces included, as they are."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, as os.fsdecode gives it
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def exported_label_path(track_path: str | Path) -> Path:
@@ -190,10 +227,14 @@ def is_exported_prediction(name: str) -> bool:
 def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> Manifest:
     """Scan `root` for track files whose names match `patterns` (fnmatch, case-insensitive).
 
-    Hidden folders are skipped; symbolic links to folders are followed once. Every other
-    entry that is not a track file is listed in `Manifest.skipped` as (relpath, reason)
-    (`skipped_reason`), except hidden files, `.label` files and the `.outline` of a `.spine`,
-    which are expected there.
+    Hidden folders are skipped. A symbolic link is followed only when its target lies
+    inside `root` (each folder is listed once; see `_walk`): a link to `/` or to another
+    disk is skipped, not scanned, so to tag files that live elsewhere, scan their own
+    folder or list them in a manifest. Every other entry that is not a track file is listed
+    in `Manifest.skipped` as (relpath, reason) (`skipped_reason`), except hidden files,
+    `.label` files and the `.outline` of a `.spine`, which are expected there. Names with
+    tabs, line breaks or quotes are kept as they are (`maggotflow.tsv` writes them); names
+    that are not valid UTF-8 are skipped, shown escaped.
     Raises TrackDataError when `root` is not a readable folder.
     """
     root = Path(root)
@@ -278,42 +319,94 @@ def skipped_reason(name: str, patterns: Sequence[str] = DEFAULT_PATTERNS) -> str
 def _walk(root: Path, skipped: list[tuple[str, str]] | None = None
           ) -> Iterator[tuple[str, list[os.DirEntry], list[tuple[str, str]]]]:
     """(relative folder, regular-file entries, [(name, reason)] of other entries) for every
-    folder under root, sorted, no hidden ones. Folders that cannot be listed go to `skipped`."""
-    seen: set[str] = set()
+    folder under root, sorted, no hidden ones. Folders that cannot be listed go to `skipped`.
+
+    A symbolic link (to a folder or a file) is followed only when its target lies inside
+    the tree (`os.path.realpath` of both): a link to `/` or to another disk is an entry of
+    `others` ("symbolic link to /: outside the scanned folder"), so the scan never wanders
+    into /proc or a whole file system. Each real folder is listed once: links to folders
+    are taken after the tree itself, and one whose folder was listed already (a link to an
+    ancestor, or a second name for a folder) is an entry of `others` too, so no link makes
+    a loop and no file is listed twice through a folder link. Names that are not valid
+    UTF-8 cannot be written in the TSV tables: such entries (a folder with all it holds)
+    are in `others`, their names escaped (`printable_path`).
+    """
+    real_root = os.path.realpath(root)
+    seen: dict[str, str] = {}  # real folder -> the relative folder it was listed as
+    links: list[tuple[str, str, str]] = []  # folder links inside the tree: (reldir, name, target)
     stack = [""]
-    while stack:
-        reldir = stack.pop()
-        real = os.path.realpath(root / reldir)
-        if real in seen:  # a symlink loop or a folder linked twice
+    while stack or links:
+        if not stack:  # the tree is done: the folder links not listed yet, in order
+            reldir, name, target = links.pop(0)
+            if target in seen:
+                where = seen[target] or "the scanned folder itself"
+                yield reldir, [], [(name, f"symbolic link to a folder scanned already ({where})")]
+            else:
+                stack.append(os.path.join(reldir, name) if reldir else name)
             continue
-        seen.add(real)
+        reldir = stack.pop()
+        folder = root / reldir if reldir else root
+        real = os.path.realpath(folder)
+        if real in seen:  # a second name for a folder (e.g. a bind mount): listed once
+            if skipped is not None:
+                skipped.append((reldir, f"a folder scanned already ({seen[real] or 'the scanned folder itself'})"))
+            continue
+        seen[real] = reldir
         try:
-            with os.scandir(root / reldir) as it:
+            with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
-            log.warning("%s: cannot list folder (%s); skipped", root / reldir, err.strerror)
+            log.warning("%s: cannot list folder (%s); skipped", folder, err.strerror)
             if skipped is not None and reldir:
                 skipped.append((reldir, f"folder cannot be listed ({err.strerror})"))
             continue
         files = []
         others = []
-        subdirs = []
+        subdirs: list[str] = []
         for entry in entries:
-            if entry.name.startswith(".") or entry.name == "__pycache__":
+            name = entry.name
+            if name.startswith(".") or name == "__pycache__":
+                continue
+            if not _is_utf8(name):
+                others.append((printable_path(name), "name is not valid UTF-8 (shown with \\x escapes): "
+                                                     "rename it to have it scanned"))
                 continue
             try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not os.path.exists(target):
+                        others.append((name, "a broken symbolic link"))
+                        continue
+                    if not _is_inside(target, real_root):
+                        others.append((name, f"symbolic link to {target}: outside the scanned folder"))
+                        continue
+                    if os.path.isdir(target):
+                        links.append((reldir, name, target))
+                        continue
                 if entry.is_dir():
-                    subdirs.append(os.path.join(reldir, entry.name) if reldir else entry.name)
+                    subdirs.append(os.path.join(reldir, name) if reldir else name)
                 elif entry.is_file():
                     files.append(entry)
-                elif entry.is_symlink():
-                    others.append((entry.name, "a broken symbolic link"))
                 else:  # FIFO, socket, device: reading one would block or make no sense
-                    others.append((entry.name, "not a regular file"))
+                    others.append((name, "not a regular file"))
             except OSError as err:
-                others.append((entry.name, f"cannot be read ({err.strerror})"))
+                others.append((name, f"cannot be read ({err.strerror})"))
         yield reldir, files, others
         stack.extend(reversed(subdirs))
+
+
+def _is_inside(path: str, folder: str) -> bool:
+    """True when the absolute `path` is `folder` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (os gives them as surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _looks_like_fimtrack(entry: os.DirEntry) -> bool:
@@ -383,9 +476,9 @@ def _write_if_changed(path: str | Path, text: str) -> bool:
     """
     path = Path(path)
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if path.read_bytes() == text.encode("utf-8"):  # bytes: a CR inside a cell counts
             return False
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         pass  # absent or unreadable: written below (a folder in the way fails there, one line)
     write_text_atomic(path, text)
     return True
@@ -404,62 +497,100 @@ def skipped_file(manifest_file: str | Path) -> str:
     return str(Path(manifest_file).with_name("skipped.tsv"))
 
 
+SKIPPED_COLUMNS = ("relpath", "reason")
+
+
 def write_skipped(skipped: Sequence[tuple[str, str]], path: str | Path) -> bool:
-    """Write the skipped entries of a scan as `relpath\treason` lines (atomic, if changed)."""
-    rows = "".join(f"{p}\t{' '.join(r.split())}\n" for p, r in skipped)
-    return _write_if_changed(path, "relpath\treason\n" + rows)
+    """Write the skipped entries of a scan as a TSV table with columns relpath, reason
+    (`maggotflow.tsv`: any file name stays one cell), atomically, if changed."""
+    return _write_if_changed(path, tsv.format_rows(SKIPPED_COLUMNS, skipped))
 
 
 def read_skipped(path: str | Path) -> list[tuple[str, str]]:
     """The (relpath, reason) rows of a `write_skipped` file; [] when it is absent or unreadable."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()[1:]
+        rows = tsv.read_rows(path)
     except (OSError, UnicodeDecodeError):
         return []
-    return [tuple(line.split("\t", 1)) for line in lines if "\t" in line]
+    return [(row.get("relpath", ""), row.get("reason", "")) for row in rows]
 
 
 def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
     """Read a manifest TSV: one written by `write_manifest`, or a user's own.
 
     A user manifest needs only a `path` column; relative paths are taken relative to `root`
-    (default: the manifest's folder). Missing columns are derived: `relpath` (relative to
-    `root`, or to the files' common folder), `id`, `format` (from the extension), `size`,
-    `label` (same-stem pairing only) and the metadata. Bad manifests raise TrackDataError
-    naming the manifest and the row.
+    (the data folder; default: the manifest's folder). Missing columns are derived: `relpath`
+    (relative to `root`, or to the files' common folder; a file outside `root` gets its
+    absolute path without the leading '/'), `id`, `format` (from the extension), `size`,
+    `label` (same-stem pairing only) and the metadata. A given `relpath` names where the
+    file's outputs go (`mirrored_label_path`), so it must be relative and stay inside the
+    data folder: an absolute one, or one that climbs out with '..', is refused. Cells are
+    read by `maggotflow.tsv` (quoted cells keep tabs and line breaks); the cells of `path`,
+    `relpath` and `label` are taken exactly, unless `path` does not exist as written and
+    the cells have surrounding spaces (a hand-written table), which are then removed. Bad
+    manifests raise TrackDataError naming the manifest and the row (the header is row 1).
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        records = tsv.parse_lines(tsv.read_text(path))
     except FileNotFoundError:
         raise TrackDataError(path, "manifest not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise TrackDataError(path, f"manifest cannot be read ({err})") from None
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
-    if not reader.fieldnames or "path" not in reader.fieldnames:
+    if not records or "path" not in records[0]:
         raise TrackDataError(path, "manifest has no 'path' column (tab-separated, one header line)")
+    columns = records[0]
     base = Path(os.path.abspath(root if root is not None else path.parent))
-    rows = []
-    for line, raw in enumerate(reader, start=2):
-        row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+    rows, numbers = [], []
+    for number, record in enumerate(records[1:], start=2):
+        row = {c: (record[k] if k < len(record) else "") for k, c in enumerate(columns)}
+        _strip_cells(row, base)
         if not row.get("path"):
             if any(row.values()):
-                raise TrackDataError(path, f"line {line}: empty 'path'")
+                raise TrackDataError(path, f"row {number}: empty 'path'")
             continue
         track = Path(row["path"])
         track = track if track.is_absolute() else base / track
         row["path"] = os.path.normpath(track)
         rows.append(row)
+        numbers.append(number)
     if not rows:
         raise TrackDataError(path, "manifest lists no track file")
-    _complete(rows, path, base if root is not None else None)
+    _complete(rows, path, base if root is not None else None, numbers)
     try:
         return Manifest(rows, base)
     except ValueError as err:
         raise TrackDataError(path, str(err)) from None
 
 
-def _complete(rows: list[dict[str, str]], manifest_path: Path, root: Path | None) -> None:
+_PATH_CELLS = ("path", "relpath", "label")
+
+
+def _strip_cells(row: dict[str, str], base: Path) -> None:
+    """Strip surrounding whitespace from a row's cells, in place; file-name cells only when
+    the file does not exist as written (a legal name may begin or end with a space)."""
+    for key, value in row.items():
+        if key not in _PATH_CELLS:
+            row[key] = value.strip()
+    written = row.get("path", "")
+    if any(row.get(k, "") != row.get(k, "").strip() for k in _PATH_CELLS) and \
+            not (written and os.path.lexists(base / written)):
+        for key in _PATH_CELLS:
+            if key in row:
+                row[key] = row[key].strip()
+
+
+def _complete(rows: list[dict[str, str]], manifest_path: Path, root: Path | None,
+              numbers: Sequence[int] | None = None) -> None:
+    """Derive the missing columns of a user manifest's rows, in place (see `read_manifest`);
+    `numbers`: each row's row number in the file, for messages (default 2, 3, ...)."""
+    numbers = list(numbers) if numbers is not None else list(range(2, len(rows) + 2))
+    for number, r in zip(numbers, rows):
+        if r.get("relpath"):  # the user's: where the outputs go, so inside the data folder
+            problem = relpath_problem(r["relpath"])
+            if problem:
+                raise TrackDataError(manifest_path, f"row {number}: {problem}")
+            r["relpath"] = os.path.normpath(r["relpath"])
     if any(not r.get("relpath") for r in rows):
         anchor = root
         if anchor is None:
@@ -468,19 +599,21 @@ def _complete(rows: list[dict[str, str]], manifest_path: Path, root: Path | None
         for r in rows:
             if not r.get("relpath"):
                 r["relpath"] = os.path.relpath(r["path"], anchor)
-                if r["relpath"].startswith(".."):  # outside root: keep it unique and safe
+                if r["relpath"] == ".." or r["relpath"].startswith("../"):
+                    # Outside root: unique and safe (`path` is absolute and normalised: no '..').
                     r["relpath"] = r["path"].lstrip("/")
     missing_ids = [r for r in rows if not r.get("id")]
     for r, ident in zip(missing_ids, unique_ids([r["relpath"] for r in missing_ids])):
         r["id"] = ident
-    for line, r in enumerate(rows, start=2):
+    for number, r in zip(numbers, rows):
         if _UNSAFE.search(r["id"]) or r["id"].startswith((".", "-")):
-            raise TrackDataError(manifest_path, f"row {line}: id {r['id']!r} may only use A-Z a-z 0-9 _ . - "
+            raise TrackDataError(manifest_path, f"row {number}: id {r['id']!r} may only use A-Z a-z 0-9 _ . - "
                                                 f"and not start with '.' or '-'")
         suffix = Path(r["path"]).suffix.lower()
         if not r.get("format"):
             if suffix not in _FORMAT_BY_SUFFIX:
-                raise TrackDataError(manifest_path, f"row {line}: {r['path']} is not a .spine, .mat or .csv track file")
+                raise TrackDataError(manifest_path, f"row {number}: {printable_path(r['path'])} is not a .spine, "
+                                                    f".mat or .csv track file")
             r["format"] = _FORMAT_BY_SUFFIX[suffix]
         if not r.get("size"):
             try:
