@@ -61,6 +61,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maggotflow import tsv
 from maggotflow.atomic import atomic_path, write_text_atomic
 from maggotflow.metrics import accuracy, macro_f1, per_class_scores
 from maggotflow.tracks import TrackDataError
@@ -616,13 +617,15 @@ def compare_behaviour(
 
 
 def _tsv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A table's text (`maggotflow.tsv`: a file name with a tab or a line break stays one
+    cell); floats with 6 significant digits, None empty."""
+
     def cell(value):
         if value is None:
             return ""
         return f"{value:.6g}" if isinstance(value, float) else str(value)
 
-    lines = ["\t".join(columns)] + ["\t".join(cell(row.get(c)) for c in columns) for row in rows]
-    return "\n".join(lines) + "\n"
+    return tsv.format_rows(columns, ([cell(row.get(c)) for c in columns] for row in rows))
 
 
 PER_FILE_COLUMNS = ("predicted", "reference", "n_steps", "macro_f1", "accuracy")

@@ -14,11 +14,11 @@ real recordings.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
 
 # The first line of the README.txt that maggotflow.simulation.simulate writes (checked
@@ -49,8 +49,8 @@ def is_simulated(paths: Iterable[str | Path], stop: Iterable[str | Path] = ()) -
 
 
 def read_tsv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    """The rows of an evaluation table (`maggotflow.tsv.read_rows`: quoted cells keep their tabs)."""
+    return tsv.read_rows(path)
 
 
 def _number(text: Any, digits: int = 3) -> str:

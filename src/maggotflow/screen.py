@@ -44,7 +44,10 @@ interpolated within a bin and clipped to the observed range. Means and sds are e
 strip of dots in `fraction_by_group.png` is a random sample of at most 300 larvae per group
 and behaviour (reservoir sampling), the box is the histogram quartiles.
 
-Numbers are written with 4 significant digits (times >= 1000 s as whole seconds).
+Numbers are written with 4 significant digits (times >= 1000 s as whole seconds). The
+tables are written by `maggotflow.tsv`: a file name with a tab, a line break or a quote is
+one quoted cell, so every file is one row (read them with `maggotflow.tsv.read_rows`,
+pandas or any csv reader, not by splitting lines).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from maggotflow import progress as progress_records
+from maggotflow import tsv
 from maggotflow.atomic import atomic_path, make_dirs
 from maggotflow.tracks import TrackDataError
 
@@ -119,13 +123,14 @@ def format_number(x: float | int | None) -> str:
 
 
 def _cell(value) -> str:
-    if isinstance(value, str):
-        return " ".join(value.replace("\t", " ").split())  # one line, no tabs
-    return format_number(value)
+    """Text as it is (a file name keeps its tabs and line breaks: `_line` quotes them), numbers
+    by `format_number`."""
+    return value if isinstance(value, str) else format_number(value)
 
 
 def _line(values) -> str:
-    return "\t".join(_cell(v) for v in values) + "\n"
+    """One record of a table (`maggotflow.tsv`: one writer for every TSV table)."""
+    return tsv.format_line([_cell(v) for v in values])
 
 
 # ----------------------------------------------------------------------------- metadata

@@ -55,8 +55,9 @@ def _names(text: str | None) -> list[str]:
 
 def format_groups(groups_tsv: Path, behaviours: list[str]) -> str:
     """A short text table: per group, files, larvae and the mean per-larva fraction of each behaviour."""
-    with open(groups_tsv, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    from maggotflow.tsv import read_rows
+
+    rows = read_rows(groups_tsv)
     table: dict[str, dict] = {}
     for row in rows:
         entry = table.setdefault(row["group"], {"files": row["files"], "larvae": row["larvae"]})
