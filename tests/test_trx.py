@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -428,3 +432,146 @@ def test_larva_with_too_many_impossible_frames_is_left_out(tmp_path, caplog):
     assert [tr.id for tr in run.tracks] == ["1"]
     assert any("larva 3: 5 of 20 frames (25%) have impossible coordinates (first at frame 2" in r.getMessage()
                and r.getMessage().endswith("this larva is left out") for r in caplog.records)
+
+
+# ------------------------------------------------- bounded reading (issue 20)
+
+
+def crafted_copy(good: Path, path: Path, field: str, make) -> Path:
+    """A copy of the good file `good` whose first larva's `field` is the dataset that
+    `make(refs_group, name)` creates under `#refs#`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(good, path)
+    with h5py.File(path, "r+") as f:
+        ds = make(f["#refs#"], "crafted")
+        refs = f["trx"][field][()]
+        refs[0, 0] = ds.ref
+        f["trx"][field][...] = refs
+    return path
+
+
+def test_chunked_array_declaring_too_much_is_refused_before_reading(tmp_path, written):
+    """The reported case: a gzip x_spine declared (11, 1e9) float64, unwritten chunks read as
+    fill value, used to end in a 82 GiB allocation."""
+    def huge(refs, name):
+        ds = refs.create_dataset(name, shape=(11, 10**9), maxshape=(11, None), chunks=(11, 1000),
+                                 dtype="f8", compression="gzip")
+        ds[:, :1000] = np.random.default_rng(0).normal(size=(11, 1000))
+        return ds
+
+    path = crafted_copy(written[1], tmp_path / "huge" / "trx.mat", "x_spine", huge)
+    assert path.stat().st_size < 2**20
+    expect_error(path, "larva #1 in file order: 'x_spine' declares 11 x 1000000000 values (82.0 GiB in memory)",
+                 "over the 4.0 GiB limit per array")
+
+
+def test_chunked_array_mostly_unwritten_is_refused(tmp_path, written):
+    def sparse(refs, name):  # 880 MB declared (under the cap), one 88 kB chunk stored
+        ds = refs.create_dataset(name, shape=(11, 10**7), chunks=(11, 1000), dtype="f8", compression="gzip")
+        ds[:, :1000] = np.random.default_rng(0).normal(size=(11, 1000))
+        return ds
+
+    path = crafted_copy(written[1], tmp_path / "sparse" / "trx.mat", "y_spine", sparse)
+    expect_error(path, "larva #1 in file order: 'y_spine' declares 11 x 10000000 values (839.2 MiB) but stores only",
+                 "more than 1100:1 compression allows: most of it is missing")
+
+
+def test_chunked_array_with_nothing_stored_is_refused(tmp_path, written):
+    def empty(refs, name):
+        return refs.create_dataset(name, shape=(11, 40), chunks=(11, 10), dtype="f8", compression="gzip")
+
+    path = crafted_copy(written[1], tmp_path / "unwritten" / "trx.mat", "x_spine", empty)
+    expect_error(path, "larva #1 in file order: 'x_spine' declares 11 x 40 values but stores none of them")
+
+
+def test_contiguous_array_larger_than_the_file_is_refused(tmp_path, written):
+    def late(refs, name):  # contiguous, never written: no storage allocated
+        return refs.create_dataset(name, shape=(11, 10**7), dtype="f8")
+
+    path = crafted_copy(written[1], tmp_path / "contiguous" / "trx.mat", "x_spine", late)
+    expect_error(path, "larva #1 in file order: 'x_spine' declares 11 x 10000000 values (839.2 MiB) but the whole file is")
+
+
+def test_reference_array_larger_than_the_file_is_refused(tmp_path, written):
+    path = tmp_path / "refs" / "trx.mat"
+    path.parent.mkdir()
+    shutil.copyfile(written[1], path)
+    with h5py.File(path, "r+") as f:
+        del f["trx/t"]
+        f["trx"].create_dataset("t", shape=(1, 10**7), dtype=h5py.ref_dtype)
+    expect_error(path, "trx field 't' declares 1 x 10000000 values (76.3 MiB) but the whole file is")
+
+
+def test_virtual_dataset_is_refused(tmp_path, written):
+    def virtual(refs, name):
+        layout = h5py.VirtualLayout(shape=(11, 40), dtype="f8")
+        layout[:, :] = h5py.VirtualSource(str(tmp_path / "elsewhere.h5"), "data", shape=(11, 40))
+        return refs.create_virtual_dataset(name, layout, fillvalue=0.0)
+
+    path = crafted_copy(written[1], tmp_path / "virtual" / "trx.mat", "x_spine", virtual)
+    expect_error(path, "larva #1 in file order: 'x_spine' is a virtual dataset", "must hold its own data")
+
+
+def test_external_raw_storage_is_refused(tmp_path, written):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(bytes(11 * 40 * 8))
+
+    def external(refs, name):
+        return refs.create_dataset(name, shape=(11, 40), dtype="f8", external=[(str(raw), 0, 11 * 40 * 8)])
+
+    path = crafted_copy(written[1], tmp_path / "external" / "trx.mat", "x_spine", external)
+    expect_error(path, "larva #1 in file order: 'x_spine' keeps its data in another file", "raw.bin")
+
+
+def read_in_subprocess(path: Path) -> str:
+    """str(TrackDataError) of reading `path` in a child process that may not hang (60 s)."""
+    code = ("import sys\nfrom maggotflow.formats import read_run\nfrom maggotflow.tracks import TrackDataError\n"
+            "try:\n    read_run(sys.argv[1])\nexcept TrackDataError as err:\n    print(err)\nelse:\n    print('read')\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("where", ["/trx/x_spine", "/trx"])
+def test_external_link_to_a_fifo_is_refused_without_hanging(tmp_path, written, where):
+    fifo = tmp_path / "pipe.mat"
+    os.mkfifo(fifo)  # opening it would block until a writer comes: forever
+    path = tmp_path / "linked" / "trx.mat"
+    path.parent.mkdir()
+    shutil.copyfile(written[1], path)
+    with h5py.File(path, "r+") as f:
+        del f[where]
+        f[where] = h5py.ExternalLink(str(fifo), "/data")
+    message = read_in_subprocess(path)
+    assert message.startswith(f"{path}: '{where}' is a link to another file ('{fifo}')"), message
+    assert message.endswith("a trx.mat must hold its own data") and "\n" not in message
+
+
+def test_soft_link_is_refused(tmp_path, written):
+    path = tmp_path / "soft" / "trx.mat"
+    path.parent.mkdir()
+    shutil.copyfile(written[1], path)
+    with h5py.File(path, "r+") as f:
+        del f["trx/y_spine"]
+        f["trx/y_spine"] = h5py.SoftLink("/trx/x_spine")
+    expect_error(path, "'/trx/y_spine' is a soft link (to '/trx/x_spine'); links are refused (MATLAB writes none)")
+
+
+def test_good_file_reads_with_the_checks(tmp_path):
+    """Real compressed arrays (MATLAB compresses with deflate) pass: NaN-padded contours
+    compress far, yet below 1100:1."""
+    larva = simple_larva(1, 400)
+    larva["x_contour"] = np.full((500, 400), np.nan)
+    larva["y_contour"] = np.full((500, 400), np.nan)
+    larva["x_contour"][:20] = 1.0
+    larva["y_contour"][:20] = 2.0
+    other = {**simple_larva(2, 30), "x_contour": None, "y_contour": None}  # MATLAB empty
+    path = write_struct(tmp_path / "trx.mat", [larva, other])
+    with h5py.File(path, "r+") as f:
+        for name in ("x_contour_0", "y_contour_0"):
+            data = f["#refs#"][name][()]
+            del f["#refs#"][name]
+            f["#refs#"].create_dataset(name, data=data, chunks=True, compression="gzip", compression_opts=9)
+            f["trx"][name.split("_0")[0]][0, 0] = f["#refs#"][name].ref
+    run = read_run(path)
+    assert [tr.id for tr in run.tracks] == ["1", "2"] and run.tracks[0].outline.shape == (400, 500, 2)

@@ -15,6 +15,20 @@ Layout (as h5py sees a file saved by MATLAB with `save('-v7.3')`):
   (mm, used to find which end of the spine is the head) and the per-frame behaviour flags
   in `TRX_BEHAVIOUR_FLAGS` (1 = active; 0 or -1 = not active).
 
+Bounded reading (what is refused before any array is read, one line naming the file):
+
+- links other than plain (hard) links in the file's root `trx` entry and in `/trx`: an
+  external link would make HDF5 open another file (a FIFO there blocks the job forever) and
+  a soft link may lead through one; MATLAB writes neither. Object references (the struct's
+  per-larva values) point inside the file by construction.
+- arrays whose data lives elsewhere: virtual datasets and datasets with external raw storage.
+- arrays whose declared size is implausible, checked for every array the reader will read
+  (the struct fields and every larva's referenced array under `#refs#`): over
+  `MAX_TRX_ARRAY_BYTES` (4 GiB) once in memory; contiguous or compact arrays larger than the
+  whole file; chunked (compressed) arrays with no data stored at all, or declaring more
+  than `MAX_TRX_COMPRESSION` (1100) times the bytes they store. HDF5 reads unwritten chunks
+  as the fill value, so a small damaged or crafted file can declare terabytes.
+
 Impossible values (beyond 1e5 mm, one-frame jumps of many body lengths) are bridged by
 `maggotflow.plausibility` (warning naming file, larva and frame index, 0-based).
 
@@ -38,7 +52,9 @@ that layout); otherwise the run id is the parent directory's name.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,6 +80,17 @@ _REQUIRED_FIELDS = ("t", "x_spine", "y_spine")
 _DATE_TIME = re.compile(r"^[0-9]{8}_[0-9]{6}$")
 _MATLAB_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _USERBLOCK = 512
+
+#: Largest array the reader loads (bytes once in memory: float64 values, or one Python
+#: object of ~64 bytes per reference). A 10-minute, 30 fps larva's NaN-padded contour
+#: (18,000 frames x a few hundred points) is ~100 MB: 4 GiB leaves 40 times that.
+MAX_TRX_ARRAY_BYTES = 4 * 2**30
+#: Most a chunked array may expand when read, as declared bytes / stored bytes. MATLAB and
+#: h5py compress with deflate, which cannot do better than ~1032:1; an array declaring more
+#: is mostly unwritten chunks that HDF5 would fill in. (Filters MATLAB does not use, such as
+#: szip or scale-offset on constant data, could exceed it: such a file is refused.)
+MAX_TRX_COMPRESSION = 1100
+_REFERENCE_BYTES = 64  # a numpy object slot plus an h5py Reference object
 
 # h5py layout of a 2-D per-larva array: "matlab" = (k, n) (MATLAB's column-major n x k),
 # "rows" = (n, k) (frames along the first h5py axis).
@@ -147,14 +174,38 @@ class _StructArray:
     """Lazy access to the fields of the MATLAB struct array `/trx`, one element per larva.
 
     Reads each field's reference array once; `get(field, i)` dereferences one larva's value
-    (one HDF5 read per field per larva, nothing finer).
+    (one HDF5 read per field per larva, nothing finer). Nothing is read before
+    `check_storage` has checked the fields the caller will read.
     """
 
-    def __init__(self, h5: h5py.File, group: h5py.Group):
+    def __init__(self, h5: h5py.File, group: h5py.Group, path: Path):
         self.h5 = h5
-        self.datasets = {name: obj for name, obj in group.items() if isinstance(obj, h5py.Dataset)}
+        self.path = path
+        self.datasets: dict[str, h5py.Dataset] = {}
+        for name in group:  # names only: iterating does not follow links
+            _check_hard_link(path, group, name, f"/trx/{name}")
+            obj = group[name]
+            if isinstance(obj, h5py.Dataset):
+                self.datasets[name] = obj
         self._refs: dict[str, np.ndarray | None] = {}
-        self.n_larvae = self._count("t")
+
+    @functools.cached_property
+    def n_larvae(self) -> int:
+        return self._count("t")
+
+    def check_storage(self, fields: Sequence[str]) -> None:
+        """Refuse (TrackDataError) before reading them, any of `fields` or the per-larva
+        arrays they reference that is virtual, stored outside the file or implausibly
+        large (see the module doc and `_check_dataset`)."""
+        file_bytes = self.path.stat().st_size
+        for field in fields:
+            _check_dataset(self.path, self.datasets[field].id, f"trx field '{field}'", file_bytes)
+            refs = self._references(field)
+            for i, ref in enumerate(() if refs is None else refs):
+                # Low-level dereference: a third of the cost of `self.h5[ref]`.
+                oid = h5py.h5r.dereference(ref, self.h5.id) if ref else None
+                if isinstance(oid, h5py.h5d.DatasetID):
+                    _check_dataset(self.path, oid, f"larva #{i + 1} in file order: '{field}'", file_bytes)
 
     def has(self, field: str) -> bool:
         return field in self.datasets
@@ -206,16 +257,20 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
     """The tracks (tail -> head) and the orientation metadata (spine_order: how x_spine is
     ordered, "mixed" when larvae differ; spine_order_decided_by: "file" or "convention";
     the motion figures)."""
+    if "trx" in h5:
+        _check_hard_link(path, h5, "trx", "/trx")
     group = h5.get("trx")
     if not isinstance(group, h5py.Group):
         raise TrackDataError(path, "has no 'trx' struct (not a Janelia trx.mat)")
-    trx = _StructArray(h5, group)
+    trx = _StructArray(h5, group, path)
     for field in _REQUIRED_FIELDS:
         if not trx.has(field):
             raise TrackDataError(path, f"the trx struct has no '{field}' field (required: t, x_spine, y_spine)")
     optional = ["numero_larva_num", "x_contour", "y_contour", "x_head", "y_head", "x_tail", "y_tail"]
     flags = [name for name in TRX_BEHAVIOUR_FLAGS if trx.has(name)]
-    for field in (*_REQUIRED_FIELDS[1:], *flags, *(f for f in optional if trx.has(f))):
+    used = (*_REQUIRED_FIELDS, *flags, *(f for f in optional if trx.has(f)))
+    trx.check_storage(used)  # before any array is read
+    for field in used[1:]:
         trx.check_count(field)
     has_ids = trx.has("numero_larva_num")
     if not has_ids:
@@ -459,6 +514,79 @@ def _head_first_vote(larva: dict[str, Any]) -> bool | None:
     if not used or as_head_first == as_tail_first:
         return None
     return as_head_first < as_tail_first
+
+
+def _check_hard_link(path: Path, group: h5py.Group, name: str, shown: str) -> None:
+    """Refuse a link that is not a plain (hard) link, without following it."""
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise TrackDataError(
+            path, f"{shown!r} is a link to another file ({link.filename!r}); a trx.mat must hold its own data"
+        )
+    if isinstance(link, h5py.SoftLink):
+        raise TrackDataError(path, f"{shown!r} is a soft link (to {link.path!r}); links are refused (MATLAB writes none)")
+    if not isinstance(link, h5py.HardLink):
+        raise TrackDataError(path, f"{shown!r} is a link of an unknown kind; links are refused (MATLAB writes none)")
+
+
+def _check_dataset(path: Path, dset: h5py.h5d.DatasetID, where: str, file_bytes: int) -> None:
+    """Refuse, before it is read, an array whose data is not in this file or whose declared
+    size is implausible: over MAX_TRX_ARRAY_BYTES in memory; contiguous/compact and larger
+    than the file; chunked with nothing stored, or declaring more than MAX_TRX_COMPRESSION
+    times what it stores (HDF5 would fill the unwritten chunks in)."""
+    dcpl = dset.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
+        raise TrackDataError(
+            path, f"{where} is a virtual dataset (its data would come from other files); a trx.mat must hold its own data"
+        )
+    if dcpl.get_external_count() > 0:
+        name = dcpl.get_external(0)[0].decode("utf-8", "replace")
+        raise TrackDataError(path, f"{where} keeps its data in another file ({name!r}); a trx.mat must hold its own data")
+    shape = dset.shape
+    count = 0 if shape is None else math.prod(shape)  # None: a null dataspace, no values
+    if count == 0:
+        return
+    datatype = dset.get_type()  # cheaper than dset.dtype
+    declared = count * datatype.get_size()
+    per_value = _REFERENCE_BYTES if datatype.get_class() == h5py.h5t.REFERENCE else max(datatype.get_size(), 8)
+    in_memory = count * per_value
+    values = f"{' x '.join(str(n) for n in shape)} values"
+    if in_memory > MAX_TRX_ARRAY_BYTES:
+        raise TrackDataError(
+            path,
+            f"{where} declares {values} ({_size_text(in_memory)} in memory), over the "
+            f"{_size_text(MAX_TRX_ARRAY_BYTES)} limit per array (damaged or crafted file)",
+        )
+    if layout != h5py.h5d.CHUNKED:
+        if declared > file_bytes:
+            raise TrackDataError(
+                path,
+                f"{where} declares {values} ({_size_text(declared)}) but the whole file is "
+                f"{_size_text(file_bytes)} (damaged or cut file)",
+            )
+        return
+    stored = dset.get_storage_size()
+    if stored == 0:
+        raise TrackDataError(path, f"{where} declares {values} but stores none of them (damaged or crafted file)")
+    if declared > stored * MAX_TRX_COMPRESSION:
+        raise TrackDataError(
+            path,
+            f"{where} declares {values} ({_size_text(declared)}) but stores only {_size_text(stored)}, "
+            f"more than {MAX_TRX_COMPRESSION}:1 compression allows: most of it is missing (damaged or crafted file)",
+        )
+
+
+def _size_text(n: int) -> str:
+    """Bytes for a person: '812 B', '11.0 MiB', '81.9 GiB'."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError  # unreachable
 
 
 def _has_hdf5_signature(path: Path) -> bool:
