@@ -25,6 +25,12 @@ tells its own earlier predictions (which it may replace when asked) from a lab's
 labels (which it never replaces): `is_maggotflow_label(path)`; in doubt (unreadable, no
 mark), a file is the user's.
 
+Reading refuses, with one line naming the file (TrackDataError): invalid or truncated JSON,
+JSON nested deeper than Python's parser goes (~1000 levels; a label file needs 5), integers
+of more than 4300 digits, a larva whose `t` is not a flat list of finite numbers or whose
+times go backwards (equal neighbouring times, possible after rounding to 1 ms, are kept),
+and labels that are not declared names. Values quoted in messages are shortened.
+
 Writing puts one larva per line: valid JSON, compact, yet readable and diff-able. Output is
 deterministic (same LabelFile -> same bytes).
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -109,7 +116,17 @@ class LabelFile:
 def _canonical_id(value: Any) -> str:
     """'12', 12 and '012' are the same larva (LarvaTagger parses ids as integers)."""
     text = str(value).strip()
-    return str(int(text)) if text.isdigit() else text
+    if not text.isdecimal():  # isdigit() would let '²' through, which int() refuses
+        return text
+    try:
+        return str(int(text))
+    except ValueError:  # more than 4300 digits
+        return text
+
+
+# Values from a file quoted in messages: at most 80 characters, 4 levels of nesting.
+_quoted = reprlib.Repr()
+_quoted.maxlevel, _quoted.maxstring, _quoted.maxother = 4, 60, 60
 
 
 # ----------------------------------------------------------------------------- reading
@@ -145,7 +162,7 @@ def _read_steps(path: Path, where: str, raw: Any) -> list[LabelStep]:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             step = tuple(value)
         else:
-            raise TrackDataError(path, f"{where}, step {j}: label {value!r} is not a name or a list of names")
+            raise TrackDataError(path, f"{where}, step {j}: label {_quoted.repr(value)} is not a name or a list of names")
         steps.append(step)
     return steps
 
@@ -156,7 +173,8 @@ def read_label_file(path: str | Path) -> LabelFile:
     Accepts `labels` as a list or {"names", "colors"}, `dependencies` as a dict or a list,
     larva ids as strings or integers (normalised to strings like "12"), t in s (or ms).
     Raises TrackDataError (one line, naming the file) for invalid JSON, a truncated file,
-    missing keys, wrong structure, or label names that are not declared.
+    JSON nested too deeply, missing keys, wrong structure, times that are not finite numbers
+    or go backwards, or label names that are not declared.
     """
     path = Path(path)
     raw = read_input_bytes(path)  # refuses FIFOs, devices and gzip data with one line
@@ -170,6 +188,10 @@ def read_label_file(path: str | Path) -> LabelFile:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
         raise _json_error(path, text, err) from None
+    except RecursionError:
+        raise TrackDataError(path, "is not a LarvaTagger .label file: its JSON is nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise TrackDataError(path, f"is not valid JSON ({str(err).split(':')[0]})") from None
     if not isinstance(doc, dict):
         raise TrackDataError(path, "is not a LarvaTagger .label file (the top level must be a JSON object)")
     for key in ("metadata", "labels", "data"):
@@ -185,7 +207,7 @@ def read_label_file(path: str | Path) -> LabelFile:
         raise TrackDataError(path, "'units' must be a JSON object like {\"t\": \"s\"}")
     time_unit = units.get("t", "s")
     if time_unit not in ("s", "ms"):
-        raise TrackDataError(path, f"time unit {time_unit!r} is not supported (expected 's')")
+        raise TrackDataError(path, f"time unit {_quoted.repr(time_unit)} is not supported (expected 's')")
     time_scale = 1e-3 if time_unit == "ms" else 1.0
 
     labels = doc["labels"]
@@ -225,17 +247,26 @@ def read_label_file(path: str | Path) -> LabelFile:
             if key not in item:
                 raise TrackDataError(path, f"data item {i} has no '{key}' key")
         if isinstance(item["id"], bool) or not isinstance(item["id"], (str, int)):
-            raise TrackDataError(path, f"data item {i}: larva id {item['id']!r} is not a string or integer")
+            raise TrackDataError(path, f"data item {i}: larva id {_quoted.repr(item['id'])} is not a string or integer")
         larva = _canonical_id(item["id"])
         where = f"larva {larva}"
         if larva in tracks:
             raise TrackDataError(path, f"larva id {larva} appears twice in 'data'")
-        times = np.asarray(item["t"]) if isinstance(item["t"], list) else None
+        try:
+            times = np.asarray(item["t"]) if isinstance(item["t"], list) else None
+        except ValueError:  # ragged nested lists
+            times = None
         if times is None or times.ndim != 1 or (times.size and times.dtype.kind not in "iuf"):
             raise TrackDataError(path, f"{where}: 't' must be a list of numbers (s)")
         t = times.astype(np.float64) * time_scale
         if not np.all(np.isfinite(t)):
             raise TrackDataError(path, f"{where}: 't' has NaN or infinite times")
+        backwards = np.flatnonzero(np.diff(t) < 0)
+        if backwards.size:
+            j = int(backwards[0]) + 1
+            raise TrackDataError(
+                path, f"{where}: times go backwards at step {j} ({t[j]:.3f} s after {t[j - 1]:.3f} s)"
+            )
         steps = _read_steps(path, where, item["labels"])
         if len(steps) != t.size:
             raise TrackDataError(path, f"{where} has {len(steps)} labels for {t.size} time steps")
