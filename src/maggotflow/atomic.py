@@ -15,19 +15,27 @@ are created with `mkdir`, which also honours the umask (0755 under 022).
 
 Write failures of the system (disk full, read-only folder, permission denied) raise
 `OutputError`: an OSError whose `str()` is one line naming the path and the cause.
+
+A file maggotflow did not write is never replaced, nor deleted: `refuse_foreign` checks one
+output file; `first_foreign` / `refuse_foreign_files` check a whole folder that maggotflow
+would replace (a model folder); `claim_folder` makes a folder of several outputs (a screen
+summary) maggotflow's, by a mark it writes there, and refuses a folder of the user's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
 import tempfile
 import time
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Callable, Collection, Iterable, Iterator
+
+from maggotflow import __version__
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,112 @@ def refuse_foreign(target: str | os.PathLike, is_ours: Callable[[Path], bool], p
     """Raise OutputExistsError (one line) unless `may_replace(target, is_ours)`."""
     if not may_replace(target, is_ours):
         raise OutputExistsError(target, problem)
+
+
+# Files that file browsers leave in any folder they show (Finder, Explorer): settings of the
+# view, never data. They count as maggotflow's, so that looking at a folder does not lock it.
+BROWSER_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def first_foreign(folder: str | os.PathLike,
+                  is_ours: Callable[[PurePosixPath, Path], bool]) -> PurePosixPath | None:
+    """The first entry under `folder` that maggotflow did not write, relative to `folder`; None if none.
+
+    Entries are taken in sorted name order, depth first. `is_ours(relative, path)` decides
+    for each file and folder (relative: its path under `folder`); a folder of ours is
+    entered and its entries decided in turn. A link is never ours (the folder it sits in
+    is the user's arrangement); BROWSER_FILES always are. A missing folder holds nothing.
+    """
+    root = Path(folder)
+
+    def walk(directory: Path, prefix: PurePosixPath) -> PurePosixPath | None:
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise OutputError(directory, err) from None
+        for name in names:
+            path, relative = directory / name, prefix / name
+            if name in BROWSER_FILES and not path.is_symlink():
+                continue
+            if path.is_symlink() or not is_ours(relative, path):
+                return relative
+            if path.is_dir():
+                found = walk(path, relative)
+                if found is not None:
+                    return found
+        return None
+
+    return walk(root, PurePosixPath())
+
+
+def refuse_foreign_files(folder: str | os.PathLike, is_ours: Callable[[PurePosixPath, Path], bool],
+                         advice: str) -> None:
+    """OutputExistsError '<folder>: holds <file>, which maggotflow did not write; <advice>'
+    unless every entry under `folder` is maggotflow's (`first_foreign`)."""
+    foreign = first_foreign(folder, is_ours)
+    if foreign is not None:
+        raise OutputExistsError(folder, f"holds {foreign}, which maggotflow did not write; {advice}")
+
+
+# The mark of a folder that maggotflow fills with several outputs (`claim_folder`): a small
+# JSON file {"written_by": "maggotflow <version>", "contents": "<what>"}, hidden so that it
+# does not clutter the listing of the results.
+FOLDER_MARK = ".maggotflow"
+
+
+def _marked(folder: Path, contents: str) -> bool:
+    try:
+        mark = json.loads((folder / FOLDER_MARK).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (isinstance(mark, dict) and str(mark.get("written_by", "")).startswith("maggotflow")
+            and mark.get("contents") == contents)
+
+
+def temporary_of(name: str) -> str | None:
+    """The target name of a temporary file name (`temporary_name`, `atomic_path`), else None."""
+    if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+        return None
+    parts = name[1:-len(TEMP_SUFFIX)].rsplit(".", 2)  # [target, host-pid, random]
+    return parts[0] if len(parts) == 3 else None
+
+
+def claim_folder(folder: str | os.PathLike, contents: str, names: Collection[str]) -> Path:
+    """Make `folder` an output folder of maggotflow's holding `contents` (e.g. "summary"); return it.
+
+    maggotflow writes only into a new or empty folder (created, and marked: FOLDER_MARK),
+    or into one it marked for the same `contents` earlier, whose entries are all among
+    `names` (the files it writes there, replaced; their temporaries too). Anything else
+    raises OutputExistsError (one line naming the folder and its first foreign file) before
+    anything is written: a folder without the mark is the user's, so a `groups.tsv` of
+    theirs is never replaced; a file added to an earlier output is named rather than left
+    beside new results it does not describe.
+    """
+    folder = Path(folder)
+    names = frozenset(names) | {FOLDER_MARK}
+    advice = f"nothing is written there: write the {contents} into a new or empty folder, or move the file"
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(folder, f"is a file, not a folder; it is never replaced: write the {contents} "
+                                        "into a new or empty folder")
+
+    def output(relative: PurePosixPath, path: Path) -> bool:  # a file of `names`, directly in the folder
+        return len(relative.parts) == 1 and path.is_file() and relative.name in names
+
+    def temporary(relative: PurePosixPath, path: Path) -> bool:  # what a killed writer of ours left
+        return len(relative.parts) == 1 and path.is_file() and temporary_of(relative.name) in names
+
+    if _marked(folder, contents):
+        refuse_foreign_files(folder, lambda rel, path: output(rel, path) or temporary(rel, path), advice)
+    else:
+        foreign = first_foreign(folder, temporary)
+        if foreign is not None:
+            raise OutputExistsError(folder, f"holds {foreign} and no earlier {contents} of maggotflow's; {advice}")
+    make_dirs(folder)
+    write_text_atomic(folder / FOLDER_MARK, json.dumps({"written_by": f"maggotflow {__version__}",
+                                                        "contents": contents}) + "\n")
+    return folder
 
 
 def is_maggotflow_hdf5(path: str | os.PathLike) -> bool:

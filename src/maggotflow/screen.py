@@ -404,10 +404,11 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
     `labels` has no length, e.g. a generator). Broken files are skipped and listed in
     failed.tsv; when every file fails, TrackDataError. See the module doc for definitions.
     """
+    from maggotflow.atomic import claim_folder
     from maggotflow.formats.label import read_label_file
 
-    out_dir = Path(out_dir)
-    make_dirs(out_dir)
+    # A new or empty folder, or an earlier summary: a folder of the user's is refused before any work.
+    out_dir = claim_folder(out_dir, "summary", [*(f"{n}.tsv" for n in TABLES), *(f"{n}.png" for n in PLOTS)])
     group_by = tuple(group_by)
     meta_columns = list(dict.fromkeys((*METADATA_KEYS, *group_by)))
     total = _label_paths_sized(labels)
