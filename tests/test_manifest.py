@@ -101,6 +101,38 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     assert [r["relpath"] for r in mf.build_manifest(tmp_path)] == ["data/a.spine"]
 
 
+def test_only_symbolic_links_inside_the_tree_are_followed(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    touch(root / "b" / "real.spine")
+    touch(root / ".hidden" / "kept.spine")
+    touch(outside / "far.spine")
+    os.symlink("/", root / "slash")                          # the whole file system: never entered
+    os.symlink(outside, root / "elsewhere")                  # another folder
+    os.symlink(outside / "far.spine", root / "far.spine")    # a file elsewhere
+    os.symlink(root, root / "b" / "up")                      # an ancestor: no loop
+    os.symlink(root / "b", root / "a_second_name")           # a folder listed already (sorted first)
+    os.symlink(root / "b" / "real.spine", root / "b" / "alias.spine")  # a file inside: followed
+    os.symlink(root / ".hidden", root / "shown")             # a hidden folder given a name: followed
+    m = mf.build_manifest(root)
+    assert [r["relpath"] for r in m] == ["b/alias.spine", "b/real.spine", "shown/kept.spine"]
+    assert dict(m.skipped) == {
+        "a_second_name": "symbolic link to a folder scanned already (b)",
+        "b/up": "symbolic link to a folder scanned already (the scanned folder itself)",
+        "elsewhere": f"symbolic link to {outside}: outside the scanned folder",
+        "far.spine": f"symbolic link to {outside / 'far.spine'}: outside the scanned folder",
+        "slash": "symbolic link to /: outside the scanned folder",
+    }
+
+
+def test_a_folder_reached_through_a_symbolic_link_is_the_scanned_tree(tmp_path):
+    touch(tmp_path / "real" / "x" / "a.spine")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    os.symlink(tmp_path / "real" / "x", tmp_path / "real" / "y")
+    m = mf.build_manifest(tmp_path / "link")
+    assert [r["relpath"] for r in m] == ["x/a.spine"] and m.rows[0]["path"] == str(tmp_path / "link/x/a.spine")
+    assert m.skipped == [("y", "symbolic link to a folder scanned already (x)")]
+
+
 def test_bad_root_is_one_clear_error(tmp_path):
     with pytest.raises(TrackDataError, match="not a folder"):
         mf.build_manifest(tmp_path / "missing")
@@ -147,6 +179,42 @@ def test_bad_user_manifests_name_the_problem(tmp_path, text, problem):
     with pytest.raises(TrackDataError, match=problem) as err:
         mf.read_manifest(user)
     assert str(user) in str(err.value)
+
+
+@pytest.mark.parametrize("relpath, row, problem", [
+    ("/tmp/x/EVIL.spine", 3, "relpath /tmp/x/EVIL.spine is absolute; manifest paths are relative to the data folder"),
+    ("../../../EVIL.spine", 3, "relpath ../../../EVIL.spine climbs out of the data folder"),
+    ("a/../../EVIL.spine", 3, "relpath a/../../EVIL.spine climbs out of the data folder"),
+    ("a/..", 3, "relpath a/.. names no file"),
+])
+def test_user_relpaths_must_stay_inside_the_data_folder(tmp_path, relpath, row, problem):
+    touch(tmp_path / "data" / "ok.spine")
+    user = tmp_path / "my.tsv"
+    user.write_text(f"path\trelpath\nok.spine\tok.spine\nok.spine\t{relpath}\n")
+    with pytest.raises(TrackDataError) as err:
+        mf.read_manifest(user, root=tmp_path / "data")
+    assert str(err.value) == f"{user}: row {row}: {problem}"
+
+
+def test_legitimate_user_relpaths_and_paths_outside_the_data_folder(tmp_path):
+    data = tmp_path / "data"
+    touch(data / "a" / "one.spine")
+    touch(tmp_path / "elsewhere" / "two.spine")
+    user = tmp_path / "my.tsv"
+    user.write_text(f"path\trelpath\na/one.spine\ta/./x/../one.spine\n{tmp_path / 'elsewhere' / 'two.spine'}\t\n")
+    rows = mf.read_manifest(user, root=data).rows
+    # A given relpath is normalised; a file outside the data folder gets its absolute path,
+    # less the leading '/': either way its label stays below the run's labels/ folder.
+    assert sorted(r["relpath"] for r in rows) == sorted(["a/one.spine", str(tmp_path / "elsewhere" / "two.spine")[1:]])
+    for r in rows:
+        label = mf.mirrored_label_path(r["relpath"])
+        assert not os.path.isabs(label) and ".." not in Path(label).parts
+
+
+@pytest.mark.parametrize("relpath", ["/tmp/x/EVIL.spine", "../EVIL.spine", "a/../../EVIL.spine", "a/../b.spine", ""])
+def test_mirrored_label_paths_never_leave_their_folder(relpath):
+    with pytest.raises(TrackDataError, match="relpath"):
+        mf.mirrored_label_path(relpath)
 
 
 def test_heldout_split_is_stable_per_file():

@@ -173,16 +173,15 @@ def relpath_problem(relpath: str) -> str | None:
 
     Lexical (no file system access): absolute, climbing out with '..', naming no file.
     """
-    shown = printable_path(relpath)
     if "\0" in relpath:
-        return f"relpath {shown} contains a NUL character"
+        return f"relpath {printable_path(relpath)} contains a NUL character"
     if os.path.isabs(relpath):
-        return f"relpath {shown} is absolute; manifest paths are relative to the data folder"
+        return f"relpath {printable_path(relpath)} is absolute; manifest paths are relative to the data folder"
     normal = os.path.normpath(relpath) if relpath else "."
     if normal == ".." or normal.startswith("../"):
-        return f"relpath {shown} climbs out of the data folder"
-    if normal == "." or Path(normal).name in ("", ".", ".."):
-        return f"relpath {shown} names no file"
+        return f"relpath {printable_path(relpath)} climbs out of the data folder"
+    if normal == ".":
+        return f"relpath {printable_path(relpath)} names no file"
     return None
 
 
@@ -569,12 +568,15 @@ _PATH_CELLS = ("path", "relpath", "label")
 def _strip_cells(row: dict[str, str], base: Path) -> None:
     """Strip surrounding whitespace from a row's cells, in place; file-name cells only when
     the file does not exist as written (a legal name may begin or end with a space)."""
+    padded = False
     for key, value in row.items():
-        if key not in _PATH_CELLS:
-            row[key] = value.strip()
-    written = row.get("path", "")
-    if any(row.get(k, "") != row.get(k, "").strip() for k in _PATH_CELLS) and \
-            not (written and os.path.lexists(base / written)):
+        stripped = value.strip()
+        if stripped != value:
+            if key in _PATH_CELLS:
+                padded = True
+            else:
+                row[key] = stripped
+    if padded and not (row["path"] and os.path.lexists(base / row["path"])):
         for key in _PATH_CELLS:
             if key in row:
                 row[key] = row[key].strip()
