@@ -15,6 +15,7 @@ from maggotflow import tsv
 from maggotflow.cli import main
 from maggotflow.formats.label import LabelFile, write_label_file
 from maggotflow.screen import summarize
+from maggotflow.tracks import TrackDataError
 
 SPINE_LINE = "20200101_120000 1 0.000 1 2 3 4\n"
 # One hard character each, and one name with all of them (in a folder with a tab too).
@@ -136,6 +137,8 @@ def test_names_that_are_not_utf8_are_skipped_with_one_escaped_line(tmp_path):
     mf.write_skipped(m.skipped, listing)
     assert mf.read_skipped(listing) == m.skipped
     mf.write_manifest(m, tmp_path / "manifest.tsv")  # nothing unencodable reaches a table
+    with pytest.raises(TrackDataError, match=r"folder\\xfe: folder name is not valid UTF-8"):
+        mf.build_manifest(os.fsdecode(raw + b"/folder\xfe"))
 
 
 # ----------------------------------------------------------------------------- screen summary

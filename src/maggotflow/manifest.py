@@ -5,12 +5,14 @@ re-reads the Snakefile, and a glob over tens of thousands of files on a network 
 costs seconds per job. Instead the tree is scanned once per workflow invocation (or not at
 all, when the user supplies a manifest) and every job reads `results/manifest.tsv`.
 
-Columns (tab separated, one header line, UTF-8, rows sorted by `relpath`)::
+Columns (a `maggotflow.tsv` table: tab separated, one header line, UTF-8, a cell with a tab,
+line break or quote in double quotes; rows sorted by `relpath`)::
 
     id         safe unique name derived from the relative path, only [A-Za-z0-9_.-]
                (every Janelia file is called trx.mat: identity comes from the path)
     path       absolute path of the track file
-    relpath    path relative to the scanned root (mirrored by the output trees)
+    relpath    path relative to the scanned root (mirrored by the output trees, so never
+               absolute and never climbing out with '..': see `relpath_problem`)
     format     spine | trx | fimtrack
     size       bytes
     label      absolute path of the paired LarvaTagger .label file, or "" (see below)
@@ -240,6 +242,9 @@ def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS)
     if not root.is_dir():
         raise TrackDataError(root, "is not a folder of track files")
     root_abs = Path(os.path.abspath(root))
+    if not _is_utf8(str(root_abs)):
+        raise TrackDataError(printable_path(str(root_abs)), "folder name is not valid UTF-8 (shown with \\x "
+                                                            "escapes); rename it, or scan a link to it")
     lowered = [p.lower() for p in patterns]
     tracks: list[tuple[str, os.DirEntry]] = []
     label_dirs: dict[str, list[str]] = {}  # relative folder -> .label names
@@ -651,7 +656,8 @@ def load_manifest(track_dir: str | Path | None, manifest: str | Path | None, out
     elif scan or not Path(out).is_file():
         found = build_manifest(track_dir, patterns)
         if not len(found):
-            skipped = f" ({len(found.skipped)} other entries skipped, e.g. {': '.join(found.skipped[0])})" \
+            first, why = found.skipped[0] if found.skipped else ("", "")
+            skipped = f" ({len(found.skipped)} other entries skipped, e.g. {printable_path(first)}: {why})" \
                 if found.skipped else ""
             raise TrackDataError(track_dir, f"no track file matching {', '.join(patterns)}{skipped}")
     else:
