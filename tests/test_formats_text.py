@@ -324,7 +324,8 @@ def fim_text(header: str = ",larva(0),larva(3)", extra: list[str] | None = None,
     rows = [header]
     for feature in ("head_x", "head_y", "spinepoint_1_x", "spinepoint_1_y", "tail_x", "tail_y"):
         if feature != drop:
-            rows += [f"{feature}({f}),{f + 1}.5,{f + 2}.5" for f in range(3)]
+            shift = 10 if feature == "head_y" else 0  # a 10 px body: all points equal is a collapsed spine
+            rows += [f"{feature}({f}),{f + 1 + shift}.5,{f + 2 + shift}.5" for f in range(3)]
     return "\n".join(rows + (extra or [])) + "\n"
 
 

@@ -10,18 +10,26 @@ A frame of a larva is *implausible* when
   centre of the larva's other frames): the larva jumped there in one frame and came back.
   A crawling larva covers about 0.3 body lengths per second, so this never fires on real
   motion, not even across gaps of several seconds; a lasting jump (identity switch) moves
-  the running median with it and is not flagged.
+  the running median with it and is not flagged; or
+- the spine has *collapsed*: its length is at most `COLLAPSED_FRACTION` of the larva's
+  median spine length (all points equal: a tracker that lost the shape for a while writes
+  that). No larva is that short (and a segment of it would divide by zero); one-point
+  "spines" are not checked.
 
 Recovery: the time step is kept (every time step of the track file still gets a label, and
 times still match the track's `.label` file), its spine is replaced by linear interpolation
 in time between the nearest plausible frames (the nearest one at the track ends), its outline
 by the nearest plausible frame's outline (contour points are not matched between frames, so
 they cannot be interpolated). One warning per larva names the file, the larva and the line
-(text formats) or frame. When more than `MAX_IMPLAUSIBLE_FRACTION` of a larva's frames are
-implausible the track is not data: `CorruptTrackError` (a TrackDataError) naming the file
-and the larva. The readers call `bridge_or_leave_out`, which turns it into a warning and
-leaves that larva out (`Run.left_out`, as with larvae too short to tag): one tracker glitch
-never costs the other larvae of the file.
+(text formats) or frame, with the reason (value, jump, collapse); consecutive collapsed
+frames are named as one range ("line 12 to line 41 (30 frames, spine collapsed to one
+point)"). When more than `MAX_IMPLAUSIBLE_FRACTION` of a larva's frames are implausible
+the track is not data: `CorruptTrackError` (a TrackDataError) naming the file and the
+larva. The readers call `bridge_or_leave_out`, which turns it into a warning and leaves
+that larva out (`Run.left_out`: "mostly impossible frames", or "spine mostly collapsed to
+one point"; as with larvae too short to tag): one tracker glitch never costs the other
+larvae of the file. So a larva collapsed in every frame is left out, with that warning,
+before `maggotflow.segments` could refuse it for having zero length.
 
 Cost: a larva with nothing to bridge is returned as given (no copy), after a few passes over
 its spine; the figures (point means, spine lengths, the running median) are computed by
@@ -45,11 +53,20 @@ MAX_ABS_COORDINATE = 1e5  # file units (mm, or FIMTrack pixels)
 MAX_JUMP_BODY_LENGTHS = 5.0
 JUMP_WINDOW = 7  # frames of the running median: up to 3 consecutive bad frames are found (running_median7)
 MAX_IMPLAUSIBLE_FRACTION = 0.2
+# A spine shorter than this fraction of the larva's median spine length has collapsed (all
+# points equal, or within 4 um for a 4 mm larva): no tracker resolves a body that small.
+COLLAPSED_FRACTION = 1e-3
 _SHOWN = 5  # frames listed in a warning
 
 
 class CorruptTrackError(TrackDataError):
-    """A larva whose frames are mostly impossible: left out of the run by the readers (warned)."""
+    """A larva whose frames are mostly impossible: left out of the run by the readers (warned).
+
+    `reason`: what the reader records in `Run.left_out`."""
+
+    def __init__(self, path: str | Path | None, problem: str, reason: str = "mostly impossible frames"):
+        super().__init__(path, problem)
+        self.reason = reason
 
 
 def bridge_or_leave_out(
@@ -68,7 +85,7 @@ def bridge_or_leave_out(
         return bridge_implausible_frames(path, larva, t, spine, outline, where, measures)
     except CorruptTrackError as err:
         log.warning("%s; this larva is left out", err)
-        left_out[str(larva)] = "mostly impossible frames"
+        left_out[str(larva)] = err.reason
         return None
 
 
@@ -152,29 +169,41 @@ def bridge_implausible_frames(
         absurd = ~(peak <= MAX_ABS_COORDINATE)
         jump = np.zeros(n, dtype=bool)
         jump_size = np.zeros(n)
+        collapsed = np.zeros(n, dtype=bool)
+        lengths = np.zeros(n)
         good_frames = ~absurd & finite
         every = bool(good_frames.all())
         good = slice(None) if every else np.flatnonzero(good_frames)
+        count = n if every else good.size
+        body = median_length = 0.0
         measured = None  # (centre, body) of the whole spine as given
-        if (n if every else good.size) >= 3:
-            s = spine if every else spine[good]
-            body = float(np.median(spine_lengths(s)))
-            if body > 0:
-                centre = point_mean(s)
-                if every:
-                    measured = (centre, body)
-                half = JUMP_WINDOW // 2
-                # reflect, not edge: an edge-padded first frame would outvote its neighbours
-                expected = running_median7(np.pad(centre, ((half, half), (0, 0)), mode="reflect"))
-                dx = s[:, :, 0] - expected[:, None, 0]
-                dy = s[:, :, 1] - expected[:, None, 1]
-                dx *= dx
-                dy *= dy
-                dx += dy
-                reach = np.sqrt(dx.max(axis=1)) / body  # sqrt is monotonic: max first, exactly
-                jump[good] = reach > MAX_JUMP_BODY_LENGTHS
-                jump_size[good] = reach
-    bad = absurd | jump
+        s = spine if every else spine[good]
+        if count and spine.shape[1] >= 2:  # a one-point "spine" has no length to lose
+            length = spine_lengths(s)
+            body = median_length = float(np.median(length))
+            short = length <= COLLAPSED_FRACTION * median_length
+            if short.any():  # collapsed frames: left out of the body length and the jump check
+                collapsed[good] = short
+                lengths[good] = length
+                good = np.flatnonzero(good_frames)[~short]
+                every, count, s = False, good.size, s[~short]
+                body = float(np.median(length[~short])) if count else 0.0
+        if count >= 3 and body > 0:
+            centre = point_mean(s)
+            if every:
+                measured = (centre, body)
+            half = JUMP_WINDOW // 2
+            # reflect, not edge: an edge-padded first frame would outvote its neighbours
+            expected = running_median7(np.pad(centre, ((half, half), (0, 0)), mode="reflect"))
+            dx = s[:, :, 0] - expected[:, None, 0]
+            dy = s[:, :, 1] - expected[:, None, 1]
+            dx *= dx
+            dy *= dy
+            dx += dy
+            reach = np.sqrt(dx.max(axis=1)) / body  # sqrt is monotonic: max first, exactly
+            jump[good] = reach > MAX_JUMP_BODY_LENGTHS
+            jump_size[good] = reach
+    bad = absurd | jump | collapsed
     n_bad = int(bad.sum())
     if n_bad == 0:
         if measures is not None and measured is not None:
@@ -182,10 +211,17 @@ def bridge_implausible_frames(
         return spine, outline
     first = int(np.argmax(bad))
     if n_bad > MAX_IMPLAUSIBLE_FRACTION * n or n_bad == n:
+        if not collapsed.any():
+            what, reason_out = "have impossible coordinates", "mostly impossible frames"
+        elif collapsed[bad].all():
+            what, reason_out = "have a spine collapsed to one point", "spine mostly collapsed to one point"
+        else:
+            what, reason_out = "have impossible coordinates or a spine collapsed to one point", "mostly impossible frames"
         raise CorruptTrackError(
             path,
-            f"larva {larva}: {n_bad} of {n} frames ({100 * n_bad / n:.0f}%) have impossible coordinates "
+            f"larva {larva}: {n_bad} of {n} frames ({100 * n_bad / n:.0f}%) {what} "
             f"(first at {where(first)}); more than {100 * MAX_IMPLAUSIBLE_FRACTION:.0f}% is corrupt data, not a track",
+            reason_out,
         )
 
     ok = np.flatnonzero(~bad)
@@ -201,14 +237,33 @@ def bridge_implausible_frames(
         nearest = np.where(np.abs(t[ok[before]] - bad_t) <= np.abs(t[ok[after]] - bad_t), ok[before], ok[after])
         outline[bad] = outline[nearest]
 
-    def reason(i: int) -> str:
+    def reason(i: int, last: int) -> str:
         if absurd[i]:
             return f"value {peak[i]:.3g}"
+        if collapsed[i]:
+            longest = float(lengths[i : last + 1].max())
+            if longest == 0:
+                return "spine collapsed to one point"
+            return f"spine collapsed to length {longest:.2g}, median {median_length:.3g}"
         return f"jump of {jump_size[i]:.0f} body lengths"
 
+    # Up to _SHOWN items: single frames, or runs of consecutive collapsed frames (a tracker
+    # that lost the shape loses it for a while) shown as one range.
     frames = np.flatnonzero(bad)
-    shown = ", ".join(f"{where(int(i))} ({reason(int(i))})" for i in frames[:_SHOWN])
-    more = f" and {frames.size - _SHOWN} more" if frames.size > _SHOWN else ""
+    items, p = [], 0
+    while p < frames.size and len(items) < _SHOWN:
+        i = q = int(frames[p])
+        end = p
+        if collapsed[i]:
+            while end + 1 < frames.size and frames[end + 1] == q + 1 and collapsed[q + 1]:
+                end, q = end + 1, q + 1
+        if q > i:
+            items.append(f"{where(i)} to {where(q)} ({q - i + 1} frames, {reason(i, q)})")
+        else:
+            items.append(f"{where(i)} ({reason(i, i)})")
+        p = end + 1
+    shown = ", ".join(items)
+    more = f" and {frames.size - p} more" if frames.size > p else ""
     log.warning(
         "%s: larva %s: %d impossible frame(s) bridged by interpolating between the nearest plausible frames "
         "(time steps kept): %s%s",
