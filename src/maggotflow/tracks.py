@@ -11,6 +11,12 @@ Conventions used everywhere in maggotflow:
 
 Problems with input data raise `TrackDataError`, whose message names the file and the
 problem in one line.
+
+A *time gap* of a larva is an interval between consecutive steps longer than `GAP_FACTOR`
+times its usual interval (the median of its positive intervals; `is_time_gap`). The text
+readers use it to tell a re-used larva id (the id comes back after other larvae's lines
+and a gap: read as another larva) from a larva whose lines are merely interleaved with
+others' (`maggotflow.formats.spine`); `maggotflow.screen` ends bouts at the same gaps.
 """
 
 from __future__ import annotations
@@ -161,6 +167,23 @@ class Run:
             if track.id == str(larva_id):
                 return track
         raise KeyError(larva_id)
+
+
+# A time gap: consecutive steps further apart than this many median intervals (the
+# definition maggotflow.screen's GAP_FACTOR uses for bouts).
+GAP_FACTOR = 2.0
+
+
+def usual_interval(t: np.ndarray) -> float:
+    """The median of the positive intervals between consecutive times `t` (s); 0 when none."""
+    dt = np.diff(np.asarray(t, dtype=np.float64))
+    positive = dt[dt > 0]
+    return float(np.median(positive)) if positive.size else 0.0
+
+
+def is_time_gap(dt: np.ndarray | float, usual: float) -> np.ndarray:
+    """Whether intervals `dt` (s) are time gaps for a larva whose `usual_interval` is `usual`."""
+    return np.asarray(dt) > GAP_FACTOR * usual + 1e-9
 
 
 def too_short(n_steps: int) -> str:

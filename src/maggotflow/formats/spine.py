@@ -20,8 +20,27 @@ contradicts it). The order used and the figures go to `run.metadata` (`spine_ord
 they reach the intermediate and every predicted `.label` file. Inside maggotflow spines are
 tail -> head. Outlines are closed contours and are kept in file order.
 
-Impossible values (beyond 1e5 mm, or a one-frame jump of many body lengths) are bridged
-like dropped frames by `maggotflow.plausibility` (warning naming file, line and larva).
+Impossible values (beyond 1e5 mm, a one-frame jump of many body lengths, or a spine
+collapsed to one point) are bridged like dropped frames by `maggotflow.plausibility`
+(warning naming file, lines and larva).
+
+Larvae and blocks of lines: a larva's lines may be interleaved with other larvae's (a
+frame-major file lists every larva of a frame, then the next frame); they are one track as
+long as its times increase, and a block that continues where the larva's previous block
+ended is the same larva. A larva id that comes back in another block of lines after a time
+gap (`maggotflow.tracks.is_time_gap`: more than 2 of the larva's usual intervals), where
+the file's time went back in between (the file lists larvae one after the other), is a
+*re-used id* (a tracker that gives a freed id to a new animal, or two files joined). Each
+such block is read as a larva of its own, so no track, and no segment, spans the gap: the
+first block keeps the id, later blocks are numbered from the file's largest id + 1 upwards
+(by id in the file, then time), whole numbers as LarvaTagger needs. A warning names the
+file, the id and each block's lines and times; `run.metadata["reused_larva_ids"]` maps each
+new id to the file's id (it reaches the intermediate and every predicted `.label`). The
+`.outline` is grouped the same way. Two blocks of one id whose times overlap are two
+animals at once: TrackDataError naming both blocks' lines and times. In a file whose lines
+are in time order (the time never goes back), a larva absent for a while stays one track
+with a gap, as the tracker wrote it, like a gap inside one block; `maggotflow.segments`
+interpolates across such gaps.
 
 Reading has two parsers with the same results. The fast one (`_parse_table_fast`) assumes
 the common layout: single spaces between values, no blank or CR-terminated lines, one
@@ -62,7 +81,9 @@ from maggotflow.atomic import atomic_path
 from maggotflow.formats import ReadOptions, check_not_gzip, check_regular_file, read_head, read_input_bytes
 from maggotflow.orientation import decide_spine_order
 from maggotflow.plausibility import bridge_or_leave_out
-from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name, too_short
+from maggotflow.tracks import (
+    Run, Track, TrackDataError, is_time_gap, metadata_from_name, too_short, usual_interval,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +94,7 @@ PLACEHOLDER_DATE_TIME = "00000000_000000"
 # Spine and outline lines of the same frame are written from the same data by Choreography;
 # allow for a different number of printed decimals only.
 OUTLINE_TIME_TOLERANCE = 5e-4  # s
+_SHOWN_REUSED = 20  # re-used ids warned about one by one; the rest in one line
 
 
 @dataclass
@@ -464,12 +486,22 @@ def warn_skipped_larvae(
     return {str(larva): too_short(n) for larva, n in skipped}
 
 
-def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, slice | np.ndarray]]:
-    """(larva id, rows in file order) per larva, sorted by id.
+def _group_by_larva(
+    path: Path, table: _Table
+) -> tuple[list[tuple[int, slice | np.ndarray]], dict[int, list[int]]]:
+    """Tracks of the table: ([(larva id, rows in file order)] sorted by id, re-used ids).
 
-    A larva may appear in several blocks of lines as long as its times keep increasing. When
-    every larva is one block of lines (Choreography and the simulator write them so), rows
-    are slices, so that tracks are views into the table instead of copies.
+    A larva's lines may come in several blocks (other larvae's lines between them) as long
+    as its times keep increasing: frame-major files list every larva of a frame, then the
+    next frame. Where the file's time goes back between two blocks of one id (the file lists
+    larvae one after the other) and the second block starts after a time gap
+    (`maggotflow.tracks.is_time_gap`), the id is re-used: that block and what follows it are
+    another larva, numbered from the file's largest id + 1 upwards (by file id, then time).
+    Two blocks of one id whose times overlap raise TrackDataError (two animals, one id).
+    Re-used ids: {file id: [its larvae's ids, the file id first]}.
+
+    When every larva is one block of lines (Choreography and the simulator write them so),
+    rows are slices, so that tracks are views into the table instead of copies.
     """
     ids, t = table.ids, table.t
     if ids.size:
@@ -484,24 +516,103 @@ def _group_by_larva(path: Path, table: _Table) -> list[tuple[int, slice | np.nda
                 return [
                     (int(block_ids[b]), slice(int(starts[b]), int(stops[b])))
                     for b in np.argsort(block_ids, kind="stable")
-                ]
+                ], {}
     order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    t = t[order]
-    same = ids[1:] == ids[:-1]
-    bad = np.flatnonzero(same & (np.diff(t) <= 0))
+    ids_s, t_s = ids[order], t[order]
+    same = ids_s[1:] == ids_s[:-1]
+    dt = np.diff(t_s)
+    # Pair j (sorted rows j, j+1 of one larva) starts a new block of lines of that larva
+    # where the file's time goes back somewhere between the two lines.
+    new_block = same & (np.diff(order) > 1)
+    if new_block.any():
+        back = np.zeros(ids.size, dtype=np.int32 if ids.size < 2**31 else np.int64)
+        np.cumsum(t[1:] < t[:-1], out=back[1:])
+        new_block &= back[order[1:]] > back[order[:-1]]
+    bad = np.flatnonzero(same & (dt <= 0))
     if bad.size:
         # Report the offending line that comes first in the file (line numbers grow with rows).
         j = int(bad[np.argmin(order[bad + 1])])
-        prev, row = order[j], order[j + 1]
-        problem = "is duplicated" if t[j + 1] == t[j] else "is not increasing"
-        raise TrackDataError(
-            path,
-            f"larva {ids[j]}: time {table.t[row]:.4f} s on line {table.line(order, j + 1)} {problem} "
-            f"(line {table.line(order, j)} has {table.t[prev]:.4f} s)",
+        raise TrackDataError(path, _time_order_problem(table, order, same, new_block, j))
+
+    split = np.zeros_like(same)
+    candidates = np.flatnonzero(new_block)
+    if candidates.size:
+        first = np.concatenate(([0], np.flatnonzero(~same) + 1))  # sorted row where each id starts
+        stop = np.append(first[1:], ids.size)
+        larva_of = np.searchsorted(first, candidates, side="right") - 1
+        for g in np.unique(larva_of):  # only larvae whose id comes back in another block
+            usual = usual_interval(t_s[first[g] : stop[g]])
+            pairs = candidates[larva_of == g]
+            split[pairs[is_time_gap(dt[pairs], usual)]] = True
+    groups = [(int(ids[rows[0]]), rows) for rows in np.split(order, np.flatnonzero(~same | split) + 1)]
+    if not split.any():
+        return groups, {}
+    reused: dict[int, list[int]] = {}
+    next_id = int(ids.max()) + 1
+    named = []
+    for i, (larva, rows) in enumerate(groups):
+        if i and groups[i - 1][0] == larva:
+            named.append((next_id, rows))
+            reused.setdefault(larva, [larva]).append(next_id)
+            next_id += 1
+        else:
+            named.append((larva, rows))
+    named.sort(key=lambda group: group[0])
+    return named, reused
+
+
+def _lines(first: int, last: int) -> str:
+    return f"line {first}" if first == last else f"lines {first}-{last}"
+
+
+def _time_order_problem(table: _Table, order: np.ndarray, same: np.ndarray, new_block: np.ndarray, j: int) -> str:
+    """Message for sorted rows j, j+1 of one larva whose times do not increase."""
+    prev, row = order[j], order[j + 1]
+    problem = "is duplicated" if table.t[row] == table.t[prev] else "is not increasing"
+    larva = int(table.ids[row])
+    detail = (f"time {table.t[row]:.4f} s on line {table.line(order, j + 1)} {problem} "
+              f"(line {table.line(order, j)} has {table.t[prev]:.4f} s)")
+    if not new_block[j]:
+        return f"larva {larva}: {detail}"
+    # Two blocks of lines of one id overlap in time: name both blocks (consecutive lines).
+    joined = same & (np.diff(order) == 1)
+    breaks = np.flatnonzero(~joined)
+    a = int(breaks[np.searchsorted(breaks, j) - 1]) + 1 if np.searchsorted(breaks, j) else 0
+    later = breaks[breaks > j]
+    b = int(later[0]) if later.size else order.size - 1
+    blocks = [
+        f"{_lines(table.line(order, lo), table.line(order, hi))}: "
+        f"{table.t[order[lo:hi + 1]].min():.3f}-{table.t[order[lo:hi + 1]].max():.3f} s"
+        for lo, hi in ((a, j), (j + 1, b))
+    ]
+    return (f"larva {larva} is in two blocks of lines whose times overlap ({blocks[0]}; {blocks[1]}): "
+            f"two animals cannot share one id at the same time; {detail}")
+
+
+def _warn_reused(path: Path, table: _Table, groups: list, reused: dict[int, list[int]]) -> dict:
+    """One warning per re-used id (file, id, each block's lines and times); the metadata
+    entry `reused_larva_ids` ({larva id read: id in the file}), or {} when none."""
+    if not reused:
+        return {}
+    rows_of = dict(groups)
+    for shown, (larva, names) in enumerate(sorted(reused.items())):
+        if shown == _SHOWN_REUSED:
+            log.warning("%s: %d more larva ids are re-used (see metadata reused_larva_ids)",
+                        path, len(reused) - _SHOWN_REUSED)
+            break
+        parts = []
+        for name in names:
+            rows = rows_of[name]
+            n = _size(rows)
+            span = (f"{_lines(table.line(rows, 0), table.line(rows, n - 1))} "
+                    f"({table.t[rows][0]:.3f}-{table.t[rows][-1]:.3f} s)")
+            parts.append(f"{span} stay larva {larva}" if name == larva else f"{span} become larva {name}")
+        log.warning(
+            "%s: larva id %d is re-used: it comes back after other larvae's lines and a time gap, so its "
+            "%d blocks of lines are read as separate larvae (nothing is interpolated across the gap): %s",
+            path, larva, len(names), "; ".join(parts),
         )
-    bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-    return [(int(table.ids[rows[0]]), rows) for rows in np.split(order, bounds)]
+    return {"reused_larva_ids": {str(name): str(larva) for larva, names in sorted(reused.items()) for name in names[1:]}}
 
 
 def read_table(path: Path, kind: str, hash_bytes: bool = False) -> tuple[_Table, str | None]:
@@ -530,7 +641,7 @@ def _read_outlines(
 ) -> dict[int, np.ndarray]:
     """Outlines (n, m, 2) mm, NaN-padded, for the larvae in `wanted`, checked against the spine."""
     table, _ = read_table(outline_path, "outline")
-    groups = dict(_group_by_larva(outline_path, table))
+    groups = dict(_group_by_larva(outline_path, table)[0])
     spine_rows = dict(spine_groups)
     extra = sorted(set(groups) - set(spine_rows))
     if extra:
@@ -586,7 +697,8 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     In: path to `<stem>.spine`; `options.spine_order` gives the point order in the file
     ("auto": decided from the larvae's motion), `options.min_steps` the fewest time steps a
     larva needs to be kept.
-    Out: a Run with one Track per larva (sorted by id): t (s), spine (n, k, 2) mm tail -> head,
+    Out: a Run with one Track per larva (sorted by id; the later blocks of a re-used id are
+    larvae of their own, see the module docstring): t (s), spine (n, k, 2) mm tail -> head,
     outline (n, m, 2) mm NaN-padded when `<stem>.outline` exists and `options.outlines`
     (False: the .outline is not opened). Metadata: id (= date_time),
     tracker/genotype/effector/protocol from the `@`-separated name, date_time, filename, then
@@ -598,7 +710,8 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     options = options or ReadOptions()
     table, sha1 = read_table(path, "spine", hash_bytes=True)
     k = int(table.coords.shape[1] // 2)
-    groups = _group_by_larva(path, table)
+    groups, reused = _group_by_larva(path, table)
+    reused_metadata = _warn_reused(path, table, groups, reused)
 
     kept = [(larva, rows) for larva, rows in groups if _size(rows) >= options.min_steps]
     short = [(str(larva), _size(rows)) for larva, rows in groups if _size(rows) < options.min_steps]
@@ -639,7 +752,7 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
     if not tracks:
         log.warning("%s: no larva has at least %d time steps", path, options.min_steps)
     return Run(
-        metadata={**_run_metadata(path, table.date_time), **orientation},
+        metadata={**_run_metadata(path, table.date_time), **orientation, **reused_metadata},
         tracks=tracks,
         source=path,
         format="spine",
