@@ -15,12 +15,21 @@ needed; `ReadOptions.spine_order` does not apply). The larvae's motion is still 
 (`maggotflow.orientation.check_named_head`): a warning names the file and the figure when
 they move decisively backwards (head and tail swapped by the tracker); metadata records
 spine_order ("head_first", as the file is laid out), spine_order_decided_by and the figures.
-Impossible values (beyond 1e5 px, or one-frame jumps of many body lengths) are bridged by
-`maggotflow.plausibility` (warning naming file, frame, line and larva). Coordinates are pixels and the file has
-no times: `ReadOptions.framerate` (Hz) and `ReadOptions.pixelsize_um` (um per pixel) give
-t = frame / framerate (s) and mm = px * pixelsize_um / 1000. A larva missing in some frames
-gets a track with a gap (those frames are absent). Features other than the spine are ignored
-on reading.
+Impossible values (beyond 1e5 px, one-frame jumps of many body lengths, or a spine collapsed
+to one point) are bridged by `maggotflow.plausibility` (warning naming file, frame, line and
+larva). Coordinates are pixels and the file has no times: `ReadOptions.framerate` (Hz) and
+`ReadOptions.pixelsize_um` (um per pixel) give t = frame / framerate (s) and
+mm = px * pixelsize_um / 1000. A larva missing in some frames gets a track with a gap (those
+frames are absent): a column is one animal (FIMTrack gives a larva it finds again a new id),
+so a gap inside a column stays one track, which `maggotflow.segments` interpolates across.
+Features other than the spine are ignored on reading.
+
+Re-used ids: a header naming `larva(N)` in two columns (tables joined side by side) is the
+csv form of one id used for two animals. When the columns' frames do not overlap, the later
+column is read as another larva, numbered from the file's largest id + 1 upwards in column
+order, with a warning naming the file, the id and both columns' frames and times; metadata
+`reused_larva_ids` maps each new id to N (as for `.spine` files). When they overlap (two
+animals at once), TrackDataError names both columns and their frames.
 
 Reading: pandas' C parser reads the cells while a worker thread hashes the bytes and counts
 control bytes, line ends and commas. When those counts show the common layout (no blank,
@@ -75,19 +84,65 @@ def _parse_header(path: Path, first_line: bytes) -> tuple[list[str], bool]:
     trailing = cells[-1].strip() == "" and len(cells) > 2
     larva_cells = cells[1:-1] if trailing else cells[1:]
     ids: list[str] = []
-    seen: dict[str, int] = {}
     for column, cell in enumerate(larva_cells, start=2):
         match = _LARVA_CELL.fullmatch(cell.strip())
         if match is None:
             raise TrackDataError(path, f"header cell {column} is {cell!r}, expected 'larva(N)'")
-        larva = str(int(match.group(1)))
-        if larva in seen:
-            raise TrackDataError(
-                path, f"larva {larva} appears twice in the header (columns {seen[larva]} and {column})"
-            )
-        seen[larva] = column
-        ids.append(larva)
+        ids.append(str(int(match.group(1))))  # a repeated id is resolved by _track_ids
     return ids, trailing
+
+
+def _track_ids(path: Path, larva_ids: list[str], present: np.ndarray, framerate: float) -> tuple[list[str], dict]:
+    """The larva id of each column, and the metadata entry for re-used ids ({} when none).
+
+    A `larva(N)` column whose id an earlier column already has is a re-used id when their
+    frames do not overlap: it becomes larva max id + 1 (then + 2, ... in column order), with a
+    warning naming both columns' frames and times; metadata `reused_larva_ids` maps the new
+    id to N. Overlapping frames raise TrackDataError (two animals cannot share one id).
+    present: (frame, column) whether the column has a whole spine in that frame.
+    """
+    if len(set(larva_ids)) == len(larva_ids):
+        return larva_ids, {}
+    names = list(larva_ids)
+    next_id = max(int(larva) for larva in larva_ids) + 1
+    columns_of: dict[str, list[int]] = {}
+    renamed: dict[str, str] = {}
+    for j, larva in enumerate(larva_ids):
+        earlier = columns_of.setdefault(larva, [])
+        frames = np.flatnonzero(present[:, j])
+        for e in earlier:
+            other = np.flatnonzero(present[:, e])
+            if frames.size and other.size and frames[0] <= other[-1] and other[0] <= frames[-1]:
+                raise TrackDataError(
+                    path,
+                    f"larva {larva} appears twice in the header (columns {e + 2} and {j + 2}) with overlapping "
+                    f"frames ({other[0]}-{other[-1]} and {frames[0]}-{frames[-1]}): two animals cannot share one id "
+                    "at the same time",
+                )
+        if earlier:
+            names[j] = str(next_id)
+            renamed[names[j]] = larva
+            next_id += 1
+        earlier.append(j)
+
+    def span(j: int) -> str:
+        frames = np.flatnonzero(present[:, j])
+        if not frames.size:
+            return f"column {j + 2} (no complete frame)"
+        return (f"column {j + 2} (frames {frames[0]}-{frames[-1]}, "
+                f"{frames[0] / framerate:.3f}-{frames[-1] / framerate:.3f} s)")
+
+    for larva, columns in columns_of.items():
+        if len(columns) > 1:
+            parts = [f"{span(columns[0])} stays larva {larva}"] + [
+                f"{span(j)} becomes larva {names[j]}" for j in columns[1:]
+            ]
+            log.warning(
+                "%s: larva id %s is re-used: %d columns of the header are larva(%s), in frames that do not overlap, "
+                "so they are read as separate larvae (nothing is interpolated between them): %s",
+                path, larva, len(columns), larva, "; ".join(parts),
+            )
+    return names, {"reused_larva_ids": renamed}
 
 
 def _check_cell_counts(path: Path, data: bytes, n_cells: int) -> np.ndarray:
@@ -213,9 +268,10 @@ def _run_metadata(path: Path) -> dict:
 class CellTable:
     """A FIMTrack csv parsed and checked cell by cell (`read_cells`), before tracks are built.
 
-    larva_ids: from the header. cells: one row per data line, column 0 the row name, then one
-    column per larva (NaN = empty). lines: file line number of each row. feature, frame: the
-    row name's parts. sha1: hex SHA-1 of the file's bytes.
+    larva_ids: from the header, in column order (an id may repeat: `read_fimtrack` reads a
+    re-used id as another larva, see the module docstring). cells: one row per data line,
+    column 0 the row name, then one column per larva (NaN = empty). lines: file line number
+    of each row. feature, frame: the row name's parts. sha1: hex SHA-1 of the file's bytes.
     """
 
     larva_ids: list[str]
@@ -264,9 +320,10 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
 
     In: path; `options.framerate` (Hz), `options.pixelsize_um` (um/px, None = keep pixels as
     units, with a warning), `options.min_steps`.
-    Out: a Run with one Track per tracked `larva(N)` column (id "N"): t = frame / framerate (s),
-    spine (n, k, 2) tail -> head in mm (k = N spine points + 2). Frames where a larva's spine
-    cells are empty are left out of its track (a gap).
+    Out: a Run with one Track per tracked `larva(N)` column (id "N"; a re-used id's later
+    column gets a new id, see the module docstring): t = frame / framerate (s), spine
+    (n, k, 2) tail -> head in mm (k = N spine points + 2). Frames where a larva's spine cells
+    are empty are left out of its track (a gap).
     """
     path = Path(path)
     options = options or ReadOptions()
@@ -315,6 +372,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     line_of[codes, frame] = wanted_lines
     finite = np.isfinite(block)
     present = finite.all(axis=0)  # (frame, larva): the whole spine is known
+    track_ids, reused_metadata = _track_ids(path, larva_ids, present, options.framerate)
     partial = finite.any(axis=0) & ~present
     if partial.any():
         log.warning(
@@ -332,7 +390,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     tracks = []
     skipped = []
     left_out: dict[str, str] = {}
-    for j, larva in enumerate(larva_ids):
+    for j, larva in enumerate(track_ids):
         frames = np.flatnonzero(present[:, j])
         if frames.size < options.min_steps:
             skipped.append((larva, int(frames.size)))
@@ -353,7 +411,7 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     left_out.update(warn_skipped_larvae(log, path, skipped, options.min_steps))
     orientation = check_named_head(path, [(tr.t, tr.spine) for tr in tracks], "file", "the file's head/tail rows")
     return Run(
-        metadata={**_run_metadata(path), "spine_order": "head_first", **orientation},
+        metadata={**_run_metadata(path), "spine_order": "head_first", **orientation, **reused_metadata},
         tracks=tracks,
         source=path,
         format="fimtrack",
