@@ -124,6 +124,20 @@ def test_only_symbolic_links_inside_the_tree_are_followed(tmp_path):
     }
 
 
+def test_links_to_files_outside_are_followed_on_request_only(tmp_path):
+    touch(tmp_path / "kept" / "far.spine")
+    touch(tmp_path / "kept" / "sub" / "deep.spine")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    os.symlink(tmp_path / "kept" / "far.spine", staged / "far.spine")
+    os.symlink(tmp_path / "kept" / "sub", staged / "sub")
+    os.symlink("/", staged / "slash")
+    assert len(mf.build_manifest(staged)) == 0
+    m = mf.build_manifest(staged, file_links_outside=True)
+    assert [(r["relpath"], r["path"]) for r in m] == [("far.spine", str(staged / "far.spine"))]
+    assert [p for p, _ in m.skipped] == ["slash", "sub"]  # folders outside: never
+
+
 def test_a_folder_reached_through_a_symbolic_link_is_the_scanned_tree(tmp_path):
     touch(tmp_path / "real" / "x" / "a.spine")
     os.symlink(tmp_path / "real", tmp_path / "link")

@@ -225,13 +225,16 @@ def is_exported_prediction(name: str) -> bool:
 # Scanning a tree
 
 
-def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS) -> Manifest:
+def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS, *,
+                   file_links_outside: bool = False) -> Manifest:
     """Scan `root` for track files whose names match `patterns` (fnmatch, case-insensitive).
 
     Hidden folders are skipped. A symbolic link is followed only when its target lies
     inside `root` (each folder is listed once; see `_walk`): a link to `/` or to another
     disk is skipped, not scanned, so to tag files that live elsewhere, scan their own
-    folder or list them in a manifest. Every other entry that is not a track file is listed
+    folder or list them in a manifest. With `file_links_outside`, links to *files*
+    anywhere are taken as well (a folder of links to track files kept elsewhere, as a
+    program staging its inputs makes one); links to folders outside never are. Every other entry that is not a track file is listed
     in `Manifest.skipped` as (relpath, reason) (`skipped_reason`), except hidden files,
     `.label` files and the `.outline` of a `.spine`, which are expected there. Names with
     tabs, line breaks or quotes are kept as they are (`maggotflow.tsv` writes them); names
@@ -249,7 +252,7 @@ def build_manifest(root: str | Path, patterns: Sequence[str] = DEFAULT_PATTERNS)
     tracks: list[tuple[str, os.DirEntry]] = []
     label_dirs: dict[str, list[str]] = {}  # relative folder -> .label names
     skipped: list[tuple[str, str]] = []
-    for reldir, entries, others in _walk(root_abs, skipped):
+    for reldir, entries, others in _walk(root_abs, skipped, file_links_outside):
         labels = []
         names = {entry.name for entry in entries}
         for entry in entries:
@@ -320,7 +323,7 @@ def skipped_reason(name: str, patterns: Sequence[str] = DEFAULT_PATTERNS) -> str
     return f"unknown extension {suffix or '(none)'}: not a .spine, trx.mat or .csv track file"
 
 
-def _walk(root: Path, skipped: list[tuple[str, str]] | None = None
+def _walk(root: Path, skipped: list[tuple[str, str]] | None = None, file_links_outside: bool = False
           ) -> Iterator[tuple[str, list[os.DirEntry], list[tuple[str, str]]]]:
     """(relative folder, regular-file entries, [(name, reason)] of other entries) for every
     folder under root, sorted, no hidden ones. Folders that cannot be listed go to `skipped`.
@@ -331,7 +334,8 @@ def _walk(root: Path, skipped: list[tuple[str, str]] | None = None
     into /proc or a whole file system. Each real folder is listed once: links to folders
     are taken after the tree itself, and one whose folder was listed already (a link to an
     ancestor, or a second name for a folder) is an entry of `others` too, so no link makes
-    a loop and no file is listed twice through a folder link. Names that are not valid
+    a loop and no file is listed twice through a folder link. With `file_links_outside`, a
+    link to a file is followed wherever the file is. Names that are not valid
     UTF-8 cannot be written in the TSV tables: such entries (a folder with all it holds)
     are in `others`, their names escaped (`printable_path`).
     """
@@ -381,7 +385,7 @@ def _walk(root: Path, skipped: list[tuple[str, str]] | None = None
                     if not os.path.exists(target):
                         others.append((name, "a broken symbolic link"))
                         continue
-                    if not _is_inside(target, real_root):
+                    if not _is_inside(target, real_root) and not (file_links_outside and os.path.isfile(target)):
                         others.append((name, f"symbolic link to {target}: outside the scanned folder"))
                         continue
                     if os.path.isdir(target):
