@@ -68,11 +68,13 @@ rule all:
         all_targets,
 
 
+# The handlers only print (Snakemake owns the books: they never write, delete or force an output).
 onsuccess:
     print_failed_files(WORKFLOW_START)
+    print_prediction_state()
     print_produced()
 
 
 onerror:
-    record_unfinished_predictions(WORKFLOW_START)
     print_failed_files(WORKFLOW_START)
+    print_prediction_state()

@@ -1,5 +1,5 @@
-"""The records the workflow's jobs exchange (maggotflow.records): shard tables, failure
-records, and what a failed run's summary says; plus the manifest loading the workflow uses."""
+"""The records the workflow's jobs exchange (maggotflow.records): shard tables (with odd
+file names), failure records, the track stat; plus the manifest loading the workflow uses."""
 
 from __future__ import annotations
 
@@ -34,10 +34,36 @@ def test_changed_labels_finds_missing_and_edited_labels_cheaply(tmp_path):
     labels[0].unlink()
     labels[1].write_text("label X\n")  # same size, other bytes
     assert records.changed_labels(records.read_shard_table(table)) == [str(labels[0]), str(labels[1])]
-    assert records.stale_labels(table) == [str(labels[0]), str(labels[1])]
-    assert records.stale_labels(tmp_path / "absent.tsv") == []
-    table.write_bytes(b"\xff\xfe not text")
-    assert records.stale_labels(table) == [str(table)]  # unreadable: the shard is redone
+
+
+@pytest.mark.parametrize("name", ["tab\there.spine", "new\nline.spine", "cr\rname.spine", 'quo"te.spine',
+                                  "-dash.spine", "comma,semi;.spine"])
+def test_shard_tables_and_failure_records_round_trip_any_file_name(tmp_path, name):
+    label = touch(tmp_path / "labels" / (name[:-6] + ".label"), "x\n")
+    track = touch(tmp_path / "d" / name, "1 2 3\n")
+    rows = [records.shard_row("a", str(track), label, track_sha1="f" * 40, stat=records.track_stat(track)),
+            records.shard_row("b", str(tmp_path / "d" / ("b" + name)), problem="is\ttruncated\n at line 3")]
+    table = tmp_path / "shard.tsv"
+    records.write_shard_table(table, rows)
+    back = records.read_shard_table(table)
+    assert back == rows and len(back) == 2  # one row per file, whatever the name holds
+    assert back[0]["track_size"] == "6" and back[1]["problem"] == "is truncated at line 3"
+    log = tmp_path / "s.log"
+    records.write_failures(log, [(str(track), "is truncated")])
+    assert records.read_failures(log) == {str(track): "is truncated"}
+
+
+def test_track_stat_digest_follows_size_mtime_and_ctime(tmp_path):
+    track = touch(tmp_path / "a.spine", "1 2 3\n")
+    before = records.tracks_stat_digest([track])
+    assert records.tracks_stat_digest([track]) == before  # nothing read, nothing changed
+    stat = os.stat(track)
+    time.sleep(0.01)
+    track.write_text("1 2 4\n")  # same size, and the mtime put back (cp -p, rsync -a, touch -r)
+    os.utime(track, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(track).st_mtime_ns == stat.st_mtime_ns
+    assert records.tracks_stat_digest([track]) != before  # the ctime moved
+    assert records.track_stat(tmp_path / "absent.spine") == dict.fromkeys(records.TRACK_STAT_COLUMNS, "")
 
 
 def test_failure_records_round_trip_and_age(tmp_path):
@@ -55,30 +81,6 @@ def test_failure_records_round_trip_and_age(tmp_path):
     assert records.recent_failures([tmp_path / "logs"], since=time.time()) == []
     warnings = records.end_of_run_warnings([tmp_path / "logs"], since=0.0)
     assert warnings[0].startswith("2 input(s) failed") and str(log) in warnings[0]
-
-
-def test_a_failed_runs_summary_never_says_ok_without_a_label(tmp_path):
-    run, logs = tmp_path / "results/predict/r", tmp_path / "logs/predict/r"
-    label = touch(run / "labels" / "a.label", "x\n")
-    records.write_shard_table(run / "shards" / "s1.tsv", [records.shard_row("a", "/d/a.spine", label)])
-    touch(logs / "s2.log")
-    records.write_failures(logs / "s2.log", [("/d/b.spine", "is truncated")])
-    shards = {"s1": ["a"], "s2": ["b", "c"], "s3": ["d"]}
-    tracks = {"a": "/d/a.spine", "b": "/d/b.spine", "c": "/d/c.spine", "d": "/d/d.spine"}
-    start = time.time()
-    warning = records.rewrite_unfinished_summary(run, logs, shards, tracks, since=start)
-    assert warning.startswith(f"{run / 'summary.tsv'}: 2 prediction job(s) did not finish")
-    rows = {r["id"]: r for r in records.read_shard_table(run / "summary.tsv")}
-    assert rows["a"]["status"] == "ok" and rows["a"]["label"] == str(label)
-    assert (rows["b"]["status"], rows["b"]["problem"]) == ("failed", "is truncated")
-    assert rows["c"]["status"] == rows["d"]["status"] == "not tagged"
-    assert str(logs / "s3.log") in rows["d"]["problem"]
-    # What a failed job wrote next to its log is taken as it is.
-    records.write_shard_table(records.unfinished_table(logs / "s3.log"), [records.shard_row("d", "/d/d.spine", label)])
-    records.rewrite_unfinished_summary(run, logs, shards, tracks, since=start)
-    assert {r["id"]: r["status"] for r in records.read_shard_table(run / "summary.tsv")}["d"] == "ok"
-    # Every shard finished: the summary is the summary job's, left alone.
-    assert records.rewrite_unfinished_summary(run, logs, {"s1": ["a"]}, tracks, since=start) is None
 
 
 def test_load_manifest_records_a_scan_only_when_the_inputs_are_good(tmp_path):

@@ -63,7 +63,7 @@ from maggotflow.formats.label import (
     provenance_mark,
     write_label_file,
 )
-from maggotflow.instance import ModelInstance, check_kind
+from maggotflow.instance import ModelInstance, check_kind, fingerprint
 from maggotflow.isolation import read_isolated
 from maggotflow.model import select_device
 from maggotflow import progress
@@ -101,6 +101,35 @@ def read_input(path: str | Path, options: ReadOptions | None = None) -> Run:
     if not run.tracks:
         raise TrackDataError(path, "contains no larva with enough time steps to tag")
     return run
+
+
+def read_input_alone(path: str | Path, options: ReadOptions | None = None) -> Run:
+    """`read_input`, where every failure of one file stays that file's own: any exception
+    (a reader's bug, MemoryError, an HDF5 library error) becomes a one-line TrackDataError
+    naming it, so that the other files of a job are still tagged. (KeyboardInterrupt and
+    SystemExit are not exceptions of the file and stop the job.)"""
+    try:
+        return read_input(path, options)
+    except TrackDataError:
+        raise
+    except MemoryError:
+        raise TrackDataError(path, "too large to read in the memory of this job") from None
+    except Exception as err:  # noqa: BLE001 - one bad file must not end the job's other files
+        text = " ".join(str(err).split())[:240] or "no message"
+        raise TrackDataError(path, f"cannot be read ({type(err).__name__}: {text})") from err
+
+
+def prediction_mark(model_path: str | Path | None, read_options: ReadOptions | None) -> dict[str, Any]:
+    """The mark of every label predict_files writes (`metadata.maggotflow`): maggotflow's
+    version, the model folder's name and fingerprint (`instance.fingerprint`: config and
+    weights), and the read options. Everything that decides a label's content other than the
+    track's bytes (its `dependencies.sha1`), so that a rerun can tell a current label from a
+    stale one (`maggotflow.shards`); no time or file-system detail (same inputs, same bytes)."""
+    model_path = None if model_path is None else Path(model_path)
+    options = dataclasses.replace(read_options or ReadOptions(), outlines=False)  # as read_input reads
+    return provenance_mark(model=model_path.name if model_path else None,
+                           model_sha1=fingerprint(model_path) if model_path else None,
+                           read=dataclasses.asdict(options))
 
 
 def source_name(path: str | Path) -> str:
@@ -527,11 +556,10 @@ def predict_files(
             refused.add(index)
     predictor = (model if isinstance(model, Predictor)
                  else Predictor(model, device=device, batch_size=batch_size, segments=segments))
-    model_path = predictor.instance.path
-    mark = provenance_mark(model=model_path.name if model_path else None)
+    mark = prediction_mark(predictor.instance.path, read_options)
 
     def loader(path: Path) -> Callable[[], Run]:
-        return lambda: read_input(path, read_options)
+        return lambda: read_input_alone(path, read_options)
 
     written: dict[int, Path] = {}
     t0 = time.perf_counter()

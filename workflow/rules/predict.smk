@@ -1,9 +1,14 @@
 # Tagging in shards: each job loads the model once and tags predict.files_per_job track
 # files, writing one .label per file into a tree that mirrors the input tree:
-#   results/predict/<run>/labels/<relative path with .label>   (side products, atomic)
-#   results/predict/<run>/shards/<shard>.tsv                    (the tracked output: every
-#                                                               label written + its sha1)
-# A label deleted or changed later makes its shard run again (rerun_if_labels_changed).
+#   results/predict/<run>/labels/<relative path with .label>   (side products of this rule's
+#                                                               jobs only, atomic)
+#   results/predict/<run>/shards/<shard>.tsv                    (the declared output: every
+#                                                               label written + its sha1, and
+#                                                               each track's sha1 and stat)
+# Snakemake alone decides what runs: a missing or incomplete table (killed job, Ctrl-C,
+# --rerun-incomplete), or changed params (a track's size, mtime or ctime: shard_stat).
+# The table is update(): kept while the job runs, so that the job re-tags only the files
+# whose label is not current (maggotflow.shards), and put back if the job fails.
 # Runs: <folder name>-<hash of folder and model> for `snakemake predict` (runs on different
 # folders never share an output), and `heldout` for the held-out evaluation files (tagged by
 # the tagger trained here). See "prediction runs" in common.smk.
@@ -14,13 +19,14 @@ rule predict_shard:
         tracks=shard_tracks,
         model=lambda wildcards: [TAGGER] if wildcards.run == HELDOUT_RUN else [],
     output:
-        "results/predict/{run}/shards/{shard}.tsv",
+        update("results/predict/{run}/shards/{shard}.tsv"),
     log:
         "logs/predict/{run}/{shard}.log",
     benchmark:
         "results/benchmarks/predict/{run}/{shard}.tsv"
     params:
         files=shard_files,
+        stat=shard_stat,
         model=run_model,
         read=config["read"],
         skip_bad_files=config["predict"]["skip_bad_files"],

@@ -1,4 +1,5 @@
-# Prediction runs: which folder, which model, which shards; and what a run says at its end.
+# Prediction runs: which folder, which model, which shards; and what a run says at its end
+# (printed only: every file under results/ is written by its own rule's jobs).
 # A run tags one folder with one model: results/predict/<run>/{manifest.tsv, shards/,
 # labels/, summary.tsv}. The `heldout` run is tagged by the tagger trained here (an input:
 # it is trained first); any other run by config `model` (a param, its fingerprint: tagging
@@ -74,13 +75,44 @@ def shard_files(wildcards):
     return [{k: by_id[i][k] for k in ("id", "path", "relpath")} for i in ids]
 
 
+def shard_stat(wildcards):
+    """One digest of the shard's track files' size, mtime and ctime (records.tracks_stat_digest).
+    An edit of a track file, even one that keeps its mtime (`cp -p`, `rsync -a`, `touch -r`),
+    changes its ctime and so this param: Snakemake's own params trigger runs the job again,
+    which hashes only the files whose stat changed and re-tags only those whose bytes changed
+    (maggotflow.shards)."""
+    return records.tracks_stat_digest([r["path"] for r in shard_files(wildcards)])
+
+
 def shard_tracks(wildcards):
-    rerun_if_labels_changed(f"results/predict/{wildcards.run}/shards/{wildcards.shard}.tsv")
     return trackable([r["path"] for r in shard_files(wildcards)])
 
 
 def run_shards(wildcards):
-    return [f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run)]
+    tables = tuple(f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run))
+    warn_changed_labels(wildcards.run, tables)
+    tables = list(tables)
+    return tables
+
+
+@functools.cache
+def warn_changed_labels(run, tables):
+    """Print (once per run, main process only) the labels missing or changed since their job
+    wrote them, and how to make them again. Only printed: what runs is Snakemake's decision
+    (a label is a side product of its shard's job, recorded in its table, not an output)."""
+    if not workflow.is_main_process:
+        return
+    changed = []
+    for table in tables:
+        if os.path.isfile(table):
+            try:
+                changed += records.changed_labels(records.read_shard_table(table))
+            except (OSError, UnicodeDecodeError, ValueError):
+                changed.append(table)
+    if changed:
+        logger.warning(f"results/predict/{run}: {len(changed)} label file(s) missing or changed since their job "
+                       f"wrote them (first: {changed[0]}); add `--forcerun predict_shard` to the same command to "
+                       "make them again (each job re-tags only such files)")
 
 
 def run_model(wildcards):
@@ -88,21 +120,6 @@ def run_model(wildcards):
     if wildcards.run == HELDOUT_RUN:
         return {"path": TAGGER, "sha1": ""}
     return {"path": model_path(), "sha1": model_fingerprint()}
-
-
-def rerun_if_labels_changed(shard_table):
-    """Force the shard's job when a label it wrote is missing or changed (records.stale_labels).
-
-    The labels are side products (hundreds per job), not declared outputs, so Snakemake
-    cannot see that one went. The main process checks them as it builds the job graph and
-    forces the job as --rerun-incomplete would; a dry run shows "Forced execution".
-    """
-    if workflow.is_main_process and workflow.dag is not None:
-        changed = records.stale_labels(shard_table)
-        if changed:
-            logger.info(f"{shard_table}: {len(changed)} label file(s) missing or changed since it was written "
-                        f"(first: {changed[0]}); re-tagging its files")
-            workflow.dag.forcefiles.add(shard_table)
 
 
 # ------------------------------------------------------------------------ end of a run
@@ -166,15 +183,20 @@ def print_produced():
         logger.info("\n".join(["Produced:"] + [f"  {line}" for line in lines]))
 
 
-def record_unfinished_predictions(since):
-    """After a failed run, each prediction run's summary says what is on disk."""
+def print_prediction_state():
+    """Per prediction run of this invocation, the jobs that did not finish (printed, never
+    written: every file under results/ belongs to its rule)."""
     for run in sorted(LOADED - {"training"}):
         try:
-            shards, tracks = shards_of(run), {r["id"]: r["path"] for r in run_manifest(run)}
-            warning = records.rewrite_unfinished_summary(f"results/predict/{run}", f"logs/predict/{run}", shards,
-                                                         tracks, since)
-        except (WorkflowError, OutputError) as err:
-            logger.error(str(err))
+            shards = sorted(shards_of(run))
+        except (WorkflowError, SystemExit):
             continue
-        if warning:
-            logger.warning(warning)
+        tables = [Path(f"results/predict/{run}/shards/{s}.tsv") for s in shards]
+        unfinished = [t for t in tables if not t.is_file()]
+        if not unfinished:
+            continue
+        summary = Path(f"results/predict/{run}/summary.tsv")
+        earlier = f"; {summary} is an earlier run's until then" if summary.is_file() else ""
+        logger.warning(f"results/predict/{run}: {len(unfinished)} of {len(tables)} prediction job(s) did not "
+                       f"finish, their files are not tagged yet (first: {unfinished[0]}); run the same command "
+                       f"again to tag them (after `snakemake --unlock` if Snakemake asks for it){earlier}")

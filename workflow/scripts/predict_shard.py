@@ -1,12 +1,15 @@
-"""Tag the track files of one shard with one model load (maggotflow.prediction.predict_files).
+"""Tag the track files of one shard (maggotflow.shards.tag_shard: one model load, only the
+files whose label is not current).
 
-Each file's .label goes to `<run>/labels/<relative path with .label>` (atomic); the shard's
-output `<run>/shards/<shard>.tsv` lists every file with its status and the label's sha1,
-size and time (maggotflow.records: a label deleted or edited later is re-made). A file that
-cannot be read does not stop the others; the job then fails naming it (or, with
-predict.skip_bad_files, records it as failed in the table and succeeds). The device and the
-batch size are read from the config, not params: they do not change the labels, so changing
-them re-tags nothing.
+Each file's .label goes to `<run>/labels/<relative path with .label>` (atomic; side products
+that only this rule's jobs write); the shard's declared output `<run>/shards/<shard>.tsv`
+lists every file with its status, the label's sha1, size and time and the track's sha1, size,
+mtime and ctime (maggotflow.records). The output is flagged update(): the previous table is
+there while the job runs (so only changed files are hashed and re-tagged) and Snakemake puts
+it back if the job fails. A file that cannot be read does not stop the others; the job then
+fails naming it (or, with predict.skip_bad_files, records it as failed and succeeds). No
+file is ever deleted here. The device and the batch size are read from the config, not
+params: they do not change the labels, so changing them re-tags nothing.
 """
 
 import sys
@@ -20,42 +23,29 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.atomic import remove_stale_temporaries
     from maggotflow.formats import ReadOptions
     from maggotflow.manifest import mirrored_label_path
-    from maggotflow.prediction import predict_files
-    from maggotflow.records import shard_row, unfinished_table, write_failures, write_shard_table
+    from maggotflow.records import write_failures, write_shard_table
+    from maggotflow.shards import tag_shard
 
     set_torch_threads(snakemake.threads)  # and never more than SLURM allocated
     rows = snakemake.params.files
     shard_table = Path(snakemake.output[0])
     labels_root = shard_table.parent.parent / "labels"
     outs = [labels_root / mirrored_label_path(r["relpath"]) for r in rows]
-    # The labels are this job's alone to write (side products, not declared outputs): what
-    # a killed attempt left next to them goes, never to be read as a label.
+    # The labels are this job's alone to write: what a killed attempt left next to them
+    # (hidden temporaries, never read as labels) goes.
     remove_stale_temporaries(outs, all_owners=True)
-    failed = {}
 
     def on_error(path, error):
         log.error("%s", error)
-        failed[str(path)] = error.problem
 
-    predict_files(snakemake.params.model["path"], [r["path"] for r in rows], out_paths=outs,
-                  batch_size=snakemake.config["predict"]["batch_size"], device=snakemake.config["device"],
-                  read_options=ReadOptions(**snakemake.params.read), on_error=on_error,
-                  overwrite=True)  # its own outputs; never a foreign file
-    table = []
-    for row, out in zip(rows, outs):
-        if row["path"] in failed:
-            out.unlink(missing_ok=True)  # never leave a stale label from an earlier run
-            table.append(shard_row(row["id"], row["path"], problem=failed[row["path"]]))
-        else:
-            table.append(shard_row(row["id"], row["path"], out))
-    log.info("%d file(s) tagged, %d failed", len(rows) - len(failed), len(failed))
-    # A job that fails has no output (Snakemake removes it), so what it did write goes next to
-    # its log: the end of a failed run lists those files as they are (records.unfinished_run_rows).
-    unfinished = unfinished_table(snakemake.log[0])
+    table = tag_shard(snakemake.params.model["path"], rows, outs, previous_table=shard_table,
+                      read_options=ReadOptions(**snakemake.params.read),
+                      batch_size=snakemake.config["predict"]["batch_size"], device=snakemake.config["device"],
+                      on_error=on_error)
+    failed = [(row["path"], row["problem"]) for row in table if row["status"] != "ok"]
+    log.info("%d file(s) tagged, %d failed", len(table) - len(failed), len(failed))
     if failed:
-        write_failures(snakemake.log[0], sorted(failed.items()))
+        write_failures(snakemake.log[0], failed)
         if not snakemake.params.skip_bad_files:
-            write_shard_table(unfinished, table)
-            sys.exit(1)
-    unfinished.unlink(missing_ok=True)
+            sys.exit(1)  # no table: Snakemake puts the previous one back, or there is none
     write_shard_table(shard_table, table)

@@ -1,0 +1,137 @@
+"""Tagging one shard of a prediction run again: only the files whose label is not current.
+
+A prediction job of the workflow tags a shard (a list of track files) into
+`<run>/labels/<relative path>.label` and records every file in its shard table
+(`maggotflow.records`). When the job runs again (a track file changed, a killed or failed
+attempt, `--forcerun`), its previous table is still there (the workflow flags the table
+`update()`: Snakemake keeps it while the job runs and puts it back if the job fails), and
+each file is decided on its own:
+
+- its label is current, and kept as it is, when it is maggotflow's, carries the mark this
+  job would write (`prediction.prediction_mark`: version, model fingerprint, read options)
+  and was made from the same track bytes (its `dependencies.sha1`);
+- whether the track bytes are the same is decided with one stat when the previous table
+  recorded the file: same size, mtime and ctime as when it was tagged (ctime is set by the
+  kernel on every change and no user tool sets it back) -> the same bytes, nothing is read.
+  Otherwise the track file is hashed once and compared with the label's `dependencies.sha1`;
+- every other file is tagged (`prediction.predict_files`), and a file that cannot be read
+  fails alone (`on_error`); an earlier label of maggotflow's for it is removed (it would
+  describe bytes that are gone), never a file without maggotflow's mark.
+
+So a rerun hashes only the files whose stat changed and re-tags only those whose bytes
+changed, plus the files without a current label (missing, edited, from another model or
+with other read options). A file that is not maggotflow's at the label's place (a hand-made
+`.label`) is never replaced or removed: that file fails, naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from maggotflow.formats import ReadOptions, file_sha1
+from maggotflow.formats.label import header_value, is_maggotflow_label
+from maggotflow.records import TRACK_STAT_COLUMNS, read_shard_table, shard_row, track_stat
+
+log = logging.getLogger(__name__)
+
+
+def previous_rows(table: str | Path) -> dict[str, dict[str, str]]:
+    """{track path: row} of the shard's previous table; {} when absent or unreadable."""
+    try:
+        return {row["path"]: row for row in read_shard_table(table)}
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+
+
+def label_track_sha1(label: str | Path, mark: Mapping[str, Any]) -> str | None:
+    """The track sha1 that the label at `label` was made from, when it is maggotflow's and
+    carries exactly `mark`; None otherwise (absent, a user's file, another model...)."""
+    if not os.path.isfile(label):
+        return None
+    metadata = header_value(label, "metadata")
+    if not isinstance(metadata, dict) or metadata.get("maggotflow") != dict(mark):
+        return None
+    dependencies = header_value(label, "dependencies")
+    if isinstance(dependencies, list) and len(dependencies) == 1:
+        dependencies = dependencies[0]
+    sha1 = dependencies.get("sha1") if isinstance(dependencies, dict) else None
+    return sha1 if isinstance(sha1, str) else None
+
+
+def current_row(ident: str, track: str, label: Path, mark: Mapping[str, Any],
+                previous: Mapping[str, str] | None, stat: Mapping[str, str]) -> dict[str, str] | None:
+    """The table row of a file whose label is current (see the module), else None."""
+    made_from = label_track_sha1(label, mark)
+    if made_from is None:
+        return None
+    same_stat = (previous is not None and previous.get("status") == "ok" and previous.get("label") == str(label)
+                 and previous.get("track_sha1") == made_from and all(stat[k] for k in TRACK_STAT_COLUMNS)
+                 and all(previous.get(k) == stat[k] for k in TRACK_STAT_COLUMNS))
+    if not same_stat:
+        try:
+            if file_sha1(track) != made_from:
+                return None
+        except OSError:
+            return None
+    return shard_row(ident, track, label, track_sha1=made_from, stat=stat)
+
+
+def remove_own_label(label: Path) -> None:
+    """Remove an earlier label of maggotflow's for a file that now fails (it would describe
+    bytes that are gone); a file without maggotflow's mark is the user's and stays."""
+    if os.path.isfile(label) and not os.path.islink(label) and is_maggotflow_label(label):
+        label.unlink(missing_ok=True)
+
+
+def tag_shard(
+    model: str | Path,
+    files: Sequence[Mapping[str, str]],
+    outs: Sequence[Path],
+    previous_table: str | Path | None,
+    read_options: ReadOptions,
+    batch_size: int | None = None,
+    device: str = "auto",
+    on_error: Callable[[Path, Exception], None] | None = None,
+) -> list[dict[str, str]]:
+    """Tag the shard's `files` (dicts with id and path) into `outs` (one label path each),
+    keeping current labels; returns the shard table's rows, in the order of `files`.
+
+    A file that cannot be read or whose label place holds a file that is not maggotflow's is
+    reported to `on_error(path, error)` and gets a `failed` row; nothing of it is deleted.
+    """
+    from maggotflow.prediction import predict_files, prediction_mark
+
+    previous = previous_rows(previous_table) if previous_table else {}
+    stats = [track_stat(f["path"]) for f in files]  # before reading: a change meanwhile re-tags next time
+    mark = prediction_mark(model, read_options)
+    rows: list[dict[str, str] | None] = [
+        current_row(f["id"], f["path"], out, mark, previous.get(f["path"]), stat)
+        for f, out, stat in zip(files, outs, stats)
+    ]
+    todo = [i for i, row in enumerate(rows) if row is None]
+    kept = len(files) - len(todo)
+    if kept:
+        log.info("%d of %d file(s) already have a current label (kept); tagging %d", kept, len(files), len(todo))
+    problems: dict[str, str] = {}
+
+    def failed(path: Path, error: Exception) -> None:
+        problems[str(path)] = getattr(error, "problem", None) or str(error)
+        if on_error is not None:
+            on_error(path, error)
+
+    if todo:  # the model is loaded only when there is something to tag
+        predict_files(model, [files[i]["path"] for i in todo], out_paths=[outs[i] for i in todo],
+                      batch_size=batch_size, device=device, read_options=read_options, on_error=failed,
+                      overwrite=True)  # maggotflow's own labels only: a user's file is refused
+    for i in todo:
+        path = files[i]["path"]
+        if path in problems:
+            remove_own_label(outs[i])
+            rows[i] = shard_row(files[i]["id"], path, problem=problems[path], stat=stats[i])
+        else:
+            made_from = label_track_sha1(outs[i], mark) or ""
+            rows[i] = shard_row(files[i]["id"], path, outs[i], track_sha1=made_from, stat=stats[i])
+    return rows
