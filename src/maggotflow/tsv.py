@@ -32,7 +32,6 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-ENCODING = "utf-8"
 # Characters that make a cell need quotes: the delimiter, line breaks, the quote itself.
 # (csv.writer with lineterminator "\n" leaves a lone CR unquoted before Python 3.13, and a
 # reader then splits the row there: hence this small writer instead of csv.writer.)
