@@ -245,6 +245,66 @@ def test_odd_spine_files_leave_the_fast_path_and_read_alike(tmp_path, monkeypatc
         assert isinstance(fast[0], str) and "line" in fast[0]
 
 
+def timed(larva: int, t0: float, n: int, points: str = "1.0 2.0 3.0 4.0 5.0 6.0") -> list[str]:
+    """n lines of one larva from t0 s at 10 Hz."""
+    return [f"{DATE_TIME} {larva} {t0 + i * 0.1:.1f} {points}" for i in range(n)]
+
+
+FLAT = "1.0 2.0 1.0 2.0 1.0 2.0"  # a spine collapsed to one point
+TRAP_SPINES = {
+    # issue 20: an id re-used in a later block (after a time gap), overlapping, continued;
+    # spines collapsed to one point. All in the fast parser's layout.
+    "reused-id": timed(1, 0.0, 20) + timed(2, 0.0, 60) + timed(1, 4.0, 20),
+    "reused-three-blocks": timed(1, 0.0, 20) + timed(2, 0.0, 60) + timed(1, 2.5, 10) + timed(3, 0.0, 5)
+    + timed(1, 4.0, 10),
+    "reused-overlap": timed(1, 0.0, 20) + timed(2, 0.0, 60) + timed(1, 1.0, 20),
+    "reused-duplicate": timed(1, 0.0, 20) + timed(2, 0.0, 60) + timed(1, 1.9, 20),
+    "continued": timed(1, 0.0, 20) + timed(2, 0.0, 60) + timed(1, 2.0, 20),
+    "collapsed": timed(1, 0.0, 10) + timed(1, 1.0, 2, FLAT) + timed(1, 1.2, 28) + timed(2, 0.0, 30),
+    "collapsed-all": timed(1, 0.0, 30, FLAT) + timed(2, 0.0, 30),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAP_SPINES))
+def test_data_trap_spine_files_take_the_fast_path_and_read_alike(tmp_path, monkeypatch, caplog, case):
+    path = tmp_path / "20200101_000000@trap.spine"
+    path.write_text("\n".join(TRAP_SPINES[case]) + "\n")
+    assert sp._parse_table_fast(path, "spine") is not None
+    fast, careful = read_both(monkeypatch, caplog, path, ReadOptions(min_steps=1))
+    assert_identical(fast, careful)
+    if case.startswith("reused-") and case not in ("reused-overlap", "reused-duplicate"):
+        assert any("is re-used" in message for message in fast[1]) and "reused_larva_ids" in fast[0].metadata
+    if case in ("reused-overlap", "reused-duplicate"):
+        assert isinstance(fast[0], str) and "two blocks of lines whose times overlap" in fast[0]
+    if case.startswith("collapsed"):
+        assert any("collapsed to one point" in message for message in fast[1])
+
+
+def fim_reused(second: range) -> str:
+    """larva(3) in columns 2 and 4: frames 0-9 and `second`; larva(5) in column 3."""
+    rows = [",larva(3),larva(5),larva(3)"]
+    for feature, along in (("head", 40.0), ("spinepoint_1", 20.0), ("tail", 0.0)):
+        for axis in ("x", "y"):
+            for f in range(30):
+                values = [along + f if axis == "x" else 10.0 + along / 10, 500 + along + f, 900 + along + f]
+                present = [f < 10, True, f in second]
+                cells = [f"{v:.1f}" if here else "" for v, here in zip(values, present)]
+                rows.append(",".join([f"{feature}_{axis}({f})"] + cells))
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("second", [range(20, 30), range(5, 15)], ids=["reused", "overlap"])
+def test_fimtrack_reused_id_read_alike(tmp_path, monkeypatch, caplog, second):
+    path = tmp_path / "reused.csv"
+    path.write_text(fim_reused(second))
+    fast, careful = read_both(monkeypatch, caplog, path, ReadOptions(framerate=10.0))
+    assert_identical(fast, careful)
+    if second.start >= 10:
+        assert [tr.id for tr in fast[0].tracks] == ["3", "5", "6"]
+    else:
+        assert isinstance(fast[0], str) and "overlapping frames" in fast[0]
+
+
 ODD_OUTLINES = {
     "gap": lambda lines: [lines[0].replace(" ", "  ", 5)] + lines[1:],
     "nan-last": lambda lines: lines[:5] + [lines[5] + " nan nan"] + lines[6:],

@@ -523,11 +523,14 @@ def _group_by_larva(
     dt = np.diff(t_s)
     # Pair j (sorted rows j, j+1 of one larva) starts a new block of lines of that larva
     # where the file's time goes back somewhere between the two lines.
-    new_block = same & (np.diff(order) > 1)
-    if new_block.any():
+    descents = t[1:] < t[:-1]
+    if descents.any():  # else the lines are in time order (frame-major): no block is new
+        new_block = same & (np.diff(order) > 1)
         back = np.zeros(ids.size, dtype=np.int32 if ids.size < 2**31 else np.int64)
-        np.cumsum(t[1:] < t[:-1], out=back[1:])
+        np.cumsum(descents, out=back[1:])
         new_block &= back[order[1:]] > back[order[:-1]]
+    else:
+        new_block = np.zeros_like(same)
     bad = np.flatnonzero(same & (dt <= 0))
     if bad.size:
         # Report the offending line that comes first in the file (line numbers grow with rows).
