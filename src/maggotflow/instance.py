@@ -26,28 +26,41 @@ Weights are plain state dicts written with `torch.save` and read back with
 `torch.load(weights_only=True)`: loading a model never executes code from the folder.
 
 `save` builds the folder under a temporary sibling name and renames it into place, so a
-crashed job never leaves a half-written instance under the final name; an existing instance
-is replaced, anything else at that path is refused.
+crashed job never leaves a half-written instance under the final name. An existing model
+folder is replaced only when it holds nothing but maggotflow's files (`is_model_file`: a
+user's notes or evaluations added to it are never deleted); anything else at that path is
+refused, before training when the command checks early (`check_target`).
+
+config.json is checked before anything is allocated (`check_model_folder`): every size in
+it is a whole number within the bounds of `maggotflow.model` (MAX_WINDOW ...), and the
+networks it describes hold at most MAX_WEIGHTS numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from maggotflow.atomic import OutputError, make_dirs, temporary_name
+from maggotflow.atomic import OutputError, OutputExistsError, first_foreign, make_dirs, refuse_foreign_files, \
+    temporary_name
 from maggotflow.curves import read_curve, save_curve
 from maggotflow.decoding import Decision
 from maggotflow.model import (
+    MAX_CONTEXT,
+    MAX_POINTS,
+    MAX_WEIGHTS,
+    MAX_WINDOW,
     ClassifierConfig,
     Decoder,
     Encoder,
@@ -55,6 +68,8 @@ from maggotflow.model import (
     ForestClassifier,
     Tagger,
     build_classifier,
+    check_size,
+    count_weights,
     select_device,
 )
 from maggotflow.postrule import POST_RULES
@@ -71,6 +86,14 @@ KIND_HINTS = {
 }
 CONFIG_NAME = "config.json"
 PROVENANCE_NAME = "provenance.json"
+# Everything maggotflow writes into a model folder (`write_files`, and `Ensemble.save` for an
+# ensemble): config.json, provenance.json, the weights, curves/<name>.csv and .png, and an
+# ensemble's members/NNN/ tagger folders. Anything else there is the user's (`is_model_file`).
+WEIGHT_FILES = ("encoder.pt", "decoder.pt", "classifier.pt")
+CURVES_FOLDER = "curves"
+MEMBERS_FOLDER = "members"
+# Members of an ensemble (config.json "members"): the 20221228 preset votes with 50.
+MAX_MEMBERS = 1000
 
 # What `maggotflow.segments.build_segments` does to every segment; written into config.json
 # so that the folder says how its inputs must be prepared.
@@ -108,15 +131,57 @@ def is_instance_folder(path: str | Path) -> bool:
     return isinstance(config, dict) and str(config.get("created_by", "")).startswith("maggotflow")
 
 
-def check_target(path: str | Path) -> None:
-    """Raise FileExistsError unless `path` is free or an existing maggotflow instance.
+def is_model_file(relative: PurePosixPath, path: Path) -> bool:
+    """True for an entry of a model folder that maggotflow wrote there (see WEIGHT_FILES).
 
-    Called before long work (pretraining, training) so that a wrong `--out` fails at once
-    instead of after hours; `save` calls it again.
+    relative: the entry's path under the model folder; path: the entry itself. A member
+    folder (members/NNN) is maggotflow's only when it holds a config.json of maggotflow's;
+    a curve's .png only beside its .csv (`save_curve` writes both). The model folder's own
+    config.json is checked by the caller (`check_target`).
+    """
+    parts = relative.parts
+    if parts[0] == MEMBERS_FOLDER:
+        if len(parts) == 1:
+            return path.is_dir()
+        if not re.fullmatch(r"\d{3,}", parts[1]):
+            return False
+        if len(parts) == 2:
+            return path.is_dir() and is_instance_folder(path)
+        parts = parts[2:]
+    if len(parts) == 1:
+        return (path.is_file() and parts[0] in (CONFIG_NAME, PROVENANCE_NAME, *WEIGHT_FILES)
+                or path.is_dir() and parts[0] == CURVES_FOLDER)
+    if len(parts) == 2 and parts[0] == CURVES_FOLDER and path.is_file():
+        return path.suffix == ".csv" or path.suffix == ".png" and path.with_suffix(".csv").is_file()
+    return False
+
+
+KEEP_ADVICE = "save the model into another folder or move the file"
+
+
+def check_target(path: str | Path) -> None:
+    """Raise OutputExistsError (one line) unless a model folder may be written at `path`.
+
+    It may when `path` is free, an empty folder, or a model folder holding nothing but
+    what maggotflow writes there (`is_model_file`): that folder is replaced. A file, a
+    folder that is not a maggotflow model, or a model folder to which the user added a
+    file (notes, an evaluation of theirs) is refused, naming the first such file: it is
+    never deleted. Called before long work (pretraining, training) so that a wrong `--out`
+    fails at once instead of after hours; `save` calls it again.
     """
     path = Path(path)
-    if path.exists() and not (path.is_dir() and is_instance_folder(path)):
-        raise FileExistsError(f"{path}: exists and is not a maggotflow model instance; not overwritten")
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        what = "a link" if path.is_symlink() else "a file"
+        raise OutputExistsError(path, f"is {what}, not a maggotflow model instance; not overwritten: {KEEP_ADVICE}")
+    if not is_instance_folder(path):
+        foreign = first_foreign(path, lambda relative, entry: False)
+        if foreign is not None:
+            raise OutputExistsError(path, f"holds {foreign} and is not a maggotflow model instance; "
+                                          f"not overwritten: {KEEP_ADVICE}")
+        return  # an empty folder
+    refuse_foreign_files(path, is_model_file, f"it is never deleted: {KEEP_ADVICE}")
 
 
 class ModelInstance:
@@ -265,8 +330,9 @@ class ModelInstance:
     def save(self, path: str | Path) -> Path:
         """Write the instance folder at `path` (atomically: temporary sibling, then rename).
 
-        An existing maggotflow instance at `path` is replaced; any other existing file or
-        folder raises FileExistsError. Returns the path; `self.path` is updated.
+        An existing model folder holding only maggotflow's files is replaced; anything else
+        there (a file of the user's in it, a folder or file of theirs) raises
+        OutputExistsError (`check_target`). Returns the path; `self.path` is updated.
         """
         self.path = save_folder(path, lambda tmp: self.write_files(tmp, title_prefix=Path(path).name))
         return self.path
@@ -343,9 +409,10 @@ class ModelInstance:
 def save_folder(path: str | Path, write_into) -> Path:
     """Build a model folder with `write_into(tmp)` in a temporary sibling, then rename it to `path`.
 
-    An existing maggotflow instance at `path` is replaced (put back if the rename fails);
-    anything else there raises FileExistsError. A crash never leaves a half-written folder
-    under the final name.
+    An existing model folder at `path` holding nothing but maggotflow's files is replaced
+    (put back if the rename fails); anything else there raises OutputExistsError naming
+    the first file maggotflow did not write (`check_target`, checked before anything is
+    written). A crash never leaves a half-written folder under the final name.
     """
     path = Path(path)
     check_target(path)
@@ -400,9 +467,12 @@ def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ense
     kinds: the kinds the caller can use ("pretrained", "tagger", "ensemble"); the default
     is what prediction reads. Raises InstanceError('<path>: <problem>', one line) for a
     missing folder or config.json ("no model instance there ..."), a damaged or foreign
-    config.json, an unsupported format_version, or a kind not wanted ("is a pretrained
-    encoder, not a tagger or an ensemble; train a tagger from it first ..."). Only
-    config.json is read: the weights are checked when they are loaded.
+    config.json, an unsupported format_version, a kind not wanted ("is a pretrained
+    encoder, not a tagger or an ensemble; train a tagger from it first ..."), or a size
+    that is not a whole number within bounds ("config.json: segment window 100000000 is
+    out of range (2..1000)"; `_check_sizes`: nothing is allocated before). An ensemble's
+    member folders are checked too. Only config.json files are read: the weights are
+    checked when they are loaded.
     """
     path = Path(path)
     if not path.exists():
@@ -428,7 +498,116 @@ def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ense
                   f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
         )
     check_kind(path, config.get("kind"), kinds)
+    _check_sizes(path, config)
     return config
+
+
+def _check_sizes(path: Path, config: dict) -> int:
+    """Numbers the model folder's networks hold (members' included), after checking its sizes.
+
+    Every size in config.json must be a whole number within the bounds of
+    `maggotflow.model` and the total at most MAX_WEIGHTS; an ensemble's members are
+    checked as folders of their own. InstanceError '<path>: config.json: <problem>'
+    otherwise. Sections that are missing or not objects are left to `ModelInstance.load`
+    (which says the file is incomplete).
+    """
+    if config.get("kind") == "ensemble":
+        return _check_members(path, config.get("members"))
+    try:
+        segment, encoder, classifier, decoder = (
+            config.get(key) if isinstance(config.get(key), dict) else None
+            for key in ("segment_spec", "encoder", "classifier", "decoder"))
+        if segment is not None:
+            _check_json_types("segment", segment, SEGMENT_TYPES)
+            for key, low, high in (("window", 2, MAX_WINDOW), ("n_points", 2, MAX_POINTS)):
+                if key in segment:
+                    check_size(f"segment {key}", segment[key], low, high)
+        if encoder is None:
+            return 0
+        _check_json_types("encoder", encoder, ENCODER_TYPES)
+        encoder_config = EncoderConfig.from_dict(encoder)  # checks the bounds
+        classifier_config = None
+        if classifier is not None:
+            _check_json_types("classifier", classifier, CLASSIFIER_TYPES)
+            classifier_config = ClassifierConfig.from_dict(classifier)
+        context = None
+        if decoder is not None:
+            _check_json_types("decoder", decoder, {"context": "whole"})
+            context = decoder.get("context", 1)
+            check_size("decoder context", context, 0, MAX_CONTEXT)
+    except ValueError as err:
+        raise InstanceError(path, f"{CONFIG_NAME}: {_one_line(err)}") from None
+    weights = count_weights(encoder_config, classifier_config, context)
+    if weights > MAX_WEIGHTS:
+        raise InstanceError(path, f"{CONFIG_NAME}: the model it describes has {weights:,} weights, "
+                                  f"more than maggotflow loads ({MAX_WEIGHTS:,})")
+    return weights
+
+
+def _check_members(path: Path, members: Any) -> int:
+    """Check an ensemble's member list and each member folder; their numbers, summed."""
+    if not isinstance(members, list):
+        return 0  # Ensemble.load says the file is incomplete
+    try:
+        check_size("ensemble members", len(members), 1, MAX_MEMBERS)
+    except ValueError as err:
+        raise InstanceError(path, f"{CONFIG_NAME}: {err}") from None
+    weights = 0
+    for name in members:
+        relative = PurePosixPath(name) if isinstance(name, str) else None
+        if relative is None or relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise InstanceError(path, f"{CONFIG_NAME}: ensemble member {name!r} is not a folder inside the ensemble")
+        weights += _check_sizes(path / relative, check_model_folder(path / relative, kinds=("tagger",)))
+    if weights > MAX_WEIGHTS:
+        raise InstanceError(path, f"{CONFIG_NAME}: its members have {weights:,} weights together, "
+                                  f"more than maggotflow loads ({MAX_WEIGHTS:,})")
+    return weights
+
+
+# The JSON type of every config.json value that decides a size (checked before the config
+# dataclasses see them: a string, a float or a boolean where a size goes fails in one line).
+SEGMENT_TYPES = {"window": "whole", "n_points": "whole", "frame_interval": "positive", "interpolate": "bool"}
+ENCODER_TYPES = {"window": "whole", "n_points": "whole", "latent_dim": "whole", "body_kernel": "whole",
+                 "time_kernel": "whole or null", "filters": "wholes"}
+CLASSIFIER_TYPES = {"latent_dim": "whole", "n_classes": "whole", "layers": "wholes", "hidden": "wholes",
+                    "dropout": "number", "kind": "text", "n_trees": "whole", "n_nodes": "whole",
+                    "depth": "whole", "features": "whole", "frame_interval": "positive"}
+
+
+def _check_json_types(section: str, values: dict, types: dict[str, str]) -> None:
+    """ValueError ('<section> <key> <value> is not a whole number', ...) for a value of the wrong type."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for key, kind in types.items():
+        if key not in values:
+            continue
+        value = values[key]
+        what = f"{section} {key}"
+        if kind == "whole or null" and value is None:
+            continue
+        if kind in ("whole", "whole or null"):
+            _check_whole(what, value)
+        elif kind == "wholes":
+            if not isinstance(value, list):
+                raise ValueError(f"{what} {value!r} is not a list of whole numbers")
+            for v in value:
+                _check_whole(what, v)
+        elif kind == "number" and not (number(value) and math.isfinite(value)):
+            raise ValueError(f"{what} {value!r} is not a number")
+        elif kind == "positive" and not (number(value) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{what} {value!r} is not a number > 0")
+        elif kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{what} {value!r} is not true or false")
+        elif kind == "text" and not isinstance(value, str):
+            raise ValueError(f"{what} {value!r} is not a name")
+
+
+def _check_whole(what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} {value!r} is not a whole number")
+    if isinstance(value, float):  # also 20.0: torch takes no float sizes
+        raise ValueError(f"{what} {value!r} is not a whole number")
 
 
 def check_kind(path: str | Path | None, kind: Any, kinds: Sequence[str] = ("tagger", "ensemble")) -> None:

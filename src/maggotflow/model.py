@@ -17,14 +17,46 @@ steps, L latent dimension, K classes.
 
 All weights of convolutions and dense layers are Kaiming-initialised (normal, fan-in, ReLU
 gain), biases zero.
+
+Every size of a config is bounded (`MAX_WINDOW` ... `MAX_WEIGHTS`, checked by the config
+dataclasses, and by `count_weights` for their product): a model folder's config.json is
+read before anything is allocated (`maggotflow.instance.check_model_folder`), so a crafted
+or mistyped size fails in one line instead of asking torch for hundreds of gigabytes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+
+# Bounds of the sizes a model config may hold. Each is far above any tagger maggotflow
+# trains (presets: windows of 15-30 steps, 5 body points, latent 25-100, 6 blocks of <= 128
+# filters, hidden layers of 100-128, 6-7 behaviours, forests of 100 trees) and low enough
+# that a crafted or mistyped config.json fails in one line, before allocating anything.
+MAX_WINDOW = 1000  # time steps W of a segment: 100 s at 10 Hz (behaviours last seconds; a (1, W) kernel costs W^2)
+MAX_POINTS = 100  # body points P (spines have 5 to 11)
+MAX_LATENT = 1024  # latent dimension L (10 in the paper, 25 or 100 in the published taggers)
+MAX_CHANNELS = 1024  # filters of one conv block, width of one dense layer (MaggotUBA: 128 at most)
+MAX_LAYERS = 32  # conv blocks of the encoder (MaggotUBA: 6), hidden dense layers of a classifier
+MAX_CONTEXT = 10  # windows the decoder predicts on each side of the present one (pretraining uses 1)
+MAX_CLASSES = 256  # behaviours K (LarvaTagger's taggers have 6 or 7)
+MAX_FEATURES = 1024  # kinematic features beside the latent (`maggotflow.kinematics` gives 36)
+MAX_TREES = 10_000  # trees of a random forest (the 20220418 prototype: 100)
+MAX_NODES = 10_000_000  # nodes per tree (a tree fitted on 200,000 segments has < 200,000)
+# Numbers stored in all networks of a model together (weights, biases, BatchNorm statistics,
+# forest arrays), `count_weights`: sizes legal one by one can still multiply into terabytes.
+# 400 million is 1.6 GB as float32, ~1000x the default tagger (0.3 million) and room for a
+# 100-tree forest grown without depth limit on maggotflow's 200,000-segment cap.
+MAX_WEIGHTS = 400_000_000
+
+
+def check_size(what: str, value: int, low: int, high: int) -> None:
+    """ValueError '<what> <value> is out of range (<low>..<high>)' unless low <= value <= high."""
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range ({low}..{high})")
 
 
 @dataclass(frozen=True)
@@ -40,13 +72,15 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
-        for name in ("window", "n_points", "latent_dim", "body_kernel"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"encoder {name} must be >= 1, got {getattr(self, name)}")
-        if self.time_kernel is not None and self.time_kernel < 1:
-            raise ValueError(f"encoder time_kernel must be >= 1 or None, got {self.time_kernel}")
-        if not self.filters or min(self.filters) < 1:
-            raise ValueError(f"encoder filters must be positive channel counts, got {self.filters}")
+        check_size("encoder window", self.window, 1, MAX_WINDOW)
+        check_size("encoder n_points", self.n_points, 1, MAX_POINTS)
+        check_size("encoder latent_dim", self.latent_dim, 1, MAX_LATENT)
+        check_size("encoder body_kernel", self.body_kernel, 1, MAX_POINTS)
+        if self.time_kernel is not None:
+            check_size("encoder time_kernel", self.time_kernel, 1, MAX_WINDOW)
+        check_size("encoder blocks", len(self.filters), 1, MAX_LAYERS)
+        for f in self.filters:
+            check_size("encoder filters", f, 1, MAX_CHANNELS)
 
     @property
     def kernels(self) -> list[tuple[int, int]]:
@@ -85,16 +119,24 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
-        if self.features < 0 or (self.features and self.kind != "dense"):
-            raise ValueError(f"kinematic features need a dense classifier and a count >= 0, got {self}")
-        if self.latent_dim < 1 or self.n_classes < 1 or (self.layers and min(self.layers) < 1):
-            raise ValueError(f"classifier sizes must be >= 1, got {self}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"classifier dropout must be in [0, 1), got {self.dropout}")
         if self.kind not in CLASSIFIER_KINDS:
             raise ValueError(f"classifier kind must be one of {CLASSIFIER_KINDS}, got {self.kind!r}")
-        if self.kind == "random_forest" and (self.n_trees < 1 or self.n_nodes < 1 or self.depth < 0):
-            raise ValueError(f"a random forest needs n_trees >= 1, n_nodes >= 1 and depth >= 0, got {self}")
+        check_size("classifier latent_dim", self.latent_dim, 1, MAX_LATENT)
+        check_size("classifier n_classes", self.n_classes, 1, MAX_CLASSES)
+        check_size("classifier hidden layers", len(self.layers), 0, MAX_LAYERS)
+        for width in self.layers:
+            check_size("classifier layers", width, 1, MAX_CHANNELS)
+        check_size("classifier features", self.features, 0, MAX_FEATURES)
+        if self.features and self.kind != "dense":
+            raise ValueError(f"kinematic features need a dense classifier, got kind {self.kind!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"classifier dropout must be in [0, 1), got {self.dropout}")
+        if not (math.isfinite(self.frame_interval) and self.frame_interval > 0):
+            raise ValueError(f"classifier frame_interval must be > 0 s, got {self.frame_interval}")
+        if self.kind == "random_forest":
+            check_size("classifier n_trees", self.n_trees, 1, MAX_TREES)
+            check_size("classifier n_nodes", self.n_nodes, 1, MAX_NODES)
+            check_size("classifier depth", self.depth, 0, self.n_nodes - 1)  # a tree of m nodes: < m levels
 
     def to_dict(self) -> dict:
         return _plain(self)
@@ -187,8 +229,7 @@ class Decoder(nn.Module):
 
     def __init__(self, config: EncoderConfig, context: int = 1):
         super().__init__()
-        if context < 0:
-            raise ValueError(f"decoder context must be >= 0 windows, got {context}")
+        check_size("decoder context", context, 0, MAX_CONTEXT)
         self.config = config
         self.context = context
         self.span = (2 * context + 1) * config.window  # T, time steps reconstructed
@@ -331,6 +372,40 @@ def count_macs(config: EncoderConfig) -> int:
     )
     dense = config.filters[-1] * positions * config.latent_dim
     return int(conv + dense)
+
+
+def count_weights(encoder: EncoderConfig, classifier: ClassifierConfig | None = None,
+                  decoder_context: int | None = None) -> int:
+    """Numbers in the state dicts of the networks these configs describe, without building them.
+
+    Weights, biases, BatchNorm statistics (and step counters) and forest arrays, for the
+    encoder, plus the classifier and/or the decoder (of `decoder_context` windows) when
+    given. Compared with MAX_WEIGHTS before a model folder is loaded.
+    """
+    def batch_norm(c: int) -> int:
+        return 4 * c + 1  # weight, bias, running mean and variance; num_batches_tracked
+
+    channels = (2,) + encoder.filters
+    positions = encoder.n_points * encoder.window
+    total = sum(channels[i] * channels[i + 1] * kh * kw + batch_norm(channels[i + 1])
+                for i, (kh, kw) in enumerate(encoder.kernels))
+    total += (encoder.filters[-1] * positions + 1) * encoder.latent_dim + batch_norm(encoder.latent_dim)
+    if decoder_context is not None:
+        rev = tuple(reversed(encoder.filters))
+        kernels = list(reversed(encoder.kernels))
+        span = encoder.n_points * (2 * decoder_context + 1) * encoder.window
+        total += (encoder.latent_dim + 1) * rev[0] * span + batch_norm(rev[0])
+        total += sum(rev[i] * rev[i + 1] * kh * kw + batch_norm(rev[i + 1])
+                     for i, (kh, kw) in enumerate(kernels[:-1]))
+        kh, kw = kernels[-1]
+        total += rev[-1] * 2 * kh * kw + 2
+    if classifier is not None and classifier.kind == "random_forest":
+        # feature, threshold, left, right: (T, M); value: (T, M, K)
+        total += classifier.n_trees * classifier.n_nodes * (4 + classifier.n_classes)
+    elif classifier is not None:
+        widths = (classifier.latent_dim + classifier.features,) + classifier.layers + (classifier.n_classes,)
+        total += sum((a + 1) * b for a, b in zip(widths, widths[1:])) + 2 * classifier.features
+    return int(total)
 
 
 def select_device(name: str | torch.device = "auto") -> torch.device:
