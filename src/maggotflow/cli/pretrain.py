@@ -15,7 +15,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="training intermediates (from `maggotflow isolate`); labels are ignored")
     parser.add_argument("--val", nargs="*", default=[], type=Path, metavar="H5",
                         help="validation intermediates (default: hold out files, or larvae of a single file)")
-    parser.add_argument("--out", required=True, type=Path, help="model instance folder to write")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="model instance folder to write: new, empty, or an earlier model folder holding only "
+                             "maggotflow's files (replaced); a folder with any file of yours is refused before "
+                             "training")
     add_settings_options(parser, PretrainConfig)
 
 

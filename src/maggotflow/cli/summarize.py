@@ -20,7 +20,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=".label files, or folders searched recursively for *.label")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder for per_larva.tsv, per_file.tsv, groups.tsv, transitions.tsv, failed.tsv "
-                             "and the plots")
+                             "and the plots: a new or empty folder, or an earlier summary's (replaced); a folder "
+                             "holding any other file is refused")
     parser.add_argument("--group-by", default=",".join(DEFAULT_GROUP_BY), metavar="KEYS",
                         help=f"comma-separated metadata keys that form a group (default {','.join(DEFAULT_GROUP_BY)})")
     parser.add_argument("--metadata", metavar="TSV",

@@ -12,7 +12,10 @@ from maggotflow.training import TrainConfig, train_tagger
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", type=Path, help="labelled segment dataset (from `maggotflow dataset`)")
-    parser.add_argument("--out", required=True, type=Path, help="model instance folder to write")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="model instance folder to write: new, empty, or an earlier model folder holding only "
+                             "maggotflow's files (replaced); a folder with any file of yours is refused before "
+                             "training")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="pretrained model instance (from `maggotflow pretrain`, or a tagger whose encoder is "
                              "reused); without it the encoder starts from random weights")
