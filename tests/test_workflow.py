@@ -412,46 +412,48 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
                                                 configfiles=("export.yaml",)))
     assert not any(r["label"] for r in mf.read_manifest(run / "manifest.tsv"))
 
-    # A label deleted, one damaged, and the temporary of a killed writer: the next run re-tags
-    # those shards only (restoring the same bytes) and the temporary is gone, listed nowhere.
-    manifest = mf.read_manifest(run / "manifest.tsv")
-    shards = mf.assign_shards(manifest.ids, 2, sizes={r["id"]: int(r["size"]) for r in manifest},
-                              max_bytes=1000 * 10**6)
-    assert len(shards) >= 2, "need an untouched shard"
-    shard_of = {i: s for s, ids in shards.items() for i in ids}
-    by_relpath = {r["relpath"]: r for r in manifest}
+    # A label deleted, one damaged, and the temporary of a killed writer: the next run says so
+    # (Snakemake alone decides what runs: labels are side products of their shard's job), and
+    # with --forcerun predict_shard every job re-tags only those files, restoring the same bytes.
     deleted, damaged = (mf.mirrored_label_path(str(t.relative_to(folder))) for t in tracks[1:3])
-    touched = {shard_of[by_relpath[str(t.relative_to(folder))]["id"]] for t in tracks[1:3]}
     (run / "labels" / deleted).unlink()
     with open(run / "labels" / damaged, "r+b") as f:
         f.write(b"#")  # same size, other bytes
     leftover = (run / "labels" / deleted).with_name(f".{Path(deleted).name}.host-1.x.part")
     leftover.write_text("half a label")
-    tables = {p.name: p.stat().st_mtime_ns for p in (run / "shards").iterdir()}
+    output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}"))
+    assert "Nothing to be done" in output
+    assert re.search(rf"results/predict/{run.name}: 2 label file\(s\) missing or changed since their job wrote "
+                     r"them .*add `--forcerun predict_shard`", output)
+    untouched = {p: p.stat().st_mtime_ns for p in (run / "labels").rglob("*.label")}
     # With overwrite_existing: maggotflow's own earlier export is replaced; the user's never.
     edited = mf.exported_label_path(tracks[1])
     data = json.loads(edited.read_text())
     data["metadata"]["note"] = "edited by hand"
     edited.write_text(json.dumps(data))
     (project / "overwrite.yaml").write_text(EXPORT_CONFIG + "  overwrite_existing: true\n")
-    output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("overwrite.yaml",)))
-    assert job_counts(output)["predict_shard"] == len(touched)
-    assert "label file(s) missing or changed since it was written" in output
+    output = ok(snakemake(project, "predict", "--forcerun", "predict_shard", "--config", f"predict_dir={folder}",
+                          configfiles=("overwrite.yaml",)))
     assert label_bytes(run / "labels") == produced
+    assert all(p.stat().st_mtime_ns == t for p, t in untouched.items()
+               if p != run / "labels" / damaged)  # current labels kept as they are, not re-tagged
+    logs = "".join(p.read_text() for p in (project / "logs/predict" / run.name).glob("s*.log"))
+    assert logs.count("already have a current label (kept)") >= 1
     assert not leftover.exists()
-    assert {n for n, t in tables.items() if (run / "shards" / n).stat().st_mtime_ns != t} == \
-        {f"{s}.tsv" for s in touched}
     exported = {line.split("\t")[0]: line.split("\t")[2] for line in (run / "exported.tsv").read_text().splitlines()[1:]}
     assert exported[str(tracks[0])] == "kept (not written by maggotflow)" and exported[str(tracks[1])] == "written"
     assert occupied.read_bytes() == b"my own notes\n" and edited.read_bytes() == produced[deleted]
     assert ".part" not in (run / "summary.tsv").read_text()
+    assert "missing or changed" not in ok(snakemake(project, "predict", "--config", f"predict_dir={folder}"))
 
-    # A file that became unreadable: the summary says so (no stale `ok`), its label is gone,
-    # and every sha1 listed is that of the label on disk.
+    # A file that became unreadable, with predict.skip_bad_files: the summary says so (no
+    # stale `ok`), its earlier label of maggotflow's is gone, and every sha1 listed is that
+    # of the label on disk.
     broken = next(t for t in tracks[1:] if "{" not in str(t))
     broken.write_text("not a spine file\n")
-    result = snakemake(project, "predict", "--keep-going", "--config", f"predict_dir={folder}")
-    assert result.returncode != 0 and "1 input(s) failed" in result.stdout
+    (project / "skip.yaml").write_text("predict:\n  skip_bad_files: true\n")
+    result = snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("skip.yaml",))
+    assert result.returncode == 0 and "1 input(s) failed" in result.stdout, result.stdout[-3000:]
     rows = {r["path"]: r for r in records.read_shard_table(run / "summary.tsv")}
     assert len(rows) == len(tracks)
     assert rows[str(broken)]["status"] == "failed" and rows[str(broken)]["problem"]
@@ -530,10 +532,9 @@ def test_concurrent_predicts_on_two_folders_do_not_clash(trained, tmp_path):
     # Each run's end-of-run summary names its own failures only.
     assert "1 input(s) failed" in text_two and str(broken) in text_two
     assert "input(s) failed" not in text_one and str(broken) not in text_one
-    # The failed run's summary.tsv says what is on disk: the broken file failed, with its problem.
-    status = {r["path"]: (r["status"], r["problem"]) for r in records.read_shard_table(run_two / "summary.tsv")}
-    assert status.pop(str(broken))[0] == "failed"
-    assert status == {str(t): ("ok", "") for t in good}
+    # A failed run leaves no summary a later run would trust (only its rule writes one).
+    assert not (run_two / "summary.tsv").exists()
+    assert f"results/predict/{run_two.name}: 1 of " in text_two and "prediction job(s) did not finish" in text_two
 
 
 def test_predict_from_a_bare_folder_uses_the_config_next_to_the_snakefile(trained, tmp_path):
@@ -639,6 +640,140 @@ def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, t
     clean = label_bytes(trained.dir / "results/predict/heldout/labels")
     assert recovered and recovered == clean
     assert "Nothing to be done" in ok(snakemake(project, "-n"))
+
+
+# ---------------------------------------------------------------------------- fault injection
+# Each fault is made on a copy of one folder of 4 files (2 per job), tagged as a user would,
+# then recovered with the same command; the labels must be byte-identical to the clean run's.
+
+FAULT_SIM = SimulationConfig(duration_s=30, larvae=(3, 4))  # long enough to stop a job mid-shard
+
+
+@pytest.fixture(scope="module")
+def screen(trained, tmp_path_factory):
+    """A folder of 4 unlabelled files and the labels of its clean `snakemake predict`."""
+    folder = tmp_path_factory.mktemp("screen") / "screen"
+    simulate(folder, 4, seed=21, config=FAULT_SIM)
+    for label in folder.rglob("*.label"):
+        label.unlink()
+    ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    clean = label_bytes(run_folder(trained.dir, folder) / "labels")
+    assert len(clean) == 4
+    return SimpleNamespace(folder=folder, clean=clean)
+
+
+def copy_of(screen, tmp_path: Path) -> Path:
+    folder = tmp_path / "screen"
+    shutil.copytree(screen.folder, folder)
+    return folder
+
+
+def job_processes(session: int, rule: str) -> list[int]:
+    """The pids of the running jobs of `rule` started by the snakemake in `session`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if rule in cmdline and os.getsid(int(entry.name)) == session and int(entry.name) != session:
+                pids.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return pids
+
+
+def start_and_stop_mid_shard(project: Path, folder: Path, out: str, stop) -> tuple[str, Path]:
+    """Start `snakemake predict` on `folder`, and once a job has written its first label (and
+    not its table), call `stop(main, job pids)`; returns the run's output and run folder."""
+    run = run_folder(project, folder)
+    main = snakemake(project, "predict", "--config", f"predict_dir={folder}", background=out)
+    deadline = time.monotonic() + 180
+    while main.poll() is None and time.monotonic() < deadline:
+        if (run / "labels").is_dir() and any((run / "labels").rglob("*.label")):
+            break
+        time.sleep(0.005)
+    tables = list((run / "shards").glob("*.tsv")) if (run / "shards").is_dir() else []
+    assert main.poll() is None and not tables, "the run went past its first label before it could be stopped"
+    stop(main, job_processes(main.pid, "predict_shard"))
+    main.wait(timeout=120)
+    while time.monotonic() < deadline:  # the session's processes (orphaned jobs) are gone
+        try:
+            os.killpg(main.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    return (project / out).read_text(), run
+
+
+def test_a_killed_job_is_tagged_again_by_the_same_command(trained, screen, tmp_path):
+    folder = copy_of(screen, tmp_path)
+
+    def kill_job(main, jobs):
+        assert jobs, "no prediction job running"
+        for pid in jobs:
+            os.kill(pid, signal.SIGKILL)  # the OOM killer, a lost node: the job alone dies
+
+    output, run = start_and_stop_mid_shard(trained.dir, folder, "killed-job.out", kill_job)
+    assert "Error in rule predict_shard" in output or "predict_shard" in output
+    assert not (run / "summary.tsv").exists()  # nothing a later run would trust
+    assert "prediction job(s) did not finish" in output
+    again = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    assert label_bytes(run / "labels") == screen.clean
+    assert "4 file(s) tagged, 0 failed" in again
+    assert "Nothing to be done" in ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+
+
+def test_ctrl_c_then_the_same_command_finishes_the_run(trained, screen, tmp_path):
+    folder = copy_of(screen, tmp_path)
+    output, run = start_and_stop_mid_shard(trained.dir, folder, "sigint.out",
+                                           lambda main, jobs: os.killpg(main.pid, signal.SIGINT))  # Ctrl-C
+    assert not (run / "summary.tsv").exists()
+    again = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    assert label_bytes(run / "labels") == screen.clean
+    assert "4 file(s) tagged, 0 failed" in again
+
+
+def test_sigkill_of_everything_then_unlock_and_the_same_command(trained, screen, tmp_path):
+    folder = copy_of(screen, tmp_path)
+    _, run = start_and_stop_mid_shard(trained.dir, folder, "sigkill.out",
+                                      lambda main, jobs: os.killpg(main.pid, signal.SIGKILL))  # node gone
+    locked = snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}")
+    assert locked.returncode != 0 and "--unlock" in locked.stdout
+    ok(snakemake(trained.dir, "predict", "--unlock", "--config", f"predict_dir={folder}"))
+    again = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    assert label_bytes(run / "labels") == screen.clean
+    assert "4 file(s) tagged, 0 failed" in again
+
+
+def test_a_broken_file_and_a_hand_made_label_fail_alone_in_their_shard(trained, screen, tmp_path):
+    folder = copy_of(screen, tmp_path)
+    run = run_folder(trained.dir, folder)
+    tracks = track_files(folder)
+    broken, foreign = tracks[0], tracks[-1]
+    good_bytes = broken.read_bytes()
+    broken.write_bytes(good_bytes[: len(good_bytes) // 3] + b"\x00garbage")
+    hand_made = run / "labels" / mf.mirrored_label_path(str(foreign.relative_to(folder)))
+    hand_made.parent.mkdir(parents=True)
+    hand_made.write_text('{"metadata": {"id": "mine"}, "labels": ["run"], "data": []}\n')
+    result = snakemake(trained.dir, "predict", "--keep-going", "--config", f"predict_dir={folder}")
+    assert result.returncode != 0
+    assert "2 input(s) failed" in result.stdout and str(broken) in result.stdout and str(foreign) in result.stdout
+    assert "exists and was not written by maggotflow" in result.stdout
+    # Every other file is tagged, as in a clean run; the user's file is untouched.
+    produced = label_bytes(run / "labels")
+    hand_rel = str(hand_made.relative_to(run / "labels"))
+    broken_rel = mf.mirrored_label_path(str(broken.relative_to(folder)))
+    assert hand_made.read_text().startswith('{"metadata": {"id": "mine"}')
+    assert {k: v for k, v in produced.items() if k != hand_rel} == \
+        {k: v for k, v in screen.clean.items() if k not in (hand_rel, broken_rel)}
+    # Mended, the same command tags just those two files and ends with every file tagged.
+    broken.write_bytes(good_bytes)
+    hand_made.rename(tmp_path / "mine.label")
+    again = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    assert label_bytes(run / "labels") == screen.clean and "4 file(s) tagged, 0 failed" in again
+    logs = "".join(p.read_text() for p in (trained.dir / "logs/predict" / run.name).glob("s*.log"))
+    assert "tagged" in logs
 
 
 # ---------------------------------------------------------------------------- front door

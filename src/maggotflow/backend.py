@@ -128,7 +128,9 @@ class Project:
         if not self.raw.is_dir():
             raise BackendError(f"{self.raw}: folder not found; put the track files there "
                                f"(data/raw/{self.data_name}/ under {self.root})")
-        manifest = build_manifest(self.raw)
+        # The GUI may stage data/raw/NAME as links to track files kept elsewhere: followed
+        # (links to folders outside it never are).
+        manifest = build_manifest(self.raw, file_links_outside=True)
         if len(manifest) == 0:
             raise BackendError(f"{self.raw}: no track file found (.spine, trx.mat or FIMTrack .csv)")
         return manifest
