@@ -475,6 +475,13 @@ def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ense
     checked when they are loaded.
     """
     path = Path(path)
+    config = _read_config(path, kinds)
+    _check_sizes(path, config)
+    return config
+
+
+def _read_config(path: Path, kinds: Sequence[str]) -> dict:
+    """`check_model_folder` but for the sizes."""
     if not path.exists():
         raise InstanceError(path, "no model instance there (folder not found)")
     if not path.is_dir():
@@ -498,12 +505,11 @@ def check_model_folder(path: str | Path, kinds: Sequence[str] = ("tagger", "ense
                   f"(this maggotflow reads version {FORMAT_VERSION}; written by {config.get('created_by')})"
         )
     check_kind(path, config.get("kind"), kinds)
-    _check_sizes(path, config)
     return config
 
 
 def _check_sizes(path: Path, config: dict) -> int:
-    """Numbers the model folder's networks hold (members' included), after checking its sizes.
+    """Weights of the model folder's networks (members' included), after checking its sizes.
 
     Every size in config.json must be a whole number within the bounds of
     `maggotflow.model` and the total at most MAX_WEIGHTS; an ensemble's members are
@@ -545,7 +551,7 @@ def _check_sizes(path: Path, config: dict) -> int:
 
 
 def _check_members(path: Path, members: Any) -> int:
-    """Check an ensemble's member list and each member folder; their numbers, summed."""
+    """Check an ensemble's member list and each member folder; their weights, summed."""
     if not isinstance(members, list):
         return 0  # Ensemble.load says the file is incomplete
     try:
@@ -557,7 +563,7 @@ def _check_members(path: Path, members: Any) -> int:
         relative = PurePosixPath(name) if isinstance(name, str) else None
         if relative is None or relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise InstanceError(path, f"{CONFIG_NAME}: ensemble member {name!r} is not a folder inside the ensemble")
-        weights += _check_sizes(path / relative, check_model_folder(path / relative, kinds=("tagger",)))
+        weights += _check_sizes(path / relative, _read_config(path / relative, kinds=("tagger",)))
     if weights > MAX_WEIGHTS:
         raise InstanceError(path, f"{CONFIG_NAME}: its members have {weights:,} weights together, "
                                   f"more than maggotflow loads ({MAX_WEIGHTS:,})")
@@ -604,9 +610,7 @@ def _check_json_types(section: str, values: dict, types: dict[str, str]) -> None
 
 
 def _check_whole(what: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} {value!r} is not a whole number")
-    if isinstance(value, float):  # also 20.0: torch takes no float sizes
+    if isinstance(value, bool) or not isinstance(value, int):  # also 20.0: torch takes no float sizes
         raise ValueError(f"{what} {value!r} is not a whole number")
 
 
