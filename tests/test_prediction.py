@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,7 @@ from maggotflow.prediction import (
     OutputExistsError,
     Predictor,
     predict_files,
+    prediction_mark,
 )
 from maggotflow.postrule import apply_post_rule
 from maggotflow.segments import SegmentSpec, build_segments, larva_length
@@ -407,7 +410,9 @@ def test_own_predictions_are_marked_and_replaced_only_on_request(sim, tmp_path, 
     predict_files(sim["tagger"], [track], out_dir=tmp_path, device="cpu")
     doc = json.loads(out.read_text(encoding="utf-8"))
     from maggotflow import __version__
-    assert doc["metadata"]["maggotflow"] == {"version": __version__, "model": sim["tagger"].name}
+    assert doc["metadata"]["maggotflow"] == {
+        "version": __version__, "model": sim["tagger"].name, "model_sha1": fingerprint(sim["tagger"]),
+        "read": {"framerate": 30.0, "pixelsize_um": None, "spine_order": "auto", "min_steps": 2, "outlines": False}}
     assert is_maggotflow_label(out)
     first = out.read_bytes()
     out.write_bytes(first.replace(b'"labels": [', b'"labels":  [', 1))  # mark an edit we can detect
@@ -524,3 +529,80 @@ def test_cli_threads_option_sets_torch_threads(tmp_path):
         assert not (tmp_path / "sim2").exists()
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- shards (workflow jobs)
+def shard_of(sim, tmp_path):
+    """The 3 simulated tracks copied (so they can be edited), and where a shard job puts their labels."""
+    files, outs = [], []
+    for fmt, track in sim["tracks"].items():
+        copy = tmp_path / "tracks" / fmt / track.name
+        copy.parent.mkdir(parents=True)
+        shutil.copy2(track, copy)
+        files.append({"id": fmt, "path": str(copy)})
+        outs.append(tmp_path / "labels" / fmt / (copy.stem + ".label"))
+    return files, outs
+
+
+def test_a_shard_tagged_again_keeps_current_labels_and_hashes_only_changed_files(sim, tmp_path, monkeypatch):
+    from maggotflow import records, shards
+
+    files, outs = shard_of(sim, tmp_path)
+    table = tmp_path / "shard.tsv"
+    rows = shards.tag_shard(sim["tagger"], files, outs, table, FIMTRACK, device="cpu")
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert [r["track_sha1"] for r in rows] == [file_sha1(f["path"]) for f in files]
+    records.write_shard_table(table, rows)
+    first = label_bytes(outs)
+    mtimes = [o.stat().st_mtime_ns for o in outs]
+
+    hashed = []
+    real_sha1 = shards.file_sha1
+    monkeypatch.setattr(shards, "file_sha1", lambda p: hashed.append(str(p)) or real_sha1(p))
+    # Nothing changed: nothing hashed, nothing tagged (the model is not even loaded).
+    monkeypatch.setattr("maggotflow.prediction.predict_files", lambda *a, **k: pytest.fail("tagged again"))
+    assert shards.tag_shard(sim["tagger"], files, outs, table, FIMTRACK, device="cpu") == rows
+    assert hashed == [] and [o.stat().st_mtime_ns for o in outs] == mtimes
+    monkeypatch.undo()
+    monkeypatch.setattr(shards, "file_sha1", lambda p: hashed.append(str(p)) or real_sha1(p))
+
+    # The .spine copied over itself with its mtime kept (cp -p): only it is hashed, its label
+    # is kept (same bytes); the trx.mat edited with its mtime put back: hashed and re-tagged;
+    # the FIMTrack label deleted: re-tagged.
+    spine, trx, fim = (Path(f["path"]) for f in files)
+    shutil.copy2(sim["tracks"]["spine"], spine)
+    stat = trx.stat()
+    with h5py.File(trx, "r+") as f:
+        f.attrs["note"] = "edited"
+    os.utime(trx, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    outs[2].unlink()
+    again = shards.tag_shard(sim["tagger"], files, outs, table, FIMTRACK, device="cpu")
+    assert sorted(hashed) == sorted([str(spine), str(trx)])
+    assert [r["status"] for r in again] == ["ok"] * 3
+    assert outs[0].stat().st_mtime_ns == mtimes[0] and label_bytes(outs)[0] == first[0]  # kept
+    assert again[1]["track_sha1"] == file_sha1(trx) != rows[1]["track_sha1"]  # re-tagged from the new bytes
+    assert label_bytes(outs)[2] == first[2]  # re-made, the same bytes
+
+    # Another model (its fingerprint) or other read options: nothing is current.
+    records.write_shard_table(table, again)
+    other = ReadOptions(framerate=FIMTRACK.framerate, pixelsize_um=FIMTRACK.pixelsize_um, min_steps=3)
+    assert all(shards.current_row(f["id"], f["path"], o, prediction_mark(sim["tagger"], other), r,
+                                  records.track_stat(f["path"])) is None for f, o, r in zip(files, outs, again))
+    assert all(shards.current_row(f["id"], f["path"], o, prediction_mark(sim["tagger_rule"], FIMTRACK), r,
+                                  records.track_stat(f["path"])) is None for f, o, r in zip(files, outs, again))
+
+
+def test_a_shard_never_removes_a_users_label_and_a_bad_file_fails_alone(sim, tmp_path):
+    from maggotflow import shards
+
+    files, outs = shard_of(sim, tmp_path)
+    outs[0].parent.mkdir(parents=True)
+    outs[0].write_text('{"metadata": {"id": "mine"}, "labels": ["run"], "data": []}\n')
+    Path(files[1]["path"]).write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+    errors = []
+    rows = shards.tag_shard(sim["tagger"], files, outs, None, FIMTRACK, device="cpu",
+                            on_error=lambda path, err: errors.append(str(err)))
+    assert [r["status"] for r in rows] == ["failed", "failed", "ok"]
+    assert "exists and was not written by maggotflow" in rows[0]["problem"]
+    assert outs[0].read_text().startswith('{"metadata": {"id": "mine"}')  # never replaced, never removed
+    assert not outs[1].exists() and outs[2].is_file() and len(errors) == 2

@@ -29,6 +29,7 @@ from maggotflow import records
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
+from maggotflow.tracks import printable_path
 
 pytestmark = pytest.mark.slow
 
@@ -656,9 +657,15 @@ def screen(trained, tmp_path_factory):
     simulate(folder, 4, seed=21, config=FAULT_SIM)
     for label in folder.rglob("*.label"):
         label.unlink()
+    # Any legal file name goes through the manifest, the shard tables and the summaries:
+    # a leading dash, a tab, a CR and a newline (each file counted once).
+    spine = next(folder.rglob("*.spine"))
+    spine.rename(spine.with_name("-odd\tname\r\nx.spine"))
     ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
-    clean = label_bytes(run_folder(trained.dir, folder) / "labels")
-    assert len(clean) == 4
+    run = run_folder(trained.dir, folder)
+    clean = label_bytes(run / "labels")
+    assert len(clean) == 4 and any("-odd\tname\r\nx.label" in name for name in clean)
+    assert [r["status"] for r in records.read_shard_table(run / "summary.tsv")] == ["ok"] * 4
     return SimpleNamespace(folder=folder, clean=clean)
 
 
@@ -758,7 +765,8 @@ def test_a_broken_file_and_a_hand_made_label_fail_alone_in_their_shard(trained, 
     hand_made.write_text('{"metadata": {"id": "mine"}, "labels": ["run"], "data": []}\n')
     result = snakemake(trained.dir, "predict", "--keep-going", "--config", f"predict_dir={folder}")
     assert result.returncode != 0
-    assert "2 input(s) failed" in result.stdout and str(broken) in result.stdout and str(foreign) in result.stdout
+    assert "2 input(s) failed" in result.stdout
+    assert printable_path(str(broken)) in result.stdout and printable_path(str(foreign)) in result.stdout
     assert "exists and was not written by maggotflow" in result.stdout
     # Every other file is tagged, as in a clean run; the user's file is untouched.
     produced = label_bytes(run / "labels")

@@ -34,6 +34,7 @@ from maggotflow.instance import (
     InstanceError,
     ModelInstance,
     check_model_folder,
+    check_target,
     created_by,
     read_provenance,
     save_folder,
@@ -160,7 +161,9 @@ def assemble(member_paths: Sequence[str | Path], out: str | Path, post_rule: str
 
     post_rule: as the user wrote it (`maggotflow.postrule.normalise_post_rule`; ValueError
     if unknown). Members that are not taggers or disagree on labels: InstanceError naming `out`.
+    A folder at `out` holding anything maggotflow did not write is refused first (`check_target`).
     """
+    check_target(out)
     members = [ModelInstance.load(p) for p in member_paths]
     provenance = {
         "command": "ensemble",

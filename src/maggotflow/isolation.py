@@ -87,6 +87,7 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
             f.attrs["format"] = run.format or ""
             f.attrs["metadata"] = json.dumps(run.metadata, sort_keys=False, default=str)
             f.attrs["label_source"] = label_source
+            f.attrs["read_options"] = "" if run.read_options is None else json.dumps(run.read_options, sort_keys=True)
             g = f.create_group("tracks")
             _dataset(g, "ids", np.array([tr.id for tr in tracks], dtype=object), dtype=_STR)
             _dataset(g, "offsets", offsets)
@@ -125,8 +126,8 @@ def _outline_block(tracks: list[Track]) -> np.ndarray:
 def read_isolated(path: str | Path, with_outline: bool = False) -> Run:
     """Read an intermediate back into a Run (labels attached when present).
 
-    `run.metadata` is the track file's metadata; `run.source` its original path; `run.sha1`
-    and `run.format` as recorded at isolation.
+    `run.metadata` is the track file's metadata; `run.source` its original path; `run.sha1`,
+    `run.format` and `run.read_options` as recorded at isolation.
     """
     path = Path(path)
     check_regular_file(path)  # before any open: a FIFO would block forever
@@ -153,6 +154,7 @@ def read_isolated(path: str | Path, with_outline: bool = False) -> Run:
         source = str(f.attrs["source_path"])
         sha1 = str(f.attrs["sha1"]) or None
         fmt = str(f.attrs["format"]) or None
+        read_options = json.loads(str(f.attrs.get("read_options", "")) or "null")
     tracks = []
     for i, larva in enumerate(ids):
         a, b = int(offsets[i]), int(offsets[i + 1])
@@ -165,7 +167,8 @@ def read_isolated(path: str | Path, with_outline: bool = False) -> Run:
                 labels=None if matrix is None else labels_from_matrix(matrix[a:b], names),
             )
         )
-    return Run(metadata=metadata, tracks=tracks, source=Path(source) if source else None, format=fmt, sha1=sha1)
+    return Run(metadata=metadata, tracks=tracks, source=Path(source) if source else None, format=fmt, sha1=sha1,
+               read_options=read_options if isinstance(read_options, dict) else None)
 
 
 def isolated_label_names(path: str | Path) -> list[str]:

@@ -44,7 +44,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
-from maggotflow.tracks import TrackDataError, metadata_from_name, metadata_matches
+from maggotflow.tracks import TrackDataError, metadata_from_name, metadata_matches, printable_path
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +185,6 @@ def relpath_problem(relpath: str) -> str | None:
     if normal == ".":
         return f"relpath {printable_path(relpath)} names no file"
     return None
-
-
-def printable_path(text: str) -> str:
-    """`text` on one line for a message: control characters as escapes (tab -> \\t, newline
-    -> \\n), bytes that are not UTF-8 (surrogate escapes of `os` functions) as \\xNN; other
-    characters, spaces included, as they are."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable():
-            out.append(ch)
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, as os.fsdecode gives it
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
 
 
 def exported_label_path(track_path: str | Path) -> Path:

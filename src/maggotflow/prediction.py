@@ -119,17 +119,28 @@ def read_input_alone(path: str | Path, options: ReadOptions | None = None) -> Ru
         raise TrackDataError(path, f"cannot be read ({type(err).__name__}: {text})") from err
 
 
-def prediction_mark(model_path: str | Path | None, read_options: ReadOptions | None) -> dict[str, Any]:
-    """The mark of every label predict_files writes (`metadata.maggotflow`): maggotflow's
-    version, the model folder's name and fingerprint (`instance.fingerprint`: config and
-    weights), and the read options. Everything that decides a label's content other than the
-    track's bytes (its `dependencies.sha1`), so that a rerun can tell a current label from a
-    stale one (`maggotflow.shards`); no time or file-system detail (same inputs, same bytes)."""
+def prediction_mark(model_path: str | Path | None, read_options: ReadOptions | dict | None,
+                    model_sha1: str | None = None) -> dict[str, Any]:
+    """The mark of a label predict_files writes (`metadata.maggotflow`): maggotflow's version,
+    the model folder's name and fingerprint (`instance.fingerprint`: config and weights), and
+    the read options that shaped the tracks (a track file's as given, an intermediate's as
+    recorded at isolation; `outlines` is always false: tagging reads spines only). Everything
+    that decides a label's content besides the track's bytes (its `dependencies.sha1`), so
+    that a rerun tells a current label from a stale one (`maggotflow.shards`); no time or
+    file-system detail (same inputs, same bytes). `model_sha1`: the fingerprint when known.
+    """
     model_path = None if model_path is None else Path(model_path)
-    options = dataclasses.replace(read_options or ReadOptions(), outlines=False)  # as read_input reads
-    return provenance_mark(model=model_path.name if model_path else None,
-                           model_sha1=fingerprint(model_path) if model_path else None,
-                           read=dataclasses.asdict(options))
+    if model_sha1 is None and model_path is not None:
+        model_sha1 = fingerprint(model_path)
+    if isinstance(read_options, ReadOptions):
+        read_options = dataclasses.asdict(read_options)
+    read = None
+    if read_options is not None:  # in ReadOptions' field order (an intermediate stores them sorted)
+        names = [f.name for f in dataclasses.fields(ReadOptions)]
+        read = {k: read_options[k] for k in names if k in read_options}
+        read.update(sorted((k, v) for k, v in read_options.items() if k not in names))
+        read["outlines"] = False
+    return provenance_mark(model=model_path.name if model_path else None, model_sha1=model_sha1, read=read)
 
 
 def source_name(path: str | Path) -> str:
@@ -556,7 +567,8 @@ def predict_files(
             refused.add(index)
     predictor = (model if isinstance(model, Predictor)
                  else Predictor(model, device=device, batch_size=batch_size, segments=segments))
-    mark = prediction_mark(predictor.instance.path, read_options)
+    model_path = predictor.instance.path
+    model_sha1 = fingerprint(model_path) if model_path else None
 
     def loader(path: Path) -> Callable[[], Run]:
         return lambda: read_input_alone(path, read_options)
@@ -583,6 +595,7 @@ def predict_files(
             on_error(path, error)
             continue
         steps = {run.tracks[i].id: predictor.label_steps(cls) for i, cls in classes.items()}
+        mark = prediction_mark(model_path, run.read_options, model_sha1=model_sha1)
         label_file = label_file_for_run(run, names=predictor.labels, colors=predictor.colors, labels=steps,
                                         provenance=mark)
         try:

@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
+from maggotflow.tracks import printable_path
 
 
 SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "sha1", "size", "mtime_ns",
@@ -174,10 +175,11 @@ def end_of_run_warnings(log_folders: Iterable[str | Path], since: float,
     failures = recent_failures(log_folders, since)
     if failures:
         lines = [f"{len(failures)} input(s) failed (file, problem, log):"]
-        warnings.append("\n".join(lines + [f"  {f}\n      {p}\n      log: {log}" for f, p, log in failures]))
+        warnings.append("\n".join(lines + [f"  {printable_path(f)}\n      {p}\n      log: {log}"
+                                            for f, p, log in failures]))
     for folder, listing in scans:
         entries = read_skipped(listing)
         if entries:
             warnings.append(f"{folder}: {len(entries)} entries skipped, not track files "
-                            f"(e.g. {entries[0][0]}: {entries[0][-1]}); listed in {listing}")
+                            f"(e.g. {printable_path(entries[0][0])}: {entries[0][-1]}); listed in {listing}")
     return warnings

@@ -65,7 +65,7 @@ import numpy as np
 
 from maggotflow import progress as progress_records
 from maggotflow import tsv
-from maggotflow.atomic import atomic_path, make_dirs
+from maggotflow.atomic import atomic_path
 from maggotflow.tracks import TrackDataError
 
 log = logging.getLogger(__name__)
@@ -403,6 +403,9 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
     order of appearance). progress(done, total) is called after every file (total 0 when
     `labels` has no length, e.g. a generator). Broken files are skipped and listed in
     failed.tsv; when every file fails, TrackDataError. See the module doc for definitions.
+    `out_dir` must be new, empty, or an earlier summary of maggotflow's (its `.maggotflow`
+    marker, nothing but its own tables and plots): a folder holding anything of the user's
+    is refused naming the file (`atomic.claim_folder`), so no user file is ever replaced.
     """
     from maggotflow.atomic import claim_folder
     from maggotflow.formats.label import read_label_file

@@ -8,8 +8,9 @@ attempt, `--forcerun`), its previous table is still there (the workflow flags th
 each file is decided on its own:
 
 - its label is current, and kept as it is, when it is maggotflow's, carries the mark this
-  job would write (`prediction.prediction_mark`: version, model fingerprint, read options)
-  and was made from the same track bytes (its `dependencies.sha1`);
+  job would write (`prediction.prediction_mark`: version, model fingerprint, read options),
+  was made from the same track bytes (its `dependencies.sha1`) and, when the previous table
+  recorded it, is still the file recorded there (size, mtime, else sha1: not edited since);
 - whether the track bytes are the same is decided with one stat when the previous table
   recorded the file: same size, mtime and ctime as when it was tagged (ctime is set by the
   kernel on every change and no user tool sets it back) -> the same bytes, nothing is read.
@@ -33,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from maggotflow.formats import ReadOptions, file_sha1
 from maggotflow.formats.label import header_value, is_maggotflow_label
-from maggotflow.records import TRACK_STAT_COLUMNS, read_shard_table, shard_row, track_stat
+from maggotflow.records import TRACK_STAT_COLUMNS, label_changed, read_shard_table, shard_row, track_stat
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ def current_row(ident: str, track: str, label: Path, mark: Mapping[str, Any],
     made_from = label_track_sha1(label, mark)
     if made_from is None:
         return None
-    same_stat = (previous is not None and previous.get("status") == "ok" and previous.get("label") == str(label)
-                 and previous.get("track_sha1") == made_from and all(stat[k] for k in TRACK_STAT_COLUMNS)
+    recorded = previous is not None and previous.get("status") == "ok" and previous.get("label") == str(label)
+    if recorded and label_changed(previous):
+        return None  # edited or damaged since its job wrote it (the header alone may still read)
+    same_stat = (recorded and previous.get("track_sha1") == made_from and all(stat[k] for k in TRACK_STAT_COLUMNS)
                  and all(previous.get(k) == stat[k] for k in TRACK_STAT_COLUMNS))
     if not same_stat:
         try:

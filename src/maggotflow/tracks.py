@@ -31,13 +31,31 @@ import numpy as np
 LabelStep = tuple[str, ...]
 
 
+def printable_path(text: str) -> str:
+    """`text` on one line for a message: control characters as escapes (tab -> \\t, newline
+    -> \\n), bytes that are not UTF-8 (surrogate escapes of `os` functions) as \\xNN; other
+    characters, spaces included, as they are."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, as os.fsdecode gives it
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 class TrackDataError(ValueError):
-    """Bad input data. `str(err)` is one line: '<file>: <problem>'."""
+    """Bad input data. `str(err)` is one line: '<file>: <problem>' (the file's name on one
+    line: `printable_path`; `.path` keeps it as it is)."""
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else str(path)
         self.problem = problem
-        super().__init__(problem if path is None else f"{path}: {problem}")
+        super().__init__(problem if path is None else f"{printable_path(str(path))}: {problem}")
 
     def with_path(self, path: str | Path) -> "TrackDataError":
         """The same problem, attributed to `path` (used when a reader learns the file late)."""
@@ -140,6 +158,9 @@ class Run:
     # Larvae of the file that the reader left out (warned): id -> why (too few time steps,
     # mostly impossible frames). Their labels in a .label file are then not an error.
     left_out: dict[str, str] = field(default_factory=dict)
+    # The ReadOptions (as a dict) the file was read with (formats.read_run); kept by
+    # intermediates; None when unknown (an intermediate of an earlier version).
+    read_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

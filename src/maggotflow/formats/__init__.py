@@ -14,6 +14,7 @@ names the track file as given).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -177,9 +178,17 @@ def _has_hdf5_signature_at_512(path: Path) -> bool:
 
 
 def read_run(path: str | Path, options: ReadOptions | None = None) -> Run:
-    """Read any supported track file into a `Run` (spines tail -> head, mm, s)."""
+    """Read any supported track file into a `Run` (spines tail -> head, mm, s); the options
+    it was read with are recorded in `run.read_options` (kept by intermediates, and named in
+    the mark of a prediction: they shape the tracks as much as the file's bytes do)."""
     path = Path(path)
     options = options or ReadOptions()
+    run = _read_format(path, options)
+    run.read_options = dataclasses.asdict(options)
+    return run
+
+
+def _read_format(path: Path, options: ReadOptions) -> Run:
     fmt = detect_format(path)
     if fmt == "spine":
         from maggotflow.formats.spine import read_spine
