@@ -473,6 +473,16 @@ def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
     assert f"{tmp_path / 'nope'}: no model instance there" in result.stdout
     assert not STARTED_JOB.search(result.stdout)  # no job at all
 
+    # A crafted config.json (absurd sizes) is refused by the up-front check, before any job.
+    crafted = tmp_path / "crafted"
+    shutil.copytree(trained.dir / "results/models/tagger", crafted)
+    config = json.loads((crafted / "config.json").read_text())
+    config["encoder"]["filters"] = [60000] * len(config["encoder"]["filters"])
+    (crafted / "config.json").write_text(json.dumps(config))
+    result = snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}", f"model={crafted}")
+    assert result.returncode != 0 and f"{crafted}: config.json: encoder filters 60000 is out of range" in result.stdout
+    assert not STARTED_JOB.search(result.stdout) and "Traceback" not in result.stdout
+
     pretrained = trained.dir / "results/models/pretrained/w20"
     result = snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}", f"model={pretrained}")
     assert result.returncode != 0 and f"{pretrained}: is a pretrained encoder, not a tagger" in result.stdout
@@ -729,6 +739,21 @@ def test_a_killed_job_is_tagged_again_by_the_same_command(trained, screen, tmp_p
     assert label_bytes(run / "labels") == screen.clean
     assert "4 file(s) tagged, 0 failed" in again
     assert "Nothing to be done" in ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+
+    # A track file replaced by other bytes with its mtime kept (`cp -p`): re-tagged, alone.
+    from maggotflow.formats import file_sha1
+
+    tracks = [t for t in track_files(folder) if t.suffix == ".spine"]
+    edited, donor = tracks[0], tracks[-1]
+    label = run / "labels" / mf.mirrored_label_path(str(edited.relative_to(folder)))
+    mtime = edited.stat().st_mtime_ns
+    shutil.copyfile(donor, edited)
+    os.utime(edited, ns=(mtime, mtime))
+    again = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={folder}"))
+    assert job_counts(again)["predict_shard"] == 1 and "Params have changed" in again
+    assert json.loads(label.read_text())["dependencies"]["sha1"] == file_sha1(edited)
+    changed = {k for k, v in label_bytes(run / "labels").items() if screen.clean[k] != v}
+    assert changed == {str(label.relative_to(run / "labels"))}
 
 
 def test_ctrl_c_then_the_same_command_finishes_the_run(trained, screen, tmp_path):
