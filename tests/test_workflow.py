@@ -700,18 +700,22 @@ def job_processes(session: int, rule: str) -> list[int]:
     return pids
 
 
+def labels_in(run: Path) -> set[Path]:
+    return set((run / "labels").rglob("*.label")) if (run / "labels").is_dir() else set()
+
+
 def start_and_stop_mid_shard(project: Path, folder: Path, out: str, stop) -> tuple[str, Path]:
-    """Start `snakemake predict` on `folder`, and once a job has written its first label (and
-    not its table), call `stop(main, job pids)`; returns the run's output and run folder."""
+    """Start `snakemake predict` on `folder` and, as soon as a job has written a new label,
+    call `stop(main, job pids)`; the run must then be unfinished (no summary: a fault was
+    made mid-run, whatever a job running beside it did meanwhile). Returns the run's output
+    and run folder."""
     run = run_folder(project, folder)
+    before = labels_in(run)
     main = snakemake(project, "predict", "--config", f"predict_dir={folder}", background=out)
     deadline = time.monotonic() + 180
-    while main.poll() is None and time.monotonic() < deadline:
-        if (run / "labels").is_dir() and any((run / "labels").rglob("*.label")):
-            break
+    while main.poll() is None and time.monotonic() < deadline and not labels_in(run) - before:
         time.sleep(0.005)
-    tables = list((run / "shards").glob("*.tsv")) if (run / "shards").is_dir() else []
-    assert main.poll() is None and not tables, "the run went past its first label before it could be stopped"
+    assert main.poll() is None, "the run ended before it could be stopped"
     stop(main, job_processes(main.pid, "predict_shard"))
     main.wait(timeout=120)
     while time.monotonic() < deadline:  # the session's processes (orphaned jobs) are gone
@@ -720,6 +724,7 @@ def start_and_stop_mid_shard(project: Path, folder: Path, out: str, stop) -> tup
         except ProcessLookupError:
             break
         time.sleep(0.1)
+    assert not (run / "summary.tsv").exists(), "every job had finished: no fault was made"
     return (project / out).read_text(), run
 
 
