@@ -66,7 +66,7 @@ import numpy as np
 from maggotflow import progress as progress_records
 from maggotflow import tsv
 from maggotflow.atomic import atomic_path
-from maggotflow.tracks import TrackDataError
+from maggotflow.tracks import GAP_FACTOR, TrackDataError  # a step lasts at most GAP_FACTOR median intervals
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ DEFAULT_GROUP_BY = ("genotype", "effector", "protocol", "tracker")
 METADATA_KEYS = ("tracker", "genotype", "effector", "protocol", "date_time")
 ALL_GROUP = "all"
 UNKNOWN = "unknown"
-GAP_FACTOR = 2.0  # a step lasts at most this many median intervals
 FRACTION_BINS = 200
 BOUT_MIN_S, BOUT_MAX_S, BOUT_BINS_PER_DECADE = 0.01, 1000.0, 50
 STRIP_SAMPLE = 300  # larvae per group x behaviour shown as dots

@@ -190,8 +190,8 @@ class Run:
         raise KeyError(larva_id)
 
 
-# A time gap: consecutive steps further apart than this many median intervals (the
-# definition maggotflow.screen's GAP_FACTOR uses for bouts).
+# A time gap: consecutive steps further apart than this many median intervals (also where
+# maggotflow.screen ends a step, and so a bout).
 GAP_FACTOR = 2.0
 
 

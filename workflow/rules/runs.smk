@@ -89,9 +89,8 @@ def shard_tracks(wildcards):
 
 
 def run_shards(wildcards):
-    tables = tuple(f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run))
-    warn_changed_labels(wildcards.run, tables)
-    tables = list(tables)
+    tables = [f"results/predict/{wildcards.run}/shards/{s}.tsv" for s in shards_of(wildcards.run)]
+    warn_changed_labels(wildcards.run, tuple(tables))
     return tables
 
 
