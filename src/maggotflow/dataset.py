@@ -762,6 +762,11 @@ class Dataset:
         """Row indices of the validation samples (ascending)."""
         return np.flatnonzero(self.split == VALIDATION)
 
+    def larva_keys(self) -> np.ndarray:
+        """The larva of every row as one string "file/larva" (rows of one key, in time
+        order, are that larva's label sequence)."""
+        return np.char.add(np.char.add(self.file.astype(str), "/"), np.asarray(self.larva, dtype=str))
+
     def class_counts(self, side: int | None = None) -> np.ndarray:
         """Samples per label (all, or TRAIN=0 / VALIDATION=1 only)."""
         labels = self.label if side is None else self.label[self.split == side]

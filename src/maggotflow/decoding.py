@@ -364,3 +364,48 @@ def fit_decision(
         return decision
     best_decision.fitted = fitted
     return best_decision
+
+
+def kept_score(decision: Decision) -> float | None:
+    """The validation macro-F1 of the rule `decision` keeps (its `fitted` scores): the
+    HMM's if it decodes with one, else the calibrated (or plain) argmax's; None if unfitted."""
+    fitted = decision.fitted
+    key = "val_macro_f1_hmm" if decision.temporal else "val_macro_f1_calibrated"
+    value = fitted.get(key, fitted.get("val_macro_f1_argmax"))
+    return None if value is None else float(value)
+
+
+def fit_split_decision(
+    val_logits: np.ndarray,
+    labels: np.ndarray,
+    t: np.ndarray,
+    groups: np.ndarray,
+    val_idx: np.ndarray,
+    calibrate: bool = True,
+    decoder: str = "auto",
+    log=print,
+) -> Decision:
+    """A tagger's decision rule fitted on the validation rows of a labelled dataset.
+
+    val_logits: (V, K) scores of the rows `val_idx`; labels, t, groups: class, time (s) and
+    larva key (e.g. "file/larva") of every row of the dataset, whose label sequences give
+    the HMM's transitions. Offsets and decoder come from `fit_decision` on the validation
+    rows; the result is logged in one line. Without validation rows, or with neither
+    calibration nor a temporal decoder asked for, the identity decision.
+    """
+    k = np.asarray(val_logits).shape[1] if np.ndim(val_logits) == 2 else 0
+    if len(val_idx) == 0 or (not calibrate and decoder == "argmax"):
+        return Decision.identity(k)
+    transitions = None
+    if decoder != "argmax":
+        transitions = estimate_transitions(labels, t, sequences(groups, t), k)
+        if transitions is None:
+            log("no label sequence holds every behaviour (scattered samples?): decoding per step")
+    val_seqs = sequences(groups[val_idx], t[val_idx])
+    decision = fit_decision(val_logits, labels[val_idx], val_seqs, t[val_idx], transitions,
+                            calibrate=calibrate, decoder=decoder)
+    log("decision on validation: macro-F1 " + ", ".join(f"{name.removeprefix('val_macro_f1_')} {v:.3f}"
+                                                        for name, v in decision.fitted.items())
+        + f"; kept {decision.decoder}" + (f" (strength {decision.strength:g})" if decision.temporal else "")
+        + ", offsets " + " ".join(f"{b:+.2f}" for b in decision.offsets))
+    return decision

@@ -13,7 +13,9 @@ steps, L latent dimension, K classes.
   the present and predicts `context` windows before and after it (self-supervised
   pretraining, `maggotflow.pretraining`).
 - `Classifier`: dense layers on the latent; `ForestClassifier`: a random forest on the
-  latent stored as tensors (the 20220418 prototype); `Tagger` = encoder + classifier.
+  latent stored as tensors (the 20220418 prototype); `BoostedTrees`: gradient-boosted
+  trees on the segment's kinematic features (and, optionally, the latent) stored as
+  tensors (`maggotflow.boosting`); `Tagger` = encoder + classifier.
 
 All weights of convolutions and dense layers are Kaiming-initialised (normal, fan-in, ReLU
 gain), biases zero.
@@ -99,23 +101,27 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Classifier on the latent vector: dense layers (default) or a random forest.
+    """Classifier on the latent vector: dense layers (default), a random forest or boosted trees.
 
     kind "dense": `layers` and `dropout` apply. kind "random_forest" (the 20220418
     prototype): `n_trees` trees stored as arrays of `n_nodes` nodes each (padded), walked
-    `depth` levels deep; the arrays are filled by `maggotflow.forest.train_forest`.
+    `depth` levels deep; the arrays are filled by `maggotflow.forest.train_forest`. kind
+    "boosting": the same tree arrays, gradient-boosted on the segment's `features`
+    kinematic features, followed by the latent when `use_latent` (filled by
+    `maggotflow.boosting`); without the latent the encoder is not run at all.
     """
 
     latent_dim: int  # L, equal to the encoder's
     n_classes: int  # K, number of behaviours
     layers: tuple[int, ...] = ()  # widths of the hidden layers; () -> a single Linear layer
     dropout: float = 0.0  # dropout probability applied to the input of every Linear layer
-    kind: str = "dense"  # "dense" or "random_forest"
-    n_trees: int = 0  # random_forest only: number of trees
-    n_nodes: int = 0  # random_forest only: nodes per tree (arrays padded to the largest tree)
-    depth: int = 0  # random_forest only: depth of the deepest tree
-    features: int = 0  # dense only: kinematic features of the segment appended to the latent (0 = none)
+    kind: str = "dense"  # "dense", "random_forest" or "boosting"
+    n_trees: int = 0  # random_forest, boosting: number of trees
+    n_nodes: int = 0  # random_forest, boosting: nodes per tree (arrays padded to the largest tree)
+    depth: int = 0  # random_forest, boosting: depth of the deepest tree
+    features: int = 0  # dense, boosting: kinematic features of the segment beside the latent (0 = none)
     frame_interval: float = 0.1  # s between segment steps, for the kinematic features' rates
+    use_latent: bool = True  # boosting only: the latent follows the kinematic features (False: features alone)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
@@ -127,13 +133,15 @@ class ClassifierConfig:
         for width in self.layers:
             check_size("classifier layers", width, 1, MAX_CHANNELS)
         check_size("classifier features", self.features, 0, MAX_FEATURES)
-        if self.features and self.kind != "dense":
-            raise ValueError(f"kinematic features need a dense classifier, got kind {self.kind!r}")
+        if self.features and self.kind == "random_forest":
+            raise ValueError("kinematic features need a dense or boosting classifier, got kind 'random_forest'")
+        if self.kind == "boosting" and not self.features:
+            raise ValueError("a boosting classifier needs the kinematic features (features > 0)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"classifier dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.frame_interval) and self.frame_interval > 0):
             raise ValueError(f"classifier frame_interval must be > 0 s, got {self.frame_interval}")
-        if self.kind == "random_forest":
+        if self.kind in TREE_KINDS:
             check_size("classifier n_trees", self.n_trees, 1, MAX_TREES)
             check_size("classifier n_nodes", self.n_nodes, 1, MAX_NODES)
             check_size("classifier depth", self.depth, 0, self.n_nodes - 1)  # a tree of m nodes: < m levels
@@ -151,7 +159,8 @@ class ClassifierConfig:
         return _from_known_keys(cls, d, "classifier")
 
 
-CLASSIFIER_KINDS = ("dense", "random_forest")
+CLASSIFIER_KINDS = ("dense", "random_forest", "boosting")
+TREE_KINDS = ("random_forest", "boosting")  # classifiers stored as tree arrays
 
 
 def _plain(config) -> dict:
@@ -323,22 +332,85 @@ class ForestClassifier(nn.Module):
         self.register_buffer("value", torch.full((t, m, k), 1.0 / k, dtype=torch.float32))
 
     def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        z = z.float()
-        zt = z.t()  # (L, B)
-        n_trees, batch = self.feature.shape[0], z.shape[0]
-        node = torch.zeros(n_trees, batch, dtype=torch.int64, device=z.device)  # (T, B) roots
-        for _ in range(self.config.depth):
-            f = self.feature.gather(1, node)  # (T, B) latent index at each current node
-            go_left = zt.gather(0, f) <= self.threshold.gather(1, node)  # (T, B)
-            node = torch.where(go_left, self.left.gather(1, node), self.right.gather(1, node))
+        node = walk_trees(self, z.float(), self.config.depth)  # (T, B) leaf of each tree
+        n_trees, batch = node.shape
         k = self.value.shape[2]
         leaf = self.value.gather(1, node.unsqueeze(2).expand(n_trees, batch, k))  # (T, B, K)
         return leaf.mean(dim=0)  # (B, K) probabilities
 
 
+def walk_trees(trees: nn.Module, columns: torch.Tensor, depth: int) -> torch.Tensor:
+    """The leaf (T, B) each of B rows of `columns` (B, C) reaches in each of T trees.
+
+    `trees` holds the buffers feature, threshold, left, right (T, M); a row goes left when
+    its column `feature` is <= `threshold` (compared in the threshold's dtype). Walking
+    `depth` levels reaches a leaf from the root for every row and tree at once (leaves and
+    padding point to themselves).
+    """
+    columns_t = columns.to(trees.threshold.dtype).t()  # (C, B)
+    node = torch.zeros(trees.feature.shape[0], columns.shape[0], dtype=torch.int64, device=columns.device)
+    for _ in range(depth):
+        f = trees.feature.gather(1, node)  # (T, B) column index at each current node
+        go_left = columns_t.gather(0, f) <= trees.threshold.gather(1, node)  # (T, B)
+        node = torch.where(go_left, trees.left.gather(1, node), trees.right.gather(1, node))
+    return node
+
+
+class BoostedTrees(nn.Module):
+    """(B, L) latent + segments (B, 2, P, W) -> (B, K) logits of gradient-boosted trees.
+
+    The columns the trees split on are the segment's kinematic features
+    (`maggotflow.kinematics`, unscaled: trees do not need it), followed by the latent when
+    `config.use_latent`. Tree t adds `value[t, leaf]` to the logit of class `tree_class[t]`;
+    `baseline` (K) starts every class (a class the training data lacked stays at -1e4).
+    The buffers feature, threshold (float64, the precision scikit-learn splits in), left,
+    right and value have the shapes of `ForestClassifier`'s; `maggotflow.boosting` fills them.
+    """
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        if config.kind != "boosting":
+            raise ValueError(f"BoostedTrees needs a boosting config, got kind {config.kind!r}")
+        from maggotflow.kinematics import FEATURE_NAMES, KinematicFeatures
+
+        if config.features != len(FEATURE_NAMES):
+            raise ValueError(f"boosted trees expect {config.features} kinematic features, "
+                             f"maggotflow.kinematics gives {len(FEATURE_NAMES)}")
+        self.config = config
+        self.kinematics = KinematicFeatures(config.frame_interval)
+        t, m, k = config.n_trees, config.n_nodes, config.n_classes
+        self.register_buffer("feature", torch.zeros(t, m, dtype=torch.int64))
+        self.register_buffer("threshold", torch.zeros(t, m, dtype=torch.float64))
+        self.register_buffer("left", torch.zeros(t, m, dtype=torch.int64))
+        self.register_buffer("right", torch.zeros(t, m, dtype=torch.int64))
+        self.register_buffer("value", torch.zeros(t, m, dtype=torch.float32))
+        self.register_buffer("tree_class", torch.zeros(t, dtype=torch.int64))
+        self.register_buffer("baseline", torch.zeros(k, dtype=torch.float32))
+
+    def columns(self, z: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The (B, C) float32 columns the trees split on."""
+        features = self.kinematics(x)
+        return torch.cat([features, z.float()], dim=1) if self.config.use_latent else features
+
+    def forward(self, z: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
+        if x is None:
+            raise ValueError("a boosting classifier splits on kinematic features: pass the segments too")
+        return self.logits(self.columns(z, x))
+
+    def logits(self, columns: torch.Tensor) -> torch.Tensor:
+        """(B, K) float32 logits of precomputed columns (B, C), on the trees' device."""
+        node = walk_trees(self, columns.to(self.threshold.device), self.config.depth)  # (T, B)
+        leaf = self.value.gather(1, node).double()  # (T, B)
+        logits = self.baseline.double().unsqueeze(0).repeat(node.shape[1], 1)  # (B, K)
+        logits.index_add_(1, self.tree_class, leaf.t())
+        return logits.float()
+
+
 def build_classifier(config: ClassifierConfig) -> nn.Module:
-    """The classifier module a config describes: `Classifier` (dense) or `ForestClassifier`."""
-    return ForestClassifier(config) if config.kind == "random_forest" else Classifier(config)
+    """The classifier module a config describes: `Classifier`, `ForestClassifier` or `BoostedTrees`."""
+    if config.kind == "random_forest":
+        return ForestClassifier(config)
+    return BoostedTrees(config) if config.kind == "boosting" else Classifier(config)
 
 
 class Tagger(nn.Module):
@@ -355,6 +427,9 @@ class Tagger(nn.Module):
         self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        config = self.classifier.config
+        if config.kind == "boosting" and not config.use_latent:
+            return self.classifier(None, x)  # kinematic features alone: the encoder is not run
         return self.classifier(self.encoder(x), x)  # (B, 2, P, W) -> (B, L) (+ features) -> (B, K)
 
 
@@ -402,6 +477,9 @@ def count_weights(encoder: EncoderConfig, classifier: ClassifierConfig | None = 
     if classifier is not None and classifier.kind == "random_forest":
         # feature, threshold, left, right: (T, M); value: (T, M, K)
         total += classifier.n_trees * classifier.n_nodes * (4 + classifier.n_classes)
+    elif classifier is not None and classifier.kind == "boosting":
+        # feature, threshold, left, right, value: (T, M); tree_class: (T,); baseline: (K,)
+        total += classifier.n_trees * (5 * classifier.n_nodes + 1) + classifier.n_classes
     elif classifier is not None:
         widths = (classifier.latent_dim + classifier.features,) + classifier.layers + (classifier.n_classes,)
         total += sum((a + 1) * b for a, b in zip(widths, widths[1:])) + 2 * classifier.features

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from maggotflow.augmentation import augment, preset
 from maggotflow.dataset import Dataset, check_class_weights
-from maggotflow.decoding import DECODERS, Decision, estimate_transitions, fit_decision, sequences
+from maggotflow.decoding import DECODERS, Decision, fit_split_decision
 from maggotflow.kinematics import FEATURE_NAMES
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
@@ -435,29 +435,14 @@ def _fit_feature_scaling(classifier: Classifier, read: Callable, train_idx: np.n
 
 def _fit_decision(dataset: Dataset, val_idx: np.ndarray, validate: Callable, config: TrainConfig,
                   log: Callable[[str], None]) -> Decision:
-    """The kept state's decision rule (`maggotflow.decoding`): offsets and decoder fitted on
-    the validation samples, transitions estimated from every labelled sequence of the dataset."""
-    n_classes = len(dataset.labels)
+    """The kept state's decision rule (`maggotflow.decoding.fit_split_decision`) on the
+    validation samples' logits."""
     if val_idx.size == 0 or (not config.calibrate and config.decoding == "argmax"):
-        return Decision.identity(n_classes)
+        return Decision.identity(len(dataset.labels))
     chunks: list[np.ndarray] = []
     validate(chunks)
-    logits = np.concatenate(chunks).astype(np.float64)
-    groups = np.char.add(np.char.add(dataset.file.astype(str), "/"), np.asarray(dataset.larva, dtype=str))
-    transitions = None
-    if config.decoding != "argmax":
-        transitions = estimate_transitions(dataset.label, dataset.t, sequences(groups, dataset.t), n_classes)
-        if transitions is None:
-            log("no label sequence holds every behaviour (scattered samples?): decoding per step")
-    val_seqs = sequences(groups[val_idx], dataset.t[val_idx])
-    decision = fit_decision(logits, dataset.label[val_idx], val_seqs, dataset.t[val_idx], transitions,
-                            calibrate=config.calibrate, decoder=config.decoding)
-    fitted = decision.fitted
-    log("decision on validation: macro-F1 " + ", ".join(f"{k.removeprefix('val_macro_f1_')} {v:.3f}"
-                                                        for k, v in fitted.items())
-        + f"; kept {decision.decoder}" + (f" (strength {decision.strength:g})" if decision.temporal else "")
-        + ", offsets " + " ".join(f"{b:+.2f}" for b in decision.offsets))
-    return decision
+    return fit_split_decision(np.concatenate(chunks).astype(np.float64), dataset.label, dataset.t,
+                              dataset.larva_keys(), val_idx, config.calibrate, config.decoding, log)
 
 
 def selection_key(scores: dict, select_by: str) -> tuple:
