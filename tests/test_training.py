@@ -35,7 +35,7 @@ from maggotflow.training import TrainConfig, selection_key, train_tagger
 REPO = Path(__file__).resolve().parents[1]
 TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
 SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
-QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
+QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4), candidates=("network",))
 SPEEDS = {"run": 1.0, "back": -0.6, "stop": 0.0}  # mm/s along the body axis
 
 
@@ -165,7 +165,7 @@ def test_stage1_freezes_encoder_and_stage2_fine_tunes_it(data, tmp_path):
 
     both = train_tagger(data["dataset"], tmp_path / "s2", data["pretrained"],
                         TrainConfig(stage1_steps=5, stage2_steps=15, eval_every=100, batch_size=32,
-                                    device="cpu", select_by="loss"), **quiet)
+                                    device="cpu", select_by="loss", candidates=("network",)), **quiet)
     assert both.provenance["best"]["stage"] == "fine-tune"
     assert not states_equal(both.encoder, pretrained.encoder)
     bn = "blocks.0.3.running_mean"  # BatchNorm statistics move in stage 2 only
@@ -308,11 +308,12 @@ def test_cli_train(data, tmp_path, capsys):
     out = tmp_path / "cli"
     code = cli_main(["train", str(data["dataset"]), "--pretrained", str(data["pretrained"]), "--out", str(out),
                      "--stage1-steps", "3", "--stage2-steps", "3", "--layers", "8",
-                     "--batch-size", "16", "--device", "cpu", "--seed", "1", "--post-rule", "ABC-AAC"])
+                     "--batch-size", "16", "--device", "cpu", "--seed", "1", "--post-rule", "ABC-AAC",
+                     "--candidates", "network"])
     assert code == 0
     instance = ModelInstance.load(out)
     assert instance.post_rule == "ABC->AAC" and instance.classifier_config.layers == (8,)
-    assert instance.provenance["seed"] == 1
+    assert instance.provenance["seed"] == 1 and instance.provenance["chosen"] == "network"
     # a bad dataset path: one line, exit 1
     code = cli_main(["train", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "y"), "--device", "cpu"])
     assert code == 1
@@ -385,7 +386,7 @@ def test_kinematic_features_beside_the_latent_are_saved_standardised_and_used(da
 
     out = tmp_path / "tagger"
     config = TrainConfig(stage1_steps=20, stage2_steps=10, batch_size=32, eval_every=10, device="cpu",
-                         kinematic_features=True, augment="full")
+                         kinematic_features=True, augment="full", candidates=("network",))
     train_tagger(data["dataset"], out, data["pretrained"], config, log=lambda *_: None)
     back = ModelInstance.load(out)
     clf = back.classifier

@@ -32,6 +32,18 @@ The loop, top to bottom:
    only if it beats the calibrated per-step argmax on validation). It is stored in the
    instance (config.json "decision") and applied by prediction. The checkpoint is still
    chosen by the plain argmax's macro-F1.
+7. Candidates (`candidates`): beside the network, gradient-boosted trees on the kinematic
+   features ("boosting") and on the kinematic features plus the fine-tuned encoder's latent
+   ("combined"), each with its own decision rule fitted on validation (`maggotflow.boosting`).
+   The one with the best validation macro-F1 under its decision rule is kept (`choose`);
+   provenance.json records every candidate's scores and training time ("candidates") and
+   the choice ("chosen"). `candidates` = (boosting,) trains no network at all
+   (`maggotflow.boosting.train_boosting`).
+
+Validation during training scores a fixed seeded subsample of `val_samples` validation
+segments (checkpoint choice); the decision rules and the choice between candidates use
+the whole validation split. The log says how many epochs of the training samples the
+budget amounts to (provenance "epochs").
 
 Without a pretrained instance the encoder starts from a random (Kaiming) initialisation:
 allowed, but logged, as it needs far more labelled data. A pretrained instance may also be
@@ -46,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,8 +68,9 @@ import torch
 import torch.nn.functional as F
 
 from maggotflow.augmentation import augment, preset
+from maggotflow.boosting import BoostingConfig, Candidate, fit_candidate, subsample, train_boosting
 from maggotflow.dataset import Dataset, check_class_weights
-from maggotflow.decoding import DECODERS, Decision, fit_split_decision
+from maggotflow.decoding import DECODERS, fit_split_decision, kept_score
 from maggotflow.kinematics import FEATURE_NAMES
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
@@ -76,6 +90,10 @@ logger = logging.getLogger(__name__)
 STAGES = ("classifier", "fine-tune")
 SELECT_BY = ("macro_f1", "loss")
 LR_SCHEDULES = ("constant", "cosine")
+# The classifiers a training fits and compares on validation (the best is kept): the
+# network's dense classifier; boosted trees on the kinematic features alone; boosted trees
+# on the kinematic features and the fine-tuned encoder's latent (`maggotflow.boosting`).
+CANDIDATES = ("network", "boosting", "combined")
 # Datasets up to this size are read into memory at once (fast random batches); larger ones
 # are read batch by batch from the HDF5 file.
 IN_MEMORY_BYTES = 8 * 1024**3
@@ -111,6 +129,8 @@ class TrainConfig:
     augment: str = "noise"  # augment training batches: none, noise (mirror, size, point noise) or full (also speed, bend, rotation)
     kinematic_features: bool = True  # append the segment's windowed kinematic features to the latent
     lr_schedule: str = "cosine"  # constant, or cosine: each stage's rate decays from its lr to 0
+    candidates: tuple[str, ...] = CANDIDATES  # classifiers fitted and compared on validation (network, boosting, combined); the best is kept
+    val_samples: int = 10_000  # validation segments scored during training (a fixed seeded subsample; 0: all); the final choice uses all
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(w) for w in self.layers)
@@ -136,6 +156,13 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.decoding not in DECODERS:
             raise ValueError(f"decoding must be one of {', '.join(DECODERS)}, got {self.decoding!r}")
+        self.candidates = tuple(str(c) for c in self.candidates)
+        unknown = [c for c in self.candidates if c not in CANDIDATES]
+        if unknown or not self.candidates or len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"candidates must be distinct names among {', '.join(CANDIDATES)}, "
+                             f"got {', '.join(self.candidates) or 'none'}")
+        if self.val_samples < 0:
+            raise ValueError(f"val_samples must be >= 0, got {self.val_samples}")
         ClassifierConfig(latent_dim=1, n_classes=1, layers=self.layers, dropout=self.dropout)  # validates
 
     def to_dict(self) -> dict:
@@ -143,6 +170,7 @@ class TrainConfig:
         d["layers"] = list(self.layers)
         d["filters"] = list(self.filters)
         d["class_weights"] = None if self.class_weights is None else list(self.class_weights)
+        d["candidates"] = list(self.candidates)
         return d
 
 
@@ -192,6 +220,10 @@ def train_tagger(
     """
     config = TrainConfig() if config is None else config
     dataset_path, out_instance = Path(dataset_path), Path(out_instance)
+    if config.candidates == ("boosting",):  # no network to train: the boosting tagger kind
+        return train_boosting(dataset_path, out_instance, BoostingConfig(seed=config.seed, device=config.device),
+                              calibrate=config.calibrate, decoding=config.decoding, post_rule=config.post_rule,
+                              log=log)
     check_target(out_instance)
     device = select_device(config.device)
 
@@ -269,6 +301,12 @@ def _train(
         f"encoder {count_macs(encoder_config) / 1e6:.1f} M multiply-adds per segment")
     log("classes: " + ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
                                 for n, a, b, w in zip(labels, train_counts, val_counts, weights)))
+    total = config.stage1_steps + config.stage2_steps
+    monitored = val_idx if config.val_samples == 0 else subsample(val_idx, config.val_samples, config.seed, 0x7A1)
+    log(f"budget: {total} steps of {config.batch_size} segments = {total * config.batch_size / train_idx.size:.2f} "
+        f"epochs of the {train_idx.size} training segments; validation every {config.eval_every} steps on "
+        + (f"all {val_idx.size}" if monitored.size == val_idx.size else f"a fixed sample of {monitored.size} of the "
+           f"{val_idx.size}") + " validation segments (the final choice uses all)")
     if val_idx.size == 0:
         log("no validation samples: the final state is kept")
         logger.warning("%s: no validation samples; keeping the final state, not the best validated one",
@@ -296,10 +334,12 @@ def _train(
         aug = preset(config.augment)
         augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
 
-        def validate(keep: list | None = None) -> dict:
-            """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`);
-            `keep` receives the validation logits (one array per chunk)."""
-            if val_idx.size == 0:
+        def validate(keep: list | None = None, rows: np.ndarray | None = None) -> dict:
+            """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`)
+            on `rows` (default: the fixed subsample scored during training); `keep` receives
+            their logits (one array per chunk)."""
+            rows = monitored if rows is None else rows
+            if rows.size == 0:
                 return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
             was = encoder.training, classifier.training
             encoder.eval(), classifier.eval()
@@ -307,8 +347,8 @@ def _train(
             predicted = []
             chunk = max(4 * config.batch_size, 1024)
             with torch.inference_mode():
-                for i in range(0, val_idx.size, chunk):
-                    idx = torch.from_numpy(val_idx[i:i + chunk])
+                for i in range(0, rows.size, chunk):
+                    idx = torch.from_numpy(rows[i:i + chunk])
                     with precision.autocast():
                         x = read(idx)
                         logits = classifier(encoder(x), x)
@@ -320,7 +360,7 @@ def _train(
                     if keep is not None:
                         keep.append(logits.cpu().numpy())
             encoder.train(was[0]), classifier.train(was[1])
-            cm = confusion_matrix(dataset.label[val_idx], np.concatenate(predicted), n_classes)
+            cm = confusion_matrix(dataset.label[rows], np.concatenate(predicted), n_classes)
             return {
                 "val_loss": loss_sum / weight_sum if weight_sum > 0 else float("nan"),
                 "val_accuracy": accuracy(cm),
@@ -331,7 +371,6 @@ def _train(
             return val_idx.size == 0 or selection_key(scores, config.select_by) > selection_key(best, config.select_by)
 
         # 4. the loop: stage 1 (classifier only), stage 2 (fine-tuning)
-        total = config.stage1_steps + config.stage2_steps
         progress = Progress((encoder, classifier), total, better=better, describe=_scores_text, log=log)
         progress.start(validate(), stage=STAGES[0])
         step = 0
@@ -368,11 +407,20 @@ def _train(
         elapsed = progress.elapsed
         encoder.requires_grad_(True)
 
-    # 5. keep the best validated state, then fit its decision rule on validation
+    # 5. keep the best validated state and fit its decision rule on all validation samples
     progress.restore_best()
     encoder.eval(), classifier.eval()
     best = progress.best
-    decision = _fit_decision(dataset, val_idx, validate, config, log)
+    candidates = [_network_candidate(dataset, val_idx, validate, classifier, config, elapsed, log)]
+    # 6. the other candidates (boosted trees), then the best of them on validation
+    for name in ("boosting", "combined"):
+        if name in config.candidates:
+            candidates.append(fit_candidate(
+                name, dataset, train_idx, val_idx, BoostingConfig(seed=config.seed, device=str(device)), device,
+                encoder if name == "combined" else None, encoder_config.latent_dim, config.calibrate,
+                config.decoding, np.asarray(weights), log))
+    chosen = choose([c for c in candidates if c.name in config.candidates], log)
+    classifier, decision = chosen.classifier, chosen.decision
 
     from maggotflow.formats.label import default_colors
 
@@ -398,6 +446,9 @@ def _train(
         "stage2_steps": config.stage2_steps,
         "select_by": config.select_by,
         "best": best,
+        "epochs": round(total * config.batch_size / train_idx.size, 3),
+        "candidates": {c.name: c.summary() for c in candidates},
+        "chosen": chosen.name,
         "decision": decision.to_dict(),
         "config": config.to_dict(),
         **run_provenance(device, precision, progress),
@@ -408,12 +459,12 @@ def _train(
         for name, rows in base.curves.items():
             curves.setdefault(name, rows)  # keep the pretraining curve next to the training one
     instance = ModelInstance(
-        "tagger", spec, encoder_config, encoder=encoder, classifier_config=classifier_config,
+        "tagger", spec, encoder_config, encoder=encoder, classifier_config=classifier.config,
         classifier=classifier, labels=labels, colors=default_colors(labels), post_rule=config.post_rule,
         provenance=provenance, curves=curves, decision=decision,
     )
     instance.save(out_instance)
-    log(f"saved tagger {out_instance} (best at step {best['step']}, {best['stage']}: "
+    log(f"saved tagger {out_instance}: {chosen.name} (network best at step {best['step']}, {best['stage']}: "
         f"{_scores_text(best)}; {total} steps in {duration_text(elapsed)})")
     return instance
 
@@ -433,16 +484,37 @@ def _fit_feature_scaling(classifier: Classifier, read: Callable, train_idx: np.n
         classifier.feature_scale.copy_(feats.std(dim=0).clamp_min(1e-3))
 
 
-def _fit_decision(dataset: Dataset, val_idx: np.ndarray, validate: Callable, config: TrainConfig,
-                  log: Callable[[str], None]) -> Decision:
-    """The kept state's decision rule (`maggotflow.decoding.fit_split_decision`) on the
-    validation samples' logits."""
-    if val_idx.size == 0 or (not config.calibrate and config.decoding == "argmax"):
-        return Decision.identity(len(dataset.labels))
+def _network_candidate(dataset: Dataset, val_idx: np.ndarray, validate: Callable, classifier: torch.nn.Module,
+                       config: TrainConfig, seconds: float, log: Callable[[str], None]) -> Candidate:
+    """The kept network state as a candidate: its decision rule (`maggotflow.decoding.
+    fit_split_decision`) and scores on all the validation samples."""
+    t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
-    validate(chunks)
-    return fit_split_decision(np.concatenate(chunks).astype(np.float64), dataset.label, dataset.t,
-                              dataset.larva_keys(), val_idx, config.calibrate, config.decoding, log)
+    scores = validate(chunks, rows=val_idx)
+    logits = np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, len(dataset.labels)))
+    decision = fit_split_decision(logits, dataset.label, dataset.t, dataset.larva_keys(), val_idx,
+                                  config.calibrate, config.decoding, log)
+    kept = kept_score(decision)
+    scores = {"val_accuracy": scores["val_accuracy"], "val_macro_f1": scores["val_macro_f1"],
+              "val_macro_f1_kept": scores["val_macro_f1"] if kept is None else kept}
+    return Candidate("network", classifier, decision, scores, seconds + time.perf_counter() - t0)
+
+
+def choose(candidates: list[Candidate], log: Callable[[str], None]) -> Candidate:
+    """The candidate with the best validation macro-F1 under its own decision rule (the
+    first listed on a tie or without validation); logs them all with their training time."""
+    def key(c: Candidate) -> float:
+        value = c.scores.get("val_macro_f1_kept")
+        return -math.inf if value is None or math.isnan(value) else value
+
+    chosen = candidates[0]
+    for c in candidates[1:]:
+        if key(c) > key(chosen):
+            chosen = c
+    if len(candidates) > 1:
+        log("candidates on validation (macro-F1 with each one's decision rule; training time): " + ", ".join(
+            f"{c.name} {key(c):.3f} ({duration_text(c.seconds)})" for c in candidates) + f"; kept {chosen.name}")
+    return chosen
 
 
 def selection_key(scores: dict, select_by: str) -> tuple:
