@@ -108,6 +108,7 @@ def design(preset: dict) -> dict:
         "classifier": train.get("classifier", "dense"),
         "layers": list(train.get("layers", TrainConfig().layers)),
         "post_rule": train.get("post_rule", TrainConfig().post_rule),
+        "candidates": list(train.get("candidates", TrainConfig().candidates)),
     }
 
 
@@ -135,9 +136,15 @@ def test_preset_trains_and_tags(project, name):
     else:
         assert config["kind"] == "tagger"
         assert config["segment_spec"]["interpolate"] == want["interpolate"]
-        assert config["encoder"]["latent_dim"] == want["latent_dim"]
-        assert config["classifier"]["kind"] == want["classifier"]
-        if want["classifier"] == "dense":
+        chosen = json.loads((model / "provenance.json").read_text()).get("chosen", "network")
+        assert chosen in want["candidates"]
+        kind = want["classifier"] if chosen == "network" else "boosting"  # the candidate validation chose
+        assert config["classifier"]["kind"] == kind
+        if want["candidates"] != ["boosting"]:  # trees alone keep a placeholder encoder
+            assert config["encoder"]["latent_dim"] == want["latent_dim"]
+        else:
+            assert "rule pretrain" not in output  # nothing to pretrain for trees on kinematic features
+        if kind == "dense":
             assert config["classifier"]["layers"] == want["layers"]
         assert config["post_rule"] == want["post_rule"]
     if preset.get("inputs", {}).get("filter"):

@@ -8,8 +8,8 @@ the encoder's latent vector when `use_latent` (the "combined" candidate of
 `maggotflow.training`). `train_boosting` makes a whole tagger instance of the features
 alone (preset `boosting`, `maggotflow train --candidates boosting`).
 
-Library: scikit-learn's `HistGradientBoostingClassifier`, already maggotflow's training
-dependency for the forest preset. Its fitted trees are copied into tensors
+Library: scikit-learn's `HistGradientBoostingClassifier` (scikit-learn was already the forest
+preset's; it is now a core dependency). Its fitted trees are copied into tensors
 (`trees_to_module`), so a boosting tagger is stored like any tagger (state dicts read
 with `weights_only`, no pickles), predicts without scikit-learn, and runs on the GPU with
 the encoder when there is one. XGBoost and LightGBM were the alternatives: both store
@@ -92,7 +92,7 @@ def trees_to_module(model, n_classes: int, latent_dim: int, use_latent: bool,
     predictors, baseline = getattr(model, "_predictors", None), getattr(model, "_baseline_prediction", None)
     if predictors is None or baseline is None or not predictors or not hasattr(predictors[0][0], "nodes"):
         raise RuntimeError("this scikit-learn version stores its boosted trees differently; "
-                           "maggotflow cannot copy them (scikit-learn 1.6 to 1.9 are known to work)")
+                           "maggotflow cannot copy them (tested with scikit-learn 1.9)")
     columns = np.asarray(model.classes_, dtype=np.int64)
     binary = len(columns) == 2 and len(predictors[0]) == 1  # one tree per round: the logit of classes_[1]
     trees = [(tree.nodes, columns[1] if binary else columns[j])

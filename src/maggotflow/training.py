@@ -372,7 +372,17 @@ def _train(
 
         # 4. the loop: stage 1 (classifier only), stage 2 (fine-tuning)
         progress = Progress((encoder, classifier), total, better=better, describe=_scores_text, log=log)
-        progress.start(validate(), stage=STAGES[0])
+        validation_seconds = 0.0
+
+        def monitor() -> dict:
+            """`validate` on the monitored subsample, its time counted (provenance "validation_seconds")."""
+            nonlocal validation_seconds
+            t0 = time.perf_counter()
+            scores = validate()
+            validation_seconds += time.perf_counter() - t0
+            return scores
+
+        progress.start(monitor(), stage=STAGES[0])
         step = 0
         for stage, n_steps, lr in ((STAGES[0], config.stage1_steps, config.lr_stage1),
                                    (STAGES[1], config.stage2_steps, config.lr_stage2)):
@@ -403,9 +413,11 @@ def _train(
                 loss = loss_fn(logits.float(), target)
                 progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
                 if step % config.eval_every == 0 or i == n_steps - 1:  # also at the end of each stage
-                    progress.validated(step, validate(), stage=stage)
+                    progress.validated(step, monitor(), stage=stage)
         elapsed = progress.elapsed
         encoder.requires_grad_(True)
+    log(f"validation during training: {duration_text(validation_seconds)} of {duration_text(elapsed)} "
+        f"({100 * validation_seconds / max(elapsed, 1e-9):.0f} %)")
 
     # 5. keep the best validated state and fit its decision rule on all validation samples
     progress.restore_best()
@@ -447,6 +459,7 @@ def _train(
         "select_by": config.select_by,
         "best": best,
         "epochs": round(total * config.batch_size / train_idx.size, 3),
+        "validation_seconds": round(validation_seconds, 1),
         "candidates": {c.name: c.summary() for c in candidates},
         "chosen": chosen.name,
         "decision": decision.to_dict(),

@@ -253,6 +253,14 @@ def pretrain_settings(wildcards):
     return dict(config["pretrain"], seed=config["seed"], **segment_spec(wildcards))
 
 
+def pretrained_encoder(wildcards):
+    """The pretrained encoder a training starts from; none for trees on kinematic features
+    alone (train.candidates [boosting]): then nothing is pretrained."""
+    if list(config["train"].get("candidates") or []) == ["boosting"]:
+        return []
+    return f"results/models/pretrained/w{wildcards.window}"
+
+
 def train_settings(wildcards):
     """The keys its training reads (a forest's, or fine-tuning's: changing one never re-runs
     the other); an ensemble member gets its own seed and a bootstrap resample (bagging)."""

@@ -1,5 +1,6 @@
-# Two-stage fine-tuning (or, with train.classifier random_forest, a forest on the frozen
-# encoder) of each model (window, member) of MODELS, then results/models/tagger: the single
+# Two-stage fine-tuning and the boosted-tree candidates (or, with train.classifier
+# random_forest, a forest on the frozen encoder; with train.candidates [boosting], trees on
+# kinematic features alone, which need no pretrained encoder) of each model (window, member) of MODELS, then results/models/tagger: the single
 # model, or the majority-vote ensemble of all of them (config `ensemble`, preset 20221228;
 # a cluster trains the members in parallel).
 
@@ -7,7 +8,7 @@
 rule train_model:
     input:
         dataset="results/dataset/w{window}.h5",
-        pretrained="results/models/pretrained/w{window}",
+        pretrained=pretrained_encoder,
     output:
         report(
             directory("results/models/trained/w{window}/m{member}"),

@@ -1,6 +1,7 @@
 """Dataset + pretrained encoder -> a tagger instance.
 
-train.classifier dense: two-stage fine-tuning (maggotflow.training.train_tagger);
+train.classifier dense: two-stage fine-tuning and the boosted-tree candidates, the best kept
+(maggotflow.training.train_tagger; train.candidates [boosting]: trees alone, no encoder);
 random_forest: a forest on the frozen encoder's latents (maggotflow.forest.train_forest).
 The settings hold only the keys the config gives: the others keep their dataclass defaults
 (TrainConfig, ForestConfig).
@@ -23,5 +24,6 @@ with job(snakemake, subject="training") as log:
     else:
         from maggotflow.training import TrainConfig, train_tagger
 
-        train_tagger(snakemake.input.dataset, snakemake.output[0], snakemake.input.pretrained,
+        pretrained = snakemake.input.pretrained or None  # none for trees on kinematic features alone
+        train_tagger(snakemake.input.dataset, snakemake.output[0], pretrained,
                      TrainConfig(**settings, device=device), log=log.info)
