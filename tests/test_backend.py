@@ -31,6 +31,7 @@ SIM = SimulationConfig(duration_s=20.0, larvae=(2, 3))
 PIXELSIZE = str(SIM.fimtrack_pixelsize_um)
 FIMTRACK = ReadOptions(framerate=SIM.fimtrack_frame_rate_hz, pixelsize_um=SIM.fimtrack_pixelsize_um)
 FAST = ["--device", "cpu", "--pixelsize", PIXELSIZE, "--batch-size", "16"]
+NETWORK = [*FAST, "--candidates", "network"]  # the network alone: these tests are about it (and quicker)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +73,7 @@ def raw_tracks(root: Path, name: str = "sim") -> list[Path]:
 def trained(tmp_path_factory):
     root = new_project(tmp_path_factory.mktemp("backend"))
     code = backend(root, "train", "--model-instance", "sim", "--pretrained-model-instance", "tiny",
-                   "--iterations", "4", *FAST)
+                   "--iterations", "4", *NETWORK)
     assert code == 0
     return root
 
@@ -109,7 +110,7 @@ def test_train_options_reach_the_dataset_and_the_tagger(trained, tmp_path):
     shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "sub")
     shutil.copytree(trained / "pretrained_models", root / "pretrained_models")
     code = backend(root, "train", "--model-instance", "sub", "--pretrained-model-instance", "tiny",
-                   "--labels", "run_large,back_large", "--class-weights", "1,3", "--iterations", "2", *FAST)
+                   "--labels", "run_large,back_large", "--class-weights", "1,3", "--iterations", "2", *NETWORK)
     assert code == 0
     instance = ModelInstance.load(root / "models" / "sub")
     assert instance.labels == ["run_large", "back_large"] and instance.classifier_config.n_classes == 2
@@ -117,7 +118,7 @@ def test_train_options_reach_the_dataset_and_the_tagger(trained, tmp_path):
     assert instance.provenance["stage2_steps"] == 2 and instance.provenance["stage1_steps"] == 1
 
     code = backend(root, "train", "--model-instance", "sub", "--pretrained-model-instance", "tiny",
-                   "--balancing-strategy", "maggotuba", "--iterations", "1", *FAST)
+                   "--balancing-strategy", "maggotuba", "--iterations", "1", *NETWORK)
     assert code == 0
     instance = ModelInstance.load(root / "models" / "sub")  # replaced
     assert instance.provenance["balancing"] == "maggotuba"
@@ -130,13 +131,13 @@ def test_train_takes_pretrained_models_default_without_the_option(trained, tmp_p
     root = tmp_path
     shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "sim")
     shutil.copytree(trained / "pretrained_models" / "tiny", root / "pretrained_models" / "default")
-    assert backend(root, "train", "--model-instance", "sim", "--iterations", "1", *FAST) == 0
+    assert backend(root, "train", "--model-instance", "sim", "--iterations", "1", *NETWORK) == 0
     prov = ModelInstance.load(root / "models" / "sim").provenance
     assert prov["pretrained"] == str((root / "pretrained_models" / "default").resolve())
     # --pretrained-model-instance also finds an instance in models/
     shutil.copytree(root / "models" / "sim", root / "models" / "base")
     assert backend(root, "train", "--model-instance", "sim", "--pretrained-model-instance", "base",
-                   "--iterations", "1", *FAST) == 0
+                   "--iterations", "1", *NETWORK) == 0
     prov = ModelInstance.load(root / "models" / "sim").provenance
     assert prov["pretrained"] == str((root / "models" / "base").resolve())
 
@@ -148,7 +149,7 @@ def test_train_without_any_pretrained_instance_pretrains_on_all_the_files(traine
     spine = next(p for p in raw_tracks(root) if p.suffix == ".spine")
     shutil.copy(spine, raw / "unlabelled.spine")  # no .label: pretraining only, as in the workflow
     assert backend(root, "train", "--model-instance", "sim", "--iterations", "1", "--pretraining-iterations", "1",
-                   *FAST) == 0
+                   *NETWORK) == 0
     pretrained = ModelInstance.load(root / "data" / "interim" / "sim" / "pretrained")
     assert pretrained.kind == "pretrained"
     prov = pretrained.provenance
@@ -164,7 +165,7 @@ def test_train_layers_counts_dense_layers(trained, tmp_path):
     shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "sim")
     shutil.copytree(trained / "pretrained_models", root / "pretrained_models")
     assert backend(root, "train", "--model-instance", "sim", "--pretrained-model-instance", "tiny",
-                   "--layers", "3", "--iterations", "1", *FAST) == 0
+                   "--layers", "3", "--iterations", "1", *NETWORK) == 0
     assert ModelInstance.load(root / "models" / "sim").classifier_config.layers == (64, 64)
     assert ModelInstance.load(trained / "models" / "sim").classifier_config.layers == ()  # default --layers 1
 
@@ -283,7 +284,7 @@ def test_finetune_continues_an_existing_tagger_into_a_new_instance(trained, tmp_
     shutil.copytree(trained / "models" / "sim", root / "models" / "sim")
     original = ModelInstance.load(root / "models" / "sim")
     code = backend(root, "finetune", "--model-instance", "more", "--original-model-instance", "sim",
-                   "--iterations", "2", "--skip-make-dataset", *FAST)
+                   "--iterations", "2", "--skip-make-dataset", *NETWORK)
     assert code == 0
     tuned = ModelInstance.load(root / "models" / "more")
     assert tuned.kind == "tagger" and tuned.labels == original.labels
@@ -294,9 +295,21 @@ def test_finetune_continues_an_existing_tagger_into_a_new_instance(trained, tmp_
 
     # without --original-model-instance: models/NAME itself is continued and replaced
     shutil.copytree(trained / "models" / "sim", root / "models" / "more", dirs_exist_ok=True)
-    assert backend(root, "finetune", "--model-instance", "more", "--iterations", "1", *FAST) == 0
+    assert backend(root, "finetune", "--model-instance", "more", "--iterations", "1", *NETWORK) == 0
     assert ModelInstance.load(root / "models" / "more").provenance["stage2_steps"] == 1
     assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")]  # its copy went
+
+
+def test_candidates_boosting_trains_trees_without_any_encoder_or_pretraining(trained, tmp_path, capsys):
+    root = tmp_path
+    shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "sim")
+    assert backend(root, "train", "--model-instance", "sim", "--candidates", "boosting", *FAST) == 0
+    out = capsys.readouterr().out
+    instance = ModelInstance.load(root / "models" / "sim")
+    assert instance.classifier_config.kind == "boosting" and instance.provenance["chosen"] == "boosting"
+    assert "pretrain" not in out and not (root / "data" / "interim" / "sim" / "pretrained").exists()
+    assert predict_files(root / "models" / "sim", raw_tracks(root)[:1], out_dir=tmp_path / "labels",
+                         device="cpu", read_options=FIMTRACK)
 
 
 def test_finetune_refuses_a_missing_or_pretrained_original(trained, tmp_path, capsys):
@@ -327,7 +340,7 @@ def test_sandbox_names_the_data_folders(trained, tmp_path):
     shutil.copytree(trained / "data" / "raw" / "sim", root / "data" / "raw" / "tok2")
     shutil.copytree(trained / "pretrained_models", root / "pretrained_models")
     assert backend(root, "train", "--model-instance", "other", "--sandbox", "tok2", "--pretrained-model-instance",
-                   "tiny", "--iterations", "1", *FAST) == 0
+                   "tiny", "--iterations", "1", *NETWORK) == 0
     assert (root / "models" / "other").is_dir() and (root / "data" / "interim" / "tok2" / "larva_dataset.h5").is_file()
     assert not (root / "data" / "interim" / "other").exists()
 
@@ -341,7 +354,7 @@ def test_train_post_rule_and_seed_reach_the_tagger(tmp_path):
     """--post-rule and --seed, as LarvaTagger.jl's training dialog can pass them."""
     root = new_project(tmp_path, name="pr", n_files=2)
     assert backend(root, "train", "--model-instance", "pr", "--pretrained-model-instance", "tiny",
-                   "--iterations", "2", "--post-rule", "ABC->AAC", "--seed", "3", *FAST) == 0
+                   "--iterations", "2", "--post-rule", "ABC->AAC", "--seed", "3", *NETWORK) == 0
     tagger = ModelInstance.load(root / "models" / "pr")
     assert tagger.post_rule == "ABC->AAC"
     assert tagger.provenance["config"]["seed"] == 3 and tagger.provenance["config"]["post_rule"] == "ABC->AAC"

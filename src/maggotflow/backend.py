@@ -14,7 +14,7 @@ Commands (options as in TaggingBackends)::
     tagging-backend predict --model-instance NAME [--skip-make-dataset | --make-dataset] [--device D]
     tagging-backend train --model-instance NAME [--pretrained-model-instance P] [--labels a,b,c]
         [--balancing-strategy auto|maggotuba|none] [--class-weights 1,2,...] [--iterations N]
-        [--layers N] [--seed S] [--device D] [--skip-make-dataset]
+        [--layers N] [--seed S] [--device D] [--skip-make-dataset] [--candidates network,boosting,combined]
     tagging-backend finetune --model-instance NAME [--original-model-instance ORIGINAL] (train's options)
     every command: [--sandbox TOKEN]: data/{raw,interim,processed}/TOKEN instead of .../NAME
 
@@ -51,7 +51,10 @@ train
     Budget: `--iterations N` fine-tuning steps (stage 2); stage 1 (classifier alone) gets
     a quarter of that, `ceil(N / 4)` steps.
     Classifier: `--layers N` dense layers (default 1): N - 1 hidden layers of 64 units, then
-    the output layer.
+    the output layer. maggotflow's `--candidates` (default network,boosting,combined): the
+    classifiers fitted and compared on validation, the best kept (`maggotflow.training`);
+    `--candidates boosting` trains gradient-boosted trees on kinematic features alone, with
+    no encoder and no pretraining (finetuning such a tagger refits its trees on the new labels).
     Encoder: `--pretrained-model-instance P` (`models/P/` or `pretrained_models/P/`); without
     it `pretrained_models/default/` as in MaggotUBA-adapter; when that does not exist either,
     a short self-supervised pretraining (`--pretraining-iterations`, default 1000 steps) runs
@@ -224,6 +227,7 @@ def train(
     log_line: Callable[[str], None] = print,
     sandbox: str | None = None,
     pretrained_path: str | Path | None = None,
+    candidates: Sequence[str] | None = None,
 ):
     """Train `models/NAME` on the labelled track files of `data/raw/NAME`; return the instance.
 
@@ -243,12 +247,15 @@ def train(
     config = TrainConfig(
         stage1_steps=math.ceil(STAGE1_FRACTION * iterations), stage2_steps=iterations, batch_size=batch_size,
         seed=seed, device=device, layers=(hidden_width,) * (layers - 1), post_rule=post_rule,
+        **({} if candidates is None else {"candidates": tuple(candidates)}),
     )
 
     # the encoder to start from: --pretrained-model-instance, else pretrained_models/default,
     # else a short pretraining on the same files
     pretraining = None
-    if pretrained_path is not None:  # finetune: an existing tagger
+    if config.candidates == ("boosting",):  # trees on kinematic features: no encoder to start from
+        pretrained = None
+    elif pretrained_path is not None:  # finetune: an existing tagger
         pretrained = Path(pretrained_path)
     elif pretrained_name is not None:
         pretrained = project.find_instance(pretrained_name)
@@ -357,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--post-rule", default=None, help="post-prediction rule stored in the tagger: ABC->AAC or none")
     t.add_argument("--batch-size", type=int, default=128, help="segments per training step (default 128)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--candidates", default=None,
+                   help="classifiers compared on validation, the best kept: comma-separated among network, "
+                        "boosting, combined (default: all three); boosting alone needs no encoder")
     t.add_argument("--skip-make-dataset", action="store_true",
                    help="accepted for TaggingBackends compatibility (the dataset is always rebuilt)")
 
@@ -397,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             iterations=args.iterations, pretraining_iterations=args.pretraining_iterations,
                             seed=args.seed, device=args.device, layers=args.layers, post_rule=args.post_rule,
                             batch_size=args.batch_size, read_options=options, sandbox=args.sandbox,
-                            log_line=lambda msg: print(msg, flush=True))
+                            candidates=parse_names(args.candidates), log_line=lambda msg: print(msg, flush=True))
             if args.command == "finetune":
                 finetune(root, args.model_instance, original=args.original_model_instance,
                          labels=parse_names(args.labels), **settings)
