@@ -406,3 +406,20 @@ def test_kinematic_features_beside_the_latent_are_saved_standardised_and_used(da
         assert not torch.allclose(clf(z, xt), clf(z, xt.flip(0)))
         with pytest.raises(ValueError, match="pass the segments"):
             clf(z)
+
+
+def test_validation_during_training_scores_a_fixed_subsample_and_the_final_choice_all(data, tmp_path):
+    lines: list[str] = []
+    instance = train_tagger(data["dataset"], tmp_path / "t", data["pretrained"],
+                            TrainConfig(stage1_steps=5, stage2_steps=5, val_samples=100, **QUICK), log=lines.append)
+    with Dataset.load(data["dataset"]) as ds:
+        n_val = ds.val_indices().size
+    assert n_val > 100
+    assert any(f"on a fixed sample of 100 of the {n_val} validation segments" in line for line in lines)
+    assert instance.provenance["validation_seconds"] >= 0
+    assert any(line.startswith("validation during training: ") for line in lines)
+    # the decision rule is fitted on every validation segment, not the subsample
+    fitted = instance.provenance["candidates"]["network"]
+    full = validation_predictions(instance, data["dataset"])
+    cm = confusion_matrix(full[1], full[0], len(instance.labels))
+    assert fitted["val_macro_f1_argmax"] == pytest.approx(macro_f1(cm), abs=1e-6)
