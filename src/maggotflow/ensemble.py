@@ -18,6 +18,9 @@ member probability. Each member votes with its calibrated per-step argmax (its d
 offsets, `maggotflow.decoding`); members' HMM decoders are not used: the vote is per step
 (train members with `decoding: argmax`, as preset 20221228 does). The post-rule, if any, is
 applied by the caller to the voted labels.
+The domain check of its predictions (`maggotflow.domain`) uses its first member's reference
+(`Ensemble.domain`): members of one ensemble are trained on the same data, and the first
+one's segment spec is the first of `segment_specs`, whose segments prediction scores.
 Cost grows with the number of members (~50x for 50).
 """
 
@@ -50,7 +53,8 @@ class Ensemble:
     """Tagger instances voting together, predicting like one tagger (`segment_specs`, `predict`).
 
     Attributes: members, labels, colors, post_rule, vote, provenance, path, segment_specs
-    (the members' distinct specs, in order of first appearance).
+    (the members' distinct specs, in order of first appearance), domain (the first member's
+    domain reference, or None).
     """
 
     kind = KIND
@@ -80,6 +84,7 @@ class Ensemble:
         # Members grouped by segment spec: a caller builds each distinct spec's segments once.
         self.segment_specs = list(dict.fromkeys(m.segment_spec for m in members))
         self._member_spec = [self.segment_specs.index(m.segment_spec) for m in members]
+        self.domain = members[0].domain  # computed on segment_specs[0], the first member's
 
     def predict(self, segments: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The members' majority vote: class indices (B,) int64, mean member probabilities (B, K).

@@ -4,7 +4,10 @@
                      frame_interval, n_points), encoder config, normalisation, labels
                      (+ colors), classifier config, decoder config, post_rule, decision
                      (calibration offsets and temporal decoder, `maggotflow.decoding`;
-                     null: plain argmax), created_by
+                     null: plain argmax), domain_check (the training data's statistics and
+                     thresholds of the domain check, `maggotflow.domain`; null or absent in
+                     folders made before it or without validation samples: labels then
+                     say "not checked"), created_by
     encoder.pt       encoder state dict
     decoder.pt       decoder state dict          (pretrained)
     classifier.pt    classifier state dict       (tagger)
@@ -56,6 +59,7 @@ from maggotflow.atomic import OutputError, OutputExistsError, first_foreign, mak
     temporary_name
 from maggotflow.curves import read_curve, save_curve
 from maggotflow.decoding import Decision
+from maggotflow.domain import RECORD_KEY, DomainReference
 from maggotflow.model import (
     MAX_CONTEXT,
     MAX_POINTS,
@@ -190,7 +194,8 @@ class ModelInstance:
     Attributes: path (folder, None until saved or loaded), kind, segment_spec, encoder_config,
     encoder, decoder (pretrained) / decoder_context, classifier_config, classifier (tagger),
     labels (behaviour names, classifier output order), colors (one "#rrggbb" per label or
-    None), post_rule (None or "ABC->AAC"), provenance (dict), curves (name -> rows).
+    None), post_rule (None or "ABC->AAC"), provenance (dict), curves (name -> rows), domain
+    (the `maggotflow.domain.DomainReference` of its training data, or None: not checked).
     `config` is the content of config.json.
     """
 
@@ -211,8 +216,10 @@ class ModelInstance:
         decoder_context: int = 1,
         path: str | Path | None = None,
         decision: Decision | None = None,
+        domain: DomainReference | None = None,
     ):
-        """Modules left as None are built fresh (Kaiming-initialised) from their configs."""
+        """Modules left as None are built fresh (Kaiming-initialised) from their configs.
+        domain: computed on segments of `segment_spec` (ValueError otherwise)."""
         self.path = None if path is None else Path(path)
         if kind not in KINDS:
             raise ValueError(f"model instance kind must be one of {KINDS}, got {kind!r}")
@@ -258,6 +265,10 @@ class ModelInstance:
             raise ValueError(f"decision has {self.decision.offsets.size} offsets for {len(self.labels)} labels")
         if self.colors is not None and len(self.colors) != len(self.labels):
             raise ValueError(f"{len(self.colors)} colors for {len(self.labels)} labels")
+        if domain is not None and domain.spec != segment_spec:
+            raise ValueError(f"the domain reference was computed on other segments ({domain.spec}) than the "
+                             f"model's ({segment_spec})")
+        self.domain = domain
 
     # ----------------------------------------------------------------- properties
     @property
@@ -275,6 +286,7 @@ class ModelInstance:
             "decoder": None if self.decoder is None else {"context": self.decoder_context},
             "post_rule": self.post_rule,
             "decision": None if self.decision is None or self.decision.is_identity else self.decision.to_dict(),
+            RECORD_KEY: None if self.domain is None else self.domain.to_dict(),
             "created_by": created_by(),
         }
 
@@ -372,6 +384,8 @@ class ModelInstance:
             post_rule = config.get("post_rule")
             decision = (Decision.from_dict(config["decision"], len(labels))
                         if config.get("decision") else None)
+            domain = (DomainReference.from_dict(config[RECORD_KEY])
+                      if config.get(RECORD_KEY) is not None else None)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InstanceError(path, f"{CONFIG_NAME} is incomplete or invalid ({_one_line(err)})") from None
         provenance = read_provenance(path)
@@ -397,7 +411,7 @@ class ModelInstance:
                 kind, spec, encoder_config, encoder=encoder, decoder=decoder,
                 classifier_config=classifier_config, classifier=classifier, labels=labels,
                 colors=colors, post_rule=post_rule, provenance=provenance, curves=curves,
-                decoder_context=context, path=path, decision=decision,
+                decoder_context=context, path=path, decision=decision, domain=domain,
             )
         except ValueError as err:
             raise InstanceError(path, f"{CONFIG_NAME} is inconsistent ({_one_line(err)})") from None
@@ -541,6 +555,8 @@ def _check_sizes(path: Path, config: dict) -> int:
             _check_json_types("decoder", decoder, {"context": "whole"})
             context = decoder.get("context", 1)
             check_size("decoder context", context, 0, MAX_CONTEXT)
+        if config.get(RECORD_KEY) is not None:
+            DomainReference.from_dict(config[RECORD_KEY])  # fixed sizes, checked before reading
     except ValueError as err:
         raise InstanceError(path, f"{CONFIG_NAME}: {_one_line(err)}") from None
     weights = count_weights(encoder_config, classifier_config, context)

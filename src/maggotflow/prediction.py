@@ -29,7 +29,13 @@ ensemble's does the majority vote). `Predictor` only loads, streams, batches and
   fitted at training), decodes each larva's whole sequence of calibrated class
   probabilities once all its steps are predicted (calibration offsets alone act per step,
   inside the model's `predict`);
-- the model's post-rule, if any (`maggotflow.postrule.apply_post_rule`), is applied per larva.
+- the model's post-rule, if any (`maggotflow.postrule.apply_post_rule`), is applied per larva;
+- the domain check (`maggotflow.domain`): the segments of the model's first spec also give
+  per-segment normal scores of their kinematic features (on the model's device), summed per
+  larva; each file's record (`metadata.maggotflow.domain_check`: verdict `ok` or
+  `unlike_training`, its score and threshold, per larva relative scores) is written into its
+  label, and a file judged unlike the training data is named in a warning. A model without
+  a domain reference records `{"verdict": null, "reason": ...}`: not checked.
 
 A larva whose spine has zero length (all points coincide over most of the track) cannot be
 normalised: it is left out of the `.label` file with a warning naming the file. A file that
@@ -63,13 +69,14 @@ from maggotflow.formats.label import (
     provenance_mark,
     write_label_file,
 )
+from maggotflow.domain import N_FEATURES, RECORD_KEY, describe, not_checked
 from maggotflow.instance import ModelInstance, check_kind, fingerprint
 from maggotflow.isolation import read_isolated
 from maggotflow.model import select_device
 from maggotflow import progress
 from maggotflow.postrule import apply_post_rule
 from maggotflow.segments import build_segments, build_segments_torch, larva_length, segment_builder
-from maggotflow.tracks import Run, TrackDataError
+from maggotflow.tracks import Run, TrackDataError, printable_path
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +240,8 @@ class _Job:
     remaining: int  # steps still waiting for a prediction
     # track index -> (n, K) float32 log-probabilities, kept only for a temporal decoder
     scores: dict[int, np.ndarray] | None = None
+    # track index -> (F,) float64 sum of its segments' domain signatures (a domain check only)
+    domain: dict[int, np.ndarray] | None = None
 
 
 class Predictor:
@@ -249,7 +258,8 @@ class Predictor:
     into batches of segments, runs them on the device and applies the post-rule.
     Attributes: `instance` (the ModelInstance or Ensemble), `labels`, `colors`, `post_rule`,
     `specs` (the segment specs the model needs, each built once per chunk), `device`,
-    `batch_size`.
+    `batch_size`, `domain` (the model's `maggotflow.domain.DomainReference`, or None: files
+    are then recorded as not checked, `not_checked_reason` says why).
     """
 
     def __init__(
@@ -282,6 +292,10 @@ class Predictor:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         self.prefetch = prefetch
         self._steps = tuple((name,) for name in self.labels)
+        self.domain = getattr(self.instance, "domain", None)  # an ensemble's: its first member's
+        self.not_checked_reason = (
+            "the model folder holds no domain reference (trained before maggotflow's domain check, or without "
+            "validation samples): this file was not compared with the training data")
 
     # -- model
     def classify(self, segments: Sequence[np.ndarray], log_probabilities: np.ndarray | None = None) -> np.ndarray:
@@ -311,7 +325,7 @@ class Predictor:
     # -- runs
     def predict_run(self, run: Run) -> dict[str, list[str]]:
         """Label names per time step for every larva of `run` (larva id -> list, one per step)."""
-        ((_, _, classes, error),) = self.stream([(None, lambda: run)])
+        ((_, _, classes, error, _),) = self.stream([(None, lambda: run)])
         if error is not None:
             raise error
         return {run.tracks[i].id: [self.labels[c] for c in cls.tolist()] for i, cls in classes.items()}
@@ -323,14 +337,15 @@ class Predictor:
 
     def stream(
         self, loaders: Iterable[tuple[Any, Callable[[], Run]]]
-    ) -> Iterator[tuple[Any, Run | None, dict[int, np.ndarray] | None, TrackDataError | None]]:
-        """Tag runs as they are loaded; yield `(key, run, classes, error)` per loader.
+    ) -> Iterator[tuple[Any, Run | None, dict[int, np.ndarray] | None, TrackDataError | None, dict | None]]:
+        """Tag runs as they are loaded; yield `(key, run, classes, error, domain_check)` per loader.
 
         loaders: (key, function returning a Run); a function may raise TrackDataError, which
-        is yielded as `error` (run and classes None) without stopping the others.
+        is yielded as `error` (run, classes and domain_check None) without stopping the others.
         classes: track index -> (n,) int64 class per time step, post-rule applied; larvae
-        that could not be tagged are absent. Results come in input order except that errors
-        may be reported before earlier inputs finish.
+        that could not be tagged are absent. domain_check: the file's record
+        (`maggotflow.domain`). Results come in input order except that errors may be
+        reported before earlier inputs finish.
         """
         source = self._produce(loaders)
         messages = _threaded(source, PREFETCH_CHUNKS) if self.prefetch else _inline(source)
@@ -340,7 +355,7 @@ class Predictor:
                 kind = message[0]
                 if kind == "error":
                     _, key, err = message
-                    yield key, None, None, err
+                    yield key, None, None, err, None
                 elif kind == "job":
                     _, job_id, job = message
                     jobs[job_id] = job
@@ -355,12 +370,16 @@ class Predictor:
                     else:
                         segments = batch
                     predicted = self.classify(segments, scores)
+                    signatures = (self.domain.segment_signatures(segments[0]).to("cpu").numpy()
+                                  if self.domain is not None else None)  # (n, F) float32
                     done = []
                     for job_id, track, start, offset, count in pieces:
                         job = jobs[job_id]
                         job.classes[track][start:start + count] = predicted[offset:offset + count]
                         if scores is not None:
                             job.scores[track][start:start + count] = scores[offset:offset + count]
+                        if signatures is not None:
+                            job.domain[track] += signatures[offset:offset + count].sum(axis=0, dtype=np.float64)
                         job.remaining -= count
                         if job.remaining == 0:
                             done.append(job_id)
@@ -369,7 +388,7 @@ class Predictor:
         finally:
             messages.close()
 
-    def _finish(self, job: _Job) -> tuple[Any, Run, dict[int, np.ndarray], None]:
+    def _finish(self, job: _Job) -> tuple[Any, Run, dict[int, np.ndarray], None, dict]:
         if job.scores is not None:  # the temporal decoder: each larva's whole sequence at once
             tracks = list(job.scores)
             decoded = self.decision.smooth_many([job.scores[i] for i in tracks],
@@ -379,7 +398,21 @@ class Predictor:
         if self.post_rule is not None:
             for i in job.classes:
                 job.classes[i] = apply_post_rule(job.classes[i])
-        return job.key, job.run, job.classes, None
+        return job.key, job.run, job.classes, None, self._domain_check(job)
+
+    def _domain_check(self, job: _Job) -> dict:
+        """The file's `domain_check` record (`maggotflow.domain.DomainReference.check`)."""
+        if self.domain is None:
+            return not_checked(self.not_checked_reason)
+        tracks = job.run.tracks
+        larvae = {tracks[i].id: (job.domain[i], job.classes[i].size, float(tracks[i].t[-1] - tracks[i].t[0]))
+                  for i in job.domain}
+        simulated = None
+        if self.domain.trained_on_simulated:
+            from maggotflow.report import is_simulated
+
+            simulated = job.run.source is not None and is_simulated([job.run.source])
+        return self.domain.check(larvae, file_simulated=simulated)
 
     def _produce(self, loaders: Iterable[tuple[Any, Callable[[], Run]]]) -> Iterator[tuple]:
         """Messages: ("error", key, err), ("job", id, _Job), ("batch", arrays, n, pieces).
@@ -423,7 +456,8 @@ class Predictor:
             classes = {i: np.empty(run.tracks[i].n_steps, dtype=np.int64) for i in tagged}
             scores = ({i: np.empty((c.size, len(self.labels)), dtype=np.float32) for i, c in classes.items()}
                       if self.decision is not None else None)
-            yield "job", job_id, _Job(key, run, classes, sum(c.size for c in classes.values()), scores)
+            domain = {i: np.zeros(N_FEATURES) for i in classes} if self.domain is not None else None
+            yield "job", job_id, _Job(key, run, classes, sum(c.size for c in classes.values()), scores, domain)
             for i in tagged:
                 track, start = run.tracks[i], 0
                 while start < track.n_steps:
@@ -545,7 +579,9 @@ def predict_files(
     no provenance mark) is never replaced; maggotflow's own earlier prediction is replaced
     only with `overwrite=True`. Either refusal is an OutputExistsError (one line), raised
     before any work, or with `on_error` reported for that input, which is skipped.
-    Every `.label` written carries the mark (`metadata.maggotflow`: version and model).
+    Every `.label` written carries the mark (`metadata.maggotflow`: version and model) and
+    the file's domain check (`metadata.maggotflow.domain_check`, `maggotflow.domain`); a file
+    judged `unlike_training` is named in a warning, and their number in a last one.
     A bad input raises TrackDataError naming it, unless `on_error` is given: it is then
     called with (input path, error) and the input skipped. Temporaries that a killed
     earlier run left next to the outputs are removed first (`atomic.remove_stale_temporaries`).
@@ -574,6 +610,7 @@ def predict_files(
         return lambda: read_input_alone(path, read_options)
 
     written: dict[int, Path] = {}
+    unlike: list[Path] = []
     t0 = time.perf_counter()
     n_steps = 0
     todo = ((i, loader(p)) for i, p in enumerate(inputs) if i not in refused)
@@ -586,7 +623,7 @@ def predict_files(
         progress.report(n_done, n_todo, "file %d/%d (%d%%) %s, ETA %s", n_done, n_todo,
                         100 * n_done // max(n_todo, 1), path.name, progress.duration_text(eta))
 
-    for index, run, classes, error in predictor.stream(todo):
+    for index, run, classes, error, domain_check in predictor.stream(todo):
         path = inputs[index]
         report(path)
         if error is not None:
@@ -597,7 +634,7 @@ def predict_files(
         steps = {run.tracks[i].id: predictor.label_steps(cls) for i, cls in classes.items()}
         mark = prediction_mark(model_path, run.read_options, model_sha1=model_sha1)
         label_file = label_file_for_run(run, names=predictor.labels, colors=predictor.colors, labels=steps,
-                                        provenance=mark)
+                                        provenance={**mark, RECORD_KEY: domain_check})
         try:
             check_replaceable(outs[index], overwrite)  # again: a file may have appeared meanwhile
         except OutputExistsError as err:
@@ -610,6 +647,13 @@ def predict_files(
         n = sum(cls.size for cls in classes.values())
         n_steps += n
         log.info("%s: %d larvae, %d time steps -> %s", path, len(classes), n, outs[index])
+        if domain_check.get("verdict") == "unlike_training":
+            unlike.append(path)
+            log.warning("%s: %s", printable_path(str(path)), describe(domain_check))
+    if unlike:
+        log.warning("%d of %d file(s) tagged are unlike the tagger's training data (domain check; first: %s): "
+                    "check their labels before trusting them, or label a few of their larvae and fine-tune",
+                    len(unlike), len(written), printable_path(str(unlike[0])))
     elapsed = time.perf_counter() - t0
     if n_steps:
         log.info("tagged %d time steps in %d file(s) in %.1f s (%.0f steps/s on %s)",

@@ -6,9 +6,11 @@ the run's summary job), written by workflow/scripts/predict_shard.py and summary
 by the summary, the export, the evaluation, the ethograms and the next run of the same shard
 (`maggotflow.shards`: what is still current)::
 
-    id  path  label  status  problem  sha1  size  mtime_ns  track_sha1  track_size  track_mtime_ns  track_ctime_ns
-    (status: ok | failed; the label's sha1, size and mtime as written; the track file's sha1,
-    size, mtime and inode change time (ctime) when it was tagged)
+    id  path  label  status  problem  domain  sha1  size  mtime_ns  track_sha1  track_size  track_mtime_ns  track_ctime_ns
+    (status: ok | failed; domain: the label's domain-check verdict, ok | unlike_training,
+    empty when not checked (`maggotflow.domain`; tables written before it have no such
+    column and read as empty); the label's sha1, size and mtime as written; the track
+    file's sha1, size, mtime and inode change time (ctime) when it was tagged)
 
 Written and read with `maggotflow.tsv` (a tab, newline, CR or quote in a file name is
 quoted and round-trips; pandas and spreadsheets read it).
@@ -19,7 +21,8 @@ bad input (workflow/scripts/jobsetup.py) and listed by the workflow at the end o
     <file>\t<problem>            one row per failed input
 
 After a run, what the workflow prints (never writes): `end_of_run_warnings` (failed inputs,
-skipped entries) and `changed_labels` (labels missing or changed since their job wrote them).
+skipped entries), `changed_labels` (labels missing or changed since their job wrote them)
+and `domain_warning` (files unlike the tagger's training data).
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ from maggotflow.atomic import write_text_atomic
 from maggotflow.tracks import printable_path
 
 
-SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "sha1", "size", "mtime_ns",
+SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "domain", "sha1", "size", "mtime_ns",
                  "track_sha1", "track_size", "track_mtime_ns", "track_ctime_ns")
+# A predicted label's domain check (`maggotflow.domain`): its key in metadata.maggotflow and
+# its verdicts; here, where the tables that carry the verdict are, without torch.
+DOMAIN_CHECK_KEY = "domain_check"
+DOMAIN_VERDICTS = ("ok", "unlike_training")
+UNLIKE_TRAINING = DOMAIN_VERDICTS[1]
 TRACK_STAT_COLUMNS = ("track_size", "track_mtime_ns", "track_ctime_ns")
 
 
@@ -65,12 +73,14 @@ def tracks_stat_digest(paths: Iterable[str | Path]) -> str:
 
 def shard_row(ident: str, track: str, label: str | Path | None = None, problem: str = "",
               status: str | None = None, track_sha1: str = "",
-              stat: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A shard-table row: `label` written (its sha1, size and mtime as on disk now), or not
-    (status `failed` with its `problem`, or the given status); the track's `track_sha1` and
-    `stat` (`track_stat`, taken before it was read) when known."""
+              stat: Mapping[str, str] | None = None, domain: str = "") -> dict[str, str]:
+    """A shard-table row: `label` written (its sha1, size and mtime as on disk now, its
+    domain-check verdict `domain`), or not (status `failed` with its `problem`, or the given
+    status); the track's `track_sha1` and `stat` (`track_stat`, taken before it was read)
+    when known."""
     row = dict.fromkeys(SHARD_COLUMNS, "")
-    row.update(id=ident, path=str(track), problem=" ".join(str(problem).split()), track_sha1=track_sha1)
+    row.update(id=ident, path=str(track), problem=" ".join(str(problem).split()), track_sha1=track_sha1,
+               domain=domain if label is not None else "")
     row.update({k: str(v) for k, v in (stat or {}).items() if k in TRACK_STAT_COLUMNS})
     if label is None:
         row["status"] = status or "failed"
@@ -88,8 +98,28 @@ def shard_table_text(rows: Iterable[Mapping[str, str]]) -> str:
 
 
 def read_shard_table(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a shard table (also of one written before the track_* columns)."""
+    """Rows of a shard table (also of one written before the domain or track_* columns)."""
     return [dict(dict.fromkeys(SHARD_COLUMNS, ""), **row) for row in tsv.read_rows(path)]
+
+
+def unlike_training(rows: Iterable[Mapping[str, str]]) -> list[str]:
+    """The track files of `ok` rows whose label judged them unlike the tagger's training data."""
+    return [row["path"] for row in rows if row.get("status") == "ok" and row.get("domain") == UNLIKE_TRAINING]
+
+
+def domain_warning(where: str, rows: Iterable[Mapping[str, str]], shown: int = 5) -> str | None:
+    """The warning about a run's files judged unlike the tagger's training data (None if
+    none): how many, the first `shown` of them by name, and where the verdicts are."""
+    rows = list(rows)
+    unlike = unlike_training(rows)
+    if not unlike:
+        return None
+    tagged = sum(row.get("status") == "ok" for row in rows)
+    names = "\n".join(f"  {printable_path(p)}" for p in unlike[:shown])
+    more = f"\n  ... and {len(unlike) - shown} more" if len(unlike) > shown else ""
+    return (f"{where}: {len(unlike)} of {tagged} tagged file(s) are unlike the tagger's training data (domain "
+            f"check: column domain of the run's summary.tsv, metadata.maggotflow.domain_check of each label); "
+            f"check their labels before trusting them:\n{names}{more}")
 
 
 def label_changed(row: Mapping[str, str]) -> bool:

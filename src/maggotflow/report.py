@@ -9,7 +9,13 @@ categories (Training, Evaluation, Ethograms, Screen summary).
 
 Simulated data (`maggotflow simulate` writes a README.txt whose first line is
 `SIMULATOR_MARK` at the top of its folder) get a warning that the figures do not carry over to
-real recordings.
+real recordings; `is_simulated` is also the test of `maggotflow.domain` (a tagger trained on
+simulated files only flags every file that is not).
+
+The "Domain check" section says what the tagger's domain reference is (`tagger_domain`: its
+thresholds, whether it was trained on simulated data only, or that it has none) and how many
+files of each prediction run were judged unlike its training data (`run_domain_counts`,
+from the run's screen summary).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
+from maggotflow.records import DOMAIN_CHECK_KEY
 
 # The first line of the README.txt that maggotflow.simulation.simulate writes (checked
 # against the simulator in tests/test_evaluation.py).
@@ -46,6 +53,44 @@ def is_simulated(paths: Iterable[str | Path], stop: Iterable[str | Path] = ()) -
                 break
             folder = folder.parent
     return False
+
+
+def tagger_domain(tagger: str | Path) -> dict | None:
+    """The domain reference (config.json "domain_check", `maggotflow.domain`) of a tagger
+    folder, or of an ensemble's first member (whose reference it uses); None when absent or
+    unreadable. Read as JSON: no torch."""
+    folder = Path(tagger)
+    for _ in range(2):
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(config, dict):
+            return None
+        members = config.get("members")
+        if config.get("kind") != "ensemble" or not isinstance(members, list) or not members:
+            domain = config.get(DOMAIN_CHECK_KEY)
+            return domain if isinstance(domain, dict) else None
+        folder = folder / str(members[0])
+    return None
+
+
+def run_domain_counts(screen: str | Path) -> tuple[int, int] | None:
+    """(files, files unlike the training data) of a prediction run, from its screen summary
+    (groups.tsv, group "all"); None when unreadable."""
+    try:
+        rows = read_tsv(Path(screen) / "groups.tsv")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    files = unlike = None
+    for row in rows:
+        if row.get("group") == "all":
+            try:  # the largest count over behaviours: a file declares at least one
+                files = max(files or 0, int(row["files"]))
+                unlike = max(unlike or 0, int(row.get("files_unlike_training") or 0))
+            except (KeyError, ValueError):
+                return None
+    return None if files is None else (files, unlike)
 
 
 def read_tsv(path: str | Path) -> list[dict[str, str]]:
@@ -114,13 +159,16 @@ def overview(
     relpaths: Mapping[str, str] | None = None,
     runs: Sequence[str] = (),
     simulated: bool = False,
+    domain: Mapping[str, Any] | None = None,
+    run_domain: Mapping[str, tuple[int, int] | None] | None = None,
 ) -> str:
     """The landing page (rst). metrics: metrics.json; per_file, behaviour: rows of
     per_file.tsv and behaviour.tsv; provenance: the tagger's provenance.json; settings:
     tagger (preset name or None), track_dir, evaluation (description of the held-out
     files), pretrain_steps, stage1_steps, stage2_steps, labels (None: the data's), models
     (count); dataset: `dataset_stats`; relpaths: reference .label path -> the track file's
-    path relative to its folder; runs: prediction runs with a screen summary."""
+    path relative to its folder; runs: prediction runs with a screen summary; domain: the
+    tagger's domain reference (`tagger_domain`); run_domain: run -> `run_domain_counts`."""
     relpaths = relpaths or {}
     n_files = len(metrics.get("files", [])) or len(per_file)
     parts = [section("maggotflow: what was trained, and how well it tags held-out files", "="), ""]
@@ -179,6 +227,8 @@ def overview(
                           "bouts, predicted", "median bout (s), reference", "median bout (s), predicted"], rows)]
     parts += ["Time share: of the evaluated held-out steps. The figure (behaviour.png) is under Evaluation.", ""]
 
+    parts += [section("Domain check"), ""] + domain_lines(domain, run_domain or {})
+
     parts += [section("Prediction runs"), ""]
     if runs:
         parts += ["Screen summaries (time in each behaviour per group, bout durations, transitions) of "
@@ -195,6 +245,28 @@ def overview(
               f"pre/training ({settings['evaluation']}). Training curves are under Training, "
               "ethograms of held-out files under Ethograms.", ""]
     return "\n".join(parts)
+
+
+def domain_lines(domain: Mapping[str, Any] | None, run_domain: Mapping[str, tuple[int, int] | None]) -> list[str]:
+    """The "Domain check" section's paragraphs (rst lines)."""
+    if not domain:
+        return ["The tagger holds no domain reference (trained before maggotflow's domain check, or without "
+                "validation samples): its labels say ``not checked``.", ""]
+    thresholds, training = domain.get("thresholds") or {}, domain.get("training") or {}
+    lines = ["Every predicted file and larva is scored by how unlike the training data its kinematic "
+             "features are (``metadata.maggotflow.domain_check`` of its label). Thresholds, 95 % prediction "
+             f"bounds of files and larvae the statistics did not see: file score {thresholds.get('file')}, larva "
+             f"score {thresholds.get('larva')} + {thresholds.get('larva_per_s')} / duration (s).", ""]
+    if training.get("files") and training.get("simulated_files") == training.get("files"):
+        lines += [".. warning::", "",
+                  "   The tagger was trained on **simulated** larvae only: every file that is not simulated is "
+                  "judged unlike its training data.", ""]
+    rows = [[_literal(run), "--" if counts is None else str(counts[0]),
+             "--" if counts is None else str(counts[1])] for run, counts in run_domain.items()]
+    if rows:
+        lines += ["Files judged unlike the training data, per prediction run (their labels may be unreliable):",
+                  "", list_table(["run", "files", "unlike the training data"], rows)]
+    return lines
 
 
 def write_overview(path: str | Path, text: str) -> None:

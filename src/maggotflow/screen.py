@@ -5,12 +5,14 @@ protocols. `summarize(labels, out_dir)` reads each `.label` file once (maggotflo
 predictions or LarvaTagger's own files), groups its larvae by metadata (default
 genotype, effector, protocol, tracker) and writes to `out_dir`:
 
-    per_larva.tsv      file, larva, metadata, duration_s, labelled_s, behaviour, fraction,
-                       time_s, bouts, mean_bout_s, median_bout_s (one row per larva x behaviour)
+    per_larva.tsv      file, larva, metadata, domain_check, duration_s, labelled_s, behaviour,
+                       fraction, time_s, bouts, mean_bout_s, median_bout_s (one row per
+                       larva x behaviour)
     per_file.tsv       the same per file (time pooled over the file's larvae), with larvae
-    groups.tsv         per group x behaviour: files, larvae, per-larva fraction mean, sd,
-                       median, q25, q75, pooled fraction, bouts, bouts_per_min, mean and
-                       median bout duration; group "all" pools every file
+    groups.tsv         per group x behaviour: files, files_unlike_training, larvae, per-larva
+                       fraction mean, sd, median, q25, q75, pooled fraction, bouts,
+                       bouts_per_min, mean and median bout duration; group "all" pools every
+                       file
     transitions.tsv    per group (and "all"): from, to, count, probability (row-normalised)
     failed.tsv         label files that could not be read: file, problem (header only if none)
     fraction_by_group.png, bout_durations.png, transitions.png   (unless plots=False)
@@ -32,6 +34,12 @@ Definitions (what a lab needs to know to read the tables):
   transitions out of `from` (self-transitions cannot occur, so none are counted).
 - A behaviour's group statistics count the larvae of the files that declare the behaviour
   (a 6-label tagger's files do not count as 0 % small_motion).
+- domain_check: the verdict of maggotflow's domain check recorded in the label
+  (`metadata.maggotflow.domain_check`, `maggotflow.domain`): `ok` or `unlike_training` for
+  the file; for a larva, `unlike_training` when its relative score is above 1; empty when
+  the label has no verdict (not checked, or not a prediction of maggotflow's).
+  files_unlike_training counts the files judged unlike the tagger's training data, whose
+  labels may be unreliable; `ScreenSummary.unlike_training` counts them over all files.
 
 Bounded memory: files are read one at a time; per_larva/per_file rows are written as each
 file is read (to a temporary name, renamed at the end, see `maggotflow.atomic`). Group
@@ -66,6 +74,8 @@ import numpy as np
 from maggotflow import progress as progress_records
 from maggotflow import tsv
 from maggotflow.atomic import atomic_path
+from maggotflow.formats.label import PROVENANCE_KEY
+from maggotflow.records import DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, UNLIKE_TRAINING
 from maggotflow.tracks import GAP_FACTOR, TrackDataError  # a step lasts at most GAP_FACTOR median intervals
 
 log = logging.getLogger(__name__)
@@ -97,6 +107,7 @@ class ScreenSummary:
     files: int  # label files summarised
     larvae: int
     failed: list[tuple[str, str]] = field(default_factory=list)  # (label path, one-line problem)
+    unlike_training: int = 0  # files whose domain check says unlike the training data (see module doc)
     behaviours: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # group names, as in groups.tsv
     tables: dict[str, Path] = field(default_factory=dict)
@@ -346,6 +357,7 @@ class _Cell:
 
     def __init__(self, rng: np.random.Generator):
         self.files = 0
+        self.unlike_files = 0  # of them, judged unlike the tagger's training data
         self.fraction = _Histogram(np.linspace(0.0, 1.0, FRACTION_BINS + 1), log_scale=False)
         self.bouts = _Histogram(_BOUT_EDGES, log_scale=True)
         self.time_s = 0.0
@@ -434,8 +446,11 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
         larva_out = stack.enter_context(open(larva_tmp, "w", encoding="utf-8", newline=""))
         file_out = stack.enter_context(open(file_tmp, "w", encoding="utf-8", newline=""))
         stat_columns = ["behaviour", "fraction", "time_s", "bouts", "mean_bout_s", "median_bout_s"]
-        larva_out.write(_line(["file", "larva", *meta_columns, "duration_s", "labelled_s", *stat_columns]))
-        file_out.write(_line(["file", *meta_columns, "larvae", "duration_s", "labelled_s", *stat_columns]))
+        larva_out.write(_line(["file", "larva", *meta_columns, "domain_check", "duration_s", "labelled_s",
+                               *stat_columns]))
+        file_out.write(_line(["file", *meta_columns, "larvae", "domain_check", "duration_s", "labelled_s",
+                              *stat_columns]))
+        unlike = 0
         done = 0
         for path in labels:
             done += 1
@@ -452,9 +467,11 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
                     if not meta.get(key):
                         meta[key] = derived.get(key, "")
                 declared = [index_of(n) for n in lf.names]
+                domain = domain_verdicts(lf.metadata)
                 larvae += _add_file(str(path), lf, meta, meta_columns, group_by, declared, index_of, behaviours,
-                                    groups, overall, rng, larva_out, file_out)
+                                    groups, overall, rng, larva_out, file_out, domain)
                 files += 1
+                unlike += domain[0] == UNLIKE_TRAINING
                 # On disk before the next path is taken: nothing of a file stays in memory.
                 larva_out.flush()
                 file_out.flush()
@@ -481,9 +498,13 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
         file_out.flush()
     log.info("summary: %d file(s), %d larvae, %d failed, in %.1f s", files, larvae, len(failed),
              time.monotonic() - started)
+    if unlike:
+        log.warning("summary: %d of %d file(s) are unlike the tagger's training data (domain check; column "
+                    "domain_check of per_file.tsv): their labels may be unreliable", unlike, files)
     ordered_groups = sorted(groups.values(), key=lambda g: g.values)
     summary = ScreenSummary(out_dir=out_dir, files=files, larvae=larvae, failed=failed, behaviours=names,
-                            groups=[group_name(g.values) for g in ordered_groups], tables=tables)
+                            groups=[group_name(g.values) for g in ordered_groups], tables=tables,
+                            unlike_training=unlike)
     if plots:
         summary.plots = _plot_all(out_dir, ordered_groups, overall, names)
     return summary
@@ -501,9 +522,25 @@ def _ordered(behaviours: Mapping[str, int], labels_order: Sequence[str] | None) 
     return first + [n for n in sorted(behaviours, key=behaviours.get) if n not in first]
 
 
+def domain_verdicts(metadata: Mapping) -> tuple[str, dict[str, str]]:
+    """The domain-check verdict of a label file from its metadata (`metadata.maggotflow.
+    domain_check`) and per larva id its own ("unlike_training" when its relative score is
+    above 1, else "ok"); ("", {}) when the label has none."""
+    own = metadata.get(PROVENANCE_KEY) if isinstance(metadata, Mapping) else None
+    record = own.get(DOMAIN_CHECK_KEY) if isinstance(own, Mapping) else None
+    if not isinstance(record, Mapping) or record.get("verdict") not in DOMAIN_VERDICTS:
+        return "", {}
+    larvae = record.get("larvae")
+    scores = larvae.get("relative_scores") if isinstance(larvae, Mapping) else None
+    per_larva = {str(k): UNLIKE_TRAINING if v > 1 else "ok" for k, v in (scores or {}).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return record["verdict"], per_larva
+
+
 def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behaviours, groups, overall, rng,
-              larva_out, file_out) -> int:
-    """Read one LabelFile into the rows and the aggregates; return its number of larvae."""
+              larva_out, file_out, domain) -> int:
+    """Read one LabelFile into the rows and the aggregates; return its number of larvae.
+    domain: `domain_verdicts` of the file."""
     code_of: dict[tuple, int] = {(): -1}
     stats: list[tuple[str, _Larva]] = []
     for larva, (t, steps) in lf.tracks.items():
@@ -528,7 +565,7 @@ def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behavi
         counts, mean, median = _bout_stats(s.bout_code, s.bout_s, n)
         if s.labelled_s > 0:
             fractions[row] = s.time_s / s.labelled_s
-        head = [path, larva, *meta_values, s.duration_s, s.labelled_s]
+        head = [path, larva, *meta_values, domain[1].get(str(larva), ""), s.duration_s, s.labelled_s]
         larva_out.write("".join(_line([*head, names[b], fractions[row, b], s.time_s[b], counts[b], mean[b],
                                         median[b]]) for b in used))
     # per file row: times pooled over larvae
@@ -537,7 +574,7 @@ def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behavi
     bout_code = np.concatenate([s.bout_code for _, s in larvae]) if larvae else np.zeros(0, dtype=np.int64)
     bout_s = np.concatenate([s.bout_s for _, s in larvae]) if larvae else np.zeros(0)
     counts, mean, median = _bout_stats(bout_code, bout_s, n)
-    head = [path, *meta_values, len(larvae), sum(s.duration_s for _, s in larvae), labelled_s]
+    head = [path, *meta_values, len(larvae), domain[0], sum(s.duration_s for _, s in larvae), labelled_s]
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = time_s / labelled_s if labelled_s > 0 else np.full(n, np.nan)
     file_out.write("".join(_line([*head, names[b], pooled[b], time_s[b], counts[b], mean[b], median[b]])
@@ -551,6 +588,7 @@ def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behavi
             if cell is None:
                 cell = target.cells[names[b]] = _Cell(rng)
             cell.files += 1
+            cell.unlike_files += domain[0] == UNLIKE_TRAINING
             cell.add_fractions(fractions[:, b])
             cell.bouts.add(bout_s[bout_code == b])
             cell.time_s += float(time_s[b])
@@ -570,7 +608,8 @@ def _group_rows(groups: Mapping[tuple, _Group], overall: _Group, group_by: Seque
 
 def _write_groups(stack, path, groups, overall, group_by, names) -> None:
     tmp = stack.enter_context(atomic_path(path))
-    lines = [_line(["group", *group_by, "behaviour", "files", "larvae", "fraction_mean", "fraction_sd",
+    lines = [_line(["group", *group_by, "behaviour", "files", "files_unlike_training", "larvae", "fraction_mean",
+                    "fraction_sd",
                     "fraction_median", "fraction_q25", "fraction_q75", "fraction_pooled", "bouts",
                     "bouts_per_min", "mean_bout_s", "median_bout_s"])]
     for g, head in _group_rows(groups, overall, group_by):
@@ -580,7 +619,7 @@ def _write_groups(stack, path, groups, overall, group_by, names) -> None:
                 continue
             f, b = cell.fraction, cell.bouts
             minutes = cell.labelled_s / 60.0
-            lines.append(_line([*head, name, cell.files, f.n, f.mean, f.sd, f.quantile(0.5), f.quantile(0.25),
+            lines.append(_line([*head, name, cell.files, cell.unlike_files, f.n, f.mean, f.sd, f.quantile(0.5), f.quantile(0.25),
                                 f.quantile(0.75), cell.time_s / cell.labelled_s if cell.labelled_s else None,
                                 b.n, b.n / minutes if minutes else None, b.mean, b.quantile(0.5)]))
     tmp.write_text("".join(lines), encoding="utf-8")

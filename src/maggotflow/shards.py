@@ -8,7 +8,8 @@ attempt, `--forcerun`), its previous table is still there (the workflow flags th
 each file is decided on its own:
 
 - its label is current, and kept as it is, when it is maggotflow's, carries the mark this
-  job would write (`prediction.prediction_mark`: version, model fingerprint, read options),
+  job would write (`prediction.prediction_mark`: version, model fingerprint, read options;
+  its `domain_check` is a result, decided by the model and the track bytes, not compared),
   was made from the same track bytes (its `dependencies.sha1`) and, when the previous table
   recorded it, is still the file recorded there (size, mtime, else sha1: not edited since);
 - whether the track bytes are the same is decided with one stat when the previous table
@@ -22,7 +23,8 @@ each file is decided on its own:
 So a rerun hashes only the files whose stat changed and re-tags only those whose bytes
 changed, plus the files without a current label (missing, edited, from another model or
 with other read options). A file that is not maggotflow's at the label's place (a hand-made
-`.label`) is never replaced or removed: that file fails, naming it.
+`.label`) is never replaced or removed: that file fails, naming it. Every row of a label
+carries its domain-check verdict (`label_domain_verdict`), kept labels' included.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from maggotflow.domain import RECORD_KEY, VERDICTS
 from maggotflow.formats import ReadOptions, file_sha1
-from maggotflow.formats.label import header_value, is_maggotflow_label
+from maggotflow.formats.label import PROVENANCE_KEY, header_value, is_maggotflow_label
 from maggotflow.records import TRACK_STAT_COLUMNS, label_changed, read_shard_table, shard_row, track_stat
 
 log = logging.getLogger(__name__)
@@ -53,13 +56,24 @@ def label_track_sha1(label: str | Path, mark: Mapping[str, Any]) -> str | None:
     if not os.path.isfile(label):
         return None
     metadata = header_value(label, "metadata")
-    if not isinstance(metadata, dict) or metadata.get("maggotflow") != dict(mark):
+    own = metadata.get(PROVENANCE_KEY) if isinstance(metadata, dict) else None
+    if not isinstance(own, dict) or {k: v for k, v in own.items() if k != RECORD_KEY} != dict(mark):
         return None
     dependencies = header_value(label, "dependencies")
     if isinstance(dependencies, list) and len(dependencies) == 1:
         dependencies = dependencies[0]
     sha1 = dependencies.get("sha1") if isinstance(dependencies, dict) else None
     return sha1 if isinstance(sha1, str) else None
+
+
+def label_domain_verdict(label: str | Path) -> str:
+    """The domain-check verdict (`ok`, `unlike_training`) a label of maggotflow's records;
+    "" when it has none (not checked, not readable, not maggotflow's)."""
+    metadata = header_value(label, "metadata")
+    own = metadata.get(PROVENANCE_KEY) if isinstance(metadata, dict) else None
+    record = own.get(RECORD_KEY) if isinstance(own, dict) else None
+    verdict = record.get("verdict") if isinstance(record, dict) else None
+    return verdict if verdict in VERDICTS else ""
 
 
 def current_row(ident: str, track: str, label: Path, mark: Mapping[str, Any],
@@ -79,7 +93,7 @@ def current_row(ident: str, track: str, label: Path, mark: Mapping[str, Any],
                 return None
         except OSError:
             return None
-    return shard_row(ident, track, label, track_sha1=made_from, stat=stat)
+    return shard_row(ident, track, label, track_sha1=made_from, stat=stat, domain=label_domain_verdict(label))
 
 
 def remove_own_label(label: Path) -> None:
@@ -136,5 +150,6 @@ def tag_shard(
             rows[i] = shard_row(files[i]["id"], path, problem=problems[path], stat=stats[i])
         else:
             made_from = label_track_sha1(outs[i], mark) or ""
-            rows[i] = shard_row(files[i]["id"], path, outs[i], track_sha1=made_from, stat=stats[i])
+            rows[i] = shard_row(files[i]["id"], path, outs[i], track_sha1=made_from, stat=stats[i],
+                                domain=label_domain_verdict(outs[i]))
     return rows

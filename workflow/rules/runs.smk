@@ -166,8 +166,10 @@ def produced_lines():
         rows = records.read_shard_table(summary)
         tagged = sum(r["status"] == "ok" for r in rows)
         failed = sum(r["status"] == "failed" for r in rows)
+        unlike = len(records.unlike_training(rows))
         source = config["predict_dir"] if run != HELDOUT_RUN else "the held-out files"
-        lines.append(f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed)")
+        lines.append(f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed, "
+                     f"{unlike} unlike the tagger's training data)")
         if run != HELDOUT_RUN and config["predict"]["export_next_to_tracks"] and (folder / "exported.tsv").is_file():
             lines.append(f"  also next to the track files (list: {folder / 'exported.tsv'})")
         if (folder / "screen").is_dir():
@@ -176,10 +178,17 @@ def produced_lines():
 
 
 def print_produced():
-    """The closing message of a successful run: what was produced and where."""
+    """The closing message of a successful run: what was produced and where, then the files
+    of its prediction runs judged unlike the tagger's training data (maggotflow.domain)."""
     lines = produced_lines()
     if lines:
         logger.info("\n".join(["Produced:"] + [f"  {line}" for line in lines]))
+    for run in sorted(LOADED - {"training"}):
+        summary = Path("results/predict") / run / "summary.tsv"
+        if summary.is_file():
+            warning = records.domain_warning(f"results/predict/{run}", records.read_shard_table(summary))
+            if warning:
+                logger.warning(warning)
 
 
 def print_prediction_state():

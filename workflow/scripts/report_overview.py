@@ -22,6 +22,9 @@ with job(snakemake, subject="report overview") as log:
         relpaths=relpaths,
         runs=snakemake.params.runs,
         simulated=report.is_simulated(settings["data_folders"] + tracks),
+        domain=report.tagger_domain(snakemake.input.tagger),
+        run_domain={run: report.run_domain_counts(screen)
+                    for run, screen in zip(snakemake.params.runs, snakemake.input.screens)},
     )
     report.write_overview(snakemake.output[0], text)
     log.info("%s written", snakemake.output[0])
