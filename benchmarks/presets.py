@@ -32,7 +32,8 @@ import yaml
 
 from maggotflow.ensemble import Ensemble
 from maggotflow.instance import ModelInstance
-from maggotflow.model import ClassifierConfig, EncoderConfig, ForestClassifier
+from maggotflow.kinematics import FEATURE_NAMES
+from maggotflow.model import BoostedTrees, ClassifierConfig, EncoderConfig, ForestClassifier
 from maggotflow.prediction import Predictor
 from maggotflow.segments import SegmentSpec
 from maggotflow.simulation import SimulationConfig, simulate
@@ -58,12 +59,17 @@ def untrained_tagger(preset: dict, window: int) -> ModelInstance:
     """A tagger of the preset's architecture (random weights; a forest of random trees)."""
     segment = {"window": 20, "frame_interval": 0.1, "interpolate": True, **(preset.get("segment") or {})}
     segment["window"] = window
+    from maggotflow.pretraining import PretrainConfig
+    from maggotflow.training import TrainConfig
+
     spec = SegmentSpec(n_points=5, **segment)
-    latent = preset["pretrain"]["latent_dim"]
-    labels = preset["labels"] or SEVEN
+    latent = (preset.get("pretrain") or {}).get("latent_dim", PretrainConfig().latent_dim)
+    labels = preset.get("labels") or SEVEN
     encoder = EncoderConfig(window=window, latent_dim=latent)
-    train = preset["train"]
-    if train["classifier"] == "random_forest":
+    train = preset.get("train") or {}
+    if list(train.get("candidates") or ()) == ["boosting"]:
+        return untrained_boosting(spec, labels)
+    if train.get("classifier", "dense") == "random_forest":
         trees, depth = train["forest"]["n_trees"], train["forest"]["max_depth"]
         nodes = 2 ** (depth + 1) - 1 if depth <= 12 else 4096  # real trees are far from full
         config = ClassifierConfig(latent_dim=latent, n_classes=len(labels), kind="random_forest",
@@ -74,9 +80,28 @@ def untrained_tagger(preset: dict, window: int) -> ModelInstance:
         forest.left.copy_(torch.randint(0, nodes, forest.left.shape, generator=g))
         forest.right.copy_(torch.randint(0, nodes, forest.right.shape, generator=g))
         return ModelInstance("tagger", spec, encoder, classifier_config=config, classifier=forest, labels=labels)
-    config = ClassifierConfig(latent_dim=latent, n_classes=len(labels), layers=tuple(train.get("layers") or ()))
+    layers = tuple(train.get("layers", TrainConfig().layers) or ())
+    config = ClassifierConfig(latent_dim=latent, n_classes=len(labels), layers=layers,
+                              features=len(FEATURE_NAMES) if train.get("kinematic_features", True) else 0)
     return ModelInstance("tagger", spec, encoder, classifier_config=config, labels=labels,
                          post_rule=train.get("post_rule"))
+
+
+def untrained_boosting(spec: SegmentSpec, labels: list[str], rounds: int = 250, leaves: int = 31,
+                       depth: int = 10) -> ModelInstance:
+    """Boosted trees of the `boosting` preset's size (`rounds` x classes trees of `leaves`
+    leaves walked `depth` levels: the defaults' upper end), random splits, no encoder run."""
+    nodes = 2 * leaves - 1
+    config = ClassifierConfig(latent_dim=1, n_classes=len(labels), kind="boosting", n_trees=rounds * len(labels),
+                              n_nodes=nodes, depth=depth, features=len(FEATURE_NAMES), use_latent=False)
+    trees = BoostedTrees(config)
+    g = torch.Generator().manual_seed(0)
+    trees.feature.copy_(torch.randint(0, len(FEATURE_NAMES), trees.feature.shape, generator=g))
+    trees.left.copy_(torch.randint(0, nodes, trees.left.shape, generator=g))
+    trees.right.copy_(torch.randint(0, nodes, trees.right.shape, generator=g))
+    trees.tree_class.copy_(torch.arange(config.n_trees) % len(labels))
+    placeholder = EncoderConfig(window=spec.window, n_points=spec.n_points, latent_dim=1, filters=(1,))
+    return ModelInstance("tagger", spec, placeholder, classifier_config=config, classifier=trees, labels=labels)
 
 
 def cost_table() -> dict[str, float]:
