@@ -128,6 +128,17 @@ def test_thresholds_are_set_on_data_the_statistics_did_not_see(data):
     assert abs(np.mean(draws[:, 5] > bounds) - 0.05) < 0.006
 
 
+def test_a_single_labelled_file_split_by_larva_still_gets_thresholds(data, tmp_path):
+    with build_dataset(data["a_iso"][:1], tmp_path / "one.h5", spec=SPEC, seed=0) as dataset:
+        assert dataset.split_by == "larva"
+        reference = fit_reference(dataset, dataset.train_indices(), dataset.val_indices(), **QUIET)
+    # the training larvae, each scored without it, make up for the few validation larvae
+    assert reference.validation["files"] == 1 and reference.validation["cross_fitted_files"] == 0
+    assert reference.validation["cross_fitted_larvae"] >= 3
+    # no second file to bound the file scores: the threshold of a larva of median duration
+    assert reference.file_threshold >= reference.larva_threshold > 0
+
+
 def test_without_validation_samples_there_is_no_reference(data):
     messages = []
     with Dataset.load(data["dataset"]) as dataset:

@@ -19,7 +19,9 @@ The score (method `METHOD`)
 
     S is the covariance of the signatures of training larvae (larvae with at least
     `MIN_LARVA_SEGMENTS` sampled segments), its correlations shrunk towards the identity
-    (Ledoit-Wolf) so that a few larvae still give a usable matrix.
+    (Ledoit-Wolf) so that a few larvae still give a usable matrix. So a training larva
+    scores about 1 on average; a file, whose mean averages its larvae, less (~0.05-0.25 for
+    the simulator's in-domain files, 1.6-4 for other regimes').
     Why means rather than per-segment distances: behaviour varies far more between
     segments than labs do (a cast is unlike a run), so per-segment distances averaged over
     a file hardly move for another regime (measured: the simulator's regime B files
@@ -32,7 +34,8 @@ The thresholds (one-sided 95 % prediction bounds, `BOUND`: at most 5 % false ala
     File: `exp(mean + t(0.95, n-1) * sd * sqrt(1 + 1/n))` of the log scores of n files
     that the statistics did not see: the validation files (scored with the reference), and
     every training file scored by a reference fitted without it (`CROSS_FIT_FOLDS`-fold
-    cross-fitting over the training files). Under normal log scores a new in-domain file
+    cross-fitting over the training files; over larvae, giving no file score, when a
+    single labelled file was split by larva). Under normal log scores a new in-domain file
     then exceeds it with probability 5 % whatever n; a few files give a wide bound, not
     false alarms. Cross-fitting is there because the dataset's few validation files (5 of
     24 in the benchmark) made the bound erratic (between seeds 0.15 to 0.8, flagging 3 of
@@ -44,7 +47,8 @@ The thresholds (one-sided 95 % prediction bounds, `BOUND`: at most 5 % false ala
     seconds: measured, larvae of 2 s score ~100 times those of 60 s), so the larva threshold
     is `a + b / T` (s): `alpha + beta / T`, the typical score at duration T, fitted to the
     validation larvae (least squares on relative errors, alpha, beta >= 0), times the 95 %
-    prediction bound of their log ratios `score / (alpha + beta / T)`. Labels record a
+    prediction bound of their log ratios `score / (alpha + beta / T)`; the validation
+    larvae and the cross-fitted training larvae count alike. Labels record a
     larva's *relative score*, its score over its threshold (above 1: unlike).
     Validation larvae are whole larvae drawn one per file in turn (seeded) up to
     `MAX_VALIDATION_SEGMENTS` segments, at most `MAX_LARVA_SEGMENTS` each (evenly spaced),
@@ -410,10 +414,10 @@ def fit_reference(dataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int
 
     Statistics (quantiles, centre, covariance) from at most MAX_TRAIN_SEGMENTS training
     segments (uniform seeded sample); thresholds from whole validation larvae and their
-    files, and (`cross_fit`) from each training file scored by a reference fitted without it
-    (see the module docstring). Returns None, and logs why, when there are no validation
-    samples or fewer than 2 validation larvae (no threshold can be set): the tagger's labels
-    then record `not_checked`.
+    files, and (`cross_fit`) from each training file (larva, with a single training file)
+    scored by a reference fitted without it (see the module docstring). Returns None, and
+    logs why, when there are no validation samples or fewer than 2 larvae to set thresholds
+    on: the tagger's labels then record `not_checked`.
     """
     train_idx = np.asarray(train_idx, dtype=np.int64)
     val_idx = np.asarray(val_idx, dtype=np.int64)
@@ -429,10 +433,6 @@ def fit_reference(dataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int
     reference, n_larvae = _fit(spec, features, larva)
 
     rows, unit, unit_file, durations = _validation_larvae(dataset, val_idx, rng)
-    if unit_file.size < 2:
-        log(f"domain check: {unit_file.size} validation larva, no threshold can be set; this tagger's labels "
-            "will say 'not checked'")
-        return None
     sums, counts = _unit_sums(reference.segment_signatures(dataset.read_segments(rows)).numpy(), unit)
     files = np.unique(unit_file)
     file_scores = [reference.scores(sums[unit_file == f].sum(axis=0), counts[unit_file == f].sum())[0]
@@ -446,6 +446,10 @@ def fit_reference(dataset, train_idx: np.ndarray, val_idx: np.ndarray, seed: int
         file_scores += crossed_files
         larva_scores += crossed_larvae
         larva_durations += crossed_durations
+    if len(larva_scores) < 2:
+        log(f"domain check: {len(larva_scores)} larva to set thresholds on, too few; this tagger's labels will "
+            "say 'not checked'")
+        return None
     larva_scores = np.array(larva_scores)
     larva_durations = np.maximum(np.array(larva_durations), spec.frame_interval)
     alpha, beta = _duration_model(larva_scores, larva_durations)
@@ -492,19 +496,22 @@ def _fit(spec: SegmentSpec, features: np.ndarray, larva: np.ndarray) -> tuple[Do
 def _cross_fitted_scores(spec: SegmentSpec, features: np.ndarray, larva: np.ndarray, file: np.ndarray,
                          times: np.ndarray, rng: np.random.Generator) -> tuple[list[float], list[float], list[float]]:
     """Scores of the training files and larvae (their sampled segments) under references
-    fitted on the other folds' files (CROSS_FIT_FOLDS folds of whole files): (file scores,
-    larva scores, larva durations in s); all empty with a single training file."""
-    files = rng.permutation(np.unique(file))
-    if files.size < 2:
+    fitted on the other folds (CROSS_FIT_FOLDS folds of whole files; of whole larvae, and no
+    file score, when there is a single training file): (file scores, larva scores, larva
+    durations in s); all empty with a single training larva."""
+    by_file = np.unique(file).size >= 2
+    units = rng.permutation(np.unique(file if by_file else larva))
+    if units.size < 2:
         return [], [], []
     file_scores, larva_scores, durations = [], [], []
-    for fold in np.array_split(files, min(CROSS_FIT_FOLDS, files.size)):
-        held = np.isin(file, fold)
+    for fold in np.array_split(units, min(CROSS_FIT_FOLDS, units.size)):
+        held = np.isin(file if by_file else larva, fold)
         reference, _ = _fit(spec, features[~held], larva[~held])
         signatures = reference._normal_scores(torch.from_numpy(np.ascontiguousarray(features[held]))).numpy()
-        _, unit = np.unique(file[held], return_inverse=True)
-        sums, counts = _unit_sums(signatures, unit.reshape(-1))
-        file_scores += reference.scores(sums, counts).tolist()
+        if by_file:
+            _, unit = np.unique(file[held], return_inverse=True)
+            sums, counts = _unit_sums(signatures, unit.reshape(-1))
+            file_scores += reference.scores(sums, counts).tolist()
         _, unit = np.unique(larva[held], return_inverse=True)
         unit = unit.reshape(-1)
         sums, counts = _unit_sums(signatures, unit)
