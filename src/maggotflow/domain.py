@@ -44,12 +44,12 @@ The thresholds (one-sided 95 % prediction bounds, `BOUND`: at most 5 % false ala
     fewer than 2 such files the file threshold is the larva threshold at the median
     validation larva's duration (a file's mean varies less than one larva's: conservative).
     Larva: a larva's score falls with its duration T (its signature is a mean over T
-    seconds: measured, larvae of 2 s score ~100 times those of 60 s), so the larva threshold
-    is `a + b / T` (s): `alpha + beta / T`, the typical score at duration T, fitted to the
-    validation larvae (least squares on relative errors, alpha, beta >= 0), times the 95 %
-    prediction bound of their log ratios `score / (alpha + beta / T)`; the validation
-    larvae and the cross-fitted training larvae count alike. Labels record a
-    larva's *relative score*, its score over its threshold (above 1: unlike).
+    seconds: measured, larvae of 2 s score ~100 times those of 60 s), so the threshold of a
+    larva tracked for T s is `larva_threshold + larva_threshold_s / T`: the typical score at
+    duration T, `alpha + beta / T` (least squares on relative errors, alpha, beta >= 0),
+    times the 95 % prediction bound of the log ratios `score / (alpha + beta / T)`, both
+    fitted on the validation larvae and the cross-fitted training larvae together. Labels
+    record a larva's *relative score*, its score over its threshold (above 1: unlike).
     Validation larvae are whole larvae drawn one per file in turn (seeded) up to
     `MAX_VALIDATION_SEGMENTS` segments, at most `MAX_LARVA_SEGMENTS` each (evenly spaced),
     so their scores are those prediction computes; they cover the labelled steps only.
@@ -75,9 +75,9 @@ What a label records (`DomainReference.check`; keys in this order)::
 Scores are rounded to `DIGITS` significant digits and verdicts taken on the rounded values:
 the features of a segment can differ in their last float32 bit with the batch it is computed
 in (vectorised angle functions) or the segment builder, which moves unrounded scores by
-~1e-10 relative (measured), so labels keep the same bytes whatever the batch size. A model folder without a reference (made before
-this check, or trained without validation samples) records
-`{"verdict": null, "reason": ...}` (`not_checked`): nothing is claimed.
+~1e-10 relative (measured), so labels keep the same bytes whatever the batch size. A model
+folder without a reference (made before this check, or trained without validation samples)
+records `{"verdict": null, "reason": ...}` (`not_checked`): nothing is claimed.
 
 Costs: `fit_reference` reads at most 50,000 training and 50,000 validation segments (a few
 seconds on one CPU core); prediction adds the features and a quantile lookup per segment
@@ -162,7 +162,8 @@ class DomainReference:
     shrunk covariance of training larva signatures. file_threshold: a file scoring above it
     is `unlike_training`; a larva of duration T s is above `larva_threshold +
     larva_threshold_s / T`. training: {"files", "simulated_files", "segments", "larvae"};
-    validation: {"files", "larvae", "segments", "cross_fitted_files"} (counts).
+    validation: {"files", "larvae", "segments", "cross_fitted_files", "cross_fitted_larvae"}
+    (counts).
     """
 
     spec: SegmentSpec
@@ -194,11 +195,12 @@ class DomainReference:
         except np.linalg.LinAlgError:
             raise ValueError("domain reference covariance is not positive definite") from None
         self._whitening = np.linalg.inv(chol)  # (F, F): |W d|^2 = d' S^-1 d
-        for name, low in (("file_threshold", 0.0), ("larva_threshold", 0.0), ("larva_threshold_s", -1.0)):
+        for name in ("file_threshold", "larva_threshold", "larva_threshold_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not (math.isfinite(value) and value > low):
-                raise ValueError(f"domain reference {name} {value!r} is not a number > {max(low, 0):g}")
+            positive = name != "larva_threshold_s"  # the per-second term may be 0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not (value > 0 if positive else value >= 0):
+                raise ValueError(f"domain reference {name} {value!r} is not a number {'>' if positive else '>='} 0")
         self._device_tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property

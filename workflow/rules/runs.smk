@@ -168,8 +168,8 @@ def produced_lines():
         failed = sum(r["status"] == "failed" for r in rows)
         unlike = len(records.unlike_training(rows))
         source = config["predict_dir"] if run != HELDOUT_RUN else "the held-out files"
-        lines.append(f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed, "
-                     f"{unlike} unlike the tagger's training data)")
+        note = f", {unlike} unlike the tagger's training data" if unlike else ""
+        lines.append(f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed{note})")
         if run != HELDOUT_RUN and config["predict"]["export_next_to_tracks"] and (folder / "exported.tsv").is_file():
             lines.append(f"  also next to the track files (list: {folder / 'exported.tsv'})")
         if (folder / "screen").is_dir():
