@@ -325,6 +325,14 @@ def test_report_is_written(trained):
     for name, m in metrics["per_label"].items():
         assert re.search(rf"{name}</tt></td>\s*<td>{m['precision']:.3f}</td>\s*<td>{m['recall']:.3f}</td>"
                          rf"\s*<td>{m['f1']:.3f}</td>\s*<td>{m['support']}</td>", page), name
+    # The candidates the default tagger was chosen from, their validation scores and times.
+    provenance = json.loads((project / "results/models/tagger/provenance.json").read_text())
+    assert set(provenance["candidates"]) == {"network", "boosting", "combined"}
+    assert "Candidates compared on the whole validation split" in page
+    for name, c in provenance["candidates"].items():
+        kept = " (kept)" if name == provenance["chosen"] else ""
+        assert re.search(rf"<tt[^>]*>{name}</tt>{re.escape(kept)}</td>\s*<td>{c['val_macro_f1']:.3f}</td>", page), name
+    assert f"epochs of the training segments" in page and "Validation during training" in page
     heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
     import html as html_text  # docutils writes "@" as "&#64;"
 

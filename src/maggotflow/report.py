@@ -12,6 +12,10 @@ Simulated data (`maggotflow simulate` writes a README.txt whose first line is
 real recordings; `is_simulated` is also the test of `maggotflow.domain` (a tagger trained on
 simulated files only flags every file that is not).
 
+"What was trained" lists the candidates the tagger was chosen from (`candidate_lines`:
+network, boosting, combined, with their validation figures and training times) and which
+was kept.
+
 The "Domain check" section says what the tagger's domain reference is (`tagger_domain`: its
 thresholds, whether it was trained on simulated data only, or that it has none) and how many
 files of each prediction run were judged unlike its training data (`run_domain_counts`,
@@ -198,9 +202,15 @@ def overview(
     if best:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
         items.append(f"Kept: the state at step {best.get('step')} ({best.get('stage', '')}; {scores})")
+    if provenance.get("epochs") is not None:
+        items[2] += f" = {float(provenance['epochs']):.2f} epochs of the training segments"
+    if provenance.get("validation_seconds") is not None and provenance.get("seconds"):
+        items.append(f"Validation during training: {float(provenance['validation_seconds']):.0f} s of "
+                     f"{float(provenance['seconds']):.0f} s")
     items.append("Labels: " + ", ".join(_literal(n) for n in labels)
                  + ("" if settings.get("labels") else " (those of the training data)"))
     parts += [f"- {item}" for item in items] + [""]
+    parts += candidate_lines(provenance)
     if dataset:
         rows = [[_literal(n), str(a), str(b)] for n, a, b in zip(dataset["labels"], dataset["train"],
                                                                   dataset["validation"])]
@@ -245,6 +255,23 @@ def overview(
               f"pre/training ({settings['evaluation']}). Training curves are under Training, "
               "ethograms of held-out files under Ethograms.", ""]
     return "\n".join(parts)
+
+
+def candidate_lines(provenance: Mapping[str, Any]) -> list[str]:
+    """The classifiers fitted and compared on the validation split (provenance "candidates",
+    `maggotflow.training.choose`), the one kept ("chosen") and each one's training time."""
+    candidates = provenance.get("candidates") or {}
+    if not isinstance(candidates, Mapping) or not candidates:
+        return []
+    chosen = provenance.get("chosen")
+    rows = [[_literal(name) + (" (kept)" if name == chosen else ""), _number(c.get("val_macro_f1")),
+             _number(c.get("val_macro_f1_argmax")), _number(c.get("val_accuracy")), _literal(c.get("decoder") or ""),
+             "--" if c.get("seconds") is None else f"{float(c['seconds']):.0f}"]
+            for name, c in candidates.items() if isinstance(c, Mapping)]
+    return ["Candidates compared on the whole validation split (the best macro-F1 with its own decision "
+            "rule is kept; training time on this run's hardware):", "",
+            list_table(["candidate", "macro-F1 (its decision)", "macro-F1 (argmax)", "accuracy", "decoder",
+                        "training time (s)"], rows)]
 
 
 def domain_lines(domain: Mapping[str, Any] | None, run_domain: Mapping[str, tuple[int, int] | None]) -> list[str]:
