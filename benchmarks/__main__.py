@@ -16,6 +16,7 @@ GROUPS = {
     "gpu": "benchmarks.gpu",          # CUDA: model-only vs end-to-end, time shares, fp16 agreement, training steps/s (issue 13)
     "memory": "benchmarks.memory",  # peak RSS of predict on a 300-larva 10-min 30 fps file, pretraining/dataset over many files (issue 13)
     "domain": "benchmarks.domain",  # domain check: share of held-out files of regimes A, B, C flagged unlike a regime-A tagger's training data (issue 21)
+    "fewlabel": "benchmarks.fewlabel",  # macro-F1 against 1, 5, 20 labelled larvae of regime B/C: fine-tune vs scratch vs boosting (issue 21)
 }
 
 
