@@ -126,7 +126,7 @@ def make_data(root: Path) -> dict:
     return out
 
 
-def _test_set(paths: list[str], spec, labels: list[str]) -> list[tuple]:
+def larva_set(paths: list[str], spec, labels: list[str]) -> list[tuple]:
     """Per larva of the files: (segments, truth class per step, times)."""
     from maggotflow.isolation import read_isolated
     from maggotflow.segments import build_segments, larva_length
@@ -143,7 +143,7 @@ def _test_set(paths: list[str], spec, labels: list[str]) -> list[tuple]:
     return larvae
 
 
-def _scores(larvae: list[tuple], predicted: list[np.ndarray], k: int) -> tuple[float, list[float]]:
+def scores(larvae: list[tuple], predicted: list[np.ndarray], k: int) -> tuple[float, list[float]]:
     from maggotflow.metrics import confusion_matrix, macro_f1, per_class_scores
 
     truth = np.concatenate([lv[1] for lv in larvae])
@@ -153,7 +153,7 @@ def _scores(larvae: list[tuple], predicted: list[np.ndarray], k: int) -> tuple[f
     return macro_f1(cm), per_class_scores(cm).f1.tolist()
 
 
-def _logits(instance, segments: np.ndarray) -> np.ndarray:
+def larva_logits(instance, segments: np.ndarray) -> np.ndarray:
     import torch
 
     tagger = instance.tagger()
@@ -203,12 +203,12 @@ def run_taggers(task: dict) -> list[dict]:
                      "as trained": instance.decision}
         for regime, paths in data["test"].items():
             if regime not in tests:
-                tests[regime] = _test_set(paths, instance.segment_spec, labels)
+                tests[regime] = larva_set(paths, instance.segment_spec, labels)
             larvae = tests[regime]
-            logits = [_logits(instance, lv[0]) for lv in larvae]
+            logits = [larva_logits(instance, lv[0]) for lv in larvae]
             for dname, decision in decisions.items():
                 predicted = decision.decode_many(logits, [lv[2] for lv in larvae])
-                f1, per = _scores(larvae, predicted, k)
+                f1, per = scores(larvae, predicted, k)
                 results.append({"model": f"maggotflow {name}, {dname}", "config": name, "decision": dname,
                                 "seed": seed, "regime": regime, "macro_f1": f1, "f1": per, "labels": labels,
                                 "decoder": instance.decision.decoder, "strength": instance.decision.strength})
@@ -261,13 +261,13 @@ def run_baselines(task: dict) -> list[dict]:
     majority = int(np.bincount(truth, minlength=k).argmax())
     results = []
     for regime, paths in data["test"].items():
-        larvae = _test_set(paths, spec, labels)
+        larvae = larva_set(paths, spec, labels)
         models = {"gradient boosting": lambda s: boosting.predict(window_features(s, spec.frame_interval))}
         if task["first"]:
             models["majority"] = lambda s: np.full(s.shape[0], majority)
             models["kinematic thresholds"] = lambda s: thresholds.predict(kinematic_features(s, spec.frame_interval))
         for name, predict in models.items():
-            f1, per = _scores(larvae, [predict(lv[0]) for lv in larvae], k)
+            f1, per = scores(larvae, [predict(lv[0]) for lv in larvae], k)
             results.append({"model": name, "seed": seed, "regime": regime, "macro_f1": f1, "f1": per,
                             "labels": labels})
     results.append({"timing": True, "seed": seed, "config": "baselines", "train_and_score_s": time.perf_counter() - t0})

@@ -62,6 +62,8 @@ from typing import Sequence
 
 import numpy as np
 
+from benchmarks.accuracy import larva_logits, larva_set, scores
+
 ENV = os.environ.get
 SEEDS = [int(s) for s in ENV("BENCH_SEEDS", "0,1,2").split(",")]
 TRAIN_REGIME = "A"
@@ -228,49 +230,14 @@ def build_adaptation_dataset(intermediate: Path, out_path: Path, labels: list[st
 
 
 # ---------------------------------------------------------------------------- scoring
-def test_set(paths: Sequence[str], spec, labels: Sequence[str]) -> list[tuple]:
-    """Per larva of the files: (segments, reference class per step (-1: none), times)."""
-    from maggotflow.isolation import read_isolated
-    from maggotflow.segments import build_segments, larva_length
-
-    index = {n: i for i, n in enumerate(labels)}
-    larvae = []
-    for path in paths:
-        for track in read_isolated(path).tracks:
-            length = larva_length(track)
-            if not np.isfinite(length) or length <= 0:
-                continue
-            truth = np.array([index.get(step[0], -1) if step else -1 for step in track.labels])
-            larvae.append((build_segments(track, spec, length=length), truth, track.t))
-    return larvae
-
-
-def logits_of(instance, segments: np.ndarray) -> np.ndarray:
-    """The tagger's logits (N, K) of `segments`, in chunks."""
-    import torch
-
-    tagger = instance.tagger()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, segments.shape[0], 1024):
-            out.append(tagger(torch.from_numpy(segments[i:i + 1024])).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(instance.labels)), np.float32)
-
-
 def score(instance, larvae: list[tuple], reference: Sequence[str]) -> tuple[float, list[float]]:
     """Macro-F1 and per-behaviour F1 (in `reference` order) of `instance` on `larvae`, with
     its own decision rule; its classes are mapped to `reference` by name (a tagger that does
     not know a behaviour never predicts it)."""
-    from maggotflow.metrics import confusion_matrix, macro_f1, per_class_scores
-
-    logits = [logits_of(instance, lv[0]) for lv in larvae]
+    logits = [larva_logits(instance, lv[0]) for lv in larvae]
     predicted = instance.decision.decode_many(logits, [lv[2] for lv in larvae])
     to_reference = np.array([list(reference).index(n) for n in instance.labels])
-    truth = np.concatenate([lv[1] for lv in larvae])
-    pred = to_reference[np.concatenate(predicted)]
-    keep = truth >= 0
-    cm = confusion_matrix(truth[keep], pred[keep], len(reference))
-    return macro_f1(cm), per_class_scores(cm).f1.tolist()
+    return scores(larvae, [to_reference[p] for p in predicted], len(reference))
 
 
 def _train_config(seed: int, **changes):
@@ -310,7 +277,7 @@ def run_base(task: dict) -> list[dict]:
     train_tagger(work / "dataset.h5", work / "boosting", None, _train_config(seed, candidates=("boosting",)),
                  log=quiet)
     tagger = ModelInstance.load(work / "tagger")
-    tests = {regime: test_set(paths, tagger.segment_spec, tagger.labels) for regime, paths in data["test"].items()}
+    tests = {regime: larva_set(paths, tagger.segment_spec, tagger.labels) for regime, paths in data["test"].items()}
     rows = []
     for name in ("tagger", "boosting"):
         instance = tagger if name == "tagger" else ModelInstance.load(work / name)
@@ -355,7 +322,7 @@ def run_adaptation(task: dict) -> list[dict]:
         instance = ModelInstance.load(work / arm.replace(" ", "_").replace(",", ""))
         train_s = time.perf_counter() - t1
         if larvae is None:
-            larvae = test_set(data["test"][regime], instance.segment_spec, reference)
+            larvae = larva_set(data["test"][regime], instance.segment_spec, reference)
         f1, per = score(instance, larvae, reference)
         rows.append({"arm": arm, "seed": seed, "regime": regime, "n": n, "macro_f1": f1, "f1": per,
                      "labels": list(instance.labels), "reference": reference, "split": split,
