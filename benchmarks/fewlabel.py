@@ -44,7 +44,9 @@ few larvae show; the validation splits; the time per job. BENCH_JOBS (2) jobs ru
 parallel processes of one torch thread each; BENCH_OUT writes every row as JSON.
 
 Budget knobs: BENCH_BUDGET (1: pretraining 600 steps, fine-tuning 200 + 800, as the demo;
-a fraction for quick checks), BENCH_FILTERS (32,32,16,16,16,8).
+a fraction for quick checks), BENCH_ADAPT_BUDGET (the adaptation's factor, BENCH_BUDGET's
+by default: 0.25 gives 50 + 200 steps, which on 1-20 larvae is 1 to 20+ epochs),
+BENCH_FILTERS (32,32,16,16,16,8).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ BUDGET = float(ENV("BENCH_BUDGET", 1))
 FILTERS = tuple(int(x) for x in ENV("BENCH_FILTERS", "32,32,16,16,16,8").split(","))
 PRETRAIN_STEPS = max(1, int(600 * BUDGET))
 STAGE1_STEPS, STAGE2_STEPS = max(1, int(200 * BUDGET)), max(1, int(800 * BUDGET))
+# Adaptation to the few larvae (every arm): its own budget factor, BENCH_BUDGET's by default.
+ADAPT_BUDGET = float(ENV("BENCH_ADAPT_BUDGET", BUDGET))
+ADAPT_STEPS = max(1, int(200 * ADAPT_BUDGET)), max(1, int(800 * ADAPT_BUDGET))
 JOBS = int(ENV("BENCH_JOBS", 2))
 OUT = ENV("BENCH_OUT")
 VALIDATION_FRACTION = 0.2  # the dataset's default: one larva in five validates
@@ -240,10 +245,10 @@ def score(instance, larvae: list[tuple], reference: Sequence[str]) -> tuple[floa
     return scores(larvae, [to_reference[p] for p in predicted], len(reference))
 
 
-def _train_config(seed: int, **changes):
+def _train_config(seed: int, steps: tuple[int, int] = (STAGE1_STEPS, STAGE2_STEPS), **changes):
     from maggotflow.training import TrainConfig
 
-    return TrainConfig(stage1_steps=STAGE1_STEPS, stage2_steps=STAGE2_STEPS, seed=seed, device="cpu",
+    return TrainConfig(stage1_steps=steps[0], stage2_steps=steps[1], seed=seed, device="cpu",
                        filters=FILTERS, **changes)
 
 
@@ -318,7 +323,7 @@ def run_adaptation(task: dict) -> list[dict]:
         start = {"tagger": base / "tagger", "encoder": base / "pretrained", None: None}[spec["start"]]
         t1 = time.perf_counter()
         train_tagger(work / "dataset.h5", work / arm.replace(" ", "_").replace(",", ""), start,
-                     _train_config(seed, **spec["train"]), log=quiet)
+                     _train_config(seed, ADAPT_STEPS, **spec["train"]), log=quiet)
         instance = ModelInstance.load(work / arm.replace(" ", "_").replace(",", ""))
         train_s = time.perf_counter() - t1
         if larvae is None:
@@ -418,7 +423,7 @@ def main() -> None:
               f"pool files of each of {', '.join(TARGET_REGIMES)} (eligible larvae in the pools: "
               + ", ".join(f"{r} {n}" for r, n in pools.items()) + f") in {time.perf_counter() - t0:.0f} s", flush=True)
         print(f"  budget x{BUDGET:g}: pretraining {PRETRAIN_STEPS} steps, fine-tuning {STAGE1_STEPS} + {STAGE2_STEPS} "
-              f"steps, filters {FILTERS}; seeds {SEEDS}; labelled larvae {LARVAE}; arms {ARM_NAMES}; {JOBS} parallel "
+              f"steps (adaptation x{ADAPT_BUDGET:g}: {ADAPT_STEPS[0]} + {ADAPT_STEPS[1]}), filters {FILTERS}; seeds {SEEDS}; labelled larvae {LARVAE}; arms {ARM_NAMES}; {JOBS} parallel "
               "jobs", flush=True)
         rows: list[dict] = []
         os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers: one thread each
