@@ -133,4 +133,8 @@ def test_boosting_taggers_vote_in_an_ensemble(data, tmp_path):
     assemble(members, tmp_path / "ensemble")
     labels = predict_files(load_model(tmp_path / "ensemble"), data["intermediates"][:1], out_dir=tmp_path / "out",
                            device="cpu")
-    assert read_label_file(labels[0]).tracks
+    label = read_label_file(labels[0])
+    assert label.tracks
+    # Each member was saved with the domain check's reference; the ensemble's labels use it.
+    assert all(ModelInstance.load(m).domain is not None for m in members)
+    assert label.metadata["maggotflow"]["domain_check"]["verdict"] in ("ok", "unlike_training")

@@ -72,6 +72,7 @@ def test_forest_tagger_trains_saves_and_predicts(tmp_path):
     assert instance.provenance["best"]["val_macro_f1"] > 0.5  # run / back / stop from posture dynamics
     loaded = ModelInstance.load(tmp_path / "forest")
     assert loaded.classifier_config.kind == "random_forest" and loaded.labels == instance.labels
+    assert loaded.domain is not None and loaded.domain.to_dict() == instance.domain.to_dict()  # domain check
     assert torch.equal(loaded.encoder.state_dict()["blocks.0.1.weight"],
                        ModelInstance.load(pretrained).encoder.state_dict()["blocks.0.1.weight"])  # frozen
     predictor = Predictor(tmp_path / "forest", device="cpu")

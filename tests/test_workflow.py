@@ -332,7 +332,7 @@ def test_report_is_written(trained):
     for name, c in provenance["candidates"].items():
         kept = " (kept)" if name == provenance["chosen"] else ""
         assert re.search(rf"<tt[^>]*>{name}</tt>{re.escape(kept)}</td>\s*<td>{c['val_macro_f1']:.3f}</td>", page), name
-    assert f"epochs of the training segments" in page and "Validation during training" in page
+    assert "epochs of the training segments" in page and "Validation during training" in page
     heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
     import html as html_text  # docutils writes "@" as "&#64;"
 
@@ -883,7 +883,17 @@ def test_predict_closing_message_names_the_labels_folder_and_counts(trained, tmp
     run = run_folder(trained.dir, folder).relative_to(trained.dir)
     assert "Produced:" in out
     assert f"labels of {folder}: {run / 'labels'} (2 file(s) tagged, 0 failed)" in out
+    assert "unlike the tagger's training data" not in out
     assert (trained.dir / run / "screen" / "groups.tsv").is_file()  # predict made its screen summary
+
+    # The same tracks without the simulator's README.txt: the tagger, trained on simulated
+    # larvae only, judges both unlike its training data; the message counts them and warns.
+    real = tmp_path / "real"
+    shutil.copytree(folder, real, ignore=shutil.ignore_patterns("README.txt"))
+    out = ok(snakemake(trained.dir, "predict", "--config", f"predict_dir={real}"))
+    labels = run_folder(trained.dir, real).relative_to(trained.dir) / "labels"
+    assert f"labels of {real}: {labels} (2 file(s) tagged, 0 failed, 2 unlike the tagger's training data)" in out
+    assert "2 of 2 tagged file(s) are unlike the tagger's training data" in out
 
     # With that run on disk (and no predict_dir now), the default target and the report still
     # plan (the run's files are taken as they are) and the report shows its screen summary;

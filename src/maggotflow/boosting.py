@@ -40,6 +40,7 @@ import torch
 
 from maggotflow.dataset import Dataset
 from maggotflow.decoding import fit_split_decision, kept_score
+from maggotflow.domain import fit_reference
 from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.kinematics import FEATURE_NAMES, window_features
 from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
@@ -263,10 +264,12 @@ def train_boosting(
             "best": {"step": 0, "stage": "boosting", **candidate.scores}, "decision": candidate.decision.to_dict(),
             "device": str(device), "seconds": round(candidate.seconds, 1),
         }
+        domain = fit_reference(dataset, train_idx, val_idx, config.seed, log)
     encoder_config = EncoderConfig(window=spec.window, n_points=spec.n_points, latent_dim=1, filters=(1,))
     instance = ModelInstance("tagger", spec, encoder_config, classifier_config=candidate.classifier.config,
                              classifier=candidate.classifier, labels=labels, colors=default_colors(labels),
-                             post_rule=post_rule, provenance=provenance, decision=candidate.decision)
+                             post_rule=post_rule, provenance=provenance, decision=candidate.decision,
+                             domain=domain)
     instance.save(out_instance)
     log(f"saved boosting tagger {out_instance} (validation macro-F1 {candidate.scores['val_macro_f1_kept']}; "
         f"{candidate.seconds:.1f} s)")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from maggotflow.dataset import Dataset
+from maggotflow.domain import fit_reference
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
 from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
 from maggotflow.model import ClassifierConfig, ForestClassifier, select_device
@@ -146,6 +147,7 @@ def train_forest(
                            "balancing": dataset.balancing, "split_by": dataset.split_by,
                            "class_weights": [float(w) for w in dataset.class_weights]}
         spec = dataset.spec
+        domain = fit_reference(dataset, dataset.train_indices(), val_idx, config.seed, log)  # every training row
     log(f"fitting {config.n_trees} trees (max depth {config.max_depth}) on {n_classes} classes")
     forest = RandomForestClassifier(
         n_estimators=config.n_trees, max_depth=config.max_depth, min_samples_leaf=config.min_samples_leaf,
@@ -167,7 +169,7 @@ def train_forest(
     instance = ModelInstance(
         "tagger", spec, base.encoder_config, encoder=encoder, classifier_config=classifier.config,
         classifier=classifier, labels=labels, colors=default_colors(labels), provenance=provenance,
-        curves=dict(base.curves),
+        curves=dict(base.curves), domain=domain,
     )
     instance.save(out_instance)
     log(f"saved random-forest tagger {out_instance} (validation macro-F1 {scores['val_macro_f1']}; "

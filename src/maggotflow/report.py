@@ -196,14 +196,15 @@ def overview(
         data += (f", {_count(dataset['files'], 'labelled file')}, {_count(dataset['larvae'], 'larva', 'larvae')} "
                  f"(labelled steps of each behaviour below)")
     items.append(data)
-    items.append(f"Budget: {settings['pretrain_steps']} pretraining steps, {settings['stage1_steps']} stage-1 "
-                 f"(classifier) + {settings['stage2_steps']} stage-2 (fine-tuning) steps")
+    budget = (f"Budget: {settings['pretrain_steps']} pretraining steps, {settings['stage1_steps']} stage-1 "
+              f"(classifier) + {settings['stage2_steps']} stage-2 (fine-tuning) steps")
+    if provenance.get("epochs") is not None:
+        budget += f" = {float(provenance['epochs']):.2f} epochs of the training segments"
+    items.append(budget)
     best = provenance.get("best") or {}
     if best:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
         items.append(f"Kept: the state at step {best.get('step')} ({best.get('stage', '')}; {scores})")
-    if provenance.get("epochs") is not None:
-        items[2] += f" = {float(provenance['epochs']):.2f} epochs of the training segments"
     if provenance.get("validation_seconds") is not None and provenance.get("seconds"):
         items.append(f"Validation during training: {float(provenance['validation_seconds']):.0f} s of "
                      f"{float(provenance['seconds']):.0f} s")

@@ -39,6 +39,11 @@ The loop, top to bottom:
    provenance.json records every candidate's scores and training time ("candidates") and
    the choice ("chosen"). `candidates` = (boosting,) trains no network at all
    (`maggotflow.boosting.train_boosting`).
+8. Domain reference (`maggotflow.domain.fit_reference`): statistics of the training
+   segments' kinematic features and thresholds set on the validation files, saved in the
+   instance (config.json "domain_check"), so that prediction can judge each file and larva
+   against the training data. None (labels say "not checked") without validation samples.
+   The boosting and forest trainers save one too.
 
 Validation during training scores a fixed seeded subsample of `val_samples` validation
 segments (checkpoint choice); the decision rules and the choice between candidates use
@@ -71,6 +76,7 @@ from maggotflow.augmentation import augment, preset
 from maggotflow.boosting import BoostingConfig, Candidate, fit_candidate, subsample, train_boosting
 from maggotflow.dataset import Dataset, check_class_weights
 from maggotflow.decoding import DECODERS, fit_split_decision, kept_score
+from maggotflow.domain import fit_reference
 from maggotflow.kinematics import FEATURE_NAMES
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
 from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
@@ -471,10 +477,13 @@ def _train(
     if base is not None:
         for name, rows in base.curves.items():
             curves.setdefault(name, rows)  # keep the pretraining curve next to the training one
+    # the domain check's reference: the training data (each row once, bagged or not) and
+    # the validation files set its statistics and thresholds (maggotflow.domain)
+    domain = fit_reference(dataset, dataset.train_indices(), val_idx, config.seed, log)
     instance = ModelInstance(
         "tagger", spec, encoder_config, encoder=encoder, classifier_config=classifier.config,
         classifier=classifier, labels=labels, colors=default_colors(labels), post_rule=config.post_rule,
-        provenance=provenance, curves=curves, decision=decision,
+        provenance=provenance, curves=curves, decision=decision, domain=domain,
     )
     instance.save(out_instance)
     log(f"saved tagger {out_instance}: {chosen.name} (network best at step {best['step']}, {best['stage']}: "
