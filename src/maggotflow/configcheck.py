@@ -2,8 +2,10 @@
 
 `snakemake.utils.validate` reports a bad key by printing the whole schema (~1,000 lines).
 Here a key the schema does not know is named with its nearest valid name (difflib), and a
-bad value with its key path, the value and the constraint it breaks. No Snakemake import:
-the Snakefile calls `check_config_or_exit` before `validate` (which then fills in defaults).
+bad value with its key path, the value and the constraint it breaks. Every mistake of the
+configuration is reported at once (unknown keys first, then bad values), so that a user
+fixes them all in one go. No Snakemake import: the Snakefile calls `check_config_or_exit`
+before `validate` (which then fills in defaults).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration mistake, described in one line."""
+    """Configuration mistakes, described one per line."""
 
 
 def load_schema(path: str | Path) -> dict:
@@ -35,7 +37,12 @@ def _object_schemas(schema: Mapping) -> Iterator[Mapping]:
 
 def unknown_keys(config: Any, schema: Mapping, path: tuple = ()) -> Iterator[tuple[tuple, str, str | None]]:
     """(path of the section, unknown key, nearest known key or None) for every key of
-    `config` that a section with `additionalProperties: false` does not declare."""
+    `config` that a section with `additionalProperties: false` does not declare (also in
+    the objects of a list, e.g. ensemble.members.0)."""
+    if isinstance(config, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(config):
+            yield from unknown_keys(item, schema["items"], path + (index,))
+        return
     if not isinstance(config, Mapping):
         return
     properties: dict = {}
@@ -70,6 +77,8 @@ def _constraint(error) -> str:
     words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
     if kind in words:
         return f"must be {words[kind]} {want}"
+    if kind == "pattern":
+        return f"must match {want}"
     if kind == "minItems":
         return f"needs at least {want} item(s)"
     if kind == "maxItems":
@@ -81,30 +90,53 @@ def _constraint(error) -> str:
     return f"breaks {kind}: {_short(want)}"
 
 
-def check_config(config: Mapping, schema: Mapping | str | Path) -> None:
-    """ConfigError (one line) for the first unknown key or bad value of `config`."""
+def _without(config: Any, path: tuple, key: str) -> Any:
+    """A copy of `config` without the key `key` of the section at `path`."""
+    if not path:
+        return {k: v for k, v in config.items() if str(k) != key}
+    if isinstance(config, list):
+        return [_without(v, path[1:], key) if i == path[0] else v for i, v in enumerate(config)]
+    return {k: _without(v, path[1:], key) if k == path[0] else v for k, v in config.items()}
+
+
+def config_errors(config: Mapping, schema: Mapping | str | Path) -> list[str]:
+    """One line per mistake of `config`: every unknown key (with its nearest valid name),
+    then every bad value (key path, value, the constraint it breaks), in key order; [] when
+    the configuration is valid."""
     if not isinstance(schema, Mapping):
         schema = load_schema(schema)
-    for path, key, near in unknown_keys(config, schema):
+    lines = []
+    known = config
+    for path, key, near in list(unknown_keys(config, schema)):
         where = ".".join(map(str, path + (key,)))
         hint = f"; did you mean {'.'.join(map(str, path + (near,)))}?" if near else ""
-        raise ConfigError(f"{where}: unknown key{hint} (the keys: config/README.md)")
+        lines.append(f"{where}: unknown key{hint} (the keys: config/README.md)")
+        known = _without(known, path, key)  # said once: not again as a bad section
 
     import jsonschema
 
     validator_class = jsonschema.validators.validator_for(schema)
-    errors = sorted(validator_class(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = jsonschema.exceptions.best_match(errors)
+    for error in sorted(validator_class(schema).iter_errors(known), key=lambda e: [str(p) for p in e.absolute_path]):
+        error = jsonschema.exceptions.best_match([error])  # an anyOf's closest alternative
         where = ".".join(map(str, error.absolute_path)) or "config"
-        raise ConfigError(f"{where}={_short(error.instance)}: {_constraint(error)}")
+        line = f"{where}={_short(error.instance)}: {_constraint(error)}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def check_config(config: Mapping, schema: Mapping | str | Path) -> None:
+    """ConfigError, one line per mistake (`config_errors`), when `config` has any."""
+    lines = config_errors(config, schema)
+    if lines:
+        raise ConfigError("\n".join(lines))
 
 
 def check_config_or_exit(config: Mapping, schema: Mapping | str | Path) -> Mapping:
-    """`check_config`, or stop the program with its one line ("config: ...") on stderr;
-    returns `config` (so it can be passed on)."""
+    """`check_config`, or stop the program with its lines ("config: ...", one per mistake)
+    on stderr; returns `config` (so it can be passed on)."""
     try:
         check_config(config, schema)
     except ConfigError as err:
-        raise SystemExit(f"config: {err}") from None
+        raise SystemExit("\n".join(f"config: {line}" for line in str(err).splitlines())) from None
     return config
