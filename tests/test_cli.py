@@ -122,3 +122,24 @@ def test_help_and_light_commands_do_not_import_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_summarize_lists_every_file_it_wrote(tmp_path, capsys):
+    import numpy as np
+
+    from maggotflow.formats.label import LabelFile, write_label_file
+
+    names = ["run", "cast"]
+    for genotype in ("GEN_A", "GEN_B"):
+        steps = [("run",)] * 6 + [("cast",)] * 4
+        write_label_file(tmp_path / "labels" / f"20200101_120000@{genotype}@UAS_X@t5@p1@100.label",
+                         LabelFile(metadata={"id": genotype}, names=names,
+                                   tracks={"1": (np.arange(10) * 0.1, steps)}))
+    out = tmp_path / "out"
+    assert main(["summarize", str(tmp_path / "labels"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split(f"written to {out}:\n", 1)[1].split("\n\n", 1)[0]
+    listed = [line.strip() for line in printed.splitlines()]
+    # transitions.tsv and transitions.png share a name in ScreenSummary.tables/.plots: both listed
+    assert "transitions.tsv" in listed and "transitions.png" in listed
+    # every file of the folder but its hidden marker (the folder is the summary's: maggotflow.atomic)
+    assert sorted(listed) == sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))

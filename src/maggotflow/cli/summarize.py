@@ -6,8 +6,12 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maggotflow.cli import UsageError
+
+if TYPE_CHECKING:
+    from maggotflow.screen import ScreenSummary
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,13 @@ def format_groups(groups_tsv: Path, behaviours: list[str]) -> str:
     return "\n".join(lines)
 
 
+def written_files(summary: ScreenSummary) -> list[Path]:
+    """The files a summary wrote (`ScreenSummary.tables`, then `.plots`), as found on disk.
+    Listed by path, not by name: a table and a plot may share one (transitions.tsv and
+    transitions.png)."""
+    return [path for path in [*summary.tables.values(), *summary.plots.values()] if Path(path).is_file()]
+
+
 def run_command(args: argparse.Namespace) -> int:
     from maggotflow.screen import manifest_metadata, summarize
 
@@ -92,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"summarised {summary.files} label file(s), {summary.larvae} larvae, {len(summary.groups)} group(s) "
           f"by {','.join(group_by)}; {len(summary.failed)} file(s) failed")
     print(f"written to {summary.out_dir}:")
-    for name, path in {**summary.tables, **summary.plots}.items():
+    for path in written_files(summary):
         print(f"  {path.name}")
     print()
     print(format_groups(summary.tables["groups"], summary.behaviours))
