@@ -16,6 +16,13 @@ simulated files only flags every file that is not).
 network, boosting, combined, with their validation figures and training times) and which
 was kept.
 
+Snakemake's report shows this page in a column 32 rem wide (its template's "prose max-w-lg")
+beside the rule graph, and its stylesheet (Tailwind) gives docutils' admonitions no style, so a
+warning read as a plain word "Warning". `PAGE_STYLE`, a `<style>` element at the top of the
+page (Snakemake renders it with docutils, raw HTML allowed, and inserts the HTML as it is),
+lets the page use the width the rule graph leaves and frames the warnings. It applies while
+the page is on screen (it goes with it).
+
 The "Domain check" section says what the tagger's domain reference is (`tagger_domain`: its
 thresholds, whether it was trained on simulated data only, or that it has none) and how many
 files of each prediction run were judged unlike its training data (`run_domain_counts`,
@@ -35,6 +42,26 @@ from maggotflow.records import DOMAIN_CHECK_KEY
 # The first line of the README.txt that maggotflow.simulation.simulate writes (checked
 # against the simulator in tests/test_evaluation.py).
 SIMULATOR_MARK = "Simulated larva experiments (maggotflow simulate)"
+
+
+# See the module doc. Selectors: the page's container in Snakemake 9's report template
+# (content.js: className "prose prose-sm max-w-lg") and docutils' admonitions (html4css1
+# writer: div.admonition.warning > p.admonition-title). Checked in tests/test_report.py.
+PAGE_STYLE = """\
+.. raw:: html
+
+   <style>
+   .prose.max-w-lg { max-width: none; }
+   .prose .admonition { margin: 1em 0; padding: 0.6em 1em; border-left: 4px solid #6b7280;
+     border-radius: 0.25rem; background: #f3f4f6; }
+   .prose .admonition > p { margin: 0.3em 0; }
+   .prose .admonition .admonition-title { font-weight: 700; }
+   .prose .admonition.warning, .prose .admonition.caution, .prose .admonition.attention {
+     border-left-color: #d97706; background: #fffbeb; }
+   .prose .admonition.warning .admonition-title { color: #b45309; }
+   .prose .admonition.danger, .prose .admonition.error { border-left-color: #dc2626; background: #fef2f2; }
+   </style>
+"""
 
 
 def is_simulated(paths: Iterable[str | Path], stop: Iterable[str | Path] = ()) -> bool:
@@ -175,7 +202,7 @@ def overview(
     tagger's domain reference (`tagger_domain`); run_domain: run -> `run_domain_counts`."""
     relpaths = relpaths or {}
     n_files = len(metrics.get("files", [])) or len(per_file)
-    parts = [section("maggotflow: what was trained, and how well it tags held-out files", "="), ""]
+    parts = [section("maggotflow: what was trained, and how well it tags held-out files", "="), PAGE_STYLE]
     if simulated:
         parts += [".. warning::",
                   "   The data are **simulated** (``maggotflow simulate``): every figure here measures the",

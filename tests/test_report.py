@@ -1,0 +1,62 @@
+"""The report's landing page (maggotflow.report.overview) as Snakemake's report renders it.
+
+Snakemake renders the page with jinja2 then docutils (writer "html") and inserts the HTML in
+its template; these tests do the same, without a workflow run (the full report is checked in
+tests/test_workflow.py).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import jinja2
+from docutils.core import publish_parts
+
+from maggotflow.report import PAGE_STYLE, overview, write_overview
+
+SETTINGS = {"track_dir": "data/train", "evaluation": "8 held-out files", "pretrain_steps": 20,
+            "stage1_steps": 10, "stage2_steps": 10, "labels": None}
+METRICS = {"macro_f1": 0.9, "accuracy": 0.95, "n_steps": 100, "files": ["a.label"], "labels": ["run", "cast"],
+           "per_label": {"run": {"precision": 1, "recall": 0.9, "f1": 0.95, "support": 60},
+                         "cast": {"precision": 0.8, "recall": 1, "f1": 0.89, "support": 40}}}
+PER_FILE = [{"reference": "/d/a.label", "macro_f1": "0.9", "accuracy": "0.95", "n_steps": "100"}]
+BEHAVIOUR = [{"label": "run", "reference_fraction": "0.6", "predicted_fraction": "0.55", "reference_bouts": "3",
+              "predicted_bouts": "4", "reference_median_bout_s": "2.5", "predicted_median_bout_s": "2.0"}]
+SIMULATED_TAGGER = {"thresholds": {"file": 3.0, "larva": 4.0, "larva_per_s": 10.0},
+                    "training": {"files": 24, "simulated_files": 24}}
+
+
+def page(**kwargs) -> str:
+    return overview(metrics=METRICS, per_file=PER_FILE, behaviour=BEHAVIOUR, provenance={}, settings=SETTINGS,
+                    **kwargs)
+
+
+def rendered(tmp_path, text: str) -> str:
+    """The HTML Snakemake's report inserts for the page (snakemake.report: jinja2, then docutils)."""
+    write_overview(tmp_path / "overview.rst", text)
+    rst = jinja2.Environment().from_string((tmp_path / "overview.rst").read_text()).render()
+    return publish_parts(rst, writer="html")["html_body"]
+
+
+def test_warnings_are_framed_admonitions(tmp_path):
+    html = rendered(tmp_path, page(simulated=True, domain=SIMULATED_TAGGER))
+    assert "System Message" not in html
+    # Both warnings (simulated data, a tagger trained on simulated larvae) are docutils admonitions ...
+    assert html.count('<div class="admonition warning">') == 2
+    assert html.count('admonition-title">Warning</p>') == 2
+    # ... which the page's own style frames (Snakemake's stylesheet has no rule for them).
+    assert html.index("<style>") < html.index('<div class="admonition warning">')
+    style = html[html.index("<style>"):html.index("</style>")]
+    assert ".prose .admonition {" in style and "border-left" in style
+    assert ".prose .admonition.warning," in style and ".prose .admonition.warning .admonition-title" in style
+
+
+def test_the_page_uses_the_width_beside_the_rule_graph(tmp_path):
+    html = rendered(tmp_path, page())
+    style = html[html.index("<style>"):html.index("</style>")]
+    assert ".prose.max-w-lg { max-width: none; }" in style
+    assert html.index("<style>") < html.index("Held-out macro-F1")  # the style comes first, once
+    assert html.count("<style>") == 1 and PAGE_STYLE in page()
+    # The selector is the one of the installed Snakemake's template (its landing page column).
+    template = resources.files("snakemake.report.html_reporter") / "template/components/content.js"
+    assert '"prose prose-sm max-w-lg"' in template.read_text()
