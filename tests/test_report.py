@@ -8,11 +8,12 @@ tests/test_workflow.py).
 from __future__ import annotations
 
 from importlib import resources
+from types import SimpleNamespace
 
 import jinja2
 from docutils.core import publish_parts
 
-from maggotflow.report import PAGE_STYLE, overview, write_overview
+from maggotflow.report import PAGE_STYLE, RULE_GRAPH_NOTE, overview, write_overview
 
 SETTINGS = {"track_dir": "data/train", "evaluation": "8 held-out files", "pretrain_steps": 20,
             "stage1_steps": 10, "stage2_steps": 10, "labels": None}
@@ -60,3 +61,31 @@ def test_the_page_uses_the_width_beside_the_rule_graph(tmp_path):
     # The selector is the one of the installed Snakemake's template (its landing page column).
     template = resources.files("snakemake.report.html_reporter") / "template/components/content.js"
     assert '"prose prose-sm max-w-lg"' in template.read_text()
+
+
+def test_several_runs_explain_the_rule_graph(tmp_path):
+    assert RULE_GRAPH_NOTE not in page(runs=["heldout"])
+    text = page(runs=["heldout", "new_experiments-103f88aa"])
+    assert RULE_GRAPH_NOTE in text
+    assert '<tt class="docutils literal">screen_summary</tt>' in rendered(tmp_path, text)
+
+
+def test_snakemake_report_draws_a_rule_once_per_level_of_the_job_graph():
+    """Why the note: Snakemake's report (rulegraph_spec) keeps one job per rule and toposort
+    level, so two screen_summary jobs at different depths are two nodes. If this fails,
+    Snakemake draws each rule once and RULE_GRAPH_NOTE can go."""
+    from snakemake.report.rulegraph_spec import rulegraph_spec
+
+    class Job:  # hashable, as Snakemake's jobs
+        def __init__(self, rule):
+            self.rule = SimpleNamespace(name=rule)
+
+    tagger, heldout_summary = Job("tagger"), Job("predict_summary")
+    heldout_screen, other_screen = Job("screen_summary"), Job("screen_summary")  # held-out run, a run on disk
+    report = Job("report")
+    levels = [[tagger, other_screen], [heldout_summary], [heldout_screen], [report]]
+    dependencies = {tagger: [], other_screen: [], heldout_summary: [tagger], heldout_screen: [heldout_summary],
+                    report: [heldout_screen, other_screen]}
+    dag = SimpleNamespace(toposorted=lambda: levels, dependencies=dependencies)
+    spec, _, _ = rulegraph_spec(dag)
+    assert [node["rule"] for node in spec["nodes"]].count("screen_summary") == 2

@@ -23,6 +23,10 @@ page (Snakemake renders it with docutils, raw HTML allowed, and inserts the HTML
 lets the page use the width the rule graph leaves and frames the warnings. It applies while
 the page is on screen (it goes with it).
 
+"Prediction runs" lists the runs whose screen summaries the report shows; with more than one,
+it says why the rule graph draws `screen_summary` more than once (`RULE_GRAPH_NOTE`): it is
+how Snakemake draws jobs of one rule at different depths, not a second rule.
+
 The "Domain check" section says what the tagger's domain reference is (`tagger_domain`: its
 thresholds, whether it was trained on simulated data only, or that it has none) and how many
 files of each prediction run were judged unlike its training data (`run_domain_counts`,
@@ -62,6 +66,15 @@ PAGE_STYLE = """\
    .prose .admonition.danger, .prose .admonition.error { border-left-color: #dc2626; background: #fef2f2; }
    </style>
 """
+
+
+# Why the report's rule graph, beside this page, draws screen_summary more than once when the
+# page lists several runs (Snakemake's rulegraph_spec: one node per rule and toposort level;
+# tests/test_report.py checks that it still does).
+RULE_GRAPH_NOTE = (
+    "The rule graph draws ``screen_summary`` more than once: Snakemake's report draws a rule once per "
+    "level of the job graph, and the held-out run's summary comes after training and tagging, while "
+    "another run's comes after its own tagging only (it never waits for training).")
 
 
 def is_simulated(paths: Iterable[str | Path], stop: Iterable[str | Path] = ()) -> bool:
@@ -271,6 +284,8 @@ def overview(
     if runs:
         parts += ["Screen summaries (time in each behaviour per group, bout durations, transitions) of "
                   "these runs are under Screen summary: " + ", ".join(_literal(r) for r in runs) + ".", ""]
+        if len(runs) > 1:
+            parts += [RULE_GRAPH_NOTE, ""]
     else:
         parts += ["No prediction run has a screen summary yet (``snakemake summary --config predict_dir=DIR``).",
                   ""]

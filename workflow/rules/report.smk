@@ -3,6 +3,10 @@
 # exists), per-file ethograms of the held-out files (predicted above reference), and the
 # screen summaries of every prediction run on disk (summary.smk); loss curves, the confusion
 # matrix and the behaviour figure are flagged in their own rules.
+# The report's rule graph draws a rule once per level of the job graph (Snakemake's
+# rulegraph_spec), so screen_summary shows twice when another run is on disk: the held-out
+# run's job comes after training, another run's after nothing planned here. The landing page
+# says so (maggotflow.report.RULE_GRAPH_NOTE).
 
 
 rule ethograms:
