@@ -559,6 +559,16 @@ def test_a_shard_tagged_again_keeps_current_labels_and_hashes_only_changed_files
     rows = shards.tag_shard(sim["tagger"], files, outs, table, FIMTRACK, device="cpu")
     assert [r["status"] for r in rows] == ["ok"] * 3
     assert [r["track_sha1"] for r in rows] == [file_sha1(f["path"]) for f in files]
+    # Each row carries its file's head/tail decision as its label records it (kept rows below too).
+    for row, out in zip(rows, outs):
+        assert {k: row[k] for k in records.ORIENTATION_COLUMNS} == \
+            records.orientation_cells(read_label_file(out).metadata)
+    assert [r["spine_order_decided_by"] for r in rows] == ["motion", "file", "file"]  # .spine, trx.mat, FIMTrack
+    assert all(r["spine_order"] == "head_first" and r["spine_order_evidence"] == "supports" for r in rows)
+    assert all(float(r["spine_order_forward_fraction"]) > 0.8 and float(r["spine_order_moving_s"]) >= 5
+               for r in rows)
+    assert records.orientation_line("run", rows) == "run: head/tail of 3 tagged files: 1 decided by the " \
+        "larvae's motion, 2 named by the track file; 0 contradicted by the motion (columns spine_order* of summary.tsv)"
     records.write_shard_table(table, rows)
     first = label_bytes(outs)
     mtimes = [o.stat().st_mtime_ns for o in outs]
@@ -613,3 +623,19 @@ def test_a_shard_never_removes_a_users_label_and_a_bad_file_fails_alone(sim, tmp
     assert "exists and was not written by maggotflow" in rows[0]["problem"]
     assert outs[0].read_text().startswith('{"metadata": {"id": "mine"}')  # never replaced, never removed
     assert not outs[1].exists() and outs[2].is_file() and len(errors) == 2
+
+
+def test_a_shard_row_of_a_file_read_the_wrong_way_round_is_named(sim, tmp_path):
+    """The .spine file forced tail first (config read.spine_order): its row says so, and the
+    end-of-run warning names it with the figure that contradicts it."""
+    from maggotflow import records, shards
+
+    files, outs = shard_of(sim, tmp_path)
+    forced = ReadOptions(framerate=FIMTRACK.framerate, pixelsize_um=FIMTRACK.pixelsize_um, spine_order="tail_first")
+    [row] = shards.tag_shard(sim["tagger"], files[:1], outs[:1], None, forced, device="cpu")
+    assert (row["spine_order"], row["spine_order_decided_by"], row["spine_order_evidence"]) == \
+        ("tail_first", "configured", "contradicts")
+    assert float(row["spine_order_forward_fraction"]) < 0.2
+    warning = records.orientation_warning("results/predict/r", [row])
+    assert warning.startswith("results/predict/r: head and tail may be swapped in 1 of 1 tagged file ")
+    assert f"{files[0]['path']}: read.spine_order tail_first, the motion contradicts it (forward motion " in warning

@@ -87,7 +87,11 @@ def test_load_manifest_records_a_scan_only_when_the_inputs_are_good(tmp_path):
     out = tmp_path / "results" / "manifest.tsv"
     empty = tmp_path / "empty"
     touch(empty / "video.avi", "RIFF")
-    with pytest.raises(TrackDataError, match=r"empty: no track file matching .*video.avi: unknown extension"):
+    with pytest.raises(TrackDataError, match=r"empty: no track file matching .* \(1 other entry skipped, "
+                                             r"e.g. video.avi: unknown extension"):
+        mf.load_manifest(empty, None, out)
+    touch(empty / "notes.txt", "")
+    with pytest.raises(TrackDataError, match=r"\(2 other entries skipped, e.g. "):
         mf.load_manifest(empty, None, out)
     assert not out.parent.exists()
     with pytest.raises(TrackDataError, match="no input: set a track_dir or a manifest"):
@@ -114,3 +118,104 @@ def test_held_out_files_must_be_labelled_and_never_training_files(tmp_path):
     unlabelled = mf.Manifest([dict(r, label="") for r in held], held.root)
     with pytest.raises(TrackDataError, match="held-out file without a .label file"):
         mf.check_heldout(unlabelled)
+
+
+# ------------------------------------------------------------------ head/tail decisions
+
+
+def orientation_label(path: Path, **decision) -> Path:
+    """A real `.label` file whose metadata records a head/tail decision (as a reader writes it)."""
+    from maggotflow.formats.label import LabelFile, write_label_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_label_file(path, LabelFile(metadata={"id": path.stem, **decision}, names=["run"],
+                                     tracks={"1": ([0.0, 0.1], [("run",), ("run",)])}))
+    return path
+
+
+MOTION = dict(spine_order="head_first", spine_order_decided_by="motion", spine_order_evidence="supports",
+              spine_order_forward_fraction=0.93, spine_order_moving_steps=345, spine_order_moving_s=17.3,
+              spine_order_head_sweep_ratio=1.71)
+
+
+def test_shard_rows_carry_the_head_tail_decision_of_their_label(tmp_path):
+    label = orientation_label(tmp_path / "a.label", **MOTION)
+    row = records.shard_row("a", "/t/a.spine", label)
+    assert {k: row[k] for k in records.ORIENTATION_COLUMNS} == {
+        "spine_order": "head_first", "spine_order_decided_by": "motion", "spine_order_evidence": "supports",
+        "spine_order_forward_fraction": "0.93", "spine_order_moving_s": "17.3", "spine_order_moving_steps": "345",
+        "spine_order_head_sweep_ratio": "1.71"}
+    # A label that records none (LarvaTagger's own, a user's text), or a failed file: empty cells.
+    plain = orientation_label(tmp_path / "lt.label")
+    failed = records.shard_row("c", "/t/c.spine", problem="is truncated")
+    for empty in (records.shard_row("b", "/t/b.spine", plain), failed):
+        assert all(empty[k] == "" for k in records.ORIENTATION_COLUMNS)
+    # A null figure (no moving window: forward fraction undefined) is an empty cell.
+    assert records.orientation_cells({**MOTION, "spine_order_forward_fraction": None})[
+        "spine_order_forward_fraction"] == ""
+    table = tmp_path / "shard.tsv"
+    records.write_shard_table(table, [row, failed])
+    assert records.read_shard_table(table) == [row, failed]
+    # A table written before the columns existed still reads: they are empty.
+    old = tmp_path / "old.tsv"
+    old.write_text("id\tpath\tlabel\tstatus\tproblem\tdomain\tsha1\tsize\tmtime_ns\n"
+                   f"a\t/t/a.spine\t{label}\tok\t\tok\t{row['sha1']}\t{row['size']}\t{row['mtime_ns']}\n")
+    back = records.read_shard_table(old)
+    assert back[0]["status"] == "ok" and all(back[0][k] == "" for k in records.ORIENTATION_COLUMNS)
+    assert records.orientation_line("run", back) == \
+        "run: head/tail of 1 tagged file: 1 not recorded; 0 contradicted by the motion (columns spine_order* of " \
+        "summary.tsv)"
+    assert records.orientation_warning("run", back) is None
+
+
+def test_orientation_lines_count_decisions_and_name_the_files_to_check(tmp_path):
+    def row(name, **decision):
+        return records.shard_row(name, f"/t/{name}.spine", orientation_label(tmp_path / f"{name}.label",
+                                                                               **{**MOTION, **decision}))
+
+    moving = [row(f"m{k}") for k in range(3)]
+    # All decided by motion: one short line, no warning.
+    assert records.orientation_line("results/predict/r", moving) == \
+        "results/predict/r: head/tail of all 3 tagged files decided by the larvae's motion"
+    assert records.orientation_line("results/predict/r", moving[:1]) == \
+        "results/predict/r: head/tail of the 1 tagged file decided by the larvae's motion"
+    assert records.orientation_warning("results/predict/r", moving) is None
+    assert records.orientation_line("r", [records.shard_row("x", "/t/x.spine", problem="bad")]) is None
+
+    still = row("still", spine_order_decided_by="convention", spine_order_evidence="weak",
+                spine_order_forward_fraction=None, spine_order_moving_steps=0, spine_order_moving_s=0.0)
+    backing = row("backing", spine_order_decided_by="convention", spine_order_evidence="disagree",
+                  spine_order_forward_fraction=0.2)
+    forced = row("forced", spine_order="tail_first", spine_order_decided_by="configured",
+                 spine_order_evidence="contradicts", spine_order_forward_fraction=0.07)
+    named = row("named", spine_order_decided_by="file")
+    swapped = row("swapped", spine_order_decided_by="file", spine_order_evidence="contradicts",
+                  spine_order_forward_fraction=0.1)
+    failed = records.shard_row("f", "/t/f.spine", problem="is truncated")
+    rows = [*moving, still, backing, forced, named, swapped, failed]
+    assert records.orientation_line("results/predict/r", rows) == (
+        "results/predict/r: head/tail of 8 tagged files: 3 decided by the larvae's motion, 1 set by "
+        "read.spine_order, 2 named by the track file, 2 read head first by convention; 2 contradicted by the "
+        "motion (columns spine_order* of summary.tsv)")
+    assert [p for p, _ in records.head_tail_doubts(rows)] == ["/t/still.spine", "/t/backing.spine",
+                                                              "/t/forced.spine", "/t/swapped.spine"]
+    warning = records.orientation_warning("results/predict/r", rows, shown=3)
+    lines = warning.splitlines()
+    assert lines[0].startswith("results/predict/r: head and tail may be swapped in 4 of 8 tagged files")
+    assert lines[1:] == [
+        "  /t/still.spine: head first by convention, too little motion to tell (0.0 s moving, head/tail sweep "
+        "ratio 1.71)",
+        "  /t/backing.spine: head first by convention, crawling direction and head sweeps disagree (forward "
+        "motion 20%, 17.3 s moving, head/tail sweep ratio 1.71)",
+        "  /t/forced.spine: read.spine_order tail_first, the motion contradicts it (forward motion 7%, 17.3 s "
+        "moving, head/tail sweep ratio 1.71)",
+        "  ... and 1 more"]
+
+
+def test_skipped_entries_are_counted_in_singular_and_plural(tmp_path):
+    for n, words in ((1, "1 entry skipped"), (2, "2 entries skipped")):
+        listing = tmp_path / f"skipped{n}.tsv"
+        mf.write_skipped([(f"notes{k}.txt", "unknown extension") for k in range(n)], listing)
+        [warning] = records.end_of_run_warnings([], 0.0, [("/data", listing)])
+        assert warning.startswith(f"/data: {words}, not track files (e.g. notes0.txt: unknown extension)")
+    assert records.counted(1, "file") == "1 file" and records.counted(0, "file") == "0 files"

@@ -230,3 +230,41 @@ def test_format_number():
     assert format_number(12345.678) == "12346"
     assert format_number(float("nan")) == "" and format_number(None) == ""
     assert format_number(7) == "7"
+
+
+def test_per_file_carries_each_files_head_tail_decision(tmp_path):
+    """per_file.tsv: the head/tail decision a reader recorded in the label (a real simulated
+    .spine read as is, and forced the wrong way round); empty for a LarvaTagger label."""
+    from maggotflow.formats import ReadOptions, read_run
+    from maggotflow.formats.label import label_file_for_run
+    from maggotflow.records import ORIENTATION_COLUMNS
+    from maggotflow.simulation import SimulationConfig, simulate_file
+
+    track = simulate_file(tmp_path / "sim", 0, seed=3, config=SimulationConfig(duration_s=20.0, larvae=(2, 2)))
+    labels = []
+    for name, order in (("auto", "auto"), ("forced", "tail_first")):
+        run = read_run(track, ReadOptions(spine_order=order))
+        labels.append(tmp_path / "labels" / f"{name}.label")
+        labels[-1].parent.mkdir(exist_ok=True)
+        write_label_file(labels[-1], label_file_for_run(run, labels={tr.id: [("run",)] * tr.n_steps
+                                                                     for tr in run.tracks}))
+    labels.append(write(tmp_path / "labels" / "larvatagger.label", {"1": (np.arange(5) * 0.1, steps_of("rrccs"))}))
+    s = summarize(labels, tmp_path / "out", plots=False)
+    per_file = {r["file"]: r for r in rows(s.tables["per_file"])}
+    auto, forced, larvatagger = (per_file[str(p)] for p in labels)
+    assert (auto["spine_order"], auto["spine_order_decided_by"], auto["spine_order_evidence"]) == \
+        ("head_first", "motion", "supports")
+    assert float(auto["spine_order_forward_fraction"]) > 0.8 and float(auto["spine_order_moving_s"]) >= 5
+    assert (forced["spine_order"], forced["spine_order_decided_by"], forced["spine_order_evidence"]) == \
+        ("tail_first", "configured", "contradicts")
+    assert float(forced["spine_order_forward_fraction"]) < 0.2
+    for label, row in zip(labels[:2], (auto, forced)):  # the label's own figures, as recorded
+        metadata = read_label_file(label).metadata
+        assert all(row[k] == str(metadata[k]) for k in ORIENTATION_COLUMNS)
+    assert all(larvatagger[k] == "" for k in ORIENTATION_COLUMNS)
+    # Grouped by one of its keys, the decision is a metadata column, not a second one.
+    s = summarize(labels, tmp_path / "by_order", group_by=["spine_order_decided_by"], plots=False)
+    with open(s.tables["per_file"], encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+    assert len(header) == len(set(header)) and set(ORIENTATION_COLUMNS) <= set(header)
+    assert {r["group"] for r in rows(s.tables["groups"])} >= {"motion", "configured", "unknown"}

@@ -644,7 +644,8 @@ def load_manifest(track_dir: str | Path | None, manifest: str | Path | None, out
         found = build_manifest(track_dir, patterns)
         if not len(found):
             first, why = found.skipped[0] if found.skipped else ("", "")
-            skipped = f" ({len(found.skipped)} other entries skipped, e.g. {printable_path(first)}: {why})" \
+            entries = "other entry" if len(found.skipped) == 1 else "other entries"
+            skipped = f" ({len(found.skipped)} {entries} skipped, e.g. {printable_path(first)}: {why})" \
                 if found.skipped else ""
             raise TrackDataError(track_dir, f"no track file matching {', '.join(patterns)}{skipped}")
     else:

@@ -38,9 +38,12 @@ neutral rather than wrong. Combined (`decide_spine_order`, `check_named_head`): 
 cue decides when the other agrees or is neutral; when both are decisive and DISAGREE (e.g.
 larvae backing up most of their moving time) nothing is guessed: auto falls back to head
 first (the convention) with a warning naming the file and both figures. Forced orders and
-files that name the head warn when the combined evidence decisively contradicts them. Left
-out: a file of straight-bodied larvae (no sweeps) backing up most of the time is still
-decided by the crawling cue alone, the wrong way.
+files that name the head warn when the combined evidence decisively contradicts them. The
+verdict on the order kept is recorded with the figures (`spine_order_evidence`: supports,
+contradicts, disagree, or weak when neither cue is decisive), so the tables of a run
+(`maggotflow.records`) can count and name the files to check. Left out: a file of
+straight-bodied larvae (no sweeps) backing up most of the time is still decided by the
+crawling cue alone, the wrong way.
 
 Cost: point means and spine lengths come from `maggotflow.plausibility` (numpy's figures bit
 for bit, a few times faster); a reader may pass the centre and body length that bridging
@@ -107,11 +110,13 @@ class MotionEvidence:
         return f"forward motion {share} over {self.moving_steps} moving steps ({self.moving_s:.1f} s)"
 
     def metadata(self) -> dict[str, Any]:
-        """JSON-serialisable figures: forward fraction (None when undefined) and moving steps."""
+        """JSON-serialisable figures: forward fraction (None when undefined), moving steps and
+        their duration (s, to 0.1 s)."""
         f = self.forward_fraction
         return {
             "spine_order_forward_fraction": round(float(f), 4) if np.isfinite(f) else None,
             "spine_order_moving_steps": int(self.moving_steps),
+            "spine_order_moving_s": round(float(self.moving_s), 1),
         }
 
 
@@ -280,10 +285,11 @@ def decide_spine_order(
     Out: (order used, metadata) where metadata = spine_order, spine_order_decided_by
     ("motion": auto and decided by the larvae's motion, crawling direction and/or head sweeps;
     "convention": auto, weak or conflicting evidence, head_first assumed; "configured": forced
-    by the user), spine_order_forward_fraction, spine_order_moving_steps and
-    spine_order_head_sweep_ratio (under the order used). Logs a warning naming the file and
-    the figures when auto falls back, or when a forced order is decisively contradicted (the
-    forced order is kept).
+    by the user), spine_order_evidence (the combined verdict of the two cues on the order used:
+    "supports", "contradicts", "disagree" or "weak"), spine_order_forward_fraction,
+    spine_order_moving_steps, spine_order_moving_s and spine_order_head_sweep_ratio (under
+    the order used). Logs a warning naming the file and the figures when auto falls back, or
+    when a forced order is decisively contradicted (the forced order is kept).
     """
     # File order read as-is = tail first: the last point of each line is the head.
     motion, sweeps = orientation_evidence(file_order_spines)
@@ -325,7 +331,8 @@ def decide_spine_order(
     else:
         raise ValueError(f"spine_order must be auto, head_first or tail_first, got {configured!r}")
     m, w = evidence[order]
-    return order, {"spine_order": order, "spine_order_decided_by": how, **m.metadata(), **w.metadata()}
+    return order, {"spine_order": order, "spine_order_decided_by": how, "spine_order_evidence": verdict[order],
+                   **m.metadata(), **w.metadata()}
 
 
 def check_named_head(
@@ -335,15 +342,19 @@ def check_named_head(
 
     In: larvae as (t s, spine (n, k, 2) tail -> head as read); `decided_by` is the metadata
     value ("file", or "convention" where the file could not tell); `named_by` says in words
-    what named the head (for the message). Out: metadata spine_order_decided_by plus the
-    figures. The head/tail as read is kept; a warning names the file and the figures when the
-    combined evidence (crawling direction, head sweeps) decisively contradicts it.
+    what named the head (for the message). Out: metadata spine_order_decided_by,
+    spine_order_evidence (the combined verdict on the head as read, as in
+    `decide_spine_order`) plus the figures. The head/tail as read is kept; a warning names
+    the file and the figures when the combined evidence (crawling direction, head sweeps)
+    decisively contradicts it.
     """
     motion, sweeps = orientation_evidence(tracks)
-    if _verdict(motion, sweeps) == "contradicts":
+    verdict = _verdict(motion, sweeps)
+    if verdict == "contradicts":
         log.warning(
             "%s: relative to the head given by %s, %s; head and tail may be swapped in this file: "
             "check the tracker's output (kept as read)",
             path, named_by, _contradiction(motion, sweeps),
         )
-    return {"spine_order_decided_by": decided_by, **motion.metadata(), **sweeps.metadata()}
+    return {"spine_order_decided_by": decided_by, "spine_order_evidence": verdict, **motion.metadata(),
+            **sweeps.metadata()}

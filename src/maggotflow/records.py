@@ -6,11 +6,18 @@ the run's summary job), written by workflow/scripts/predict_shard.py and summary
 by the summary, the export, the evaluation, the ethograms and the next run of the same shard
 (`maggotflow.shards`: what is still current)::
 
-    id  path  label  status  problem  domain  sha1  size  mtime_ns  track_sha1  track_size  track_mtime_ns  track_ctime_ns
+    id  path  label  status  problem  domain  spine_order ... spine_order_head_sweep_ratio
+    sha1  size  mtime_ns  track_sha1  track_size  track_mtime_ns  track_ctime_ns
     (status: ok | failed; domain: the label's domain-check verdict, ok | unlike_training,
-    empty when not checked (`maggotflow.domain`; tables written before it have no such
-    column and read as empty); the label's sha1, size and mtime as written; the track
-    file's sha1, size, mtime and inode change time (ctime) when it was tagged)
+    empty when not checked (`maggotflow.domain`); spine_order ...: the track file's head/tail
+    decision as its label's metadata records it (`ORIENTATION_COLUMNS`,
+    `maggotflow.orientation`): spine_order (head_first | tail_first | mixed),
+    spine_order_decided_by (motion | convention | configured | file), spine_order_evidence
+    (supports | contradicts | disagree | weak), spine_order_forward_fraction,
+    spine_order_moving_s, spine_order_moving_steps, spine_order_head_sweep_ratio; the
+    label's sha1, size and mtime as written; the track file's sha1, size, mtime and inode
+    change time (ctime) when it was tagged. Tables written before a column existed read it
+    as empty.)
 
 Written and read with `maggotflow.tsv` (a tab, newline, CR or quote in a file name is
 quoted and round-trips; pandas and spreadsheets read it).
@@ -21,8 +28,10 @@ bad input (workflow/scripts/jobsetup.py) and listed by the workflow at the end o
     <file>\t<problem>            one row per failed input
 
 After a run, what the workflow prints (never writes): `end_of_run_warnings` (failed inputs,
-skipped entries), `changed_labels` (labels missing or changed since their job wrote them)
-and `domain_warning` (files unlike the tagger's training data).
+skipped entries), `changed_labels` (labels missing or changed since their job wrote them),
+`domain_warning` (files unlike the tagger's training data), `orientation_line` (how the
+head/tail of the run's files was decided) and `orientation_warning` (the files whose head
+and tail may be swapped: read head first by convention, or contradicted by the motion).
 """
 
 from __future__ import annotations
@@ -36,8 +45,13 @@ from maggotflow.atomic import write_text_atomic
 from maggotflow.tracks import printable_path
 
 
-SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "domain", "sha1", "size", "mtime_ns",
-                 "track_sha1", "track_size", "track_mtime_ns", "track_ctime_ns")
+# A track file's head/tail decision (`maggotflow.orientation`): the keys of its label's
+# metadata, the same words as columns of the shard tables and the screen's per_file.tsv.
+ORIENTATION_COLUMNS = ("spine_order", "spine_order_decided_by", "spine_order_evidence",
+                       "spine_order_forward_fraction", "spine_order_moving_s", "spine_order_moving_steps",
+                       "spine_order_head_sweep_ratio")
+SHARD_COLUMNS = ("id", "path", "label", "status", "problem", "domain", *ORIENTATION_COLUMNS, "sha1", "size",
+                 "mtime_ns", "track_sha1", "track_size", "track_mtime_ns", "track_ctime_ns")
 # A predicted label's domain check (`maggotflow.domain`): its key in metadata.maggotflow and
 # its verdicts; here, where the tables that carry the verdict are, without torch.
 DOMAIN_CHECK_KEY = "domain_check"
@@ -71,13 +85,32 @@ def tracks_stat_digest(paths: Iterable[str | Path]) -> str:
     return digest.hexdigest()
 
 
+def orientation_cells(metadata: Mapping | None) -> dict[str, str]:
+    """The head/tail decision in a label's metadata as table cells (`ORIENTATION_COLUMNS`);
+    "" for each key it lacks (LarvaTagger's own labels, labels made before it was recorded)."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    cells = {}
+    for key in ORIENTATION_COLUMNS:
+        value = metadata.get(key)
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        cells[key] = " ".join(str(value).split()) if ok else ""
+    return cells
+
+
+def label_orientation(label: str | Path) -> dict[str, str]:
+    """`orientation_cells` of a `.label` file, read from its header only; all "" when unreadable."""
+    from maggotflow.formats.label import header_value
+
+    return orientation_cells(header_value(label, "metadata"))
+
+
 def shard_row(ident: str, track: str, label: str | Path | None = None, problem: str = "",
               status: str | None = None, track_sha1: str = "",
               stat: Mapping[str, str] | None = None, domain: str = "") -> dict[str, str]:
     """A shard-table row: `label` written (its sha1, size and mtime as on disk now, its
-    domain-check verdict `domain`), or not (status `failed` with its `problem`, or the given
-    status); the track's `track_sha1` and `stat` (`track_stat`, taken before it was read)
-    when known."""
+    domain-check verdict `domain`, the head/tail decision its metadata records), or not
+    (status `failed` with its `problem`, or the given status); the track's `track_sha1` and
+    `stat` (`track_stat`, taken before it was read) when known."""
     row = dict.fromkeys(SHARD_COLUMNS, "")
     row.update(id=ident, path=str(track), problem=" ".join(str(problem).split()), track_sha1=track_sha1,
                domain=domain if label is not None else "")
@@ -89,7 +122,7 @@ def shard_row(ident: str, track: str, label: str | Path | None = None, problem: 
 
     stat_label = os.stat(label)
     row.update(label=str(label), status=status or "ok", sha1=file_sha1(label), size=str(stat_label.st_size),
-               mtime_ns=str(stat_label.st_mtime_ns))
+               mtime_ns=str(stat_label.st_mtime_ns), **label_orientation(label))
     return row
 
 
@@ -98,7 +131,8 @@ def shard_table_text(rows: Iterable[Mapping[str, str]]) -> str:
 
 
 def read_shard_table(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a shard table (also of one written before the domain or track_* columns)."""
+    """Rows of a shard table (also of one written before the domain, spine_order* or track_*
+    columns: those read as empty)."""
     return [dict(dict.fromkeys(SHARD_COLUMNS, ""), **row) for row in tsv.read_rows(path)]
 
 
@@ -120,6 +154,85 @@ def domain_warning(where: str, rows: Iterable[Mapping[str, str]], shown: int = 5
     return (f"{where}: {len(unlike)} of {tagged} tagged file(s) are unlike the tagger's training data (domain "
             f"check: column domain of the run's summary.tsv, metadata.maggotflow.domain_check of each label); "
             f"check their labels before trusting them:\n{names}{more}")
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 file', '2 files', '0 files'; `plural` for irregular words ('1 entry', '2 entries')."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+# How a head/tail decision was made (spine_order_decided_by), in words, in the order counted.
+DECIDED_BY = {"motion": "decided by the larvae's motion", "configured": "set by read.spine_order",
+              "file": "named by the track file", "convention": "read head first by convention"}
+EVIDENCE = {"supports": "the motion agrees", "contradicts": "the motion contradicts it",
+            "disagree": "crawling direction and head sweeps disagree", "weak": "too little motion to tell"}
+
+
+def head_tail_doubts(rows: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
+    """(track file, why) of the `ok` rows whose head and tail may be swapped: read head first
+    by convention, or decided otherwise but contradicted by the motion (`maggotflow.orientation`)."""
+    doubts = []
+    for row in rows:
+        how, evidence = row.get("spine_order_decided_by", ""), row.get("spine_order_evidence", "")
+        if row.get("status") != "ok" or (how != "convention" and evidence != "contradicts"):
+            continue
+        why = {"convention": "head first by convention", "configured": f"read.spine_order {row.get('spine_order')}",
+               "file": "head as the file names it"}.get(how, how or "not recorded")
+        figures = []
+        fraction = row.get("spine_order_forward_fraction", "")
+        try:
+            figures.append(f"forward motion {100 * float(fraction):.0f}%")
+        except ValueError:
+            pass
+        if row.get("spine_order_moving_s"):
+            figures.append(f"{row['spine_order_moving_s']} s moving")
+        if row.get("spine_order_head_sweep_ratio"):
+            figures.append(f"head/tail sweep ratio {row['spine_order_head_sweep_ratio']}")
+        why = f"{why}, {EVIDENCE[evidence]}" if evidence in EVIDENCE else why
+        doubts.append((row["path"], f"{why} ({', '.join(figures)})" if figures else why))
+    return doubts
+
+
+def orientation_line(where: str, rows: Iterable[Mapping[str, str]]) -> str | None:
+    """One line on how the head/tail of a run's tagged (`ok`) files was decided: by motion,
+    config, the file, or convention, and how many the motion contradicts; None when no file
+    was tagged. Short when every file was decided by the larvae's motion."""
+    tagged = [row for row in rows if row.get("status") == "ok"]
+    if not tagged:
+        return None
+    counts = {how: 0 for how in DECIDED_BY}
+    unknown = 0
+    for row in tagged:
+        how = row.get("spine_order_decided_by", "")
+        if how in counts:
+            counts[how] += 1
+        else:
+            unknown += 1
+    if counts["motion"] == len(tagged):
+        return f"{where}: head/tail of {'the' if len(tagged) == 1 else 'all'} {counted(len(tagged), 'tagged file')} " \
+               f"{DECIDED_BY['motion']}"
+    parts = [f"{n} {DECIDED_BY[how]}" for how, n in counts.items() if n]
+    if unknown:
+        parts.append(f"{unknown} not recorded")
+    contradicted = sum(row.get("spine_order_evidence") == "contradicts" for row in tagged)
+    return (f"{where}: head/tail of {counted(len(tagged), 'tagged file')}: {', '.join(parts)}; "
+            f"{contradicted} contradicted by the motion (columns spine_order* of summary.tsv)")
+
+
+def orientation_warning(where: str, rows: Iterable[Mapping[str, str]], shown: int = 5) -> str | None:
+    """The warning naming a run's files whose head and tail may be swapped (`head_tail_doubts`;
+    None if none): how many, the first `shown` with why and the figures, and where to look."""
+    rows = list(rows)
+    doubts = head_tail_doubts(rows)
+    if not doubts:
+        return None
+    tagged = sum(row.get("status") == "ok" for row in rows)
+    names = "\n".join(f"  {printable_path(p)}: {why}" for p, why in doubts[:shown])
+    more = f"\n  ... and {len(doubts) - shown} more" if len(doubts) > shown else ""
+    return (f"{where}: head and tail may be swapped in {len(doubts)} of {counted(tagged, 'tagged file')} "
+            f"(read head first by convention, or contradicted by the larvae's motion; columns spine_order* of "
+            f"summary.tsv): in a swapped file, larvae crawling forward look like backing up to the tagger; check "
+            f"them (config read.spine_order forces the order of .spine files):\n{names}{more}")
 
 
 def label_changed(row: Mapping[str, str]) -> bool:
@@ -210,6 +323,6 @@ def end_of_run_warnings(log_folders: Iterable[str | Path], since: float,
     for folder, listing in scans:
         entries = read_skipped(listing)
         if entries:
-            warnings.append(f"{folder}: {len(entries)} entries skipped, not track files "
+            warnings.append(f"{folder}: {counted(len(entries), 'entry', 'entries')} skipped, not track files "
                             f"(e.g. {printable_path(entries[0][0])}: {entries[0][-1]}); listed in {listing}")
     return warnings

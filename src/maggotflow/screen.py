@@ -9,6 +9,7 @@ genotype, effector, protocol, tracker) and writes to `out_dir`:
                        fraction, time_s, bouts, mean_bout_s, median_bout_s (one row per
                        larva x behaviour)
     per_file.tsv       the same per file (time pooled over the file's larvae), with larvae
+                       and the file's head/tail decision (spine_order ... columns, see below)
     groups.tsv         per group x behaviour: files, files_unlike_training, larvae, per-larva
                        fraction mean, sd, median, q25, q75, pooled fraction, bouts,
                        bouts_per_min, mean and median bout duration; group "all" pools every
@@ -40,6 +41,14 @@ Definitions (what a lab needs to know to read the tables):
   the label has no verdict (not checked, or not a prediction of maggotflow's).
   files_unlike_training counts the files judged unlike the tagger's training data, whose
   labels may be unreliable; `ScreenSummary.unlike_training` counts them over all files.
+- spine_order, spine_order_decided_by, spine_order_evidence, spine_order_forward_fraction,
+  spine_order_moving_s, spine_order_moving_steps, spine_order_head_sweep_ratio (per_file.tsv;
+  `maggotflow.records.ORIENTATION_COLUMNS`): which end of the spine the reader took as the
+  head of the file's larvae and how it was decided (`maggotflow.orientation`: `motion`,
+  `convention`, `configured` or `file`; the evidence `supports`, `contradicts`, `disagree`
+  or `weak`), as the label's metadata records it; empty when it records none (LarvaTagger's
+  own labels). A file read head first by convention or contradicted by the motion may have
+  head and tail swapped: its forward crawling then looks like backing up.
 
 Bounded memory: files are read one at a time; per_larva/per_file rows are written as each
 file is read (to a temporary name, renamed at the end, see `maggotflow.atomic`). Group
@@ -75,7 +84,8 @@ from maggotflow import progress as progress_records
 from maggotflow import tsv
 from maggotflow.atomic import atomic_path
 from maggotflow.formats.label import PROVENANCE_KEY
-from maggotflow.records import DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, UNLIKE_TRAINING
+from maggotflow.records import (DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, ORIENTATION_COLUMNS, UNLIKE_TRAINING,
+                                orientation_cells)
 from maggotflow.tracks import GAP_FACTOR, TrackDataError  # a step lasts at most GAP_FACTOR median intervals
 
 log = logging.getLogger(__name__)
@@ -425,6 +435,8 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
     out_dir = claim_folder(out_dir, "summary", [*(f"{n}.tsv" for n in TABLES), *(f"{n}.png" for n in PLOTS)])
     group_by = tuple(group_by)
     meta_columns = list(dict.fromkeys((*METADATA_KEYS, *group_by)))
+    # the head/tail decision, unless grouped by one of its keys (then it is a metadata column)
+    orientation_columns = [c for c in ORIENTATION_COLUMNS if c not in meta_columns]
     total = _label_paths_sized(labels)
     behaviours: dict[str, int] = {name: i for i, name in enumerate(dict.fromkeys(labels_order or ()))}
     groups: dict[tuple[str, ...], _Group] = {}
@@ -448,8 +460,8 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
         stat_columns = ["behaviour", "fraction", "time_s", "bouts", "mean_bout_s", "median_bout_s"]
         larva_out.write(_line(["file", "larva", *meta_columns, "domain_check", "duration_s", "labelled_s",
                                *stat_columns]))
-        file_out.write(_line(["file", *meta_columns, "larvae", "domain_check", "duration_s", "labelled_s",
-                              *stat_columns]))
+        file_out.write(_line(["file", *meta_columns, "larvae", "domain_check", *orientation_columns, "duration_s",
+                              "labelled_s", *stat_columns]))
         unlike = 0
         done = 0
         for path in labels:
@@ -468,8 +480,10 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
                         meta[key] = derived.get(key, "")
                 declared = [index_of(n) for n in lf.names]
                 domain = domain_verdicts(lf.metadata)
+                orientation = orientation_cells(lf.metadata)
                 larvae += _add_file(str(path), lf, meta, meta_columns, group_by, declared, index_of, behaviours,
-                                    groups, overall, rng, larva_out, file_out, domain)
+                                    groups, overall, rng, larva_out, file_out, domain,
+                                    [orientation[c] for c in orientation_columns])
                 files += 1
                 unlike += domain[0] == UNLIKE_TRAINING
                 # On disk before the next path is taken: nothing of a file stays in memory.
@@ -538,9 +552,9 @@ def domain_verdicts(metadata: Mapping) -> tuple[str, dict[str, str]]:
 
 
 def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behaviours, groups, overall, rng,
-              larva_out, file_out, domain) -> int:
+              larva_out, file_out, domain, orientation) -> int:
     """Read one LabelFile into the rows and the aggregates; return its number of larvae.
-    domain: `domain_verdicts` of the file."""
+    domain: `domain_verdicts` of the file; orientation: its per_file.tsv head/tail cells."""
     code_of: dict[tuple, int] = {(): -1}
     stats: list[tuple[str, _Larva]] = []
     for larva, (t, steps) in lf.tracks.items():
@@ -574,7 +588,8 @@ def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behavi
     bout_code = np.concatenate([s.bout_code for _, s in larvae]) if larvae else np.zeros(0, dtype=np.int64)
     bout_s = np.concatenate([s.bout_s for _, s in larvae]) if larvae else np.zeros(0)
     counts, mean, median = _bout_stats(bout_code, bout_s, n)
-    head = [path, *meta_values, len(larvae), domain[0], sum(s.duration_s for _, s in larvae), labelled_s]
+    head = [path, *meta_values, len(larvae), domain[0], *orientation, sum(s.duration_s for _, s in larvae),
+            labelled_s]
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = time_s / labelled_s if labelled_s > 0 else np.full(n, np.nan)
     file_out.write("".join(_line([*head, names[b], pooled[b], time_s[b], counts[b], mean[b], median[b]])

@@ -178,17 +178,23 @@ def produced_lines():
 
 
 def print_produced():
-    """The closing message of a successful run: what was produced and where, then the files
-    of its prediction runs judged unlike the tagger's training data (maggotflow.domain)."""
+    """The closing message of a successful run: what was produced and where, then per
+    prediction run how each file's head/tail was decided (maggotflow.orientation), the files
+    whose head and tail may be swapped, and those judged unlike the tagger's training data
+    (maggotflow.domain)."""
     lines = produced_lines()
     if lines:
         logger.info("\n".join(["Produced:"] + [f"  {line}" for line in lines]))
     for run in sorted(LOADED - {"training"}):
         summary = Path("results/predict") / run / "summary.tsv"
         if summary.is_file():
-            warning = records.domain_warning(f"results/predict/{run}", records.read_shard_table(summary))
-            if warning:
-                logger.warning(warning)
+            rows, where = records.read_shard_table(summary), f"results/predict/{run}"
+            line = records.orientation_line(where, rows)
+            if line:
+                logger.info(line)
+            for warning in (records.orientation_warning(where, rows), records.domain_warning(where, rows)):
+                if warning:
+                    logger.warning(warning)
 
 
 def print_prediction_state():
