@@ -68,6 +68,9 @@ rule all:
         all_targets,
 
 
+use_console_hooks()
+
+
 # The handlers only print (Snakemake owns the books: they never write, delete or force an output).
 onsuccess:
     print_failed_files(WORKFLOW_START)

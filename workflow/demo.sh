@@ -24,11 +24,10 @@ show() {  # print a command as it can be typed, then run it
 }
 
 run_snakemake() {
-    # Targets and --config first: --quiet takes optional values and would swallow them.
-    # `--quiet rules host`: no rule blocks, no host header; each job prints its own start
-    # and progress lines (workflow/scripts/jobsetup.py).
-    show snakemake "$@" -s "$REPO/Snakefile" --configfile "$REPO/config/demo.yaml" --cores "$CORES" \
-        --quiet rules host
+    # Targets and --config first: --configfile takes several values and would swallow them.
+    # The console (status line, no rule blocks) is set by profiles/default; each job prints
+    # its own start and progress lines (workflow/scripts/jobsetup.py).
+    show snakemake "$@" -s "$REPO/Snakefile" --configfile "$REPO/config/demo.yaml" --cores "$CORES"
 }
 
 simulate() {  # FOLDER FILES SEED [unlabelled]: simulate once; a completed folder is kept

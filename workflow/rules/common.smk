@@ -18,6 +18,7 @@ from snakemake.logging import logger
 from maggotflow import manifest as mf
 from maggotflow import records
 from maggotflow.atomic import OutputError
+from maggotflow.threads import nvidia_gpu_visible
 from maggotflow.tracks import TrackDataError
 
 WORKFLOW_START = time.time()
@@ -41,7 +42,20 @@ else:
 
 # What this invocation loaded, for the end-of-run messages: "training" and prediction runs.
 LOADED = set()
-GPUS = 0 if config["device"] == "cpu" else 1  # per job of the GPU rules
+
+
+def gpus_per_job():
+    """The `gpu` resource of the GPU rules: none with device cpu, or when the jobs run on
+    this machine and it has no NVIDIA device (`device: auto` then runs on the CPU; a job
+    block saying gpu=1 would be wrong); one otherwise (a cluster's jobs run elsewhere)."""
+    if config["device"] == "cpu":
+        return 0
+    if workflow.local_exec and not nvidia_gpu_visible():
+        return 0
+    return 1
+
+
+GPUS = gpus_per_job()  # per job of the GPU rules
 TASK = {"labels": config["labels"], "synonyms": config["synonyms"], "target": config["target"]}
 
 
@@ -274,3 +288,41 @@ def train_settings(wildcards):
         settings["bootstrap"] = ENSEMBLE.get("bootstrap", True)
         settings["decoding"] = "argmax"  # members vote per step: an HMM of theirs would go unused
     return settings
+
+
+# ------------------------------------------------------------------------ the console
+
+
+def files_done_note():
+    """What is done, in files, for the line Ctrl-C leaves (the console plugin asks for it):
+    training files isolated, and per prediction run the files of its finished jobs."""
+    notes = []
+    if "training" in LOADED:
+        try:
+            ids = training_manifest().ids
+            isolated = sum(os.path.exists(f"results/isolated/{i}.h5") for i in ids)
+            notes.append(f"{isolated} of {len(ids)} training files isolated")
+        except (WorkflowError, SystemExit):
+            pass
+    for run in sorted(LOADED - {"training"}):
+        try:
+            tables = [Path(f"results/predict/{run}/shards/{s}.tsv") for s in shards_of(run)]
+            total = len(run_manifest(run))
+        except (WorkflowError, SystemExit):
+            continue
+        tagged = sum(r["status"] == "ok" for t in tables if t.is_file() for r in records.read_shard_table(t))
+        notes.append(f"{tagged} of {total} files of results/predict/{run} tagged")
+    return "; ".join(notes)
+
+
+def use_console_hooks():
+    """With the console plugin (--logger maggotflow, profiles/default): the closing message
+    also when Snakemake finds nothing to do (it then runs no onsuccess), and the files done
+    for the Ctrl-C line."""
+    if not workflow.is_main_process:
+        return
+    try:
+        import snakemake_logger_plugin_maggotflow as console
+    except ImportError:
+        return
+    console.set_hooks(nothing_to_do=print_produced, done_note=files_done_note)

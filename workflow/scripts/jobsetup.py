@@ -14,7 +14,9 @@ progress records (logger "maggotflow.progress", `extra={"progress": (done, total
 training loops' steps, prediction's files), prefixed by the rule and its wildcards and at
 most one every PROGRESS_INTERVAL_S seconds (the first and the last always), e.g.
 `[pretrain window=20] step 300/600 (50%), train loss 0.0121, ETA 40.2 s`. Each line shown
-is written to the rule's log too.
+is written to the rule's log too. On a terminal each line starts with a carriage return and
+erase-line, so that it replaces the console plugin's status line. Ctrl-C ends the job with
+one line in its log and no traceback.
 """
 
 from __future__ import annotations
@@ -65,10 +67,19 @@ class ConsoleProgress(logging.Handler):
             message = record.getMessage()
             self.log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} PROGRESS {message}\n")
             if self.console is not None:
-                self.console.write(f"[{self.label}] {message}\n")
+                self.console.write(f"{line_start(self.console)}[{self.label}] {message}\n")
                 self.console.flush()
         except Exception:  # a closed console must never fail the job
             self.handleError(record)
+
+
+def line_start(console) -> str:
+    """On a terminal, a carriage return and erase-line before each line: the line then
+    replaces the status line that the console plugin keeps at the bottom (and redraws)."""
+    try:
+        return "\r\x1b[2K" if console.isatty() else ""
+    except Exception:  # a closed or odd stream
+        return ""
 
 
 def console_progress(snakemake, console, log) -> ConsoleProgress:
@@ -84,7 +95,7 @@ def console_progress(snakemake, console, log) -> ConsoleProgress:
     progress.propagate = False
     if console is not None:
         with contextlib.suppress(Exception):
-            console.write(f"[{handler.label}] started (log: {snakemake.log[0]})\n")
+            console.write(f"{line_start(console)}[{handler.label}] started (log: {snakemake.log[0]})\n")
             console.flush()
     return handler
 
@@ -132,6 +143,12 @@ def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
         write_failures(log_path, [(err.path or subject or "?", err.problem)])
         stream.flush()
         sys.exit(1)
+    except KeyboardInterrupt:
+        # Ctrl-C: Snakemake marks the job incomplete and the rerun redoes it; one line in
+        # the log, none on the console (the main process says what was interrupted).
+        logger.error("interrupted (Ctrl-C)")
+        stream.flush()
+        sys.exit(130)
     except Exception as err:
         traceback.print_exc(file=stream)
         write_failures(log_path, [(subject or "?", f"{type(err).__name__}: {err}")])
