@@ -13,31 +13,58 @@
 # ensembles are several models, see train.smk); decisions in workflow/rules/common.smk,
 # rules in workflow/rules/, thin job scripts in workflow/scripts/.
 
+import copy
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, update_config, validate
 
 from maggotflow.configcheck import check_config_or_exit
 
 min_version("9.20")
 
 
-# The working folder's config/config.yaml, else the one next to this Snakefile (so that
-# `snakemake -s /path/to/maggotflow/Snakefile` works from any folder). Everything else
-# (schema, presets, rules, scripts, envs, report) is found next to the Snakefile.
+# maggotflow's own files (default config, schema, presets) are found next to this Snakefile,
+# not in workflow.basedir: that is the main Snakefile's folder, which is another workflow's
+# when maggotflow is used with the `module` directive (docs: config/README.md). Rules,
+# scripts, envs and the report are found by Snakemake itself, relative to their own file.
+MAGGOTFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=False))
+if not (MAGGOTFLOW_DIR / "Snakefile").is_file():
+    raise WorkflowError(
+        f"maggotflow's Snakefile at {MAGGOTFLOW_DIR}: use a local clone of the repository as the module's "
+        "snakefile (its library, job scripts and config are read from there)"
+    )
+AS_MODULE = Path(workflow.main_snakefile).resolve() != (MAGGOTFLOW_DIR / "Snakefile").resolve()
+
+# Run directly: the working folder's config/config.yaml, else the one next to this Snakefile
+# (so that `snakemake -s /path/to/maggotflow/Snakefile` works from any folder). As a module:
+# always maggotflow's own (the including workflow's config/config.yaml is its own business).
 BASE_CONFIG = "config/config.yaml"
-if not Path(BASE_CONFIG).is_file():
-    BASE_CONFIG = str(Path(workflow.basedir) / BASE_CONFIG)
+if AS_MODULE or not Path(BASE_CONFIG).is_file():
+    BASE_CONFIG = str(MAGGOTFLOW_DIR / BASE_CONFIG)
 
 
+# Skipped by Snakemake under `module ...: config: ...` (that config is the module's).
 configfile: BASE_CONFIG
+
+
+# The user's own settings, which win over a tagger preset: --config/--configfile, or as a
+# module the config the including workflow gives, laid over maggotflow's config/config.yaml
+# (a copy: defaults and presets never change the including workflow's config).
+USER_CONFIG = workflow.config_settings.overwrite_config
+if AS_MODULE:
+    USER_CONFIG = copy.deepcopy(config)
+    with open(BASE_CONFIG, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    update_config(config, USER_CONFIG)
 
 
 include: "workflow/rules/presets.smk"
 
 
 # One line per unknown key (with its nearest name) or bad value; then validate fills in defaults.
-check_config_or_exit(config, Path(workflow.basedir) / "config/config.schema.yaml")
+check_config_or_exit(config, MAGGOTFLOW_DIR / "config/config.schema.yaml")
 validate(config, "config/config.schema.yaml")
 
 
@@ -68,7 +95,10 @@ rule all:
         all_targets,
 
 
-use_console_hooks()
+# The console hooks and the handlers are the main workflow's: as a module, maggotflow prints
+# no end-of-run lines (Snakemake registers a module's onsuccess/onerror nowhere anyway).
+if not AS_MODULE:
+    use_console_hooks()
 
 
 # The handlers only print (Snakemake owns the books: they never write, delete or force an output).

@@ -1,7 +1,8 @@
 # Tagger presets: `--config tagger=<name>` layers config/taggers/<name>.yaml over
 # config/config.yaml. Precedence, lowest first: config/config.yaml < the preset < your
-# --configfile files < --config. So a preset fixes the tagger's design, and anything you
-# give explicitly (e.g. a smaller budget for a trial run) still wins.
+# --configfile files < --config (as a module: < the config the including workflow gives).
+# So a preset fixes the tagger's design, and anything you give explicitly (e.g. a smaller
+# budget for a trial run) still wins.
 
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
 
-PRESET_DIR = Path(workflow.basedir) / "config" / "taggers"
+PRESET_DIR = MAGGOTFLOW_DIR / "config" / "taggers"  # MAGGOTFLOW_DIR: the Snakefile's folder (not workflow.basedir)
 
 
 def apply_preset(config, name):
@@ -20,7 +21,7 @@ def apply_preset(config, name):
     with open(path, encoding="utf-8") as f:
         preset = yaml.safe_load(f) or {}
     update_config(config, preset)
-    update_config(config, workflow.config_settings.overwrite_config)  # the user's own settings win
+    update_config(config, USER_CONFIG)  # the user's own settings win (Snakefile: --config, or a module's config)
 
 
 if config.get("tagger") is not None:
