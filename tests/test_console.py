@@ -167,8 +167,11 @@ def test_nothing_to_do_still_says_where_the_results_are(plain):
 def test_dry_runs_and_verbose_print_what_snakemake_prints(monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr("sys.stderr", out)
-    handler = console.LogHandler(settings(dryrun=True, quiet=set()), None)
+    handler = console.LogHandler(settings(dryrun=True), None)  # the profile's --quiet rules host
     handler.emit(record("Job stats:\njob  count\nisolate 2", event=LogEvent.RUN_INFO, stats={"isolate": 2}))
     handler.emit(record("Building DAG of jobs..."))
+    handler.emit(job_info(3, "isolate", track="a.spine"))
     handler.close()
-    assert out.getvalue() == "Job stats:\njob  count\nisolate 2\nBuilding DAG of jobs...\n"
+    text = out.getvalue()
+    assert text.startswith("Job stats:\njob  count\nisolate 2\nBuilding DAG of jobs...\n")
+    assert "\nrule isolate:\n" in text and "    wildcards: track=a.spine" in text  # what -n is for

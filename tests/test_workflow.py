@@ -71,7 +71,8 @@ report:
 """
 EXPORT_CONFIG = "predict:\n  export_next_to_tracks: true\n"
 SMALL = SimulationConfig(duration_s=10, larvae=(2, 3))
-STARTED_JOB = re.compile(r"^(local)?rule \w+:$", re.M)  # how Snakemake announces a job
+# How a job's start shows: Snakemake's job block (dry runs, --verbose) or the job's own line.
+STARTED_JOB = re.compile(r"^((local)?rule \w+:|\[\w+[^\]\n]*\] started \(log: )", re.M)
 
 
 def local_env() -> dict[str, str]:
@@ -638,7 +639,7 @@ def test_sigkill_then_unlock_and_rerun_incomplete_matches_a_clean_run(trained, t
     incomplete = project / ".snakemake/incomplete"
 
     def pretraining_started() -> bool:  # announced, and its output marked incomplete
-        return "rule pretrain:" in out.read_text() and incomplete.is_dir() and any(incomplete.iterdir())
+        return "[pretrain window=" in out.read_text() and incomplete.is_dir() and any(incomplete.iterdir())
 
     while not pretraining_started() and main.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -915,3 +916,129 @@ def test_predict_closing_message_names_the_labels_folder_and_counts(trained, tmp
     ok(snakemake(trained.dir, "-n"))
     ok(snakemake(trained.dir, "summary", "--config", f"predict_dir={folder}"))
     assert (trained.dir / run / "screen" / "groups.tsv").is_file()
+
+
+# ---------------------------------------------------------------------------- the README's commands
+
+README_SECTIONS = ("Quick start", "The workflow", "Your own data", "Tagger presets")
+PROGRAMS = ("snakemake", "make", "maggotflow", "tagging-backend", "python", "source")
+
+
+def readme_commands(text: str) -> list[str]:
+    """The shell commands of the README's sections a newcomer follows: every line of their
+    ```bash blocks (comments dropped, `\\` continuations joined) and every inline code span
+    that starts with a program name and has an argument (spans may wrap lines)."""
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    found = []
+    for title, body in zip(parts[1::2], parts[2::2]):
+        if title.strip() not in README_SECTIONS:
+            continue
+        for block in re.findall(r"```bash\n(.*?)```", body, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line:
+                    found.append(" ".join(line.split()))
+        prose = re.sub(r"\s*\n\s*", " ", re.sub(r"```.*?```", "", body, flags=re.S))
+        for span in re.findall(r"`([^`]+)`", prose):
+            if span.split(" ")[0] in PROGRAMS and " " in span:
+                found.append(" ".join(span.split()))
+    return list(dict.fromkeys(found))
+
+
+def readme_yaml(text: str, after: str) -> str:
+    """The first ```yaml block after the line containing `after`."""
+    return re.search(r"```yaml\n(.*?)```", text[text.index(after):], re.S)[1]
+
+
+def expand_optional(command: str) -> list[str]:
+    """`a [b]` -> [`a`, `a b`]: a README's optional arguments, each form run."""
+    match = re.search(r" \[([^\]]+)\]", command)
+    if not match:
+        return [command]
+    return [command[: match.start()] + command[match.end():], command[: match.start()] + " " + match[1]
+            + command[match.end():]]
+
+
+def how_to_run(words: list[str], lab: SimpleNamespace) -> tuple[list[str], Path, str]:
+    """(argv, working folder, why) for a README command, its paths substituted: snakemake
+    commands run in the lab folder with this checkout's Snakefile, as dry runs (-n) unless
+    they are quick (--report, --unlock); `make` targets as `make -n` (they install and train:
+    minutes); a bare subcommand with --help; a benchmark group must exist (they take up to an
+    hour)."""
+    program = words[0]
+    if program == "source":  # the venv's activation: then its programs are the ones found
+        script = f"source {words[1]} && command -v snakemake maggotflow tagging-backend"
+        return ["bash", "-c", script], REPO, "activate"
+    if program == "make":
+        return ["make", "-n", *words[1:]], REPO, "dry run"
+    if program == "python" and words[1:3] == ["-m", "benchmarks"]:
+        code = f"import benchmarks.__main__ as b, importlib.util as u; g = b.GROUPS[{words[3]!r}]; " \
+               "assert u.find_spec(g), g"
+        return [sys.executable, "-c", code], REPO, "group exists"
+    if program == "tagging-backend" and len(words) == 2:
+        return [str(SNAKEMAKE.with_name(program)), words[1], "--help"], lab.dir, "--help"
+    if program in ("maggotflow", "tagging-backend"):
+        return [str(SNAKEMAKE.with_name(program)), *words[1:]], lab.dir, "run"
+    assert program == "snakemake", words
+    argv = [str(SNAKEMAKE), *words[1:]]
+    if "-s" not in words:
+        argv += ["-s", str(SNAKEFILE)]
+    if "--report" in words or "--unlock" in words:
+        return argv, lab.dir, "run"
+    return argv + ["-n"], lab.dir, "dry run"
+
+
+@pytest.fixture(scope="module")
+def lab(trained, tmp_path_factory):
+    """A lab's working folder for the README's commands: a copy of the trained project (so
+    that no README command changes `trained`), its files also as config's default
+    inputs.track_dir (data/tracks), the README's my_lab.yaml, and a screen to tag."""
+    root = tmp_path_factory.mktemp("readme")
+    folder = root / "lab"
+    shutil.copytree(trained.dir, folder, symlinks=True)
+    shutil.copytree(folder / "data" / "train", folder / "data" / "tracks")
+    screen = unlabelled_folder(root / "screen", 2, seed=31)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (folder / "my_lab.yaml").write_text(readme_yaml(text, "**Point a config at them.**")
+                                        .replace("/data/labelled", str(folder / "data" / "train")))
+    (folder / "my_experiment.yaml").write_text(TINY_CONFIG)
+    substitutions = {
+        "/data/screen": str(screen),
+        "/models/tagger": str(folder / "results" / "models" / "tagger"),
+        "/path/to/maggotflow/Snakefile": str(SNAKEFILE),
+        "profiles/slurm": str(REPO / "profiles" / "slurm"),
+        "tagger=<name>": "tagger=boosting",
+        "LABELS...": str(folder / "results" / "predict" / "heldout" / "labels"),
+        "--out DIR": f"--out {root / 'summary'}",
+        "predict_dir=DIR": f"predict_dir={screen}",
+        ".venv/bin/activate": str(Path(sys.executable).with_name("activate")),
+        " ...": "",
+    }
+    return SimpleNamespace(dir=folder, text=text, substitutions=substitutions)
+
+
+def test_readme_commands_work_as_written(lab):
+    commands = readme_commands(lab.text)
+    # the sections' commands are found (a README rewrite that loses them fails here)
+    assert {"make demo", "make test", "snakemake --cores 8"} <= set(commands), commands
+    assert any(" predict " in c and "--configfile my_lab.yaml" in c for c in commands), commands
+    failures, ran = [], []
+    for command in commands:
+        for form in expand_optional(command):
+            for old, new in lab.substitutions.items():
+                form = form.replace(old, new)
+            argv, cwd, why = how_to_run(form.split(" "), lab)
+            result = subprocess.run(argv, cwd=cwd, env=local_env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, timeout=300)
+            ran.append(f"{command} ({why})")
+            if result.returncode != 0 or "Traceback" in result.stdout:
+                failures.append(f"`{command}` ({why}, {shlex_join(argv)}) exit {result.returncode}:\n"
+                                + result.stdout[-1500:])
+    assert not failures, "\n\n".join(failures)
+    assert len(ran) >= 15, ran
+
+
+def shlex_join(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(argv)

@@ -11,7 +11,8 @@ What a person watching thousands of jobs needs, and nothing else:
   jobs...`, timestamps, `Finished jobid: N (Rule: x)`, `N of M steps done`, the banner);
   the job-stats table becomes one line. Warnings, errors, failed jobs (with their logs under
   --show-failed-logs) and the workflow's own messages are printed as Snakemake prints them.
-  Dry runs (-n), --verbose and --debug-dag print everything, exactly as Snakemake does.
+  Dry runs (-n), --verbose and --debug-dag print everything, exactly as Snakemake does,
+  the per-job blocks included (what they are for: `-n | grep -E '^rule |resources:'`).
 - Ctrl-C: one line naming what was interrupted, what is done and the command that finishes
   the run (`interrupted_line`); the workflow can add what is done in its own terms
   (`set_hooks(done_note=...)`), e.g. files tagged.
@@ -198,6 +199,11 @@ class LogHandler(LogHandlerBase):
         # plain pass-through of Snakemake's own filter and format.
         self.passthrough = bool(s.dryrun or s.verbose or s.debug_dag)
         self.default_filter = DefaultFilter(s.quiet, s.debug_dag, s.verbose, s.dryrun, s.printshellcmds)
+        if self.passthrough:  # a dry run or --verbose is for inspecting jobs: their blocks too
+            from snakemake.settings.enums import Quietness
+
+            quiet = set(s.quiet or ()) - {Quietness.RULES}
+            self.default_filter = DefaultFilter(quiet, s.debug_dag, s.verbose, s.dryrun, s.printshellcmds)
         self.default_format = DefaultFormatter(s.quiet, s.show_failed_logs)
         self.live = (not self.passthrough and hasattr(self.stream, "isatty") and self.stream.isatty()
                      and os.environ.get("TERM") != "dumb" and os.environ.get(PLAIN_ENV) != "plain")
