@@ -115,8 +115,9 @@ def load_manifest(track_dir, manifest, out, section):
             check_path(f"{section}.manifest", manifest, folder=False)
         if track_dir:
             check_path(f"{section}.track_dir" if section else "predict_dir", track_dir)
-    return mf.load_manifest(track_dir, manifest, out, config["inputs"]["patterns"],
-                            scan=main and config["inputs"]["rescan"], record=main)
+    return mf.load_manifest(
+        track_dir, manifest, out, config["inputs"]["patterns"], scan=main and config["inputs"]["rescan"], record=main
+    )
 
 
 @functools.cache
@@ -210,8 +211,13 @@ def all_targets(wildcards):
     held-out run and of every prediction run on disk: report.smk)."""
     if not evaluation_enabled():
         return [TAGGER]
-    return [TAGGER, "results/evaluation/metrics.json", "results/report/ethograms",
-            "results/report/overview.rst", *screen_folders(wildcards)]
+    return [
+        TAGGER,
+        "results/evaluation/metrics.json",
+        "results/report/ethograms",
+        "results/report/overview.rst",
+        *screen_folders(wildcards),
+    ]
 
 
 # The report's inputs: the screen summaries it shows (also in all_targets) and what its

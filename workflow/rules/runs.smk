@@ -28,8 +28,11 @@ def model_fingerprint():
     try:
         check_model_folder(model_path())
     except InstanceError as err:
-        hint = "train it first with `snakemake train` (tagging never trains)" if model_path() == TAGGER \
+        hint = (
+            "train it first with `snakemake train` (tagging never trains)"
+            if model_path() == TAGGER
             else "check --config model=PATH"
+        )
         stop(f"{err}; {hint}")
     return fingerprint(model_path())
 
@@ -70,7 +73,9 @@ def shard_files(wildcards):
     try:
         ids = shards_of(wildcards.run)[wildcards.shard]
     except KeyError:
-        raise WorkflowError(f"prediction job {wildcards.shard} is not a shard of {wildcards.run} (files changed?)") from None
+        raise WorkflowError(
+            f"prediction job {wildcards.shard} is not a shard of {wildcards.run} (files changed?)"
+        ) from None
     by_id = run_manifest(wildcards.run).by_id
     return [{k: by_id[i][k] for k in ("id", "path", "relpath")} for i in ids]
 
@@ -109,9 +114,11 @@ def warn_changed_labels(run, tables):
             except (OSError, UnicodeDecodeError, ValueError):
                 changed.append(table)
     if changed:
-        logger.warning(f"results/predict/{run}: {len(changed)} label file(s) missing or changed since their job "
-                       f"wrote them (first: {changed[0]}); add `--forcerun predict_shard` to the same command to "
-                       "make them again (each job re-tags only such files)")
+        logger.warning(
+            f"results/predict/{run}: {len(changed)} label file(s) missing or changed since their job "
+            f"wrote them (first: {changed[0]}); add `--forcerun predict_shard` to the same command to "
+            "make them again (each job re-tags only such files)"
+        )
 
 
 def run_model(wildcards):
@@ -127,17 +134,25 @@ def run_model(wildcards):
 def log_folders():
     """The log folders of what this invocation loaded: a concurrent `snakemake predict` on
     another folder neither reports this run's failures nor has its own reported here."""
-    folders = [Path("logs") / f for f in ("isolate", "dataset", "pretrain", "train", "evaluation", "report")] \
-        if "training" in LOADED else []
+    folders = (
+        [Path("logs") / f for f in ("isolate", "dataset", "pretrain", "train", "evaluation", "report")]
+        if "training" in LOADED
+        else []
+    )
     return folders + [Path("logs/predict") / run for run in sorted(LOADED - {"training"})]
 
 
 def print_failed_files(since):
     """The inputs whose jobs failed in this run, and the entries the scans skipped."""
-    scans = [(config["inputs"]["track_dir"], mf.skipped_file(MANIFEST))] \
-        if "training" in LOADED and config["inputs"]["track_dir"] and not config["inputs"]["manifest"] else []
-    scans += [(config["predict_dir"], mf.skipped_file(run_manifest_file(run)))
-              for run in sorted(LOADED - {"training", HELDOUT_RUN})]
+    scans = (
+        [(config["inputs"]["track_dir"], mf.skipped_file(MANIFEST))]
+        if "training" in LOADED and config["inputs"]["track_dir"] and not config["inputs"]["manifest"]
+        else []
+    )
+    scans += [
+        (config["predict_dir"], mf.skipped_file(run_manifest_file(run)))
+        for run in sorted(LOADED - {"training", HELDOUT_RUN})
+    ]
     for warning in records.end_of_run_warnings(log_folders(), since, scans):
         logger.warning(warning)
 
@@ -153,8 +168,10 @@ def produced_lines():
         if metrics.is_file():
             try:
                 scores = json.loads(metrics.read_text(encoding="utf-8"))
-                lines.append(f"held-out evaluation: macro-F1 {scores['macro_f1']:.3f}, accuracy "
-                             f"{scores['accuracy']:.3f} ({metrics})")
+                lines.append(
+                    f"held-out evaluation: macro-F1 {scores['macro_f1']:.3f}, accuracy "
+                    f"{scores['accuracy']:.3f} ({metrics})"
+                )
             except (ValueError, KeyError, TypeError):
                 lines.append(f"held-out evaluation: {metrics}")
         lines.append("report: snakemake --report results/report.html")
@@ -211,6 +228,8 @@ def print_prediction_state():
             continue
         summary = Path(f"results/predict/{run}/summary.tsv")
         earlier = f"; {summary} is an earlier run's until then" if summary.is_file() else ""
-        logger.warning(f"results/predict/{run}: {len(unfinished)} of {len(tables)} prediction job(s) did not "
-                       f"finish, their files are not tagged yet (first: {unfinished[0]}); run the same command "
-                       f"again to tag them (after `snakemake --unlock` if Snakemake asks for it){earlier}")
+        logger.warning(
+            f"results/predict/{run}: {len(unfinished)} of {len(tables)} prediction job(s) did not "
+            f"finish, their files are not tagged yet (first: {unfinished[0]}); run the same command "
+            f"again to tag them (after `snakemake --unlock` if Snakemake asks for it){earlier}"
+        )
