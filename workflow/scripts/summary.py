@@ -10,7 +10,7 @@ from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.manifest import read_skipped
-    from maggotflow.records import domain_warning, read_shard_table, unlike_training, write_shard_table
+    from maggotflow.records import counted, domain_warning, read_shard_table, unlike_training, write_shard_table
 
     rows = [row for shard in snakemake.input for row in read_shard_table(shard)]
     rows.sort(key=lambda row: row["path"])
@@ -25,5 +25,5 @@ with job(snakemake, subject=snakemake.output[0]) as log:
         log.warning("not tagged: %s: %s", row["path"], row["problem"])
     entries = read_skipped(snakemake.params.skipped)
     if entries:
-        log.warning("%d entries of the folder skipped, not track files; listed in %s", len(entries),
-                    snakemake.params.skipped)
+        log.warning("%s of the folder skipped, not track files; listed in %s",
+                    counted(len(entries), "entry", "entries"), snakemake.params.skipped)
