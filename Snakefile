@@ -32,8 +32,8 @@ min_version("9.20")
 MAGGOTFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=False))
 if not (MAGGOTFLOW_DIR / "Snakefile").is_file():
     raise WorkflowError(
-        f"maggotflow's Snakefile at {MAGGOTFLOW_DIR}: use a local clone of the repository as the module's "
-        "snakefile (its library, job scripts and config are read from there)"
+        f"maggotflow from {MAGGOTFLOW_DIR}: not a local folder; give the module the path of the Snakefile "
+        "of a clone of the repository (its job scripts, config and presets are read from there)"
     )
 AS_MODULE = Path(workflow.main_snakefile).resolve() != (MAGGOTFLOW_DIR / "Snakefile").resolve()
 
@@ -45,19 +45,22 @@ if AS_MODULE or not Path(BASE_CONFIG).is_file():
     BASE_CONFIG = str(MAGGOTFLOW_DIR / BASE_CONFIG)
 
 
-# Skipped by Snakemake under `module ...: config: ...` (that config is the module's).
+GIVEN_CONFIG = copy.deepcopy(config)  # a module's `config:` (the configfile directive skips it)
+
+
 configfile: BASE_CONFIG
 
 
-# The user's own settings, which win over a tagger preset: --config/--configfile, or as a
-# module the config the including workflow gives, laid over maggotflow's config/config.yaml
-# (a copy: defaults and presets never change the including workflow's config).
+# The user's own settings, which win over a tagger preset (presets.smk): --config and
+# --configfile; as a module, the config the including workflow gives (none: --config, as
+# Snakemake does), laid over maggotflow's config/config.yaml in a copy (so that defaults and
+# presets never change the including workflow's config).
 USER_CONFIG = workflow.config_settings.overwrite_config
 if AS_MODULE:
-    USER_CONFIG = copy.deepcopy(config)
+    USER_CONFIG = GIVEN_CONFIG or USER_CONFIG
     with open(BASE_CONFIG, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    update_config(config, USER_CONFIG)
+    update_config(config, copy.deepcopy(USER_CONFIG))
 
 
 include: "workflow/rules/presets.smk"
