@@ -61,7 +61,7 @@ def job_info(jobid: int, rule: str, **wildcards):
                   benchmark=None, reason="", priority=0, threads=1, resources={})
 
 
-def test_eta_is_mean_duration_times_jobs_left_over_jobs_running():
+def test_eta_is_mean_duration_times_jobs_left_over_most_jobs_seen_running_at_once():
     clock = Clock()
     tally = console.Tally(clock)
     tally.planned({"isolate": 10, "dataset": 1, "total": 11})
@@ -76,7 +76,7 @@ def test_eta_is_mean_duration_times_jobs_left_over_jobs_running():
     assert tally.rules["isolate"].eta() == pytest.approx(5 * 8 / 2)
     tally.finished(3, failed=True)
     status = tally.status()
-    assert status.startswith("2/11 jobs done, 1 failed, 6 s | isolate 2/10 (1 running, 1 failed, ETA 35 s)")
+    assert status.startswith("2/11 jobs done, 1 failed, 6 s | isolate 2/10 (1 running, 1 failed, ETA 18 s)")
     assert status.endswith("1 more rule waiting")
 
 

@@ -3,7 +3,8 @@
 What a person watching thousands of jobs needs, and nothing else:
 - One live status line at the bottom of a terminal, redrawn every second: jobs done / total
   and failed, the time so far, and per unfinished rule `done/total`, the jobs running and an
-  ETA from the finished jobs' durations (mean duration x jobs left / jobs running).
+  ETA from the finished jobs' durations (mean duration x jobs left / most jobs
+  of the rule seen running at once).
 - Plain mode when the console is not a terminal (a log file, SLURM output, a test): no escape
   codes; the same status as a line of its own when a rule completes, a job fails, or at most
   every PLAIN_INTERVAL_S seconds.
@@ -85,15 +86,16 @@ class RuleTally:
     done: int = 0
     failed: int = 0
     running: int = 0
+    peak: int = 0  # most jobs of the rule seen running at once: its parallelism
     durations: list[float] = field(default_factory=list)
 
     def eta(self) -> float | None:
-        """Seconds until this rule's jobs are done: mean finished duration x jobs left /
-        jobs running in parallel (None before a job has finished)."""
+        """Seconds until this rule's jobs are done: mean finished duration x jobs left / the
+        most jobs seen running at once (None before a job has finished)."""
         left = self.total - self.done - self.failed
         if not self.durations or left <= 0:
             return None
-        return sum(self.durations) / len(self.durations) * left / max(self.running, 1)
+        return sum(self.durations) / len(self.durations) * left / max(self.peak, 1)
 
 
 class Tally:
@@ -114,7 +116,9 @@ class Tally:
         if jobid in self.jobs:
             return
         self.jobs[jobid] = (rule, self.clock())
-        self.rules.setdefault(rule, RuleTally()).running += 1
+        tally = self.rules.setdefault(rule, RuleTally())
+        tally.running += 1
+        tally.peak = max(tally.peak, tally.running)
 
     def finished(self, jobid: int, failed: bool = False) -> str | None:
         """Book a job's end; returns its rule (None for a job never seen starting)."""
