@@ -110,10 +110,17 @@ def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = (), time
     env = local_env()
     if background:
         with open(workdir / background, "w") as out:
+            # SIGINT handled as in a terminal even when the tests run with it ignored (a
+            # background job of a non-interactive shell): Python then never raises
+            # KeyboardInterrupt, and a Ctrl-C test would see the run finish.
             return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=default_sigint)
     return subprocess.run(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout)
+
+
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ok(result) -> str:

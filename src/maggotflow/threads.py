@@ -44,16 +44,3 @@ def set_torch_threads(limit: int | None = None) -> int:
         torch.set_num_threads(n)
     return n
 
-
-NVIDIA_DEVICES = "/dev/nvidia[0-9]*"  # one device node per NVIDIA GPU (Linux driver)
-
-
-def nvidia_gpu_visible() -> bool:
-    """Whether this machine shows this process an NVIDIA GPU, without importing torch
-    (milliseconds: the workflow asks while it plans its jobs). False when
-    CUDA_VISIBLE_DEVICES hides every device ("" or "-1") or no /dev/nvidiaN node exists."""
-    import glob
-
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return bool(glob.glob(NVIDIA_DEVICES))

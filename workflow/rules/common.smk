@@ -18,7 +18,6 @@ from snakemake.logging import logger
 from maggotflow import manifest as mf
 from maggotflow import records
 from maggotflow.atomic import OutputError
-from maggotflow.threads import nvidia_gpu_visible
 from maggotflow.tracks import TrackDataError
 
 WORKFLOW_START = time.time()
@@ -44,18 +43,11 @@ else:
 LOADED = set()
 
 
-def gpus_per_job():
-    """The `gpu` resource of the GPU rules: none with device cpu, or when the jobs run on
-    this machine and it has no NVIDIA device (`device: auto` then runs on the CPU; a job
-    block saying gpu=1 would be wrong); one otherwise (a cluster's jobs run elsewhere)."""
-    if config["device"] == "cpu":
-        return 0
-    if workflow.local_exec and not nvidia_gpu_visible():
-        return 0
-    return 1
-
-
-GPUS = gpus_per_job()  # per job of the GPU rules
+# The `gpu` resource of the GPU rules: none with device cpu. (With device auto it is 1 even
+# on a machine without a GPU: while the Snakefile is parsed, and in dry runs, nothing tells a
+# local run from a cluster's; the job blocks that would show it are hidden by the default
+# profile's --quiet rules, and a local run is limited by it only with --resources gpu=N.)
+GPUS = 0 if config["device"] == "cpu" else 1
 TASK = {"labels": config["labels"], "synonyms": config["synonyms"], "target": config["target"]}
 
 
