@@ -155,13 +155,14 @@ def test_ctrl_c_leaves_one_line_what_ran_what_is_done_and_the_command(plain, mon
 
 def test_nothing_to_do_still_says_where_the_results_are(plain):
     handler, out, _ = plain
-    said = []
-    console.set_hooks(nothing_to_do=lambda: said.append("produced"))
+    console.set_hooks(nothing_to_do=lambda: [(logging.INFO, "Produced:\n  tagger: results/models/tagger"),
+                                             (logging.WARNING, "results/predict/x: 2 files unlike")])
     try:
         handler.emit(record("Nothing to be done (all requested files are present and up to date)."))
     finally:
         console._hooks.clear()
-    assert said == ["produced"] and "Nothing to be done" in out.getvalue()
+    assert out.getvalue() == ("Nothing to be done (all requested files are present and up to date).\n"
+                              "Produced:\n  tagger: results/models/tagger\nresults/predict/x: 2 files unlike\n")
 
 
 def test_dry_runs_and_verbose_print_what_snakemake_prints(monkeypatch):

@@ -60,11 +60,13 @@ NOTHING_TO_DO = "Nothing to be done"
 _hooks: dict[str, Callable[[], object]] = {}
 
 
-def set_hooks(nothing_to_do: Callable[[], object] | None = None,
+def set_hooks(nothing_to_do: Callable[[], list[tuple[int, str]]] | None = None,
               done_note: Callable[[], str] | None = None) -> None:
-    """The workflow's callbacks (main process only): `nothing_to_do()` prints its closing
-    message when Snakemake finds nothing to do; `done_note()` returns what is done in the
-    workflow's terms (e.g. "120 of 400 files tagged") for the Ctrl-C line."""
+    """The workflow's callbacks (main process only): `nothing_to_do()` returns its closing
+    message, [(logging level, text)], printed when Snakemake finds nothing to do (printed
+    here, not logged: Snakemake may stop its log queue before records logged now are
+    handled); `done_note()` returns what is done in the workflow's terms (e.g. "120 of 400
+    files tagged") for the Ctrl-C line."""
     for name, hook in (("nothing_to_do", nothing_to_do), ("done_note", done_note)):
         if hook is not None:
             _hooks[name] = hook
@@ -303,8 +305,8 @@ class LogHandler(LogHandlerBase):
             self._print(text)
         if self.nothing_to_do and event is None and message.startswith(NOTHING_TO_DO):
             hook = _hooks.get("nothing_to_do")
-            if hook is not None:
-                hook()  # logs through this handler: queued, printed after this record
+            for _, line in (hook() if hook is not None else []):
+                self._print(line)
 
     # -- output
     def _write(self, text: str) -> None:

@@ -323,4 +323,4 @@ def use_console_hooks():
         import snakemake_logger_plugin_maggotflow as console
     except ImportError:
         return
-    console.set_hooks(nothing_to_do=print_produced, done_note=files_done_note)
+    console.set_hooks(nothing_to_do=closing_messages, done_note=files_done_note)

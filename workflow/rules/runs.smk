@@ -194,24 +194,29 @@ def produced_lines():
     return lines
 
 
-def print_produced():
-    """The closing message of a successful run: what was produced and where, then per
-    prediction run how each file's head/tail was decided (maggotflow.orientation), the files
-    whose head and tail may be swapped, and those judged unlike the tagger's training data
-    (maggotflow.domain)."""
-    lines = produced_lines()
+def closing_messages():
+    """The closing message of a successful run, as [(logging level, text)]: what was produced
+    and where, then per prediction run how each file's head/tail was decided
+    (maggotflow.orientation), the files whose head and tail may be swapped, and those judged
+    unlike the tagger's training data (maggotflow.domain)."""
+    import logging
+
+    lines, messages = produced_lines(), []
     if lines:
-        logger.info("\n".join(["Produced:"] + [f"  {line}" for line in lines]))
+        messages.append((logging.INFO, "\n".join(["Produced:"] + [f"  {line}" for line in lines])))
     for run in sorted(LOADED - {"training"}):
         summary = Path("results/predict") / run / "summary.tsv"
         if summary.is_file():
             rows, where = records.read_shard_table(summary), f"results/predict/{run}"
-            line = records.orientation_line(where, rows)
-            if line:
-                logger.info(line)
-            for warning in (records.orientation_warning(where, rows), records.domain_warning(where, rows)):
-                if warning:
-                    logger.warning(warning)
+            messages.append((logging.INFO, records.orientation_line(where, rows)))
+            messages += [(logging.WARNING, records.orientation_warning(where, rows)),
+                         (logging.WARNING, records.domain_warning(where, rows))]
+    return [(level, text) for level, text in messages if text]
+
+
+def print_produced():
+    for level, text in closing_messages():
+        logger.log(level, text)
 
 
 def print_prediction_state():
