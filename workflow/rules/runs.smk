@@ -209,8 +209,10 @@ def closing_messages():
         if summary.is_file():
             rows, where = records.read_shard_table(summary), f"results/predict/{run}"
             messages.append((logging.INFO, records.orientation_line(where, rows)))
-            messages += [(logging.WARNING, records.orientation_warning(where, rows)),
-                         (logging.WARNING, records.domain_warning(where, rows))]
+            messages += [
+                (logging.WARNING, records.orientation_warning(where, rows)),
+                (logging.WARNING, records.domain_warning(where, rows)),
+            ]
     return [(level, text) for level, text in messages if text]
 
 
