@@ -107,6 +107,23 @@ def test_plain_mode_drops_bookkeeping_and_keeps_what_a_person_needs(plain):
         assert gone not in text
 
 
+def test_the_complete_log_path_is_shown_only_after_a_failure(plain):
+    handler, out, _ = plain
+    handler.emit(record("", event=LogEvent.RUN_INFO, stats={"isolate": 2}))
+    handler.emit(job_info(1, "isolate"))
+    handler.emit(record("", event=LogEvent.JOB_FINISHED, job_id=1))
+    handler.emit(record("Complete log: .snakemake/log/a.snakemake.log"))
+    assert "Complete log" not in out.getvalue()
+    handler.emit(job_info(2, "isolate"))
+    handler.emit(record("Error in rule isolate:", level=logging.ERROR, event=LogEvent.JOB_ERROR, jobid=2,
+                        rule_name="isolate", rule_msg=None, log=[], aux={}, conda_env=None,
+                        shellcmd=None, input=[], output=[], indent=False))
+    handler.emit(record("Complete log: .snakemake/log/b.snakemake.log"))
+    handler.close()
+    assert "Complete log: .snakemake/log/b.snakemake.log" in out.getvalue()
+    assert "progress: 1/2 jobs done, 1 failed" in out.getvalue()
+
+
 def test_a_terminal_gets_one_status_line_redrawn_in_place(monkeypatch):
     out = Terminal()
     monkeypatch.setattr("sys.stderr", out)

@@ -43,4 +43,3 @@ def set_torch_threads(limit: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
-

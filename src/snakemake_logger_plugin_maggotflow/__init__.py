@@ -11,7 +11,8 @@ What a person watching thousands of jobs needs, and nothing else:
 - Snakemake's own bookkeeping lines are dropped (`Select jobs to execute...`, `Execute 1
   jobs...`, timestamps, `Finished jobid: N (Rule: x)`, `N of M steps done`, the banner);
   the job-stats table becomes one line. Warnings, errors, failed jobs (with their logs under
-  --show-failed-logs) and the workflow's own messages are printed as Snakemake prints them.
+  --show-failed-logs, and Snakemake's `Complete log:` path after a failure) and the workflow's
+  own messages are printed as Snakemake prints them.
   Dry runs (-n), --verbose and --debug-dag print everything, exactly as Snakemake does,
   the per-job blocks included (what they are for: `-n | grep -E '^rule |resources:'`).
 - Ctrl-C: one line naming what was interrupted, what is done and the command that finishes
@@ -49,11 +50,11 @@ PLAIN_ENV = "MAGGOTFLOW_CONSOLE"  # "plain" forces plain mode on a terminal too
 # Snakemake's bookkeeping: INFO records without an event whose text starts so.
 NOISE = ("Building DAG of jobs", "Using shell:", "Provided cores:", "Rules claiming more threads",
          "Provided resources:", "Select jobs to execute", "Execute ", "Assuming unrestricted shared",
-         "Using profile ", "host:", "Complete log:", "Singularity containers: ignored",
+         "Using profile ", "host:", "Singularity containers: ignored",
          "Conda environments: ignored", "Waiting at most", "Touching output file",
          "Storing output in storage", "Removing output files of failed job", "Will exit after finishing",
-         "Shutting down, this", "Terminating processes on user request", "Cancelling snakemake on user request",
-         "Elapsed time:")
+         "Shutting down, this", "Elapsed time:")
+COMPLETE_LOG = "Complete log:"  # Snakemake's log file: shown only after a failure
 INTERRUPTED = ("Terminating processes on user request", "Cancelling snakemake on user request")
 NOTHING_TO_DO = "Nothing to be done"
 
@@ -204,18 +205,17 @@ class LogHandler(LogHandlerBase):
         # Everything as Snakemake prints it (dry runs, --verbose, --debug-dag): only a
         # plain pass-through of Snakemake's own filter and format.
         self.passthrough = bool(s.dryrun or s.verbose or s.debug_dag)
-        self.default_filter = DefaultFilter(s.quiet, s.debug_dag, s.verbose, s.dryrun, s.printshellcmds)
+        quiet = set(s.quiet or ())
         if self.passthrough:  # a dry run or --verbose is for inspecting jobs: their blocks too
             from snakemake.settings.enums import Quietness
 
-            quiet = set(s.quiet or ()) - {Quietness.RULES}
-            self.default_filter = DefaultFilter(quiet, s.debug_dag, s.verbose, s.dryrun, s.printshellcmds)
+            quiet.discard(Quietness.RULES)
+        self.default_filter = DefaultFilter(quiet, s.debug_dag, s.verbose, s.dryrun, s.printshellcmds)
         self.default_format = DefaultFormatter(s.quiet, s.show_failed_logs)
         self.live = (not self.passthrough and hasattr(self.stream, "isatty") and self.stream.isatty()
                      and os.environ.get("TERM") != "dumb" and os.environ.get(PLAIN_ENV) != "plain")
         self.tally = Tally()
         self.interrupted = False
-        self.nothing_to_do = False
         self.any_failed = False
         self.last_plain = 0.0
         self.shown = False  # terminal: a status line is on screen
@@ -293,17 +293,16 @@ class LogHandler(LogHandlerBase):
         if event in (LogEvent.PROGRESS, LogEvent.RESOURCES_INFO, LogEvent.WORKFLOW_STARTED,
                      LogEvent.RULEGRAPH, LogEvent.DEBUG_DAG, LogEvent.JOB_STARTED):
             return
-        if event is None and record.levelno <= logging.INFO:
-            if message.startswith(NOISE) or (message.startswith("Complete log") and not self.any_failed):
-                return
-            if message.startswith(NOTHING_TO_DO):
-                self.nothing_to_do = True
+        if event is None and record.levelno <= logging.INFO and (
+            message.startswith(NOISE) or (message.startswith(COMPLETE_LOG) and not self.any_failed)
+        ):
+            return
         if not self.default_filter.filter(record):
             return
         text = self.default_format.format(record)
         if text.strip():
             self._print(text)
-        if self.nothing_to_do and event is None and message.startswith(NOTHING_TO_DO):
+        if event is None and message.startswith(NOTHING_TO_DO):
             hook = _hooks.get("nothing_to_do")
             for _, line in (hook() if hook is not None else []):
                 self._print(line)
@@ -364,5 +363,4 @@ class LogHandler(LogHandlerBase):
                     except Exception:  # noqa: BLE001 - the line must come out anyway
                         note = ""
                 self._write(interrupted_line(self.tally, note, rerun_command(sys.argv)) + "\n")
-                self.interrupted = False
         super().close()
