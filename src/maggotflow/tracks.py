@@ -212,6 +212,12 @@ def too_short(n_steps: int) -> str:
     return f"{n_steps} time step(s), fewer than min_steps"
 
 
+METADATA_KEYS = ("date_time", "genotype", "effector", "tracker", "protocol")
+"""The run metadata a file's name or folder carries, in the order of a Choreography name
+(`date_time@genotype@effector@tracker@protocol@...`). The one list of these columns: readers,
+manifests and the screen summary all use it."""
+
+
 def metadata_from_name(name: str) -> dict[str, str]:
     """Metadata from an `@`-separated Choreography-style file name.
 
@@ -225,10 +231,9 @@ def metadata_from_name(name: str) -> dict[str, str]:
             stem = stem[: -len(suffix)]
             break
     parts = stem.split("@")
-    keys = ["date_time", "genotype", "effector", "tracker", "protocol"]
-    meta = {k: v for k, v in zip(keys, parts) if v}
-    if len(parts) > len(keys):
-        meta["extra"] = "@".join(parts[len(keys):])
+    meta = {k: v for k, v in zip(METADATA_KEYS, parts) if v}
+    if len(parts) > len(METADATA_KEYS):
+        meta["extra"] = "@".join(parts[len(METADATA_KEYS):])
     return meta
 
 
