@@ -59,6 +59,16 @@ wildcard_constraints:
     shard=r"s[0-9a-f]{10}x*",
 
 
+def memory_mb(base_mb, per_input_mb=0):
+    """A rule's `mem_mb`: `base_mb` plus `per_input_mb` per MB of input, times the attempt
+    (a job killed for memory is retried with more: config `retries`, profile `retries`)."""
+
+    def mem_mb(wildcards, input, attempt):
+        return attempt * int(base_mb + per_input_mb * input.size_mb)
+
+    return mem_mb
+
+
 def stop(message):
     """End the invocation with one line, before any job runs.
 
@@ -96,6 +106,15 @@ def check_path(key, path, folder=True):
 
 def run_manifest_file(run):
     return f"results/predict/{run}/manifest.tsv"
+
+
+def run_manifest_path(wildcards):
+    return run_manifest_file(wildcards.run)
+
+
+def run_skipped_file(wildcards):
+    """The record of the entries the run's folder scan skipped."""
+    return mf.skipped_file(run_manifest_file(wildcards.run))
 
 
 def load_manifest(track_dir, manifest, out, section):
@@ -187,7 +206,22 @@ def heldout_references(wildcards):
     return {r["id"]: r["label"] for r in heldout_manifest()}
 
 
+def heldout_reference_files(wildcards):
+    """The held-out reference labels Snakemake can track as inputs."""
+    return trackable(heldout_references(wildcards).values())
+
+
 # ------------------------------------------------------------------------ targets
+
+
+def predict_screen(wildcards):
+    return f"results/predict/{predict_run()}/screen"
+
+
+def run_tagger(wildcards):
+    """The held-out run is tagged by the tagger trained here (an input); any other run by the
+    configured model (a param: `run_model`)."""
+    return [TAGGER] if wildcards.run == HELDOUT_RUN else []
 
 
 def predict_targets(wildcards):

@@ -18,7 +18,7 @@ rule dataset:
         seed=config["seed"],
     threads: config["threads"]["dataset"]
     resources:
-        mem_mb=lambda wildcards, input, attempt: attempt * int(4000 + 2 * input.size_mb),
+        mem_mb=memory_mb(4000, per_input_mb=2),
     conda:
         "../../envs/maggotflow.yaml"
     script:

@@ -6,7 +6,7 @@
 rule evaluate_heldout:
     input:
         summary=f"results/predict/{HELDOUT_RUN}/summary.tsv",
-        references=lambda wildcards: trackable(heldout_references(wildcards).values()),
+        references=heldout_reference_files,
     output:
         metrics="results/evaluation/metrics.json",
         per_label="results/evaluation/per_label.csv",

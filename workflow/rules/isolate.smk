@@ -14,7 +14,7 @@ rule isolate:
         read=config["read"],  # a value, not a function: thousands of these jobs in one DAG
     threads: 1
     resources:
-        mem_mb=lambda wildcards, input, attempt: attempt * int(1000 + 10 * input.size_mb),  # parse + float64 copies
+        mem_mb=memory_mb(1000, per_input_mb=10),  # parse + float64 copies
     conda:
         "../../envs/maggotflow.yaml"
     script:

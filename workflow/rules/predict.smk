@@ -17,7 +17,7 @@
 rule predict_shard:
     input:
         tracks=shard_tracks,
-        model=lambda wildcards: [TAGGER] if wildcards.run == HELDOUT_RUN else [],
+        model=run_tagger,
     output:
         update("results/predict/{run}/shards/{shard}.tsv"),
     log:
@@ -33,7 +33,7 @@ rule predict_shard:
     threads: config["threads"]["predict"]
     resources:
         gpu=GPUS,
-        mem_mb=lambda wildcards, attempt: attempt * 6000,
+        mem_mb=memory_mb(6000),
     conda:
         "../../envs/maggotflow.yaml"
     script:
@@ -48,7 +48,7 @@ rule predict_summary:
     log:
         "logs/predict/{run}/summary.log",
     params:
-        skipped=lambda wildcards: mf.skipped_file(run_manifest_file(wildcards.run)),
+        skipped=run_skipped_file,
     localrule: True
     conda:
         "../../envs/maggotflow.yaml"

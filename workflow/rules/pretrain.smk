@@ -16,7 +16,7 @@ rule pretrain:
     threads: config["threads"]["pretrain"]
     resources:
         gpu=GPUS,
-        mem_mb=lambda wildcards, attempt: attempt * 8000,
+        mem_mb=memory_mb(8000),
     conda:
         "../../envs/maggotflow.yaml"
     script:

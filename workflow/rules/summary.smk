@@ -21,10 +21,10 @@ rule screen_summary:
     params:
         # The manifest (metadata columns) is written by the main process before any job:
         # a param, so that the summary does not wait for, or re-run on, its rewrite.
-        manifest=lambda wildcards: run_manifest_file(wildcards.run),
+        manifest=run_manifest_path,
         group_by=config["summary"]["group_by"],
     resources:
-        mem_mb=lambda wildcards, attempt: attempt * 4000,
+        mem_mb=memory_mb(4000),
     conda:
         "../../envs/maggotflow.yaml"
     script:
@@ -33,4 +33,4 @@ rule screen_summary:
 
 rule summary:
     input:
-        lambda wildcards: f"results/predict/{predict_run()}/screen",
+        predict_screen,

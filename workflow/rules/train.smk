@@ -25,7 +25,7 @@ rule train_model:
     threads: config["threads"]["train"]
     resources:
         gpu=GPUS,
-        mem_mb=lambda wildcards, attempt: attempt * 8000,
+        mem_mb=memory_mb(8000),
     conda:
         "../../envs/maggotflow.yaml"
     script:
