@@ -58,7 +58,7 @@ rule predict_summary:
 
 rule export_predictions:
     input:
-        "results/predict/{run}/summary.tsv",
+        summary="results/predict/{run}/summary.tsv",
     output:
         "results/predict/{run}/exported.tsv",
     log:
