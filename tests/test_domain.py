@@ -47,14 +47,7 @@ FIMTRACK = ReadOptions(framerate=30.0, pixelsize_um=100.0)
 QUIET = dict(log=lambda message: None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models and small batches: one torch thread is as fast, and far faster when other
-    jobs share the cores (as in tests/test_prediction.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
