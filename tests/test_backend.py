@@ -20,27 +20,18 @@ from maggotflow.backend import main
 from maggotflow.formats import ReadOptions
 from maggotflow.formats.label import read_label_file
 from maggotflow.instance import ModelInstance
-from maggotflow.model import EncoderConfig
 from maggotflow.prediction import predict_files
-from maggotflow.segments import SegmentSpec
 from maggotflow.simulation import SimulationConfig, simulate
 
-SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
-TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
+from helpers import SPEC, TINY_ENCODER
+
 SIM = SimulationConfig(duration_s=20.0, larvae=(2, 3))
 PIXELSIZE = str(SIM.fimtrack_pixelsize_um)
 FIMTRACK = ReadOptions(framerate=SIM.fimtrack_frame_rate_hz, pixelsize_um=SIM.fimtrack_pixelsize_um)
 FAST = ["--device", "cpu", "--pixelsize", PIXELSIZE, "--batch-size", "16"]
 NETWORK = [*FAST, "--candidates", "network"]  # the network alone: these tests are about it (and quicker)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: one torch thread is as fast, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def new_project(root: Path, name: str = "sim", n_files: int = 3, pretrained: str | None = "tiny") -> Path:

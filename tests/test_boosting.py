@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
-from test_training import QUICK, SPEC, tiny_pretrained, write_experiments
 
 from maggotflow.boosting import ABSENT_CLASS_LOGIT, trees_to_module
 from maggotflow.cli import main as cli_main
@@ -23,6 +22,8 @@ from maggotflow.formats.label import read_label_file
 from maggotflow.instance import ModelInstance
 from maggotflow.prediction import predict_files
 from maggotflow.training import TrainConfig, train_tagger
+
+from helpers import QUICK, SPEC, tiny_pretrained, write_experiments
 
 NETWORK = {k: v for k, v in QUICK.items() if k != "candidates"}
 

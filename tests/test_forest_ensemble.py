@@ -17,7 +17,8 @@ from maggotflow.prediction import Predictor
 from maggotflow.segments import SegmentSpec, build_segments, valid_centres
 from maggotflow.tracks import Track
 from maggotflow.training import TrainConfig, train_tagger
-from test_training import QUICK, SPEC, behaving_larva, tiny_pretrained, write_experiments
+
+from helpers import QUICK, SPEC, behaving_larva, tiny_pretrained, write_experiments
 
 
 # ---------------------------------------------------------------------------- native frames

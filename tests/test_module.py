@@ -16,13 +16,11 @@ is trained once for the module (a few seconds).
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,8 +33,9 @@ from maggotflow.segments import SegmentSpec
 from maggotflow.simulation import SimulationConfig, label_file_path, simulate
 from maggotflow.training import TrainConfig, train_tagger
 
+from helpers import SNAKEMAKE, local_env
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SNAKEFMT = Path(sys.executable).with_name("snakefmt")
 SMALL = SimulationConfig(duration_s=10, larvae=(2, 3))
 
@@ -69,23 +68,6 @@ device: cpu
 predict:
   files_per_job: 2
 """
-
-
-def local_env() -> dict[str, str]:
-    """A local run's environment (the idea of test_workflow.local_env): no SNAKEMAKE_*
-    variables, this venv's snakemake first on PATH, and before it a `scontrol` that fails at
-    once (the SLURM plugin asks `scontrol show config` at every start: ~9 s where SLURM's
-    client is installed but no controller answers)."""
-    stub = Path(tempfile.gettempdir()) / f"maggotflow-tests-{os.getuid()}" / "no-slurm"
-    if not (stub / "scontrol").is_file():
-        stub.mkdir(parents=True, exist_ok=True)
-        script = stub / f"scontrol.{os.getpid()}"
-        script.write_text("#!/bin/sh\nexit 1\n")
-        script.chmod(0o755)
-        script.replace(stub / "scontrol")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
-    env["PATH"] = os.pathsep.join([str(stub), str(SNAKEMAKE.parent), env.get("PATH", "")])
-    return env
 
 
 @pytest.fixture(scope="module")

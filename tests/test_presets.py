@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,13 @@ import yaml
 from maggotflow import manifest as mf
 from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
-from test_workflow import local_env
+
+from helpers import SNAKEMAKE, local_env
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (REPO / "config" / "taggers").glob("*.yaml"))
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 # Budgets and sizes only: the presets' designs (labels, windows, latent size, layers,
 # classifier kind, post-rule, balancing, filter) stay as they are.

@@ -24,73 +24,15 @@ from maggotflow.cli.settings import settings_from_args
 from maggotflow.dataset import Dataset, build_dataset
 from maggotflow.forest import ForestConfig
 from maggotflow.instance import InstanceError, ModelInstance
-from maggotflow.isolation import write_isolated
 from maggotflow.metrics import confusion_matrix, macro_f1
 from maggotflow.model import EncoderConfig
 from maggotflow.pretraining import PretrainConfig
 from maggotflow.segments import SegmentSpec
-from maggotflow.tracks import Run, Track
 from maggotflow.training import TrainConfig, selection_key, train_tagger
 
+from helpers import QUICK, SPEC, TINY_ENCODER, tiny_pretrained, write_experiments
+
 REPO = Path(__file__).resolve().parents[1]
-TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
-SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
-QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4), candidates=("network",))
-SPEEDS = {"run": 1.0, "back": -0.6, "stop": 0.0}  # mm/s along the body axis
-
-
-def behaving_larva(larva_id: str, rng: np.random.Generator, behaviours=("run", "back", "stop"),
-                   duration: float = 30.0, fps: float = 10.0, bout: float = 3.0, k: int = 11) -> Track:
-    """A 3 mm larva doing bouts of `bout` s of the given behaviours in random order."""
-    t = np.round(np.arange(0, duration, 1 / fps) + rng.uniform(0, 1), 4)
-    n_bouts = int(np.ceil(duration / bout)) + 1
-    sequence = rng.choice(len(behaviours), size=n_bouts)
-    which = sequence[((t - t[0]) // bout).astype(int)]
-    speed = np.array([SPEEDS[b] for b in behaviours])[which]
-    heading = rng.uniform(0, 2 * np.pi)
-    direction = np.array([np.cos(heading), np.sin(heading)])
-    travelled = np.cumsum(speed * np.gradient(t))
-    s = np.linspace(-1.5, 1.5, k)  # tail -> head along the body
-    stretch = 1 + 0.05 * np.sin(2 * np.pi * 1.3 * t) * (speed != 0)  # peristalsis while crawling
-    centre = rng.uniform(-30, 30, 2) + travelled[:, None] * direction
-    spine = centre[:, None, :] + (s[None, :] * stretch[:, None])[..., None] * direction
-    spine = spine + rng.normal(0, 0.01, spine.shape)  # tracking jitter
-    return Track(larva_id, t, spine, labels=[(behaviours[w],) for w in which])
-
-
-def write_experiments(folder: Path, n_files: int = 3, n_larvae: int = 3, seed: int = 0, **kw) -> list[Path]:
-    """Labelled intermediates, one per synthetic experiment."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n_files):
-        date_time = f"2021010{i + 1}_120000"
-        run = Run({"id": date_time, "date_time": date_time},
-                  [behaving_larva(str(j + 1), rng, **kw) for j in range(n_larvae)],
-                  source=Path(f"{date_time}@g@e@t15@p.spine"), format="spine", sha1=f"{i:040x}")
-        path = folder / f"exp{i}.h5"
-        write_isolated(run, path, label_source="synthetic")
-        paths.append(path)
-    return paths
-
-
-def tiny_pretrained(path: Path, dataset: Path, seed: int = 0) -> Path:
-    """A "pretrained" instance: a randomly initialised tiny encoder whose BatchNorm statistics
-    are calibrated on the dataset's segments (as pretraining leaves them), so that its
-    latents are normalised and a frozen-encoder classifier can learn from them."""
-    torch.manual_seed(seed)
-    instance = ModelInstance("pretrained", SPEC, TINY_ENCODER)
-    with Dataset.load(dataset, in_memory=True) as ds:
-        x = torch.from_numpy(ds.segments[ds.train_indices()])
-    for module in instance.encoder.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average over the calibration batches
-    instance.encoder.train()
-    with torch.no_grad():
-        for batch in x.split(64):
-            instance.encoder(batch)
-    instance.encoder.eval()
-    instance.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

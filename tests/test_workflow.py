@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,11 +30,12 @@ from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
 from maggotflow.tracks import printable_path
 
+from helpers import SNAKEMAKE, local_env
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TRACK_SUFFIXES = (".spine", ".mat", ".csv")
 READ = ReadOptions(pixelsize_um=100)  # the simulator's FIMTrack pixel size
 
@@ -73,27 +73,6 @@ EXPORT_CONFIG = "predict:\n  export_next_to_tracks: true\n"
 SMALL = SimulationConfig(duration_s=10, larvae=(2, 3))
 # How a job's start shows: Snakemake's job block (dry runs, --verbose) or the job's own line.
 STARTED_JOB = re.compile(r"^((local)?rule \w+:|\[\w+[^\]\n]*\] started \(log: )", re.M)
-
-
-def local_env() -> dict[str, str]:
-    """The environment of a local workflow run: no SNAKEMAKE_* variables, this venv's
-    snakemake first on PATH, and before it a `scontrol` that fails at once.
-
-    The SLURM executor plugin (installed for `--profile profiles/slurm`) runs `scontrol show
-    config` whenever Snakemake starts; where SLURM's client tools are installed but no
-    controller answers (this machine and CI outside tests/test_slurm.py), that waits ~9 s per
-    invocation. These runs use the local executor, which never calls SLURM.
-    """
-    stub = Path(tempfile.gettempdir()) / f"maggotflow-tests-{os.getuid()}" / "no-slurm"
-    if not (stub / "scontrol").is_file():
-        stub.mkdir(parents=True, exist_ok=True)
-        script = stub / f"scontrol.{os.getpid()}"
-        script.write_text("#!/bin/sh\nexit 1\n")
-        script.chmod(0o755)
-        script.replace(stub / "scontrol")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
-    env["PATH"] = os.pathsep.join([str(stub), str(SNAKEMAKE.parent), env.get("PATH", "")])
-    return env
 
 
 def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = (), timeout: float = 180,
