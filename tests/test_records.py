@@ -219,3 +219,36 @@ def test_skipped_entries_are_counted_in_singular_and_plural(tmp_path):
         [warning] = records.end_of_run_warnings([], 0.0, [("/data", listing)])
         assert warning.startswith(f"/data: {words}, not track files (e.g. notes0.txt: unknown extension)")
     assert records.counted(1, "file") == "1 file" and records.counted(0, "file") == "0 files"
+
+
+def test_run_end_helpers_count_tables_on_disk_and_name_what_a_run_produced(tmp_path):
+    run = tmp_path / "results/predict/screen-1"
+    labels = [touch(run / "labels" / f"{k}.label", f"label {k}\n") for k in range(3)]
+    rows = [records.shard_row(f"id{k}", f"/t/{k}.spine", label) for k, label in enumerate(labels[:2])]
+    rows.append(records.shard_row("id2", "/t/2.spine", problem="is truncated"))
+    rows[1]["domain"] = records.UNLIKE_TRAINING
+    tables = [run / "shards/s1.tsv", run / "shards/s2.tsv", run / "shards/missing.tsv"]
+    records.write_shard_table(tables[0], rows[:2])
+    records.write_shard_table(tables[1], rows[2:])
+    touch(run / "shards/broken.tsv", 'id\tpath\n"unterminated\n')
+
+    assert records.tagged_in_tables(tables) == 2
+    assert records.changed_labels_in_tables(tables) == []
+    labels[0].unlink()
+    assert records.changed_labels_in_tables(tables) == [str(labels[0])]
+
+    assert records.run_lines(run, "/data/screen", exported=True) == []  # no summary.tsv yet
+    records.write_shard_table(run / "summary.tsv", rows)
+    touch(run / "exported.tsv")
+    assert records.run_lines(run, "/data/screen", exported=True) == [
+        f"labels of /data/screen: {run / 'labels'} (2 file(s) tagged, 1 failed, 1 unlike the tagger's training data)",
+        f"  also next to the track files (list: {run / 'exported.tsv'})"]
+    (run / "screen").mkdir()
+    assert records.run_lines(run, "the held-out files", exported=False)[1:] == [f"  screen summary: {run / 'screen'}"]
+
+
+def test_evaluation_line_reads_the_scores_or_names_the_file(tmp_path):
+    metrics = touch(tmp_path / "metrics.json", '{"macro_f1": 0.91234, "accuracy": 0.95}')
+    assert records.evaluation_line(metrics) == f"held-out evaluation: macro-F1 0.912, accuracy 0.950 ({metrics})"
+    metrics.write_text("{")
+    assert records.evaluation_line(metrics) == f"held-out evaluation: {metrics}"

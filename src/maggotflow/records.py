@@ -268,6 +268,56 @@ def write_shard_table(path: str | Path, rows: Iterable[Mapping[str, str]]) -> No
     write_text_atomic(path, shard_table_text(rows))
 
 
+def tagged_in_tables(tables: Iterable[str | Path]) -> int:
+    """How many files the shard tables on disk among `tables` record as tagged."""
+    return sum(row["status"] == "ok" for table in map(Path, tables) if table.is_file()
+               for row in read_shard_table(table))
+
+
+def changed_labels_in_tables(tables: Iterable[str | Path]) -> list[str]:
+    """`changed_labels` of every shard table on disk among `tables`; an unreadable table is
+    listed itself (its labels cannot be checked)."""
+    changed = []
+    for table in map(str, tables):
+        if os.path.isfile(table):
+            try:
+                changed += changed_labels(read_shard_table(table))
+            except (OSError, UnicodeDecodeError, ValueError):
+                changed.append(table)
+    return changed
+
+
+def run_lines(folder: str | Path, source: str, exported: bool) -> list[str]:
+    """What a prediction run produced, for the closing message: where its labels are, how many
+    files were tagged, failed or judged unlike the training data, and the exported list and
+    screen summary when present; [] without its summary.tsv."""
+    folder = Path(folder)
+    if not (folder / "summary.tsv").is_file():
+        return []
+    rows = read_shard_table(folder / "summary.tsv")
+    tagged = sum(r["status"] == "ok" for r in rows)
+    failed = sum(r["status"] == "failed" for r in rows)
+    unlike = len(unlike_training(rows))
+    note = f", {unlike} unlike the tagger's training data" if unlike else ""
+    lines = [f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed{note})"]
+    if exported and (folder / "exported.tsv").is_file():
+        lines.append(f"  also next to the track files (list: {folder / 'exported.tsv'})")
+    if (folder / "screen").is_dir():
+        lines.append(f"  screen summary: {folder / 'screen'}")
+    return lines
+
+
+def evaluation_line(metrics: str | Path) -> str:
+    """The held-out evaluation's scores from its metrics.json, for the closing message."""
+    import json
+
+    try:
+        scores = json.loads(Path(metrics).read_text(encoding="utf-8"))
+        return f"held-out evaluation: macro-F1 {scores['macro_f1']:.3f}, accuracy {scores['accuracy']:.3f} ({metrics})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"held-out evaluation: {metrics}"
+
+
 # --------------------------------------------------------------------------------------
 # Failure records
 

@@ -342,7 +342,7 @@ def files_done_note():
             total = len(run_manifest(run))
         except (WorkflowError, SystemExit):
             continue
-        tagged = sum(r["status"] == "ok" for t in tables if t.is_file() for r in records.read_shard_table(t))
+        tagged = records.tagged_in_tables(tables)
         notes.append(f"{tagged} of {total} files of results/predict/{run} tagged")
     return "; ".join(notes)
 

@@ -106,13 +106,7 @@ def warn_changed_labels(run, tables):
     (a label is a side product of its shard's job, recorded in its table, not an output)."""
     if not workflow.is_main_process:
         return
-    changed = []
-    for table in tables:
-        if os.path.isfile(table):
-            try:
-                changed += records.changed_labels(records.read_shard_table(table))
-            except (OSError, UnicodeDecodeError, ValueError):
-                changed.append(table)
+    changed = records.changed_labels_in_tables(tables)
     if changed:
         logger.warning(
             f"results/predict/{run}: {len(changed)} label file(s) missing or changed since their job "
@@ -159,38 +153,17 @@ def print_failed_files(since):
 
 def produced_lines():
     """What this invocation's targets produced and where, for the closing message."""
-    import json
-
     lines = []
     if "training" in LOADED and Path(TAGGER).is_dir():
         lines.append(f"tagger: {TAGGER}")
         metrics = Path("results/evaluation/metrics.json")
         if metrics.is_file():
-            try:
-                scores = json.loads(metrics.read_text(encoding="utf-8"))
-                lines.append(
-                    f"held-out evaluation: macro-F1 {scores['macro_f1']:.3f}, accuracy "
-                    f"{scores['accuracy']:.3f} ({metrics})"
-                )
-            except (ValueError, KeyError, TypeError):
-                lines.append(f"held-out evaluation: {metrics}")
+            lines.append(records.evaluation_line(metrics))
         lines.append("report: snakemake --report results/report.html")
     for run in sorted(LOADED - {"training"}):
-        folder = Path("results/predict") / run
-        summary = folder / "summary.tsv"
-        if not summary.is_file():
-            continue
-        rows = records.read_shard_table(summary)
-        tagged = sum(r["status"] == "ok" for r in rows)
-        failed = sum(r["status"] == "failed" for r in rows)
-        unlike = len(records.unlike_training(rows))
         source = config["predict_dir"] if run != HELDOUT_RUN else "the held-out files"
-        note = f", {unlike} unlike the tagger's training data" if unlike else ""
-        lines.append(f"labels of {source}: {folder / 'labels'} ({tagged} file(s) tagged, {failed} failed{note})")
-        if run != HELDOUT_RUN and config["predict"]["export_next_to_tracks"] and (folder / "exported.tsv").is_file():
-            lines.append(f"  also next to the track files (list: {folder / 'exported.tsv'})")
-        if (folder / "screen").is_dir():
-            lines.append(f"  screen summary: {folder / 'screen'}")
+        exported = run != HELDOUT_RUN and config["predict"]["export_next_to_tracks"]
+        lines += records.run_lines(Path("results/predict") / run, source, exported)
     return lines
 
 
