@@ -213,3 +213,41 @@ def print_prediction_state():
             f"finish, their files are not tagged yet (first: {unfinished[0]}); run the same command "
             f"again to tag them (after `snakemake --unlock` if Snakemake asks for it){earlier}"
         )
+
+
+# ------------------------------------------------------------------------ the console
+
+
+def files_done_note():
+    """What is done, in files, for the line Ctrl-C leaves (the console plugin asks for it):
+    training files isolated, and per prediction run the files of its finished jobs."""
+    notes = []
+    if "training" in LOADED:
+        try:
+            ids = training_manifest().ids
+            isolated = sum(os.path.exists(f"results/isolated/{i}.h5") for i in ids)
+            notes.append(f"{isolated} of {len(ids)} training files isolated")
+        except (WorkflowError, SystemExit):
+            pass
+    for run in sorted(LOADED - {"training"}):
+        try:
+            tables = [Path(f"results/predict/{run}/shards/{s}.tsv") for s in shards_of(run)]
+            total = len(run_manifest(run))
+        except (WorkflowError, SystemExit):
+            continue
+        tagged = records.tagged_in_tables(tables)
+        notes.append(f"{tagged} of {total} files of results/predict/{run} tagged")
+    return "; ".join(notes)
+
+
+def use_console_hooks():
+    """With the console plugin (--logger maggotflow, profiles/default): the closing message
+    also when Snakemake finds nothing to do (it then runs no onsuccess), and the files done
+    for the Ctrl-C line."""
+    if not workflow.is_main_process:
+        return
+    try:
+        import snakemake_logger_plugin_maggotflow as console
+    except ImportError:
+        return
+    console.set_hooks(nothing_to_do=closing_messages, done_note=files_done_note)
