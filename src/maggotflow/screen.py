@@ -20,19 +20,20 @@ genotype, effector, protocol, tracker) and writes to `out_dir`:
 
 Definitions (what a lab needs to know to read the tables):
 
-- A step's behaviour is the first name of its label (a step labelled ["run", "hunch"]
-  counts as run); an untagged step (`[]`) is unlabelled and counts for no behaviour.
-- A step lasts until the next step; the last step of a track lasts the track's median
-  interval. A step's duration is capped at 2x the median interval, so a tracking gap does
-  not inflate the behaviour around it. `duration_s` = last - first time + one median
-  interval; `labelled_s` = summed (capped) durations of labelled steps; `fraction` =
-  time_s / labelled_s (empty when nothing is labelled).
-- A bout is a run of consecutive steps with the same behaviour; an unlabelled step or a
-  time gap (an interval over 2x the median) ends it. The first and last bouts of a track
-  are cut by its ends and are counted as they are.
-- A transition is a bout followed directly by a bout of another behaviour in the same
-  larva (nothing across unlabelled steps or time gaps); probability = count / all
-  transitions out of `from` (self-transitions cannot occur, so none are counted).
+- Steps, bouts and transitions are those of `maggotflow.bouts` (the evaluation's and the
+  ethograms' too): a step's behaviour is the first name of its label (a step labelled
+  ["run", "hunch"] counts as run); an untagged step (`[]`) is unlabelled and counts for no
+  behaviour. A step lasts until the next step, at most 2x the median interval (so a
+  tracking gap does not inflate the behaviour around it); the last step of a track lasts
+  the track's median interval. A bout is a run of consecutive steps with the same
+  behaviour; an unlabelled step or a time gap (an interval over 2x the median) ends it; the
+  first and last bouts of a track are cut by its ends and are counted as they are. A
+  transition is a bout followed directly by a bout of another behaviour in the same larva
+  (nothing across unlabelled steps or time gaps).
+- `duration_s` = last - first time + one median interval; `labelled_s` = summed (capped)
+  durations of labelled steps; `fraction` = time_s / labelled_s (empty when nothing is
+  labelled). A transition's probability = count / all transitions out of `from`
+  (self-transitions cannot occur, so none are counted).
 - A behaviour's group statistics count the larvae of the files that declare the behaviour
   (a 6-label tagger's files do not count as 0 % small_motion).
 - domain_check: the verdict of maggotflow's domain check recorded in the label
@@ -76,22 +77,25 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, TextIO
 
 import numpy as np
 
 from maggotflow import progress as progress_records
 from maggotflow import tsv
 from maggotflow.atomic import atomic_path
+from maggotflow.bouts import Bouts, find_bouts, step_codes, step_durations
 from maggotflow.formats.label import PROVENANCE_KEY
 from maggotflow.records import (DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, ORIENTATION_COLUMNS, UNLIKE_TRAINING,
                                 orientation_cells)
-from maggotflow.tracks import GAP_FACTOR, TrackDataError  # a step lasts at most GAP_FACTOR median intervals
+from maggotflow.tracks import METADATA_KEYS, TrackDataError, usual_interval
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_BY = ("genotype", "effector", "protocol", "tracker")
-METADATA_KEYS = ("tracker", "genotype", "effector", "protocol", "date_time")
+# The metadata columns of the tables (`maggotflow.tracks.METADATA_KEYS`): the rig first, then the
+# run's conditions (the usual grouping keys), the date last.
+METADATA_COLUMNS = ("tracker", *(k for k in METADATA_KEYS if k not in ("tracker", "date_time")), "date_time")
 ALL_GROUP = "all"
 UNKNOWN = "unknown"
 FRACTION_BINS = 200
@@ -220,8 +224,7 @@ def manifest_metadata(manifest: str | Path, labels: Iterable[str | Path]) -> dic
             if candidate:
                 by_path.setdefault(os.path.normpath(os.path.abspath(candidate)), row)
         by_relpath.setdefault(Path(mirrored_label_path(row["relpath"])).parts, row)
-    keys = tuple(dict.fromkeys(("tracker", "genotype", "effector", "protocol", "date_time",
-                                *(k for r in rows[:1] for k in r))))
+    keys = tuple(dict.fromkeys((*METADATA_COLUMNS, *(k for r in rows[:1] for k in r))))
     out: dict[str, dict[str, str]] = {}
     for label in labels:
         absolute = os.path.normpath(os.path.abspath(label))
@@ -247,40 +250,25 @@ def manifest_metadata(manifest: str | Path, labels: Iterable[str | Path]) -> dic
 
 @dataclass
 class _Larva:
+    """One larva's statistics: its length, its time in each behaviour and its bouts."""
+
     duration_s: float
     labelled_s: float
     time_s: np.ndarray  # per behaviour index
-    bout_code: np.ndarray  # per bout (labelled bouts only)
-    bout_s: np.ndarray
-    transitions: list[tuple[int, int]]
+    bouts: Bouts
 
 
 def _larva(t: np.ndarray, codes: np.ndarray, n_behaviours: int) -> _Larva:
-    """Statistics of one larva: `codes` = behaviour index per step, -1 = unlabelled."""
-    n = t.size
-    if n == 0:
-        empty = np.zeros(0)
-        return _Larva(0.0, 0.0, np.zeros(n_behaviours), empty.astype(int), empty, [])
-    dt = np.diff(t)
-    positive = dt[dt > 0]
-    median = float(np.median(positive)) if positive.size else 0.0
-    cap = GAP_FACTOR * median
-    gap = dt > cap + 1e-9
-    step_s = np.clip(np.append(dt, median), 0.0, cap)
+    """Statistics of one larva: `codes` = behaviour index per step, -1 = unlabelled; steps and
+    bouts as `maggotflow.bouts` defines them."""
+    t = np.asarray(t, dtype=np.float64)
+    bouts = find_bouts(t, codes)
+    if t.size == 0:
+        return _Larva(0.0, 0.0, np.zeros(n_behaviours), bouts)
+    step_s = step_durations(t)
     labelled = codes >= 0
     time_s = np.bincount(codes[labelled], weights=step_s[labelled], minlength=n_behaviours)
-    change = np.empty(n, dtype=bool)
-    change[0] = True
-    change[1:] = (codes[1:] != codes[:-1]) | gap
-    starts = np.flatnonzero(change)
-    bout_code = codes[starts]
-    bout_s = np.add.reduceat(step_s, starts)
-    # A bout boundary that is neither a gap nor next to an unlabelled bout is a transition.
-    joined = ~gap[starts[1:] - 1] & (bout_code[1:] >= 0) & (bout_code[:-1] >= 0) & (bout_code[1:] != bout_code[:-1])
-    transitions = list(zip(bout_code[:-1][joined].tolist(), bout_code[1:][joined].tolist()))
-    keep = bout_code >= 0
-    return _Larva(float(t[-1] - t[0] + median), float(time_s.sum()), time_s, bout_code[keep], bout_s[keep],
-                  transitions)
+    return _Larva(float(t[-1] - t[0] + usual_interval(t)), float(time_s.sum()), time_s, bouts)
 
 
 def _bout_stats(codes: np.ndarray, durations: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -397,6 +385,59 @@ class _Group:
         self.transitions: dict[tuple[str, str], int] = {}
 
 
+# ----------------------------------------------------------------------------- one summary's state
+
+
+@dataclass
+class _Screen:
+    """A summary while its files are read: the tables' columns, the behaviours seen (name ->
+    index, in order of appearance), the group aggregates, the open per-larva/per-file row
+    files and the counts."""
+
+    group_by: tuple[str, ...]
+    meta_columns: list[str]
+    orientation_columns: list[str]  # per_file.tsv's head/tail cells (those not already metadata columns)
+    behaviours: dict[str, int]
+    larva_out: TextIO
+    file_out: TextIO
+    groups: dict[tuple[str, ...], _Group] = field(default_factory=dict)
+    overall: _Group = field(default_factory=lambda: _Group(()))
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (label path, one-line problem)
+    files: int = 0
+    larvae: int = 0
+    unlike: int = 0  # files judged unlike the tagger's training data
+
+    def index_of(self, name: str) -> int:
+        """The behaviour index of `name`; a behaviour not seen before gets the next one."""
+        if name not in self.behaviours:
+            self.behaviours[name] = len(self.behaviours)
+        return self.behaviours[name]
+
+    def group_of(self, meta: Mapping[str, str]) -> _Group:
+        """The aggregates of the group that metadata `meta` belongs to (created when new)."""
+        key = tuple(meta.get(k, "") for k in self.group_by)
+        if key not in self.groups:
+            self.groups[key] = _Group(key)
+        return self.groups[key]
+
+
+@dataclass
+class _File:
+    """One label file being added: the leading cells of its rows and its larvae's statistics.
+
+    used: the behaviour indices that get a row (declared by the file or used in it);
+    names: index -> behaviour name of those; domain: `domain_verdicts` of the file."""
+
+    path: str
+    meta_values: list[str]
+    domain: tuple[str, dict[str, str]]
+    orientation: list[str]
+    larvae: list[tuple[str, _Larva]]
+    used: list[int]
+    names: dict[int, str]
+
+
 # ----------------------------------------------------------------------------- summarize
 
 
@@ -429,99 +470,109 @@ def summarize(labels: Iterable[str | Path], out_dir: str | Path, *,
     is refused naming the file (`atomic.claim_folder`), so no user file is ever replaced.
     """
     from maggotflow.atomic import claim_folder
-    from maggotflow.formats.label import read_label_file
 
     # A new or empty folder, or an earlier summary: a folder of the user's is refused before any work.
     out_dir = claim_folder(out_dir, "summary", [*(f"{n}.tsv" for n in TABLES), *(f"{n}.png" for n in PLOTS)])
-    group_by = tuple(group_by)
-    meta_columns = list(dict.fromkeys((*METADATA_KEYS, *group_by)))
-    # the head/tail decision, unless grouped by one of its keys (then it is a metadata column)
-    orientation_columns = [c for c in ORIENTATION_COLUMNS if c not in meta_columns]
-    total = _label_paths_sized(labels)
-    behaviours: dict[str, int] = {name: i for i, name in enumerate(dict.fromkeys(labels_order or ()))}
-    groups: dict[tuple[str, ...], _Group] = {}
-    overall = _Group(())
-    rng = np.random.default_rng(0)
-    failed: list[tuple[str, str]] = []
-    files = larvae = 0
-    started = last_log = time.monotonic()
     tables = {name: out_dir / f"{name}.tsv" for name in TABLES}
-
-    def index_of(name: str) -> int:
-        if name not in behaviours:
-            behaviours[name] = len(behaviours)
-        return behaviours[name]
-
+    started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        larva_tmp = stack.enter_context(atomic_path(tables["per_larva"]))
-        file_tmp = stack.enter_context(atomic_path(tables["per_file"]))
-        larva_out = stack.enter_context(open(larva_tmp, "w", encoding="utf-8", newline=""))
-        file_out = stack.enter_context(open(file_tmp, "w", encoding="utf-8", newline=""))
-        stat_columns = ["behaviour", "fraction", "time_s", "bouts", "mean_bout_s", "median_bout_s"]
-        larva_out.write(_line(["file", "larva", *meta_columns, "domain_check", "duration_s", "labelled_s",
-                               *stat_columns]))
-        file_out.write(_line(["file", *meta_columns, "larvae", "domain_check", *orientation_columns, "duration_s",
-                              "labelled_s", *stat_columns]))
-        unlike = 0
-        done = 0
-        for path in labels:
-            done += 1
-            try:
-                lf = read_label_file(path)
-            except (TrackDataError, OSError) as err:
-                problem = getattr(err, "problem", None) or getattr(err, "strerror", None) or str(err)
-                failed.append((str(path), " ".join(str(problem).split())))
-                log.warning("%s: skipped (%s)", path, failed[-1][1])
-            else:
-                meta = dict((metadata or {}).get(str(path), {}))
-                derived = label_metadata(path, lf.metadata, lf.dependencies)
-                for key in meta_columns:
-                    if not meta.get(key):
-                        meta[key] = derived.get(key, "")
-                declared = [index_of(n) for n in lf.names]
-                domain = domain_verdicts(lf.metadata)
-                orientation = orientation_cells(lf.metadata)
-                larvae += _add_file(str(path), lf, meta, meta_columns, group_by, declared, index_of, behaviours,
-                                    groups, overall, rng, larva_out, file_out, domain,
-                                    [orientation[c] for c in orientation_columns])
-                files += 1
-                unlike += domain[0] == UNLIKE_TRAINING
-                # On disk before the next path is taken: nothing of a file stays in memory.
-                larva_out.flush()
-                file_out.flush()
-            if progress is not None:
-                progress(done, total)
-            # For the workflow's console (workflow/scripts/jobsetup.py shows these, rate-limited).
-            progress_records.report(done, total, "%s", _progress_line(done, total, time.monotonic() - started))
-            now = time.monotonic()
-            if now - last_log >= LOG_EVERY_S:
-                last_log = now
-                log.info("%s", _progress_line(done, total, now - started))
-        if not files:
-            if failed:
-                first, problem = failed[0]
-                raise TrackDataError(first, f"{problem}; none of the {len(failed)} label file(s) could be summarised")
+        screen = _open_screen(stack, tables, tuple(group_by), labels_order)
+        _read_files(screen, labels, metadata, progress)
+        if not screen.files:
+            if screen.failed:
+                first, problem = screen.failed[0]
+                raise TrackDataError(first, f"{problem}; none of the {len(screen.failed)} label file(s) could be "
+                                            "summarised")
             raise TrackDataError(None, "no label files to summarise")
-        names = _ordered(behaviours, labels_order)
-        _write_groups(stack, tables["groups"], groups, overall, group_by, names)
-        _write_transitions(stack, tables["transitions"], groups, overall, group_by, names)
+        names = _ordered(screen.behaviours, labels_order)
+        _write_groups(stack, tables["groups"], screen.groups, screen.overall, screen.group_by, names)
+        _write_transitions(stack, tables["transitions"], screen.groups, screen.overall, screen.group_by, names)
         failed_tmp = stack.enter_context(atomic_path(tables["failed"]))
-        failed_tmp.write_text(_line(["file", "problem"]) + "".join(_line(f) for f in failed), encoding="utf-8")
+        failed_tmp.write_text(_line(["file", "problem"]) + "".join(_line(f) for f in screen.failed),
+                              encoding="utf-8")
         # Close the row files before their renames (the ExitStack unwinds in reverse order).
-        larva_out.flush()
-        file_out.flush()
-    log.info("summary: %d file(s), %d larvae, %d failed, in %.1f s", files, larvae, len(failed),
-             time.monotonic() - started)
-    if unlike:
+        screen.larva_out.flush()
+        screen.file_out.flush()
+    log.info("summary: %d file(s), %d larvae, %d failed, in %.1f s", screen.files, screen.larvae,
+             len(screen.failed), time.monotonic() - started)
+    if screen.unlike:
         log.warning("summary: %d of %d file(s) are unlike the tagger's training data (domain check; column "
-                    "domain_check of per_file.tsv): their labels may be unreliable", unlike, files)
-    ordered_groups = sorted(groups.values(), key=lambda g: g.values)
-    summary = ScreenSummary(out_dir=out_dir, files=files, larvae=larvae, failed=failed, behaviours=names,
-                            groups=[group_name(g.values) for g in ordered_groups], tables=tables,
-                            unlike_training=unlike)
+                    "domain_check of per_file.tsv): their labels may be unreliable", screen.unlike, screen.files)
+    ordered_groups = sorted(screen.groups.values(), key=lambda g: g.values)
+    summary = ScreenSummary(out_dir=out_dir, files=screen.files, larvae=screen.larvae, failed=screen.failed,
+                            behaviours=names, groups=[group_name(g.values) for g in ordered_groups],
+                            tables=tables, unlike_training=screen.unlike)
     if plots:
-        summary.plots = _plot_all(out_dir, ordered_groups, overall, names)
+        summary.plots = _plot_all(out_dir, ordered_groups, screen.overall, names)
     return summary
+
+
+def _open_screen(stack: contextlib.ExitStack, tables: Mapping[str, Path], group_by: tuple[str, ...],
+                 labels_order: Sequence[str] | None) -> _Screen:
+    """A summary's state, with per_larva.tsv and per_file.tsv open (temporaries renamed when
+    `stack` closes) and their header lines written. The metadata columns are the screen's
+    own then the `group_by` keys; the head/tail decision's columns follow in per_file.tsv,
+    unless grouped by one of them (then it is a metadata column)."""
+    meta_columns = list(dict.fromkeys((*METADATA_COLUMNS, *group_by)))
+    orientation_columns = [c for c in ORIENTATION_COLUMNS if c not in meta_columns]
+    larva_tmp = stack.enter_context(atomic_path(tables["per_larva"]))
+    file_tmp = stack.enter_context(atomic_path(tables["per_file"]))
+    larva_out = stack.enter_context(open(larva_tmp, "w", encoding="utf-8", newline=""))
+    file_out = stack.enter_context(open(file_tmp, "w", encoding="utf-8", newline=""))
+    stat_columns = ["behaviour", "fraction", "time_s", "bouts", "mean_bout_s", "median_bout_s"]
+    larva_out.write(_line(["file", "larva", *meta_columns, "domain_check", "duration_s", "labelled_s",
+                           *stat_columns]))
+    file_out.write(_line(["file", *meta_columns, "larvae", "domain_check", *orientation_columns, "duration_s",
+                          "labelled_s", *stat_columns]))
+    behaviours = {name: i for i, name in enumerate(dict.fromkeys(labels_order or ()))}
+    return _Screen(group_by=group_by, meta_columns=meta_columns, orientation_columns=orientation_columns,
+                   behaviours=behaviours, larva_out=larva_out, file_out=file_out)
+
+
+def _read_files(screen: _Screen, labels: Iterable[str | Path], metadata: Mapping[str, Mapping[str, str]] | None,
+                progress: Callable[[int, int], None] | None) -> None:
+    """Add each label file to `screen`, one at a time, reporting progress after each (the
+    caller's `progress`, the workflow's console records, a log line every LOG_EVERY_S)."""
+    total = _label_paths_sized(labels)
+    started = last_log = time.monotonic()
+    done = 0
+    for path in labels:
+        done += 1
+        _read_file(screen, path, metadata)
+        if progress is not None:
+            progress(done, total)
+        # For the workflow's console (workflow/scripts/jobsetup.py shows these, rate-limited).
+        progress_records.report(done, total, "%s", _progress_line(done, total, time.monotonic() - started))
+        now = time.monotonic()
+        if now - last_log >= LOG_EVERY_S:
+            last_log = now
+            log.info("%s", _progress_line(done, total, now - started))
+
+
+def _read_file(screen: _Screen, path: str | Path, metadata: Mapping[str, Mapping[str, str]] | None) -> None:
+    """Read one label file into `screen` (its rows on disk before the next file is taken), or
+    list it as failed with its one-line problem."""
+    from maggotflow.formats.label import read_label_file
+
+    try:
+        lf = read_label_file(path)
+    except (TrackDataError, OSError) as err:
+        problem = getattr(err, "problem", None) or getattr(err, "strerror", None) or str(err)
+        screen.failed.append((str(path), " ".join(str(problem).split())))
+        log.warning("%s: skipped (%s)", path, screen.failed[-1][1])
+        return
+    meta = dict((metadata or {}).get(str(path), {}))
+    derived = label_metadata(path, lf.metadata, lf.dependencies)
+    for key in screen.meta_columns:
+        if not meta.get(key):
+            meta[key] = derived.get(key, "")
+    domain = domain_verdicts(lf.metadata)
+    screen.larvae += _add_file(screen, str(path), lf, meta, domain)
+    screen.files += 1
+    screen.unlike += domain[0] == UNLIKE_TRAINING
+    # On disk before the next path is taken: nothing of a file stays in memory.
+    screen.larva_out.flush()
+    screen.file_out.flush()
 
 
 def _progress_line(done: int, total: int, elapsed: float) -> str:
@@ -551,68 +602,78 @@ def domain_verdicts(metadata: Mapping) -> tuple[str, dict[str, str]]:
     return record["verdict"], per_larva
 
 
-def _add_file(path, lf, meta, meta_columns, group_by, declared, index_of, behaviours, groups, overall, rng,
-              larva_out, file_out, domain, orientation) -> int:
-    """Read one LabelFile into the rows and the aggregates; return its number of larvae.
-    domain: `domain_verdicts` of the file; orientation: its per_file.tsv head/tail cells."""
-    code_of: dict[tuple, int] = {(): -1}
-    stats: list[tuple[str, _Larva]] = []
-    for larva, (t, steps) in lf.tracks.items():
-        for step in dict.fromkeys(steps):
-            if step not in code_of:
-                code_of[step] = index_of(step[0])
-        codes = np.fromiter((code_of[s] for s in steps), dtype=np.int64, count=len(steps))
-        stats.append((larva, codes, np.asarray(t, dtype=np.float64)))
-    n = len(behaviours)
-    used = sorted(set(declared) | {c for c in code_of.values() if c >= 0})
-    names = {i: name for name, i in behaviours.items() if i in set(used)}
-    larvae = [(larva, _larva(t, codes, n)) for larva, codes, t in stats]
-
-    key = tuple(meta.get(k, "") for k in group_by)
-    group = groups.get(key)
-    if group is None:
-        group = groups[key] = _Group(key)
-    meta_values = [meta.get(k, "") for k in meta_columns]
-    # per larva rows, and the per-larva fractions of the groups
-    fractions = np.full((len(larvae), n), np.nan)
-    for row, (larva, s) in enumerate(larvae):
-        counts, mean, median = _bout_stats(s.bout_code, s.bout_s, n)
-        if s.labelled_s > 0:
-            fractions[row] = s.time_s / s.labelled_s
-        head = [path, larva, *meta_values, domain[1].get(str(larva), ""), s.duration_s, s.labelled_s]
-        larva_out.write("".join(_line([*head, names[b], fractions[row, b], s.time_s[b], counts[b], mean[b],
-                                        median[b]]) for b in used))
-    # per file row: times pooled over larvae
-    time_s = sum((s.time_s for _, s in larvae), np.zeros(n))
-    labelled_s = sum(s.labelled_s for _, s in larvae)
-    bout_code = np.concatenate([s.bout_code for _, s in larvae]) if larvae else np.zeros(0, dtype=np.int64)
-    bout_s = np.concatenate([s.bout_s for _, s in larvae]) if larvae else np.zeros(0)
-    counts, mean, median = _bout_stats(bout_code, bout_s, n)
-    head = [path, *meta_values, len(larvae), domain[0], *orientation, sum(s.duration_s for _, s in larvae),
-            labelled_s]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pooled = time_s / labelled_s if labelled_s > 0 else np.full(n, np.nan)
-    file_out.write("".join(_line([*head, names[b], pooled[b], time_s[b], counts[b], mean[b], median[b]])
-                           for b in used))
-    # aggregates, for the file's group and for all
-    for target in (group, overall):
+def _add_file(screen: _Screen, path: str, lf, meta: Mapping[str, str], domain: tuple[str, dict[str, str]]) -> int:
+    """Add one LabelFile's rows and aggregates; return its number of larvae.
+    domain: `domain_verdicts` of the file."""
+    one = _file_stats(screen, path, lf, meta, domain)
+    fractions = _write_larva_rows(screen.larva_out, one, len(screen.behaviours))
+    time_s, labelled_s, bout_code, bout_s = _write_file_row(screen.file_out, one, len(screen.behaviours))
+    for target in (screen.group_of(meta), screen.overall):
         target.files += 1
-        target.larvae += len(larvae)
-        for b in used:
-            cell = target.cells.get(names[b])
+        target.larvae += len(one.larvae)
+        for b in one.used:
+            cell = target.cells.get(one.names[b])
             if cell is None:
-                cell = target.cells[names[b]] = _Cell(rng)
+                cell = target.cells[one.names[b]] = _Cell(screen.rng)
             cell.files += 1
             cell.unlike_files += domain[0] == UNLIKE_TRAINING
             cell.add_fractions(fractions[:, b])
             cell.bouts.add(bout_s[bout_code == b])
             cell.time_s += float(time_s[b])
             cell.labelled_s += labelled_s
-        for _, s in larvae:
-            for a, b in s.transitions:
-                pair = (names[a], names[b])
+        for _, s in one.larvae:
+            for a, b in s.bouts.transitions:
+                pair = (one.names[a], one.names[b])
                 target.transitions[pair] = target.transitions.get(pair, 0) + 1
-    return len(larvae)
+    return len(one.larvae)
+
+
+def _file_stats(screen: _Screen, path: str, lf, meta: Mapping[str, str], domain: tuple[str, dict[str, str]]) -> _File:
+    """Each larva's statistics (a step's behaviour: its first name, `maggotflow.bouts`) and the
+    behaviours that get a row: those the file declares, then those its steps use (new names
+    get the next behaviour index, in this order)."""
+    declared = [screen.index_of(n) for n in lf.names]
+    coded = [(larva, np.asarray(t, dtype=np.float64), step_codes(steps, screen.index_of))
+             for larva, (t, steps) in lf.tracks.items()]
+    n = len(screen.behaviours)
+    used = sorted(set(declared) | {int(c) for _, _, codes in coded for c in np.unique(codes) if c >= 0})
+    names = {i: name for name, i in screen.behaviours.items() if i in set(used)}
+    orientation = orientation_cells(lf.metadata)
+    return _File(path=path, meta_values=[meta.get(k, "") for k in screen.meta_columns], domain=domain,
+                 orientation=[orientation[c] for c in screen.orientation_columns],
+                 larvae=[(larva, _larva(t, codes, n)) for larva, t, codes in coded], used=used, names=names)
+
+
+def _write_larva_rows(out: TextIO, one: _File, n: int) -> np.ndarray:
+    """per_larva.tsv rows of a file (one per larva x behaviour); return the per-larva
+    fractions of labelled time, (larvae, n) (NaN for a larva with nothing labelled)."""
+    fractions = np.full((len(one.larvae), n), np.nan)
+    for row, (larva, s) in enumerate(one.larvae):
+        counts, mean, median = _bout_stats(s.bouts.code, s.bouts.duration_s, n)
+        if s.labelled_s > 0:
+            fractions[row] = s.time_s / s.labelled_s
+        head = [one.path, larva, *one.meta_values, one.domain[1].get(str(larva), ""), s.duration_s, s.labelled_s]
+        out.write("".join(_line([*head, one.names[b], fractions[row, b], s.time_s[b], counts[b], mean[b],
+                                 median[b]]) for b in one.used))
+    return fractions
+
+
+def _write_file_row(out: TextIO, one: _File, n: int) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """per_file.tsv rows of a file (one per behaviour: time pooled over its larvae); return
+    (time_s per behaviour, labelled_s, bout codes, bout durations) pooled over its larvae."""
+    larvae = [s for _, s in one.larvae]
+    time_s = sum((s.time_s for s in larvae), np.zeros(n))
+    labelled_s = sum(s.labelled_s for s in larvae)
+    bout_code = np.concatenate([s.bouts.code for s in larvae]) if larvae else np.zeros(0, dtype=np.int64)
+    bout_s = np.concatenate([s.bouts.duration_s for s in larvae]) if larvae else np.zeros(0)
+    counts, mean, median = _bout_stats(bout_code, bout_s, n)
+    head = [one.path, *one.meta_values, len(larvae), one.domain[0], *one.orientation,
+            sum(s.duration_s for s in larvae), labelled_s]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = time_s / labelled_s if labelled_s > 0 else np.full(n, np.nan)
+    out.write("".join(_line([*head, one.names[b], pooled[b], time_s[b], counts[b], mean[b], median[b]])
+                      for b in one.used))
+    return time_s, labelled_s, bout_code, bout_s
 
 
 def _group_rows(groups: Mapping[tuple, _Group], overall: _Group, group_by: Sequence[str]):
