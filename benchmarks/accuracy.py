@@ -27,12 +27,12 @@ What runs (CPU, the demo's budget unless BENCH_BUDGET says otherwise):
 Configurations (BENCH_CONFIGS, comma-separated names of CONFIGS below): `default` is
 what the workflow trains by default; `balancing none`, `no decision fitting`, `default
 without augmentation` and `full augmentation` change one thing of it; `previous default`
-is the recipe before issue 11 and the `previous + ...` ones the steps from it to the
-default.
+is the MaggotUBA recipe without post-rule and the `previous + ...` ones the steps from it
+to the default.
 
 Prints macro-F1 (over the behaviours with reference support, `maggotflow.metrics`) as
 the median [min-max] over seeds for every model and test regime, per-behaviour F1
-(medians), and the issue's targets. BENCH_JOBS (2) seeds/configurations run in parallel
+(medians), and the targets of docs/benchmarks.md. BENCH_JOBS (2) seeds/configurations run in parallel
 processes of one torch thread each; BENCH_OUT writes every figure as JSON; BENCH_BASELINES=0
 leaves the baselines out (quicker tagger experiments); BENCH_SPLIT=1 runs every
 configuration in its own job (configurations otherwise share one pretraining per seed).
@@ -71,15 +71,15 @@ BASELINES = ENV("BENCH_BASELINES", "1") != "0"  # 0: taggers only (quicker exper
 SPLIT = ENV("BENCH_SPLIT", "0") == "1"  # 1: every configuration pretrains in its own job
 
 # name -> what differs from the defaults: dataset balancing, pretrain/train settings.
-# The recipe before issue 11 (the MaggotUBA one without post-rule) and its decision fitting.
+# The MaggotUBA recipe without post-rule, and with decision fitting.
 PREVIOUS = {"kinematic_features": False, "layers": (), "lr_stage1": 1e-3, "lr_stage2": 1e-4,
             "lr_schedule": "constant", "augment": "none", "calibrate": False, "decoding": "argmax"}
 DECIDED = dict(PREVIOUS, calibrate=True, decoding="auto")
 FAST = dict(DECIDED, lr_stage1=3e-3, lr_stage2=1e-3, lr_schedule="cosine")
 CONFIGS: dict[str, dict] = {
     "default": {},
-    # issue 21: the network alone (the default before issue 21), the boosting kind alone, and
-    # the default validating every 100 steps on the whole validation split
+    # the network alone, the boosting kind alone, and the default validating every 100 steps
+    # on the whole validation split
     "network only": {"train": {"candidates": ("network",)}},
     "boosting": {"train": {"candidates": ("boosting",)}},
     "validation on all": {"train": {"val_samples": 0}},
@@ -87,7 +87,7 @@ CONFIGS: dict[str, dict] = {
     "no decision fitting": {"train": {"calibrate": False, "decoding": "argmax"}},
     "default without augmentation": {"train": {"augment": "none"}},
     "full augmentation": {"pretrain": {"augment": "full"}, "train": {"augment": "full"}},
-    # the steps from the previous recipe to the default (docs/benchmarks.md, issue 11)
+    # the steps from the previous recipe to the default (docs/benchmarks.md)
     "previous default": {"train": PREVIOUS},
     "previous + decision": {"train": DECIDED},
     "previous + decision, full augmentation": {"pretrain": {"augment": "full"}, "train": dict(DECIDED, augment="full")},
@@ -330,7 +330,7 @@ def report(rows: list[dict]) -> None:
         for r in timing))
     default = "maggotflow default, as trained"
     if default in models:
-        print("\n  targets (issue 21), medians:")
+        print("\n  targets (the tagger against gradient boosting), medians:")
         own, gb = _median(scored, default, TRAIN_REGIME), _median(scored, "gradient boosting", TRAIN_REGIME)
         kind = _median(scored, "maggotflow boosting, as trained", TRAIN_REGIME)
         if gb is not None:
@@ -339,7 +339,7 @@ def report(rows: list[dict]) -> None:
         if kind is not None:
             print(f"    {TRAIN_REGIME}->{TRAIN_REGIME}: default {own:.3f} vs the boosting kind {kind:.3f} "
                   f"(target >= {kind - 0.005:.3f}: {'met' if own >= kind - 0.005 else 'MISSED'})")
-        print("\n  targets (issue 11), medians:")
+        print("\n  targets (in-regime and across regimes), medians:")
         own = _median(scored, default, TRAIN_REGIME)
         print(f"    in-regime macro-F1 of the default tagger {own:.3f} (target >= 0.90)")
         for regime in regimes[1:]:

@@ -1,4 +1,4 @@
-"""Domain check on the simulator (issue 21): how often it flags files of another regime.
+"""Domain check on the simulator: how often it flags files of another regime.
 
 A tagger's domain reference (`maggotflow.domain.fit_reference`) needs the training dataset
 only, no network: so this benchmark builds the dataset of regime A's training files as
@@ -12,7 +12,7 @@ seeds, with the fitting time (one CPU thread). Two variants of the file threshol
 default (validation files plus cross-fitted training files) and the validation files alone
 (`fit_reference(cross_fit=False)`), which shows why the default pools them.
 
-The targets (issue 21): at least 90 % of B's and C's held-out files flagged, at most 5 %
+The targets: at least 90 % of B's and C's held-out files flagged, at most 5 %
 of A's. The regimes were fixed before this check existed. The check's constants (quantile
 levels, the 95 % bound, sample sizes) were not tuned on these figures; its design (means over
 larvae and files rather than per-segment distances, cross-fitted thresholds) answered

@@ -1,4 +1,4 @@
-"""Few-label adaptation (issue 21): a tagger trained on regime A, then 1, 5, 20 labelled larvae of B or C.
+"""Few-label adaptation: a tagger trained on regime A, then 1, 5, 20 labelled larvae of B or C.
 
 The realistic remedy for a new lab or tracker is to label a little of its own data. This
 benchmark measures what that buys on the simulator (`maggotflow.simulation.REGIMES`), as

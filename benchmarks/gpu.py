@@ -1,4 +1,4 @@
-"""GPU benchmarks (issue 13): what one CUDA device gives the tagger, and what it costs.
+"""GPU benchmarks: what one CUDA device gives the tagger, and what it costs.
 
 Where torch sees no CUDA device this group prints one line, "no CUDA device: GPU
 benchmarks skipped", and returns. BENCH_GPU_FORCE_CPU=1 runs every part on the CPU at tiny

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 13): run from a fresh checkout on a GPU machine that has no internet.
+# GPU check: run from a fresh checkout on a GPU machine that has no internet.
 #
 #   bash benchmarks/gpu_check.sh
 #

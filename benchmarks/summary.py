@@ -1,4 +1,4 @@
-"""Screen summary (issue 12): `maggotflow summarize` throughput and peak memory vs file count.
+"""Screen summary: `maggotflow summarize` throughput and peak memory vs file count.
 
 Writes BENCH_SUMMARY_FILES (default 10,000) simulated `.label` files (BENCH_SUMMARY_LARVAE
 larvae x BENCH_SUMMARY_STEPS steps at 10 Hz each, default 10 x 600, 7 behaviours, 4
