@@ -29,7 +29,8 @@ from maggotflow.tracks import Run, Track
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TINY_ENCODER = EncoderConfig(window=10, n_points=5, latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
 SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
-QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4), candidates=("network",))
+QUICK = dict(batch_size=32, eval_every=10, device="cpu", latent_dim=4, filters=(8, 8, 4, 4, 4, 4),
+             candidates=("network",))  # TrainConfig fields of a few-second network training
 SPEEDS = {"run": 1.0, "back": -0.6, "stop": 0.0}  # mm/s along the body axis
 
 

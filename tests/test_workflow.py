@@ -347,13 +347,31 @@ def test_held_out_run_has_a_screen_summary(trained):
 # ---------------------------------------------------------------------------- predict
 
 
-def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained, tmp_path):
-    from maggotflow.prediction import predict_files
+def mirrored(folder: Path, track: Path) -> str:
+    """The label path, relative to a run's labels/ folder, of a track file in `folder`."""
+    return mf.mirrored_label_path(str(track.relative_to(folder)))
 
+
+def exported_status(run: Path) -> dict[str, str]:
+    """{track file: what the export did} from a run's exported.tsv."""
+    rows = (run / "exported.tsv").read_text().splitlines()[1:]
+    return {line.split("\t")[0]: line.split("\t")[2] for line in rows}
+
+
+@pytest.fixture(scope="module")
+def exported_screen(trained, tmp_path_factory):
+    """A folder of unlabelled files tagged once by `snakemake predict` with the trained model,
+    exporting next to the track files. The folder holds what a user's folder can: a path
+    with braces and spaces, a file already where a label would be exported, and entries that
+    are not track files.
+
+    The tests below read this run; the last two change it (labels damaged, then a file
+    broken) and come after the others in the file, which is the order pytest runs them in.
+    """
     project = trained.dir
     tagger = project / "results/models/tagger"
-    before = {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()}
-    folder = unlabelled_folder(tmp_path / "screen", 3, seed=5)
+    tagger_before = {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()}
+    folder = unlabelled_folder(tmp_path_factory.mktemp("exported-screen") / "screen", 3, seed=5)
     # Braces and spaces in a path: Snakemake would take "{b}" for a wildcard in an input.
     odd = next(folder.rglob("*.spine"))
     odd_copy = folder / "run {b}" / odd.name.replace("@", "@{b}", 1)
@@ -369,54 +387,78 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     os.mkfifo(folder / "pipe.spine")  # reading it would block the scan: never opened
 
     output = ok(snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("export.yaml",)))
-    assert set(job_counts(output)) == {"predict", "predict_shard", "predict_summary", "export_predictions",
-                                       "screen_summary"}
-    assert {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()} == before
-
     run = run_folder(project, folder)
-    produced = label_bytes(run / "labels")
-    assert sorted(produced) == sorted(mf.mirrored_label_path(str(t.relative_to(folder))) for t in tracks)
+    return SimpleNamespace(project=project, tagger=tagger, tagger_before=tagger_before, folder=folder, tracks=tracks,
+                           occupied=occupied, output=output, run=run, produced=label_bytes(run / "labels"))
+
+
+def test_predict_runs_only_prediction_jobs_and_never_trains(exported_screen):
+    jobs = set(job_counts(exported_screen.output))
+    assert jobs == {"predict", "predict_shard", "predict_summary", "export_predictions", "screen_summary"}
+    tagger = exported_screen.tagger
+    assert {p.name: p.stat().st_mtime_ns for p in tagger.iterdir()} == exported_screen.tagger_before
+
+
+def test_predict_labels_are_the_library_prediction_of_every_track_file(exported_screen, tmp_path):
+    from maggotflow.prediction import predict_files
+
+    folder, tracks, produced = exported_screen.folder, exported_screen.tracks, exported_screen.produced
+    assert sorted(produced) == sorted(mirrored(folder, t) for t in tracks)
     # The same bytes as the library's own prediction of the same files.
     reference = tmp_path / "reference"
-    predict_files(tagger, tracks, out_paths=[reference / f"{i}.label" for i in range(len(tracks))],
+    predict_files(exported_screen.tagger, tracks, out_paths=[reference / f"{i}.label" for i in range(len(tracks))],
                   device="cpu", read_options=READ)
     for i, track in enumerate(tracks):
-        assert produced[mf.mirrored_label_path(str(track.relative_to(folder)))] == \
-            (reference / f"{i}.label").read_bytes()
+        assert produced[mirrored(folder, track)] == (reference / f"{i}.label").read_bytes()
 
+
+def test_predict_exports_next_to_the_tracks_but_never_over_a_user_file(exported_screen):
+    run, tracks, occupied = exported_screen.run, exported_screen.tracks, exported_screen.occupied
     summary = (run / "summary.tsv").read_text().splitlines()
     assert len(summary) == 1 + len(tracks) and all(line.split("\t")[3] == "ok" for line in summary[1:])
-    exported = {line.split("\t")[0]: line.split("\t")[2] for line in (run / "exported.tsv").read_text().splitlines()[1:]}
-    assert exported == {str(t): "kept (not written by maggotflow)" if t == tracks[0] else "written" for t in tracks}
+    assert exported_status(run) == {str(t): "kept (not written by maggotflow)" if t == tracks[0] else "written"
+                                    for t in tracks}
     assert occupied.read_bytes() == b"my own notes\n"
-    assert f"{occupied}: not written by maggotflow; kept" in (project / f"logs/predict/{run.name}/export.log").read_text()
-    for track in tracks[1:]:
-        assert mf.exported_label_path(track).read_bytes() == \
-            produced[mf.mirrored_label_path(str(track.relative_to(folder)))]
+    log = (exported_screen.project / f"logs/predict/{run.name}/export.log").read_text()
+    assert f"{occupied}: not written by maggotflow; kept" in log
+    produced, folder = exported_screen.produced, exported_screen.folder
+    assert all(mf.exported_label_path(t).read_bytes() == produced[mirrored(folder, t)] for t in tracks[1:])
+
+
+def test_predict_lists_the_entries_that_are_not_track_files_with_the_reason(exported_screen):
+    run = exported_screen.run
     skipped = dict(line.split("\t") for line in (run / "skipped.tsv").read_text().splitlines()[1:])
     assert skipped["notes.txt"].startswith("unknown extension .txt")
     assert skipped["x.spine.gz"] == "gzip-compressed: decompress it first"
     assert skipped["pipe.spine"] == "not a regular file"
     assert not any(name.endswith(".label") for name in skipped)
-    assert re.search(rf"{re.escape(str(folder))}: {len(skipped)} entries skipped, not track files .*"
-                     rf"listed in results/predict/{run.name}/skipped.tsv", output)
+    assert re.search(rf"{re.escape(str(exported_screen.folder))}: {len(skipped)} entries skipped, not track files .*"
+                     rf"listed in results/predict/{run.name}/skipped.tsv", exported_screen.output)
 
-    # Jobs of large files are cut by size: a cap below every file's size gives one job per file.
+
+def test_predict_jobs_of_large_files_are_cut_by_size(exported_screen):
+    # A cap below every file's size gives one job per file.
+    project, folder = exported_screen.project, exported_screen.folder
     (project / "small_jobs.yaml").write_text("predict:\n  max_mb_per_job: 0.001\n")
     planned = ok(snakemake(project, "-n", "-F", "predict", "--config", f"predict_dir={folder}",
                            configfiles=("small_jobs.yaml",)))
-    assert all(t.stat().st_size > 1000 for t in tracks)
-    assert job_counts(planned)["predict_shard"] == len(tracks)
+    assert all(t.stat().st_size > 1000 for t in exported_screen.tracks)
+    assert job_counts(planned)["predict_shard"] == len(exported_screen.tracks)
 
-    # Again: nothing to do; and the exported files are not taken for ground truth.
-    assert "Nothing to be done" in ok(snakemake(project, "predict", "--config", f"predict_dir={folder}",
-                                                configfiles=("export.yaml",)))
-    assert not any(r["label"] for r in mf.read_manifest(run / "manifest.tsv"))
 
+def test_predict_again_has_nothing_to_do_and_exports_are_not_ground_truth(exported_screen):
+    assert "Nothing to be done" in ok(snakemake(exported_screen.project, "predict", "--config",
+                                                f"predict_dir={exported_screen.folder}", configfiles=("export.yaml",)))
+    assert not any(r["label"] for r in mf.read_manifest(exported_screen.run / "manifest.tsv"))
+
+
+def test_predict_reports_damaged_labels_and_forcerun_retags_only_those(exported_screen):
     # A label deleted, one damaged, and the temporary of a killed writer: the next run says so
     # (Snakemake alone decides what runs: labels are side products of their shard's job), and
     # with --forcerun predict_shard every job re-tags only those files, restoring the same bytes.
-    deleted, damaged = (mf.mirrored_label_path(str(t.relative_to(folder))) for t in tracks[1:3])
+    project, folder, run = exported_screen.project, exported_screen.folder, exported_screen.run
+    tracks, produced = exported_screen.tracks, exported_screen.produced
+    deleted, damaged = (mirrored(folder, t) for t in tracks[1:3])
     (run / "labels" / deleted).unlink()
     with open(run / "labels" / damaged, "r+b") as f:
         f.write(b"#")  # same size, other bytes
@@ -433,35 +475,37 @@ def test_predict_tags_a_folder_with_the_existing_model_and_never_trains(trained,
     data["metadata"]["note"] = "edited by hand"
     edited.write_text(json.dumps(data))
     (project / "overwrite.yaml").write_text(EXPORT_CONFIG + "  overwrite_existing: true\n")
-    output = ok(snakemake(project, "predict", "--forcerun", "predict_shard", "--config", f"predict_dir={folder}",
-                          configfiles=("overwrite.yaml",)))
+    ok(snakemake(project, "predict", "--forcerun", "predict_shard", "--config", f"predict_dir={folder}",
+                 configfiles=("overwrite.yaml",)))
     assert label_bytes(run / "labels") == produced
     assert all(p.stat().st_mtime_ns == t for p, t in untouched.items()
                if p != run / "labels" / damaged)  # current labels kept as they are, not re-tagged
     logs = "".join(p.read_text() for p in (project / "logs/predict" / run.name).glob("s*.log"))
     assert logs.count("already have a current label (kept)") >= 1
     assert not leftover.exists()
-    exported = {line.split("\t")[0]: line.split("\t")[2] for line in (run / "exported.tsv").read_text().splitlines()[1:]}
+    exported = exported_status(run)
     assert exported[str(tracks[0])] == "kept (not written by maggotflow)" and exported[str(tracks[1])] == "written"
-    assert occupied.read_bytes() == b"my own notes\n" and edited.read_bytes() == produced[deleted]
+    assert exported_screen.occupied.read_bytes() == b"my own notes\n" and edited.read_bytes() == produced[deleted]
     assert ".part" not in (run / "summary.tsv").read_text()
     assert "missing or changed" not in ok(snakemake(project, "predict", "--config", f"predict_dir={folder}"))
 
-    # A file that became unreadable, with predict.skip_bad_files: the summary says so (no
-    # stale `ok`), its earlier label of maggotflow's is gone, and every sha1 listed is that
-    # of the label on disk.
-    broken = next(t for t in tracks[1:] if "{" not in str(t))
+
+def test_predict_skip_bad_files_records_a_file_that_became_unreadable(exported_screen):
+    # With predict.skip_bad_files: the summary says so (no stale `ok`), its earlier label of
+    # maggotflow's is gone, and every sha1 listed is that of the label on disk.
+    from maggotflow.formats import file_sha1
+
+    project, folder, run = exported_screen.project, exported_screen.folder, exported_screen.run
+    broken = next(t for t in exported_screen.tracks[1:] if "{" not in str(t))
     broken.write_text("not a spine file\n")
     (project / "skip.yaml").write_text("predict:\n  skip_bad_files: true\n")
     result = snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("skip.yaml",))
     assert result.returncode == 0 and "1 input(s) failed" in result.stdout, result.stdout[-3000:]
     rows = {r["path"]: r for r in records.read_shard_table(run / "summary.tsv")}
-    assert len(rows) == len(tracks)
+    assert len(rows) == len(exported_screen.tracks)
     assert rows[str(broken)]["status"] == "failed" and rows[str(broken)]["problem"]
     assert not rows[str(broken)]["sha1"] and not rows[str(broken)]["label"]
-    assert not (run / "labels" / mf.mirrored_label_path(str(broken.relative_to(folder)))).exists()
-    from maggotflow.formats import file_sha1
-
+    assert not (run / "labels" / mirrored(folder, broken)).exists()
     assert all(file_sha1(r["label"] if os.path.isabs(r["label"]) else project / r["label"]) == r["sha1"]
                for r in rows.values() if r["status"] == "ok")
 
