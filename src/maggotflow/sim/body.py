@@ -33,7 +33,7 @@ their defaults (regime "A").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.signal import lfilter
@@ -124,6 +124,222 @@ class Posture:
         return Posture(**{k: np.interp(t, t_fine, v) for k, v in vars(self).items()})
 
 
+@dataclass
+class _Drive:
+    """What the behaviour bouts contribute to the posture on the fine grid, summed over bouts
+    (each cross-faded with its neighbours). Integrated into a `Posture` by `_integrate_posture`."""
+
+    run_speed: np.ndarray  # forward crawling speed, mm/s
+    run_rate: np.ndarray  # forward stride phase rate, rad/s
+    run_wave: np.ndarray  # strength of the forward peristaltic wave (0..1 within a bout)
+    back_speed: np.ndarray  # backward crawling speed, mm/s
+    back_rate: np.ndarray  # backward stride phase rate, rad/s
+    back_wave: np.ndarray  # strength of the backward wave
+    cast_bend: np.ndarray  # head sweep of casts, rad
+    cast_speed: np.ndarray  # forward creep during casts, mm/s
+    hunch_dev: np.ndarray  # relative body-length change of hunches (<= 0)
+    hunch_ant: np.ndarray  # anterior compression of hunches (0..1)
+    roll_bend: np.ndarray  # total turning of the C shape of rolls, rad
+    roll_lateral: np.ndarray  # sideways speed of rolls, mm/s
+    small_bend: np.ndarray  # head twitches of small motions, rad
+    small_dev: np.ndarray  # relative body-length twitches of small motions
+
+    @classmethod
+    def zeros(cls, n: int) -> "_Drive":
+        return cls(**{f.name: np.zeros(n) for f in fields(cls)})
+
+
+@dataclass
+class _Bout:
+    """The part of the fine grid one bout acts on."""
+
+    grid: slice  # fine-grid steps covered by the bout and its fades
+    weight: np.ndarray  # cross-fade weight on those steps: sums to 1 across consecutive bouts
+    u: np.ndarray  # time since the bout's start, s
+    duration: float  # s
+
+
+def _bout_span(t_fine: np.ndarray, index: int, last: int, start: float, end: float, blend: float) -> _Bout | None:
+    """Where bout `index` (of bouts 0..`last`, from `start` to `end` s) acts on the grid `t_fine`,
+    faded in and out over `blend` s around its ends; None when it covers no grid step.
+    The first and last bouts also cover the grid beyond the track's ends (no fade there)."""
+    n, t0, dt, h = t_fine.size, t_fine[0], FINE_DT, blend
+    i0 = 0 if index == 0 else max(0, int(np.floor((start - h - t0) / dt)))
+    i1 = n if index == last else min(n, int(np.ceil((end + h - t0) / dt)) + 1)
+    if i1 <= i0:
+        return None
+    tt = t_fine[i0:i1]
+    w = np.ones_like(tt)
+    if index > 0:
+        w *= _smoothstep((tt - start) / h + 0.5)
+    if index < last:
+        w *= 1.0 - _smoothstep((tt - end) / h + 0.5)
+    return _Bout(grid=slice(i0, i1), weight=w, u=tt - start, duration=end - start)
+
+
+def _run_bout(d: _Drive, bout: _Bout, rng: np.random.Generator, larva: Larva, config: SimulationConfig) -> None:
+    """Forward crawl; a per-bout speed factor makes slow and fast runs."""
+    sl, w = bout.grid, bout.weight
+    factor = float(np.clip(np.exp(0.3 * rng.standard_normal()), 0.4, 1.8))
+    d.run_speed[sl] += w * larva.speed * factor
+    d.run_rate[sl] += w * 2 * np.pi * larva.stride_hz * factor**0.3
+    d.run_wave[sl] += w
+
+
+def _back_bout(d: _Drive, bout: _Bout, rng: np.random.Generator, larva: Larva, config: SimulationConfig) -> None:
+    """Backward crawl: slower, at the larva's backward stride frequency."""
+    sl, w = bout.grid, bout.weight
+    factor = float(np.clip(np.exp(0.2 * rng.standard_normal()), 0.6, 1.5))
+    d.back_speed[sl] += w * larva.speed * larva.back_speed_ratio * factor
+    d.back_rate[sl] += w * 2 * np.pi * larva.stride_hz * larva.back_freq_ratio
+    d.back_wave[sl] += w
+
+
+def _cast_bout(d: _Drive, bout: _Bout, rng: np.random.Generator, larva: Larva, config: SimulationConfig) -> None:
+    """Head sweeps (amplitude log-normal around `config.cast_amplitude`, so that some casts are
+    weak; frequency from `config.cast_frequency`), biased to one side, with a slow forward creep."""
+    sl, w, u, duration = bout.grid, bout.weight, bout.u, bout.duration
+    cast_amp = config.cast_amplitude
+    cast_lo, cast_hi = _CAST_CLIP[0] * cast_amp, _CAST_CLIP[1] * cast_amp
+    amp = float(np.clip(cast_amp * np.exp(0.4 * rng.standard_normal()), cast_lo, cast_hi))
+    freq = rng.uniform(*config.cast_frequency)
+    bias = rng.choice((-1.0, 1.0)) * rng.uniform(0.0, 0.8)
+    env = _smoothstep(u / 0.25) * _smoothstep((duration - u) / 0.25)
+    sweep = (bias + np.sin(2 * np.pi * freq * u + rng.uniform(0, 2 * np.pi))) / (1 + abs(bias))
+    d.cast_bend[sl] += w * amp * env * sweep
+    d.cast_speed[sl] += w * larva.speed * rng.uniform(0.0, 0.15)
+
+
+def _hunch_bout(d: _Drive, bout: _Bout, rng: np.random.Generator, larva: Larva, config: SimulationConfig) -> None:
+    """The body shortens by 18-30 % in 0.25-0.45 s (anterior compression), then recovers."""
+    sl, w, u, duration = bout.grid, bout.weight, bout.u, bout.duration
+    depth = rng.uniform(0.18, 0.3)
+    tc = min(rng.uniform(0.25, 0.45), 0.6 * duration)
+    profile = np.where(
+        u < tc, _smoothstep(u / tc), 1.0 - _smoothstep((u - tc) / max(duration - tc, 1e-3))
+    )
+    d.hunch_dev[sl] -= w * depth * profile
+    d.hunch_ant[sl] += w * profile
+
+
+def _roll_bout(d: _Drive, bout: _Bout, rng: np.random.Generator, larva: Larva, config: SimulationConfig) -> None:
+    """C-shaped body moving sideways, the bend's sign flipping as the larva turns over."""
+    sl, w, u, duration = bout.grid, bout.weight, bout.u, bout.duration
+    direction = rng.choice((-1.0, 1.0))
+    amp = rng.uniform(1.4, 2.6)  # total body turning of the C shape, rad
+    period = rng.uniform(1.0, 2.0)  # s between bend-sign flips (x2)
+    flips = np.tanh(2.5 * np.cos(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi)))
+    env = _smoothstep(u / 0.2) * _smoothstep((duration - u) / 0.2)
+    d.roll_bend[sl] += w * amp * env * flips
+    d.roll_lateral[sl] += w * env * direction * rng.uniform(0.8, 1.6) * larva.length / 3.75
+
+
+def _small_motion_bout(
+    d: _Drive, bout: _Bout, rng: np.random.Generator, larva: Larva, config: SimulationConfig
+) -> None:
+    """Short Gaussian twitches of the head angle and of the body length, no displacement."""
+    sl, w, u, duration = bout.grid, bout.weight, bout.u, bout.duration
+    k = 1 + rng.poisson(1.5 * duration)
+    centres = rng.uniform(0.05, max(duration - 0.05, 0.1), k)
+    widths = rng.uniform(0.08, 0.2, k)
+    pulses = np.exp(-0.5 * ((u[:, None] - centres) / widths) ** 2)
+    d.small_bend[sl] += w * (pulses @ (rng.normal(0.0, 0.3, k)))
+    d.small_dev[sl] += w * (pulses @ (rng.normal(0.0, 0.03, k)))
+
+
+# What each behaviour adds to the drive. STOP adds nothing: only the slow postural drift and
+# tracker noise remain.
+_BOUT_DRIVES = {
+    RUN: _run_bout,
+    BACK: _back_bout,
+    CAST: _cast_bout,
+    HUNCH: _hunch_bout,
+    ROLL: _roll_bout,
+    SMALL: _small_motion_bout,
+}
+
+
+def _bout_drive(
+    rng: np.random.Generator,
+    larva: Larva,
+    config: SimulationConfig,
+    behaviours: np.ndarray,
+    bounds: np.ndarray,
+    t_fine: np.ndarray,
+) -> _Drive:
+    """The bouts' contributions on the grid `t_fine` (s), drawn bout after bout in order."""
+    drive = _Drive.zeros(t_fine.size)
+    last = len(behaviours) - 1
+    for index, (b, start, end) in enumerate(zip(behaviours, bounds[:-1], bounds[1:])):
+        bout = _bout_span(t_fine, index, last, start, end, larva.blend)
+        add = _BOUT_DRIVES.get(int(b))
+        if bout is not None and add is not None:
+            add(drive, bout, rng, larva, config)
+    return drive
+
+
+def _integrate_posture(
+    rng: np.random.Generator, larva: Larva, d: _Drive, start_xy: np.ndarray, start_heading: float
+) -> Posture:
+    """The posture signals from the bouts' drive: stride phases, body length, bends with the
+    slow postural drift, heading and position integrated by cumulative sums on the fine grid."""
+    n, dt = d.run_speed.size, FINE_DT
+    run_phase = rng.uniform(0, 2 * np.pi) + np.cumsum(d.run_rate) * dt
+    back_phase = rng.uniform(0, 2 * np.pi) + np.cumsum(d.back_rate) * dt
+
+    # Length: stride oscillation (shortest when the wave is mid-body), hunches, twitches.
+    rel_length = (
+        1.0
+        + larva.length_oscillation * (d.run_wave * np.cos(run_phase) + d.back_wave * np.cos(back_phase))
+        + d.hunch_dev
+        + d.small_dev
+    )
+    length = larva.length * rel_length
+    # Forward speed of the middle point: pulsed, fastest while the posterior contracts.
+    forward = (
+        d.run_speed * (1.0 + 0.9 * np.sin(run_phase))
+        - d.back_speed * (1.0 + 0.9 * np.sin(back_phase))
+        + d.cast_speed
+        # hunch: the tail stays, so the middle point moves with half the length change
+        + 0.5 * larva.length * np.gradient(d.hunch_dev, dt)
+    )
+    head_bend = (
+        d.cast_bend
+        + d.small_bend
+        + d.run_wave * larva.head_sway * np.sin(0.5 * run_phase)
+        + _ou(rng, n, larva.posture_drift, 1.5)
+    )
+    c_bend = d.roll_bend + _ou(rng, n, larva.posture_drift, 3.0)
+    # Heading: slow drift while crawling, the body following the head during casts,
+    # a wobble during rolls.
+    crawling = np.clip(d.run_wave + d.back_wave, 0.0, 1.0)
+    turn = (
+        crawling * _ou(rng, n, 0.25, 2.0)
+        + larva.cast_follow * d.cast_bend
+        + np.abs(d.roll_lateral) * _ou(rng, n, 0.3, 0.5)
+    )
+    heading = start_heading + np.cumsum(turn) * dt
+    cos_h, sin_h = np.cos(heading), np.sin(heading)
+    vx = forward * cos_h - d.roll_lateral * sin_h
+    vy = forward * sin_h + d.roll_lateral * cos_h
+    x = start_xy[0] + np.cumsum(vx) * dt
+    y = start_xy[1] + np.cumsum(vy) * dt
+    return Posture(
+        x=x,
+        y=y,
+        heading=heading,
+        length=length,
+        head_bend=head_bend,
+        c_bend=c_bend,
+        run_wave=np.clip(d.run_wave, 0, 1),
+        run_phase=run_phase,
+        back_wave=np.clip(d.back_wave, 0, 1),
+        back_phase=back_phase,
+        hunch=np.clip(d.hunch_ant, 0, 1),
+        width_factor=1.0 / np.sqrt(np.clip(rel_length, 0.5, 2.0)),  # volume is conserved
+    )
+
+
 def posture_signals(
     rng: np.random.Generator,
     larva: Larva,
@@ -136,136 +352,13 @@ def posture_signals(
 ) -> Posture:
     """Generate the posture signals of one larva on the regular grid `t_fine` (s).
 
-    config: gives the casts' `cast_amplitude` and `cast_frequency`.
+    behaviours, bounds: the bouts (`behaviour_bouts`); start_xy (mm), start_heading (rad):
+    where the middle point starts and where the body points. config: gives the casts'
+    `cast_amplitude` and `cast_frequency`. All draws come from `rng`, bout after bout, then
+    for the integration.
     """
-    n = t_fine.size
-    dt = FINE_DT
-    z = lambda: np.zeros(n)  # noqa: E731
-    run_speed, run_rate, run_wave = z(), z(), z()
-    back_speed, back_rate, back_wave = z(), z(), z()
-    cast_bend, cast_speed, hunch_dev, hunch_ant = z(), z(), z(), z()
-    roll_bend, roll_lateral, small_bend, small_dev = z(), z(), z(), z()
-    h = larva.blend
-    t0 = t_fine[0]
-    cast_amp = config.cast_amplitude
-    cast_lo, cast_hi = _CAST_CLIP[0] * cast_amp, _CAST_CLIP[1] * cast_amp
-
-    last = len(behaviours) - 1
-    for index, (b, start, end) in enumerate(zip(behaviours, bounds[:-1], bounds[1:])):
-        # The first and last bouts also cover the grid beyond the track's ends (no fade there).
-        i0 = 0 if index == 0 else max(0, int(np.floor((start - h - t0) / dt)))
-        i1 = n if index == last else min(n, int(np.ceil((end + h - t0) / dt)) + 1)
-        if i1 <= i0:
-            continue
-        tt = t_fine[i0:i1]
-        u = tt - start  # time since bout start
-        duration = end - start
-        # cross-fade window: sums to 1 across consecutive bouts
-        w = np.ones_like(tt)
-        if index > 0:
-            w *= _smoothstep((tt - start) / h + 0.5)
-        if index < last:
-            w *= 1.0 - _smoothstep((tt - end) / h + 0.5)
-        sl = slice(i0, i1)
-        if b == RUN:
-            # slow and fast runs: per-bout speed factor
-            factor = float(np.clip(np.exp(0.3 * rng.standard_normal()), 0.4, 1.8))
-            run_speed[sl] += w * larva.speed * factor
-            run_rate[sl] += w * 2 * np.pi * larva.stride_hz * factor**0.3
-            run_wave[sl] += w
-        elif b == BACK:
-            factor = float(np.clip(np.exp(0.2 * rng.standard_normal()), 0.6, 1.5))
-            back_speed[sl] += w * larva.speed * larva.back_speed_ratio * factor
-            back_rate[sl] += w * 2 * np.pi * larva.stride_hz * larva.back_freq_ratio
-            back_wave[sl] += w
-        elif b == CAST:
-            # head sweeps; amplitude log-normal so that some casts are weak
-            amp = float(np.clip(cast_amp * np.exp(0.4 * rng.standard_normal()), cast_lo, cast_hi))
-            freq = rng.uniform(*config.cast_frequency)
-            bias = rng.choice((-1.0, 1.0)) * rng.uniform(0.0, 0.8)
-            env = _smoothstep(u / 0.25) * _smoothstep((duration - u) / 0.25)
-            sweep = (bias + np.sin(2 * np.pi * freq * u + rng.uniform(0, 2 * np.pi))) / (1 + abs(bias))
-            cast_bend[sl] += w * amp * env * sweep
-            cast_speed[sl] += w * larva.speed * rng.uniform(0.0, 0.15)
-        elif b == HUNCH:
-            depth = rng.uniform(0.18, 0.3)
-            tc = min(rng.uniform(0.25, 0.45), 0.6 * duration)
-            profile = np.where(
-                u < tc, _smoothstep(u / tc), 1.0 - _smoothstep((u - tc) / max(duration - tc, 1e-3))
-            )
-            hunch_dev[sl] -= w * depth * profile
-            hunch_ant[sl] += w * profile
-        elif b == ROLL:
-            direction = rng.choice((-1.0, 1.0))
-            amp = rng.uniform(1.4, 2.6)  # total body turning of the C shape, rad
-            period = rng.uniform(1.0, 2.0)  # s between bend-sign flips (x2)
-            flips = np.tanh(2.5 * np.cos(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi)))
-            env = _smoothstep(u / 0.2) * _smoothstep((duration - u) / 0.2)
-            roll_bend[sl] += w * amp * env * flips
-            roll_lateral[sl] += w * env * direction * rng.uniform(0.8, 1.6) * larva.length / 3.75
-        elif b == SMALL:
-            k = 1 + rng.poisson(1.5 * duration)
-            centres = rng.uniform(0.05, max(duration - 0.05, 0.1), k)
-            widths = rng.uniform(0.08, 0.2, k)
-            pulses = np.exp(-0.5 * ((u[:, None] - centres) / widths) ** 2)
-            small_bend[sl] += w * (pulses @ (rng.normal(0.0, 0.3, k)))
-            small_dev[sl] += w * (pulses @ (rng.normal(0.0, 0.03, k)))
-        # STOP contributes nothing: only the slow postural drift and tracker noise remain.
-
-    run_phase = rng.uniform(0, 2 * np.pi) + np.cumsum(run_rate) * dt
-    back_phase = rng.uniform(0, 2 * np.pi) + np.cumsum(back_rate) * dt
-
-    # Length: stride oscillation (shortest when the wave is mid-body), hunches, twitches.
-    rel_length = (
-        1.0
-        + larva.length_oscillation * (run_wave * np.cos(run_phase) + back_wave * np.cos(back_phase))
-        + hunch_dev
-        + small_dev
-    )
-    length = larva.length * rel_length
-    # Forward speed of the middle point: pulsed, fastest while the posterior contracts.
-    forward = (
-        run_speed * (1.0 + 0.9 * np.sin(run_phase))
-        - back_speed * (1.0 + 0.9 * np.sin(back_phase))
-        + cast_speed
-        # hunch: the tail stays, so the middle point moves with half the length change
-        + 0.5 * larva.length * np.gradient(hunch_dev, dt)
-    )
-    head_bend = (
-        cast_bend
-        + small_bend
-        + run_wave * larva.head_sway * np.sin(0.5 * run_phase)
-        + _ou(rng, n, larva.posture_drift, 1.5)
-    )
-    c_bend = roll_bend + _ou(rng, n, larva.posture_drift, 3.0)
-    # Heading: slow drift while crawling, the body following the head during casts,
-    # a wobble during rolls.
-    crawling = np.clip(run_wave + back_wave, 0.0, 1.0)
-    turn = (
-        crawling * _ou(rng, n, 0.25, 2.0)
-        + larva.cast_follow * cast_bend
-        + np.abs(roll_lateral) * _ou(rng, n, 0.3, 0.5)
-    )
-    heading = start_heading + np.cumsum(turn) * dt
-    cos_h, sin_h = np.cos(heading), np.sin(heading)
-    vx = forward * cos_h - roll_lateral * sin_h
-    vy = forward * sin_h + roll_lateral * cos_h
-    x = start_xy[0] + np.cumsum(vx) * dt
-    y = start_xy[1] + np.cumsum(vy) * dt
-    return Posture(
-        x=x,
-        y=y,
-        heading=heading,
-        length=length,
-        head_bend=head_bend,
-        c_bend=c_bend,
-        run_wave=np.clip(run_wave, 0, 1),
-        run_phase=run_phase,
-        back_wave=np.clip(back_wave, 0, 1),
-        back_phase=back_phase,
-        hunch=np.clip(hunch_ant, 0, 1),
-        width_factor=1.0 / np.sqrt(np.clip(rel_length, 0.5, 2.0)),  # volume is conserved
-    )
+    drive = _bout_drive(rng, larva, config, behaviours, bounds, t_fine)
+    return _integrate_posture(rng, larva, drive, start_xy, start_heading)
 
 
 def body_spine(
