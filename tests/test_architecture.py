@@ -8,6 +8,7 @@ depend on the training code.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,23 @@ def test_the_workflow_files_load_no_torch():
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                           text=True).stdout.strip() == "False"
+
+
+def test_rules_use_named_functions_not_lambdas():
+    """An input function or resource is a named function of common.smk/runs.smk: it has a
+    docstring, a name in error messages, and one home when two rules need it."""
+    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    offences = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+                for path in files
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if re.search(r"\blambda\b", line.split("#")[0])]
+    assert offences == []
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in tests/conftest.py and shared helpers in tests/helpers.py."""
+    offences = [f"{path.name}: {module}"
+                for path in sorted((REPO / "tests").glob("test_*.py"))
+                for module, _ in imports(path)
+                if module.split(".")[0].startswith("test_") or module.startswith("tests.test_")]
+    assert offences == []
