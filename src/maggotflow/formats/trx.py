@@ -56,6 +56,7 @@ import functools
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -252,137 +253,50 @@ class _StructArray:
         return np.asarray(obj[()], dtype=np.float64)
 
 
+@dataclass
+class _Fields:
+    """What a trx struct offers, decided once per file: the behaviour flag fields (label
+    names, in `TRX_BEHAVIOUR_FLAGS` order), whether it numbers its larvae and has outlines.
+    `unusable`: optional field -> first problem (an optional field that cannot be read is
+    ignored where unusable, reported once per file)."""
+
+    trx: _StructArray
+    flags: list[str]
+    has_ids: bool
+    has_outline: bool
+    unusable: dict[str, str]
+
+
 def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
                  left_out: dict[str, str]) -> tuple[list[Track], dict[str, Any]]:
     """The tracks (tail -> head) and the orientation metadata (spine_order: how x_spine is
     ordered, "mixed" when larvae differ; spine_order_decided_by: "file" or "convention";
-    the motion figures)."""
-    if "trx" in h5:
-        _check_hard_link(path, h5, "trx", "/trx")
-    group = h5.get("trx")
-    if not isinstance(group, h5py.Group):
-        raise TrackDataError(path, "has no 'trx' struct (not a Janelia trx.mat)")
-    trx = _StructArray(h5, group, path)
-    for field in _REQUIRED_FIELDS:
-        if not trx.has(field):
-            raise TrackDataError(path, f"the trx struct has no '{field}' field (required: t, x_spine, y_spine)")
-    optional = ["numero_larva_num", "x_contour", "y_contour", "x_head", "y_head", "x_tail", "y_tail"]
-    flags = [name for name in TRX_BEHAVIOUR_FLAGS if trx.has(name)]
-    used = (*_REQUIRED_FIELDS, *flags, *(f for f in optional if trx.has(f)))
-    trx.check_storage(used)  # before any array is read
-    for field in used[1:]:
-        trx.check_count(field)
-    has_ids = trx.has("numero_larva_num")
-    if not has_ids:
-        log.warning("%s: trx has no 'numero_larva_num'; larvae are numbered 1, 2, ... in file order", path)
-    has_outline = trx.has("x_contour") and trx.has("y_contour")
+    the motion figures).
 
-    # Optional fields (outline, head/tail) that cannot be read are ignored, not fatal:
-    # field -> first problem, reported once per file.
-    unusable: dict[str, str] = {}
-
-    # Pass 1: one read per field per larva, raw h5py orientation kept until the file-wide
-    # layout (needed for square arrays) and spine order are known.
-    larvae: list[dict[str, Any]] = []
-    for i in range(trx.n_larvae):
-        larva_id = _larva_id(trx, i) if has_ids else str(i + 1)
-        where = f"larva {larva_id}"
-        t = trx.get("t", i, where)
-        if t.ndim > 1 and sum(s > 1 for s in t.shape) > 1:
-            raise TrackDataError(path, f"{where}: 't' has shape {t.shape}, expected a vector of times")
-        t = t.ravel()
-        if t.size < options.min_steps:
-            log.warning(
-                "%s: %s has %d time step(s), fewer than %d; skipped", path, where, t.size, options.min_steps
-            )
-            left_out[larva_id] = too_short(t.size)
-            continue
-        larva: dict[str, Any] = {"id": larva_id, "where": where, "t": t}
-        for field in ("x_spine", "y_spine"):
-            larva[field] = trx.get(field, i, where)
-        if has_outline:
-            larva["x_contour"] = _optional(trx, "x_contour", i, where, unusable)
-            larva["y_contour"] = _optional(trx, "y_contour", i, where, unusable)
-        for field in ("x_head", "y_head", "x_tail", "y_tail"):
-            if trx.has(field):
-                value = _optional(trx, field, i, where, unusable)
-                larva[field] = None if value is None else value.ravel()
-        larva["flags"] = [_flag_vector(trx.get(name, i, where), t.size, name, where) for name in flags]
-        larvae.append(larva)
+    Pass 1 reads each larva's fields once, in h5py's orientation; pass 2, once the file-wide
+    layout of the 2-D arrays is known (square arrays follow it), orients them and measures
+    which spine end is the head.
+    """
+    fields = _struct_fields(h5, path)
+    larvae = [larva for i in range(fields.trx.n_larvae)
+              if (larva := _read_larva(fields, i, path, options, left_out)) is not None]
     check_unique_ids((larva["id"] for larva in larvae), path)
 
-    # Pass 2: orientation of the 2-D arrays, then which spine end is the head.
     spine_layout = _file_layout(larvae, ("x_spine", "y_spine"))
-    contour_layout = _file_layout(larvae, ("x_contour", "y_contour")) if has_outline else _MATLAB
+    contour_layout = _file_layout(larvae, ("x_contour", "y_contour")) if fields.has_outline else _MATLAB
     for larva in larvae:
-        n, where = larva["t"].size, larva["where"]
-        xs = _frames_first(larva.pop("x_spine"), n, "x_spine", where, spine_layout)
-        ys = _frames_first(larva.pop("y_spine"), n, "y_spine", where, spine_layout)
-        if xs.shape != ys.shape:
-            raise TrackDataError(
-                path, f"{where}: x_spine has {xs.shape[1]} points but y_spine has {ys.shape[1]}"
-            )
-        larva["spine"] = np.stack([xs, ys], axis=-1)  # (n, k, 2), file order
-        if has_outline:
-            xc, yc = larva.pop("x_contour"), larva.pop("y_contour")
-            larva["outline"] = None
-            if xc is not None and yc is not None and xc.size and yc.size:
-                try:
-                    xc = _frames_first(xc, n, "x_contour", where, contour_layout)
-                    yc = _frames_first(yc, n, "y_contour", where, contour_layout)
-                    if xc.shape != yc.shape:
-                        raise TrackDataError(
-                            None, f"{where}: x_contour has shape {xc.shape} but y_contour {yc.shape}"
-                        )
-                    larva["outline"] = np.stack([xc, yc], axis=-1)
-                except TrackDataError as err:
-                    unusable.setdefault("x_contour", err.problem)
-        t = larva["t"]
-        bridged = bridge_or_leave_out(
-            left_out, path, larva["id"], t, larva["spine"], larva.get("outline"),
-            where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
-        )
-        if bridged is None:
-            continue  # corrupt: in left_out, dropped below
-        larva["spine"], outline = bridged
-        if has_outline:
-            larva["outline"] = outline
-        larva["head_first"] = _spine_is_head_first(larva)
-
+        _orient_larva(larva, fields, path, spine_layout, contour_layout, left_out)
     larvae = [larva for larva in larvae if larva["id"] not in left_out]
-    for field, problem in unusable.items():
-        log.warning("%s: optional field '%s' ignored where unusable (%s)", path, field, problem)
+    for name, problem in fields.unusable.items():
+        log.warning("%s: optional field '%s' ignored where unusable (%s)", path, name, problem)
 
     decided = [larva["head_first"] for larva in larvae if larva["head_first"] is not None]
-    if decided:
-        default_head_first = 2 * sum(decided) >= len(decided)
-    else:
-        default_head_first = True
-        if larvae:
-            log.warning(
-                "%s: no x_head/x_tail to tell the spine's head end; assuming x_spine/y_spine list the head first",
-                path,
-            )
-
-    label_names = tuple(flags)
-    tracks = []
+    default_head_first = _default_head_first(decided, bool(larvae), path)
     for larva in larvae:
-        head_first = larva["head_first"] if larva["head_first"] is not None else default_head_first
-        spine = larva["spine"][:, ::-1] if head_first else larva["spine"]
-        labels = _labels_from_flags(larva["flags"], label_names, larva["t"].size) if flags else None
-        try:
-            tracks.append(
-                Track(
-                    id=larva["id"],
-                    t=larva["t"],
-                    spine=np.ascontiguousarray(spine),
-                    outline=larva.get("outline"),
-                    labels=labels,
-                )
-            )
-        except TrackDataError as err:
-            raise err.with_path(path) from None
-    orders = {larva["head_first"] if larva["head_first"] is not None else default_head_first for larva in larvae}
+        if larva["head_first"] is None:
+            larva["head_first"] = default_head_first
+    tracks = [_track_of(larva, fields.flags, path) for larva in larvae]
+    orders = {larva["head_first"] for larva in larvae}
     orientation = {
         "spine_order": "mixed" if len(orders) > 1 else "tail_first" if orders == {False} else "head_first",
         **check_named_head(
@@ -391,6 +305,129 @@ def _read_tracks(h5: h5py.File, path: Path, options: ReadOptions,
         ),
     }
     return tracks, orientation
+
+
+def _struct_fields(h5: h5py.File, path: Path) -> _Fields:
+    """The `/trx` struct's fields, checked before any array is read: the required fields are
+    there, every field the reader uses is stored plausibly (`check_storage`) and has one
+    entry per larva."""
+    if "trx" in h5:
+        _check_hard_link(path, h5, "trx", "/trx")
+    group = h5.get("trx")
+    if not isinstance(group, h5py.Group):
+        raise TrackDataError(path, "has no 'trx' struct (not a Janelia trx.mat)")
+    trx = _StructArray(h5, group, path)
+    for name in _REQUIRED_FIELDS:
+        if not trx.has(name):
+            raise TrackDataError(path, f"the trx struct has no '{name}' field (required: t, x_spine, y_spine)")
+    optional = ["numero_larva_num", "x_contour", "y_contour", "x_head", "y_head", "x_tail", "y_tail"]
+    flags = [name for name in TRX_BEHAVIOUR_FLAGS if trx.has(name)]
+    used = (*_REQUIRED_FIELDS, *flags, *(f for f in optional if trx.has(f)))
+    trx.check_storage(used)  # before any array is read
+    for name in used[1:]:
+        trx.check_count(name)
+    has_ids = trx.has("numero_larva_num")
+    if not has_ids:
+        log.warning("%s: trx has no 'numero_larva_num'; larvae are numbered 1, 2, ... in file order", path)
+    return _Fields(trx, flags, has_ids, trx.has("x_contour") and trx.has("y_contour"), unusable={})
+
+
+def _read_larva(fields: _Fields, i: int, path: Path, options: ReadOptions,
+                left_out: dict[str, str]) -> dict[str, Any] | None:
+    """Larva `i`'s fields, one read each, in h5py's orientation: id, where (for messages),
+    t, x_spine, y_spine, the contour and head/tail fields it has (None where unusable) and
+    its flag vectors. None (noted in `left_out`) for a larva shorter than `options.min_steps`."""
+    trx = fields.trx
+    larva_id = _larva_id(trx, i) if fields.has_ids else str(i + 1)
+    where = f"larva {larva_id}"
+    t = trx.get("t", i, where)
+    if t.ndim > 1 and sum(s > 1 for s in t.shape) > 1:
+        raise TrackDataError(path, f"{where}: 't' has shape {t.shape}, expected a vector of times")
+    t = t.ravel()
+    if t.size < options.min_steps:
+        log.warning("%s: %s has %d time step(s), fewer than %d; skipped", path, where, t.size, options.min_steps)
+        left_out[larva_id] = too_short(t.size)
+        return None
+    larva: dict[str, Any] = {"id": larva_id, "where": where, "t": t}
+    for name in ("x_spine", "y_spine"):
+        larva[name] = trx.get(name, i, where)
+    if fields.has_outline:
+        larva["x_contour"] = _optional(trx, "x_contour", i, where, fields.unusable)
+        larva["y_contour"] = _optional(trx, "y_contour", i, where, fields.unusable)
+    for name in ("x_head", "y_head", "x_tail", "y_tail"):
+        if trx.has(name):
+            value = _optional(trx, name, i, where, fields.unusable)
+            larva[name] = None if value is None else value.ravel()
+    larva["flags"] = [_flag_vector(trx.get(name, i, where), t.size, name, where) for name in fields.flags]
+    return larva
+
+
+def _orient_larva(larva: dict[str, Any], fields: _Fields, path: Path, spine_layout: str,
+                  contour_layout: str, left_out: dict[str, str]) -> None:
+    """In place: `spine` (n, k, 2) and `outline` frames first, file point order, implausible
+    frames bridged (`bridge_or_leave_out`: a corrupt larva goes to `left_out`), and
+    `head_first` (None when the larva has no usable head/tail fields)."""
+    n, where = larva["t"].size, larva["where"]
+    xs = _frames_first(larva.pop("x_spine"), n, "x_spine", where, spine_layout)
+    ys = _frames_first(larva.pop("y_spine"), n, "y_spine", where, spine_layout)
+    if xs.shape != ys.shape:
+        raise TrackDataError(path, f"{where}: x_spine has {xs.shape[1]} points but y_spine has {ys.shape[1]}")
+    larva["spine"] = np.stack([xs, ys], axis=-1)  # (n, k, 2), file order
+    if fields.has_outline:
+        larva["outline"] = _larva_outline(larva.pop("x_contour"), larva.pop("y_contour"), n, where,
+                                          contour_layout, fields.unusable)
+    t = larva["t"]
+    bridged = bridge_or_leave_out(
+        left_out, path, larva["id"], t, larva["spine"], larva.get("outline"),
+        where=lambda i, t=t: f"frame {i} (t={t[i]:.3f} s)",
+    )
+    if bridged is None:
+        return  # corrupt: in left_out, dropped by the caller
+    larva["spine"], outline = bridged
+    if fields.has_outline:
+        larva["outline"] = outline
+    larva["head_first"] = _spine_is_head_first(larva)
+
+
+def _larva_outline(xc: np.ndarray | None, yc: np.ndarray | None, n: int, where: str, layout: str,
+                   unusable: dict[str, str]) -> np.ndarray | None:
+    """The outline (n, m, 2) from x_contour/y_contour, or None when absent or unusable (the
+    problem noted in `unusable`: the outline is optional)."""
+    if xc is None or yc is None or not xc.size or not yc.size:
+        return None
+    try:
+        xc = _frames_first(xc, n, "x_contour", where, layout)
+        yc = _frames_first(yc, n, "y_contour", where, layout)
+        if xc.shape != yc.shape:
+            raise TrackDataError(None, f"{where}: x_contour has shape {xc.shape} but y_contour {yc.shape}")
+        return np.stack([xc, yc], axis=-1)
+    except TrackDataError as err:
+        unusable.setdefault("x_contour", err.problem)
+        return None
+
+
+def _default_head_first(decided: list[bool], any_larva: bool, path: Path) -> bool:
+    """Spine order of larvae without head/tail fields: the majority of the decided larvae,
+    else head-first (with a warning when there are larvae to apply it to)."""
+    if decided:
+        return 2 * sum(decided) >= len(decided)
+    if any_larva:
+        log.warning(
+            "%s: no x_head/x_tail to tell the spine's head end; assuming x_spine/y_spine list the head first", path
+        )
+    return True
+
+
+def _track_of(larva: dict[str, Any], flags: list[str], path: Path) -> Track:
+    """The larva as a `Track`: spine turned tail -> head, labels from its flags (None when
+    the file has no flag field)."""
+    spine = larva["spine"][:, ::-1] if larva["head_first"] else larva["spine"]
+    labels = _labels_from_flags(larva["flags"], tuple(flags), larva["t"].size) if flags else None
+    try:
+        return Track(id=larva["id"], t=larva["t"], spine=np.ascontiguousarray(spine),
+                     outline=larva.get("outline"), labels=labels)
+    except TrackDataError as err:
+        raise err.with_path(path) from None
 
 
 def _larva_id(trx: _StructArray, i: int) -> str:
