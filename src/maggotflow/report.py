@@ -213,18 +213,36 @@ def overview(
     (count); dataset: `dataset_stats`; relpaths: reference .label path -> the track file's
     path relative to its folder; runs: prediction runs with a screen summary; domain: the
     tagger's domain reference (`tagger_domain`); run_domain: run -> `run_domain_counts`."""
-    relpaths = relpaths or {}
+    parts = _headline_lines(metrics, per_file, settings, simulated)
+    parts += _trained_lines(metrics, provenance, settings, dataset)
+    parts += _per_behaviour_lines(metrics)
+    parts += _per_file_lines(per_file, relpaths or {})
+    parts += _time_share_lines(behaviour)
+    parts += [section("Domain check"), ""] + domain_lines(domain, run_domain or {})
+    parts += _prediction_run_lines(runs)
+    parts += _how_it_was_made_lines(settings)
+    return "\n".join(parts)
+
+
+def _headline_lines(metrics: Mapping[str, Any], per_file: Sequence[Mapping[str, Any]],
+                    settings: Mapping[str, Any], simulated: bool) -> list[str]:
+    """The page's title and style, the simulated-data warning, and the held-out macro-F1 and accuracy."""
     n_files = len(metrics.get("files", [])) or len(per_file)
-    parts = [section("maggotflow: what was trained, and how well it tags held-out files", "="), PAGE_STYLE]
+    lines = [section("maggotflow: what was trained, and how well it tags held-out files", "="), PAGE_STYLE]
     if simulated:
-        parts += [".. warning::",
+        lines += [".. warning::",
                   "   The data are **simulated** (``maggotflow simulate``): every figure here measures the",
                   "   tagger on synthetic larvae and does not carry over to real recordings.", ""]
-    parts += [f"**Held-out macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics['accuracy']:.3f}** "
+    lines += [f"**Held-out macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics['accuracy']:.3f}** "
               f"({metrics['n_steps']} time steps of {_count(n_files, 'held-out file')}, "
               f"{metrics.get('n_missing', 0)} without prediction; {settings['evaluation']}).", ""]
+    return lines
 
-    parts += [section("What was trained"), ""]
+
+def _trained_items(metrics: Mapping[str, Any], provenance: Mapping[str, Any], settings: Mapping[str, Any],
+                   dataset: Mapping[str, Any] | None) -> list[str]:
+    """The bullet points of "What was trained": tagger, training data, budget, the state kept,
+    validation time, labels."""
     preset = settings.get("tagger")
     labels = provenance.get("labels") or metrics.get("labels", [])
     models = int(settings.get("models", 1))
@@ -250,54 +268,78 @@ def overview(
                      f"{float(provenance['seconds']):.0f} s")
     items.append("Labels: " + ", ".join(_literal(n) for n in labels)
                  + ("" if settings.get("labels") else " (those of the training data)"))
-    parts += [f"- {item}" for item in items] + [""]
-    parts += candidate_lines(provenance)
+    return items
+
+
+def _trained_lines(metrics: Mapping[str, Any], provenance: Mapping[str, Any], settings: Mapping[str, Any],
+                   dataset: Mapping[str, Any] | None) -> list[str]:
+    """Section "What was trained": the bullet points, the candidates compared and the labelled
+    steps of each behaviour in the training dataset."""
+    lines = [section("What was trained"), ""]
+    lines += [f"- {item}" for item in _trained_items(metrics, provenance, settings, dataset)] + [""]
+    lines += candidate_lines(provenance)
     if dataset:
         rows = [[_literal(n), str(a), str(b)] for n, a, b in zip(dataset["labels"], dataset["train"],
                                                                   dataset["validation"])]
-        parts += ["Labelled time steps (segments) of each behaviour in the training dataset:", "",
+        lines += ["Labelled time steps (segments) of each behaviour in the training dataset:", "",
                   list_table(["behaviour", "training", "validation"], rows)]
+    return lines
 
-    parts += [section("Per behaviour (held-out files)"), ""]
+
+def _per_behaviour_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """Section "Per behaviour": precision, recall, F1 and support of each behaviour on the held-out files."""
     rows = [[_literal(n), _number(m["precision"]), _number(m["recall"]), _number(m["f1"]), str(m["support"])]
             for n, m in metrics["per_label"].items()]
-    parts += [list_table(["behaviour", "precision", "recall", "F1", "support"], rows)]
-    parts += ["Support: held-out reference steps of the behaviour. Macro-F1 is the mean F1 over the "
-              "behaviours with support; the confusion matrix is under Evaluation.", ""]
+    return [section("Per behaviour (held-out files)"), "",
+            list_table(["behaviour", "precision", "recall", "F1", "support"], rows),
+            "Support: held-out reference steps of the behaviour. Macro-F1 is the mean F1 over the "
+            "behaviours with support; the confusion matrix is under Evaluation.", ""]
 
-    parts += [section("Per held-out file"), ""]
+
+def _per_file_lines(per_file: Sequence[Mapping[str, Any]], relpaths: Mapping[str, str]) -> list[str]:
+    """Section "Per held-out file": each file's macro-F1, accuracy and steps (the track file's
+    path relative to its folder where known, else the reference's name)."""
     rows = [[_literal(relpaths.get(r["reference"], Path(r["reference"]).name)), _number(r["macro_f1"]),
              _number(r["accuracy"]), str(r["n_steps"])] for r in per_file]
-    parts += [list_table(["file", "macro-F1", "accuracy", "steps"], rows, widths=[70, 10, 10, 10])]
+    return [section("Per held-out file"), "",
+            list_table(["file", "macro-F1", "accuracy", "steps"], rows, widths=[70, 10, 10, 10])]
 
-    parts += [section("Time in each behaviour and bouts, reference vs predicted"), ""]
+
+def _time_share_lines(behaviour: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Section "Time in each behaviour and bouts": time shares, bout counts and median bout
+    durations, reference vs predicted."""
     rows = [[_literal(r["label"]), _number(r["reference_fraction"]), _number(r["predicted_fraction"]),
              str(r["reference_bouts"]), str(r["predicted_bouts"]), _number(r["reference_median_bout_s"], 2),
              _number(r["predicted_median_bout_s"], 2)] for r in behaviour]
-    parts += [list_table(["behaviour", "time share, reference", "time share, predicted", "bouts, reference",
-                          "bouts, predicted", "median bout (s), reference", "median bout (s), predicted"], rows)]
-    parts += ["Time share: of the evaluated held-out steps. The figure (behaviour.png) is under Evaluation.", ""]
+    return [section("Time in each behaviour and bouts, reference vs predicted"), "",
+            list_table(["behaviour", "time share, reference", "time share, predicted", "bouts, reference",
+                        "bouts, predicted", "median bout (s), reference", "median bout (s), predicted"], rows),
+            "Time share: of the evaluated held-out steps. The figure (behaviour.png) is under Evaluation.", ""]
 
-    parts += [section("Domain check"), ""] + domain_lines(domain, run_domain or {})
 
-    parts += [section("Prediction runs"), ""]
-    if runs:
-        parts += ["Screen summaries (time in each behaviour per group, bout durations, transitions) of "
-                  "these runs are under Screen summary: " + ", ".join(_literal(r) for r in runs) + ".", ""]
-        if len(runs) > 1:
-            parts += [RULE_GRAPH_NOTE, ""]
-    else:
-        parts += ["No prediction run has a screen summary yet (``snakemake summary --config predict_dir=DIR``).",
-                  ""]
+def _prediction_run_lines(runs: Sequence[str]) -> list[str]:
+    """Section "Prediction runs": the runs with a screen summary (and, with several, why the
+    rule graph draws screen_summary more than once), or how to make one."""
+    lines = [section("Prediction runs"), ""]
+    if not runs:
+        return lines + ["No prediction run has a screen summary yet (``snakemake summary --config predict_dir=DIR``).",
+                        ""]
+    lines += ["Screen summaries (time in each behaviour per group, bout durations, transitions) of "
+              "these runs are under Screen summary: " + ", ".join(_literal(r) for r in runs) + ".", ""]
+    if len(runs) > 1:
+        lines += [RULE_GRAPH_NOTE, ""]
+    return lines
 
-    parts += [section("How it was made"), "",
-              "maggotflow parsed every track file once into an intermediate (isolate), cut the labelled "
-              "time steps into normalised spine segments (dataset), pretrained an encoder "
-              "self-supervised on the training files (pretrain), then fine-tuned it with a "
-              "classifier (train). The tagger was evaluated on held-out files it never saw during "
-              f"pre/training ({settings['evaluation']}). Training curves are under Training, "
-              "ethograms of held-out files under Ethograms.", ""]
-    return "\n".join(parts)
+
+def _how_it_was_made_lines(settings: Mapping[str, Any]) -> list[str]:
+    """Section "How it was made": the workflow's stages in one paragraph."""
+    return [section("How it was made"), "",
+            "maggotflow parsed every track file once into an intermediate (isolate), cut the labelled "
+            "time steps into normalised spine segments (dataset), pretrained an encoder "
+            "self-supervised on the training files (pretrain), then fine-tuned it with a "
+            "classifier (train). The tagger was evaluated on held-out files it never saw during "
+            f"pre/training ({settings['evaluation']}). Training curves are under Training, "
+            "ethograms of held-out files under Ethograms.", ""]
 
 
 def candidate_lines(provenance: Mapping[str, Any]) -> list[str]:
