@@ -177,6 +177,39 @@ def read_label_file(path: str | Path) -> LabelFile:
     or go backwards, or label names that are not declared.
     """
     path = Path(path)
+    doc = _label_document(path)
+    metadata = doc["metadata"]
+    if not isinstance(metadata, dict):
+        raise TrackDataError(path, "'metadata' must be a JSON object")
+    units, time_scale = _time_units(path, doc)
+    names, colors = _label_names(path, doc["labels"])
+    dependencies = _dependencies(path, doc.get("dependencies"))
+    secondary = doc.get("secondarylabels")
+    allowed = set(names) | set(_names_of(secondary))
+
+    data = doc["data"]
+    if not isinstance(data, list):
+        raise TrackDataError(path, "'data' must be a list of larvae")
+    tracks: dict[str, tuple[np.ndarray, list[LabelStep]]] = {}
+    for i, item in enumerate(data):
+        larva = _data_item_id(path, i, item)
+        if larva in tracks:
+            raise TrackDataError(path, f"larva id {larva} appears twice in 'data'")
+        tracks[larva] = _larva_steps(path, f"larva {larva}", item, time_scale, names, allowed)
+
+    return LabelFile(
+        metadata=dict(metadata),
+        names=names,
+        tracks=tracks,
+        colors=colors,
+        dependencies=dependencies,
+        secondary_labels=secondary,
+        units=units,
+    )
+
+
+def _label_document(path: Path) -> dict:
+    """The file's JSON object, with the keys every .label file has (metadata, labels, data)."""
     raw = read_input_bytes(path)  # refuses FIFOs, devices and gzip data with one line
     if not raw.strip():
         raise TrackDataError(path, "is empty")
@@ -197,20 +230,26 @@ def read_label_file(path: str | Path) -> LabelFile:
     for key in ("metadata", "labels", "data"):
         if key not in doc:
             raise TrackDataError(path, f"is not a LarvaTagger .label file: it has no '{key}' key")
+    return doc
 
-    metadata = doc["metadata"]
-    if not isinstance(metadata, dict):
-        raise TrackDataError(path, "'metadata' must be a JSON object")
 
+def _time_units(path: Path, doc: dict) -> tuple[dict, float]:
+    """The `units` as read back (t always in s) and the factor that turns the file's times
+    into seconds (1e-3 for ms)."""
     units = doc.get("units", {"t": "s"})
     if not isinstance(units, dict):
         raise TrackDataError(path, "'units' must be a JSON object like {\"t\": \"s\"}")
     time_unit = units.get("t", "s")
     if time_unit not in ("s", "ms"):
         raise TrackDataError(path, f"time unit {_quoted.repr(time_unit)} is not supported (expected 's')")
-    time_scale = 1e-3 if time_unit == "ms" else 1.0
+    if time_unit == "ms":
+        return {**units, "t": "s"}, 1e-3
+    return dict(units), 1.0
 
-    labels = doc["labels"]
+
+def _label_names(path: Path, labels: Any) -> tuple[list[str], list[str] | None]:
+    """Label names and their colours (None when the file gives none) from `labels`, a list
+    of names or {"names": [...], "colors": [...]}."""
     colors = None
     if isinstance(labels, dict):
         if "names" not in labels:
@@ -224,68 +263,58 @@ def read_label_file(path: str | Path) -> LabelFile:
         if not isinstance(colors, list) or len(colors) != len(names) or not all(isinstance(c, str) for c in colors):
             raise TrackDataError(path, f"'labels.colors' must be a list of {len(names)} colour strings, one per name")
         colors = list(colors)
+    return names, colors
 
-    dependencies = doc.get("dependencies")
+
+def _dependencies(path: Path, dependencies: Any) -> list[dict] | None:
+    """`dependencies` (an object or a list of objects) as a list of dicts, None if absent."""
     if isinstance(dependencies, dict):
         dependencies = [dependencies]
     if dependencies is not None and not (
         isinstance(dependencies, list) and all(isinstance(d, dict) for d in dependencies)
     ):
         raise TrackDataError(path, "'dependencies' must be an object or a list of objects")
+    return None if dependencies is None else [dict(d) for d in dependencies]
 
-    secondary = doc.get("secondarylabels")
-    allowed = set(names) | set(_names_of(secondary))
 
-    data = doc["data"]
-    if not isinstance(data, list):
-        raise TrackDataError(path, "'data' must be a list of larvae")
-    tracks: dict[str, tuple[np.ndarray, list[LabelStep]]] = {}
-    for i, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise TrackDataError(path, f"data item {i} is not a JSON object")
-        for key in ("id", "t", "labels"):
-            if key not in item:
-                raise TrackDataError(path, f"data item {i} has no '{key}' key")
-        if isinstance(item["id"], bool) or not isinstance(item["id"], (str, int)):
-            raise TrackDataError(path, f"data item {i}: larva id {_quoted.repr(item['id'])} is not a string or integer")
-        larva = _canonical_id(item["id"])
-        where = f"larva {larva}"
-        if larva in tracks:
-            raise TrackDataError(path, f"larva id {larva} appears twice in 'data'")
-        try:
-            times = np.asarray(item["t"]) if isinstance(item["t"], list) else None
-        except ValueError:  # ragged nested lists
-            times = None
-        if times is None or times.ndim != 1 or (times.size and times.dtype.kind not in "iuf"):
-            raise TrackDataError(path, f"{where}: 't' must be a list of numbers (s)")
-        t = times.astype(np.float64) * time_scale
-        if not np.all(np.isfinite(t)):
-            raise TrackDataError(path, f"{where}: 't' has NaN or infinite times")
-        backwards = np.flatnonzero(np.diff(t) < 0)
-        if backwards.size:
-            j = int(backwards[0]) + 1
-            raise TrackDataError(
-                path, f"{where}: times go backwards at step {j} ({t[j]:.3f} s after {t[j - 1]:.3f} s)"
-            )
-        steps = _read_steps(path, where, item["labels"])
-        if len(steps) != t.size:
-            raise TrackDataError(path, f"{where} has {len(steps)} labels for {t.size} time steps")
-        unknown = {name for step in set(steps) for name in step} - allowed
-        if unknown:
-            raise TrackDataError(
-                path, f"{where} uses label {sorted(unknown)[0]!r}, which is not among the label names {names}"
-            )
-        tracks[larva] = (t, steps)
+def _data_item_id(path: Path, i: int, item: Any) -> str:
+    """The larva id of `data` item `i` (checked to have id, t and labels), as a string."""
+    if not isinstance(item, dict):
+        raise TrackDataError(path, f"data item {i} is not a JSON object")
+    for key in ("id", "t", "labels"):
+        if key not in item:
+            raise TrackDataError(path, f"data item {i} has no '{key}' key")
+    if isinstance(item["id"], bool) or not isinstance(item["id"], (str, int)):
+        raise TrackDataError(path, f"data item {i}: larva id {_quoted.repr(item['id'])} is not a string or integer")
+    return _canonical_id(item["id"])
 
-    return LabelFile(
-        metadata=dict(metadata),
-        names=names,
-        tracks=tracks,
-        colors=colors,
-        dependencies=None if dependencies is None else [dict(d) for d in dependencies],
-        secondary_labels=secondary,
-        units={**units, "t": "s"} if time_unit == "ms" else dict(units),
-    )
+
+def _larva_steps(path: Path, where: str, item: dict, time_scale: float, names: list[str],
+                 allowed: set[str]) -> tuple[np.ndarray, list[LabelStep]]:
+    """One larva's times (s: finite, never going backwards) and its labels, one step per time,
+    each name among the `allowed` (primary and secondary) names."""
+    try:
+        times = np.asarray(item["t"]) if isinstance(item["t"], list) else None
+    except ValueError:  # ragged nested lists
+        times = None
+    if times is None or times.ndim != 1 or (times.size and times.dtype.kind not in "iuf"):
+        raise TrackDataError(path, f"{where}: 't' must be a list of numbers (s)")
+    t = times.astype(np.float64) * time_scale
+    if not np.all(np.isfinite(t)):
+        raise TrackDataError(path, f"{where}: 't' has NaN or infinite times")
+    backwards = np.flatnonzero(np.diff(t) < 0)
+    if backwards.size:
+        j = int(backwards[0]) + 1
+        raise TrackDataError(path, f"{where}: times go backwards at step {j} ({t[j]:.3f} s after {t[j - 1]:.3f} s)")
+    steps = _read_steps(path, where, item["labels"])
+    if len(steps) != t.size:
+        raise TrackDataError(path, f"{where} has {len(steps)} labels for {t.size} time steps")
+    unknown = {name for step in set(steps) for name in step} - allowed
+    if unknown:
+        raise TrackDataError(
+            path, f"{where} uses label {sorted(unknown)[0]!r}, which is not among the label names {names}"
+        )
+    return t, steps
 
 
 # ----------------------------------------------------------------------------- writing
