@@ -320,16 +320,16 @@ def test_metadata_filter(tmp_path):
     a = write(tmp_path / "a.h5", [larva(1, repeat(("run", 5), ("cast", 5)))])
     b = write(tmp_path / "b.h5", [larva(1, repeat(("run", 3), ("cast", 3)))])
     c = write(tmp_path / "c.h5", [larva(1, repeat(("run", 4), ("cast", 4)))])
-    ds = build_dataset([a, b, c], tmp_path / "d.h5", spec=SPEC, validation_fraction=0, metadata={"id": "b"})
+    ds = build_dataset([a, b, c], tmp_path / "d.h5", spec=SPEC, validation_fraction=0, filter={"id": "b"})
     assert ds.files == [str(b)] and len(ds) == 6
     ds.close()
     # A list means any of them (as the workflow's inputs.filter: tracks.metadata_matches).
     ds = build_dataset([a, b, c], tmp_path / "d.h5", spec=SPEC, validation_fraction=0,
-                       metadata={"id": ["a", "c"], "tracker": "t15"})
+                       filter={"id": ["a", "c"], "tracker": "t15"})
     assert ds.files == [str(a), str(c)]
     ds.close()
     with pytest.raises(ValueError, match="no intermediate has the metadata"):
-        build_dataset([a, b], tmp_path / "e.h5", spec=SPEC, metadata={"tracker": "t5"})
+        build_dataset([a, b], tmp_path / "e.h5", spec=SPEC, filter={"tracker": "t5"})
 
 
 def test_cli_only_filters_by_metadata(tmp_path, capsys):

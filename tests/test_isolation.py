@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -154,6 +155,30 @@ def test_read_isolated_rejects_foreign_file(tmp_path):
     foreign.write_bytes(b"hello")
     with pytest.raises(TrackDataError, match="intermediate"):
         read_isolated(foreign)
+
+
+def test_every_reader_of_an_intermediate_refuses_a_foreign_hdf5_alike(simulated, tmp_path):
+    """One reader (`isolation.Intermediate`): the dataset and prediction name a foreign or
+    outdated HDF5 file in the same words as `read_isolated`."""
+    from maggotflow.dataset import build_dataset
+    from maggotflow.prediction import read_input
+
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("tracks", data=np.zeros(3))
+    outdated = tmp_path / "outdated.h5"
+    isolate(simulated[".spine"], outdated, label_file_path(simulated[".spine"]))
+    with h5py.File(outdated, "r+") as f:
+        f.attrs["format_version"] = 0
+    for path, found in ((foreign, "no format recorded"), (outdated, "found format 0")):
+        expected = (f"{path}: is not a maggotflow intermediate of format 1 ({found}; "
+                    "make it with `maggotflow isolate`)")
+        readers = (read_isolated, read_input, lambda p: split_labelled([p]),
+                   lambda p: build_dataset([p], tmp_path / "d.h5"))
+        for read in readers:
+            with pytest.raises(TrackDataError) as err:
+                read(path)
+            assert str(err.value) == expected
 
 
 FIFO_CHECKS = textwrap.dedent(

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -78,6 +78,7 @@ import numpy as np
 
 from maggotflow.atomic import atomic_path, is_maggotflow_hdf5, refuse_foreign
 from maggotflow.formats import check_regular_file
+from maggotflow.isolation import Intermediate
 from maggotflow.model import select_device
 from maggotflow.segments import SegmentSpec, build_segments, build_segments_torch, segment_builder
 from maggotflow.tracks import Track, TrackDataError, metadata_matches
@@ -150,50 +151,22 @@ def parse_weights(text: str | None) -> list[float] | None:
 
 
 # --------------------------------------------------------------------------------------
-# Reading the intermediates (layout: maggotflow.isolation)
-
-
-def _decode(values) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
-
-def _open_hdf5(path: Path, what: str) -> h5py.File:
-    """`path` opened for reading; TrackDataError (one line) unless it is a readable HDF5 file."""
-    check_regular_file(path)  # before any open: a FIFO would block forever
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise TrackDataError(path, f"is not a readable {what} ({err})") from None
-
-
-def _open_intermediate(path: Path) -> h5py.File:
-    from maggotflow.isolation import FORMAT_VERSION as INTERMEDIATE_VERSION
-
-    f = _open_hdf5(path, "maggotflow intermediate")
-    version = int(f.attrs.get("format_version", -1))
-    if version != INTERMEDIATE_VERSION or "tracks" not in f:
-        f.close()
-        raise TrackDataError(path, f"is not a maggotflow intermediate of format {INTERMEDIATE_VERSION} "
-                                   "(make it with `maggotflow isolate`)")
-    if "labels" not in f:
-        f.close()
-        raise TrackDataError(path, "has no behaviour labels: unlabelled files serve for pretraining only "
-                                   "(isolate the track file with --labels <file>.label)")
-    return f
+# Reading the intermediates (`maggotflow.isolation.Intermediate`)
 
 
 @dataclass
 class _Source:
-    """One intermediate: identity, used label names, then per-step label codes."""
+    """One labelled intermediate: identity, larvae, then per-step label codes."""
 
     path: Path
     source_path: str
     sha1: str
     label_source: str
-    metadata: dict
-    used_names: list[str]                       # raw names present on at least one step
-    ids: list[str] = field(default_factory=list)
-    offsets: np.ndarray | None = None           # (L+1,) rows of each larva
+    names: list[str]                            # label names as in the file
+    used_names: list[str]                       # those present on at least one step
+    ids: list[str]
+    offsets: np.ndarray                         # (L+1,) rows of each larva
+    packed_labels: np.ndarray | None = None     # (R, ceil(C/8)) uint8: the label matrix, bit-packed
     step_label: np.ndarray | None = None        # (R,) int16 class index, -1 = not a sample
     larva_split: np.ndarray | None = None       # (L,) uint8 TRAIN / VALIDATION
     selected: np.ndarray | None = None          # sorted rows written to the dataset
@@ -205,21 +178,35 @@ class _Source:
     def row_split(self) -> np.ndarray:
         return self.larva_split[self.larva_of_row]
 
+    def assign_step_labels(self, task: "_Task") -> None:
+        """Label codes of every step under `task` (sets `step_label`, frees the label matrix)."""
+        matrix = np.unpackbits(self.packed_labels, axis=1, count=len(self.names)).astype(bool)
+        self.step_label = task.step_labels(self.names, matrix)
+        self.packed_labels = None
 
-def _scan(path: Path) -> _Source:
-    """First look at an intermediate: checks it is labelled, lists the names used."""
-    with _open_intermediate(path) as f:
-        names = _decode(f["labels/names"][()])
-        matrix = f["labels/matrix"][()]
-        used = [n for n, u in zip(names, matrix.any(axis=0) if matrix.size else [False] * len(names)) if u]
-        return _Source(
-            path=path,
-            source_path=str(f.attrs.get("source_path", "")),
-            sha1=str(f.attrs.get("sha1", "")),
-            label_source=str(f.attrs.get("label_source", "")),
-            metadata=json.loads(f.attrs.get("metadata", "{}")),
-            used_names=used,
-        )
+
+def _read_source(path: Path, wanted: Mapping[str, Any] | None) -> _Source | None:
+    """The labels and larvae of one intermediate, in one opening; None when `wanted` (the
+    metadata filter) leaves it out. TrackDataError for a file that is not a labelled intermediate.
+
+    The label matrix is kept bit-packed (one byte per step for up to 8 names): the label set
+    is known only once every file is read, and memory must stay that of label codes.
+    """
+    with Intermediate(path) as intermediate:
+        names = intermediate.label_names()
+        if not names:
+            raise TrackDataError(path, "has no behaviour labels: unlabelled files serve for pretraining only "
+                                       "(isolate the track file with --labels <file>.label)")
+        if wanted and not metadata_matches(intermediate.metadata, wanted):
+            log.info("%s: left out by the metadata filter", path)
+            return None
+        ids, offsets = intermediate.larvae()
+        matrix = intermediate.label_matrix()
+        used = matrix.any(axis=0) if matrix.size else np.zeros(len(names), dtype=bool)
+        return _Source(path=path, source_path=intermediate.source_path, sha1=intermediate.sha1,
+                       label_source=intermediate.label_source, names=names,
+                       used_names=[n for n, u in zip(names, used) if u], ids=ids, offsets=offsets,
+                       packed_labels=np.packbits(matrix, axis=1))
 
 
 @dataclass(frozen=True)
@@ -252,16 +239,6 @@ class _Task:
         out = np.argmax(present, axis=1).astype(np.int16)
         out[~present.any(axis=1)] = -1
         return out
-
-
-def _load_step_labels(src: _Source, task: _Task) -> None:
-    with _open_intermediate(src.path) as f:
-        names = _decode(f["labels/names"][()])
-        src.step_label = task.step_labels(names, f["labels/matrix"][()])
-        src.ids = _decode(f["tracks/ids"][()])
-        src.offsets = f["tracks/offsets"][()].astype(np.int64)
-    if src.offsets.size != len(src.ids) + 1 or src.offsets[-1] != src.step_label.size:
-        raise TrackDataError(src.path, "is a damaged intermediate (labels and tracks disagree in length)")
 
 
 # --------------------------------------------------------------------------------------
@@ -406,7 +383,7 @@ def build_dataset(
     validation_fraction: float = 0.2,
     max_samples: int | None = None,
     seed: int = 0,
-    metadata: Mapping[str, Any] | None = None,
+    filter: Mapping[str, Any] | None = None,
     device: str = "cpu",
 ) -> "Dataset":
     """Build the dataset HDF5 `out_path` from labelled intermediates and return it loaded.
@@ -414,9 +391,9 @@ def build_dataset(
     intermediates: per-file HDF5 intermediates (`maggotflow isolate`), all labelled.
     spec: segment window (steps), frame interval (s) and body points.
     labels / synonyms / target / balancing / class_weights / validation_fraction /
-    max_samples / seed: see the module docstring. metadata: keep only the files whose
-    metadata has these values (e.g. {"tracker": "t15"}; a list means any of them), the
-    filter of the workflow's `inputs.filter` (`maggotflow.tracks.metadata_matches`).
+    max_samples / seed: see the module docstring. filter: keep only the files whose
+    metadata has these values (e.g. {"tracker": "t15"}; a list means any of them), as the
+    workflow's `inputs.filter` (`maggotflow.tracks.metadata_matches`).
     device: where segments are built ("cpu", "cuda", "auto"): on CUDA with torch, all
     larvae of a file at once (`maggotflow.segments.segment_builder`); the segments then
     agree with a CPU build to float32 rounding, not bit for bit.
@@ -426,6 +403,72 @@ def build_dataset(
     refuse_foreign(out_path, is_maggotflow_hdf5)  # replace an earlier dataset, never a user's file
     synonyms = dict(synonyms or {})
     labels = None if labels is None else list(labels)
+    _check_options(labels, balancing, validation_fraction, max_samples)
+    paths = _input_paths(intermediates, out_path)
+
+    # Pass 1: every file's labels and larvae (no spine read); the label set; per-step class codes.
+    sources = [src for src in (_read_source(path, filter) for path in paths) if src is not None]
+    if not sources:
+        raise ValueError(f"no intermediate has the metadata {dict(filter)} (the metadata filter left none)")
+    task = _make_task(labels, target, synonyms, _found_names(sources, synonyms))
+    for src in sources:
+        src.assign_step_labels(task)
+    n_classes = len(task.labels)
+    file_counts = np.array([np.bincount(s.step_label[s.step_label >= 0], minlength=n_classes)
+                            for s in sources], dtype=np.int64).reshape(len(sources), n_classes)
+    if file_counts.sum() == 0:
+        raise ValueError(f"no labelled time step carries any of the labels {', '.join(task.labels)}")
+
+    # Split, then the rows written and the class weights.
+    split_rng, sample_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    split_by = _split(sources, file_counts, n_classes, validation_fraction, split_rng)
+    _check_training_classes(task, file_counts, _counts(sources, n_classes, TRAIN, candidates=True))
+    _select(sources, task, balancing, max_samples, sample_rng)
+    train_counts = _counts(sources, n_classes, TRAIN)
+    val_counts = _counts(sources, n_classes, VALIDATION)
+    if np.any(train_counts == 0):
+        lost = [task.labels[k] for k in np.flatnonzero(train_counts == 0)]
+        raise ValueError(f"max samples {max_samples} is too small: no training sample left for {', '.join(lost)}")
+    weights = _class_weights(class_weights, balancing, task.labels, train_counts)
+
+    # Pass 2: the segments, file by file, straight into the output.
+    settings = dict(balancing=balancing, synonyms=synonyms, target=target, seed=seed,
+                    validation_fraction=validation_fraction, max_samples=max_samples)
+    attrs = _dataset_attrs(task, sources, spec, split_by, weights, train_counts, val_counts, settings)
+    _write(sources, out_path, spec, attrs, device)
+    log.info("%s: %d training + %d validation samples; %s", out_path, train_counts.sum(), val_counts.sum(),
+             ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
+                       for n, a, b, w in zip(task.labels, train_counts, val_counts, weights)))
+    return Dataset.load(out_path)
+
+
+def _dataset_attrs(task: _Task, sources: list[_Source], spec: SegmentSpec, split_by: str, weights: Sequence[float],
+                   train_counts: np.ndarray, val_counts: np.ndarray, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset file's attributes (module docstring, "File layout"), in their order in the file.
+
+    settings: `build_dataset`'s balancing, synonyms, target, seed, validation_fraction, max_samples.
+    """
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "labels": json.dumps(task.labels),
+        "class_weights": json.dumps([float(w) for w in weights]),
+        "balancing": settings["balancing"],
+        "segment_spec": json.dumps(spec.to_dict()),
+        "split_by": split_by,
+        "synonyms": json.dumps(settings["synonyms"], sort_keys=True),
+        "sources": json.dumps([_source_record(s) for s in sources]),
+        "target": settings["target"] or "",
+        "seed": int(settings["seed"]),
+        "validation_fraction": float(settings["validation_fraction"]),
+        "max_samples": json.dumps(settings["max_samples"]),
+        "class_counts": json.dumps({"train": train_counts.tolist(), "validation": val_counts.tolist()}),
+    }
+
+
+def _check_options(labels: list[str] | None, balancing: str, validation_fraction: float,
+                   max_samples: int | None) -> None:
+    """ValueError (one line) for an option value `build_dataset` cannot use."""
     if balancing not in BALANCING_STRATEGIES:
         raise ValueError(f"balancing must be one of {', '.join(BALANCING_STRATEGIES)}, got {balancing!r}")
     if not 0.0 <= validation_fraction < 1.0:
@@ -434,6 +477,11 @@ def build_dataset(
         raise ValueError(f"max samples must be >= 1, got {max_samples}")
     if labels is not None and len(set(labels)) != len(labels):
         raise ValueError(f"label list {','.join(labels)} names a label twice")
+
+
+def _input_paths(intermediates: Sequence[str | Path], out_path: Path) -> list[Path]:
+    """The intermediates sorted by path (the dataset's row order); ValueError for none, a
+    path listed twice, or the output among them."""
     given = [Path(p) for p in intermediates]
     paths = sorted(set(given), key=str)
     if len(paths) != len(given):
@@ -442,37 +490,20 @@ def build_dataset(
         raise ValueError("no intermediate given")
     if any(p.resolve() == out_path.resolve() for p in paths):
         raise ValueError(f"{out_path}: the output would overwrite one of the inputs")
+    return paths
 
-    # Pass 0: check every file and find the label names (cheap: no spines read).
-    sources = []
-    for path in paths:
-        src = _scan(path)
-        if metadata and not metadata_matches(src.metadata, metadata):
-            log.info("%s: left out by the metadata filter", path)
-            continue
-        sources.append(src)
-    if not sources:
-        raise ValueError(f"no intermediate has the metadata {dict(metadata)} (the metadata filter left none)")
+
+def _found_names(sources: list[_Source], synonyms: dict[str, str]) -> list[str]:
+    """Task names of the labels used in the files (after synonyms), in order of first appearance."""
     found: dict[str, None] = {}
     for src in sources:
         for name in src.used_names:
             found.setdefault(synonyms.get(name, name), None)
-    task = _make_task(labels, target, synonyms, list(found))
+    return list(found)
 
-    # Pass 1: per-step class codes of every file.
-    for src in sources:
-        _load_step_labels(src, task)
-    n_classes = len(task.labels)
-    file_counts = np.array([np.bincount(s.step_label[s.step_label >= 0], minlength=n_classes)
-                            for s in sources], dtype=np.int64).reshape(len(sources), n_classes)
-    if file_counts.sum() == 0:
-        raise ValueError(f"no labelled time step carries any of the labels {', '.join(task.labels)}")
 
-    seeds = np.random.SeedSequence(seed).spawn(2)
-    split_rng, sample_rng = (np.random.default_rng(s) for s in seeds)
-    split_by = _split(sources, file_counts, n_classes, validation_fraction, split_rng)
-
-    train_counts = _counts(sources, n_classes, TRAIN, candidates=True)
+def _check_training_classes(task: _Task, file_counts: np.ndarray, train_counts: np.ndarray) -> None:
+    """ValueError naming the classes without a training sample (a class with no data cannot be learnt)."""
     missing = [task.labels[k] for k in np.flatnonzero(train_counts == 0)]
     if missing:
         where = "in any file" if file_counts[:, train_counts == 0].sum() == 0 else "in the training files"
@@ -481,40 +512,15 @@ def build_dataset(
             "drop it from --labels, add labelled files, or change --seed / --validation-fraction"
         )
 
-    _select(sources, task, balancing, max_samples, sample_rng)
-    train_counts = _counts(sources, n_classes, TRAIN)
-    val_counts = _counts(sources, n_classes, VALIDATION)
-    if np.any(train_counts == 0):
-        lost = [task.labels[k] for k in np.flatnonzero(train_counts == 0)]
-        raise ValueError(f"max samples {max_samples} is too small: no training sample left for {', '.join(lost)}")
-    if class_weights is not None:
-        weights = check_class_weights(class_weights, task.labels)
-    elif balancing == "auto":
-        weights = auto_class_weights(train_counts)
-    else:
-        weights = np.ones(n_classes)
 
-    attrs = {
-        "format_version": FORMAT_VERSION,
-        "kind": KIND,
-        "labels": json.dumps(task.labels),
-        "class_weights": json.dumps([float(w) for w in weights]),
-        "balancing": balancing,
-        "segment_spec": json.dumps(spec.to_dict()),
-        "split_by": split_by,
-        "synonyms": json.dumps(synonyms, sort_keys=True),
-        "sources": json.dumps([_source_record(s) for s in sources]),
-        "target": target or "",
-        "seed": int(seed),
-        "validation_fraction": float(validation_fraction),
-        "max_samples": json.dumps(max_samples),
-        "class_counts": json.dumps({"train": train_counts.tolist(), "validation": val_counts.tolist()}),
-    }
-    _write(sources, out_path, spec, attrs, device)
-    log.info("%s: %d training + %d validation samples; %s", out_path, train_counts.sum(), val_counts.sum(),
-             ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
-                       for n, a, b, w in zip(task.labels, train_counts, val_counts, weights)))
-    return Dataset.load(out_path)
+def _class_weights(given: Sequence[float] | None, balancing: str, labels: list[str],
+                   train_counts: np.ndarray) -> Sequence[float]:
+    """The class weights: `given` (checked) when there are, else the balancing strategy's."""
+    if given is not None:
+        return check_class_weights(given, labels)
+    if balancing == "auto":
+        return auto_class_weights(train_counts)
+    return np.ones(len(labels))
 
 
 def _make_task(labels: list[str] | None, target: str | None, synonyms: dict[str, str], found: list[str]) -> _Task:
@@ -661,9 +667,8 @@ def _write(sources: list[_Source], out_path: Path, spec: SegmentSpec, attrs: dic
 def _write_segments(src: _Source, rows: np.ndarray, out: h5py.Dataset, start: int, spec: SegmentSpec,
                     device: str = "cpu") -> np.ndarray:
     """Write segments for `rows` of one file at out[start:]; return their centre times (s)."""
-    with _open_intermediate(src.path) as f:
-        t = f["tracks/t"][()]
-        spine = f["tracks/spine"][()]
+    with Intermediate(src.path) as intermediate:
+        t, spine = intermediate.steps()
     offsets = src.offsets
     larva_of = src.larva_of_row[rows]
     bounds = np.searchsorted(larva_of, np.arange(len(src.ids) + 1))
@@ -688,6 +693,15 @@ def _write_segments(src: _Source, rows: np.ndarray, out: h5py.Dataset, start: in
         except TrackDataError as err:
             raise err.with_path(src.path) from None
     return t[rows]
+
+
+def _open_hdf5(path: Path, what: str) -> h5py.File:
+    """`path` opened for reading; TrackDataError (one line) unless it is a readable HDF5 file."""
+    check_regular_file(path)  # before any open: a FIFO would block forever
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise TrackDataError(path, f"is not a readable {what} ({err})") from None
 
 
 class Dataset:
@@ -735,11 +749,11 @@ class Dataset:
                 raise TrackDataError(path, f"is a dataset of format {attrs.get('format_version')}, "
                                            f"this maggotflow reads format {FORMAT_VERSION}: rebuild it")
             arrays = {
-                "files": _decode(h5["files"][()]),
+                "files": list(h5["files"].asstr()[()]),
                 "segments": h5["segments"][()] if in_memory else h5["segments"],
                 "label": h5["label"][()],
                 "file": h5["file"][()],
-                "larva": np.array(_decode(h5["larva"][()]), dtype=object),
+                "larva": h5["larva"].asstr()[()],
                 "t": h5["t"][()],
                 "split": h5["split"][()],
             }

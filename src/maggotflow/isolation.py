@@ -14,6 +14,10 @@ and nothing is shared between files (no common `data/` folder). The layout is co
 The file is written under a temporary name and renamed, with no timestamps, so identical
 input gives identical bytes.
 
+Reading an intermediate has one home too: `Intermediate` checks the format once and reads
+metadata, labels, larvae and tracks on demand (the dataset reads labels then spines, prediction
+a whole Run through `read_isolated`, the output name `source_name` alone).
+
 This module also owns the one decision of which files can be trained on: an intermediate
 is labelled when it carries behaviour labels (`split_labelled`, used by the pipeline, the
 backend and the workflow's dataset job). Command line: `maggotflow isolate`
@@ -123,60 +127,109 @@ def _outline_block(tracks: list[Track]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+class Intermediate:
+    """An intermediate opened for reading: the one reader of the layout above.
+
+    Opening checks once that `path` is a readable intermediate of this format (TrackDataError,
+    one line, otherwise) and reads its attributes; behaviour labels, larvae and tracks are
+    read on demand, so a caller that needs only the labels never reads a spine. Use as a
+    context manager (or call `close()`).
+    Attributes: `path`, `metadata` (the track file's), `source_path` and `source_name` (the
+    track file's path and basename, "" when unknown), `sha1`, `format`, `label_source` (""
+    when unlabelled), `read_options` (dict, or None when not recorded).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        check_regular_file(self.path)  # before any open: a FIFO would block forever
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise TrackDataError(self.path, f"is not a readable maggotflow intermediate ({err})") from None
+        attrs = self._file.attrs
+        version = int(attrs.get("format_version", -1))
+        if version != FORMAT_VERSION or "tracks" not in self._file:
+            found = f"found format {version}" if "format_version" in attrs else "no format recorded"
+            self.close()
+            raise TrackDataError(self.path, f"is not a maggotflow intermediate of format {FORMAT_VERSION} "
+                                            f"({found}; make it with `maggotflow isolate`)")
+        self.metadata: dict = json.loads(attrs.get("metadata", "{}"))
+        self.source_path = str(attrs.get("source_path", ""))
+        self.source_name = str(attrs.get("source_name", ""))
+        self.sha1 = str(attrs.get("sha1", ""))
+        self.format = str(attrs.get("format", ""))
+        self.label_source = str(attrs.get("label_source", ""))
+        read_options = json.loads(str(attrs.get("read_options", "")) or "null")
+        self.read_options: dict | None = read_options if isinstance(read_options, dict) else None
+
+    def label_names(self) -> list[str]:
+        """The behaviour label names recorded ([] when unlabelled)."""
+        return list(self._file["labels/names"].asstr()[()]) if "labels" in self._file else []
+
+    def label_matrix(self) -> np.ndarray | None:
+        """(R, C) bool: time step x label name, one row per time step of all larvae; None when unlabelled."""
+        return self._file["labels/matrix"][()] if "labels" in self._file else None
+
+    def larvae(self) -> tuple[list[str], np.ndarray]:
+        """Larva ids and their row offsets ((L+1,) int64: larva i holds rows offsets[i]:offsets[i+1]).
+
+        TrackDataError when the offsets disagree with the ids or with the rows stored."""
+        g = self._file["tracks"]
+        ids, offsets = list(g["ids"].asstr()[()]), g["offsets"][()].astype(np.int64)
+        rows = {g["t"].shape[0]} | ({self._file["labels/matrix"].shape[0]} if "labels" in self._file else set())
+        if offsets.size != len(ids) + 1 or rows != {int(offsets[-1])}:
+            raise TrackDataError(self.path, "is a damaged intermediate (labels and tracks disagree in length)")
+        return ids, offsets
+
+    def steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Times (R,) float64 in s and spines (R, k, 2) float64 in mm, tail -> head, all larvae."""
+        g = self._file["tracks"]
+        return g["t"][()], g["spine"][()]
+
+    def outlines(self) -> np.ndarray | None:
+        """Outlines (R, m, 2) float32 in mm (NaN-padded), or None when the file has none."""
+        g = self._file["tracks"]
+        return g["outline"][()] if "outline" in g else None
+
+    def run(self, with_outline: bool = False) -> Run:
+        """The whole file as a Run (see `read_isolated`)."""
+        ids, offsets = self.larvae()
+        t, spine = self.steps()
+        outline = self.outlines() if with_outline else None
+        names, matrix = self.label_names(), self.label_matrix()
+        tracks = []
+        for i, larva in enumerate(ids):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            tracks.append(Track(id=larva, t=t[a:b], spine=spine[a:b],
+                                outline=None if outline is None else outline[a:b],
+                                labels=None if matrix is None else labels_from_matrix(matrix[a:b], names)))
+        return Run(metadata=self.metadata, tracks=tracks, source=Path(self.source_path) if self.source_path else None,
+                   format=self.format or None, sha1=self.sha1 or None, read_options=self.read_options)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Intermediate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def read_isolated(path: str | Path, with_outline: bool = False) -> Run:
     """Read an intermediate back into a Run (labels attached when present).
 
     `run.metadata` is the track file's metadata; `run.source` its original path; `run.sha1`,
     `run.format` and `run.read_options` as recorded at isolation.
     """
-    path = Path(path)
-    check_regular_file(path)  # before any open: a FIFO would block forever
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, FileNotFoundError) as err:
-        raise TrackDataError(path, f"is not a readable maggotflow intermediate ({err})") from None
-    with f:
-        version = int(f.attrs.get("format_version", -1))
-        if version != FORMAT_VERSION or "tracks" not in f:
-            raise TrackDataError(path, f"is not a maggotflow intermediate of format {FORMAT_VERSION} (found {version})")
-        g = f["tracks"]
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in g["ids"][()]]
-        offsets = g["offsets"][()]
-        t = g["t"][()]
-        spine = g["spine"][()]
-        outline = g["outline"][()] if with_outline and "outline" in g else None
-        names: list[str] = []
-        matrix = None
-        if "labels" in f:
-            names = [s.decode() if isinstance(s, bytes) else str(s) for s in f["labels/names"][()]]
-            matrix = f["labels/matrix"][()]
-        metadata = json.loads(f.attrs["metadata"])
-        source = str(f.attrs["source_path"])
-        sha1 = str(f.attrs["sha1"]) or None
-        fmt = str(f.attrs["format"]) or None
-        read_options = json.loads(str(f.attrs.get("read_options", "")) or "null")
-    tracks = []
-    for i, larva in enumerate(ids):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        tracks.append(
-            Track(
-                id=larva,
-                t=t[a:b],
-                spine=spine[a:b],
-                outline=None if outline is None else outline[a:b],
-                labels=None if matrix is None else labels_from_matrix(matrix[a:b], names),
-            )
-        )
-    return Run(metadata=metadata, tracks=tracks, source=Path(source) if source else None, format=fmt, sha1=sha1,
-               read_options=read_options if isinstance(read_options, dict) else None)
+    with Intermediate(path) as intermediate:
+        return intermediate.run(with_outline)
 
 
 def isolated_label_names(path: str | Path) -> list[str]:
     """Label names recorded in an intermediate ([] when unlabelled), without reading tracks."""
-    with h5py.File(path, "r") as f:
-        if "labels" not in f:
-            return []
-        return [s.decode() if isinstance(s, bytes) else str(s) for s in f["labels/names"][()]]
+    with Intermediate(path) as intermediate:
+        return intermediate.label_names()
 
 
 def split_labelled(intermediates: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:

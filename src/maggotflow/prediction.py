@@ -71,7 +71,7 @@ from maggotflow.formats.label import (
 )
 from maggotflow.domain import N_FEATURES, RECORD_KEY, describe, not_checked
 from maggotflow.instance import ModelInstance, check_kind, fingerprint
-from maggotflow.isolation import read_isolated
+from maggotflow.isolation import Intermediate, read_isolated
 from maggotflow.model import select_device
 from maggotflow import progress
 from maggotflow.postrule import apply_post_rule
@@ -154,14 +154,8 @@ def source_name(path: str | Path) -> str:
     """Basename of the track file behind `path` (for an intermediate: the file it was made from)."""
     path = Path(path)
     if is_intermediate(path):
-        import h5py
-
-        try:
-            with h5py.File(path, "r") as f:
-                name = str(f.attrs.get("source_name", ""))
-        except OSError as err:
-            raise TrackDataError(path, f"is not a readable maggotflow intermediate ({err})") from None
-        return name or path.name
+        with Intermediate(path) as intermediate:
+            return intermediate.source_name or path.name
     return path.name
 
 

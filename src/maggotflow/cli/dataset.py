@@ -76,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
         labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms), balancing=args.balancing,
         class_weights=parse_weights(args.class_weights), target=args.target,
         validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
-        metadata=_metadata_wanted(args.only), device=args.device,
+        filter=_metadata_wanted(args.only), device=args.device,
     )
     with dataset:
         train, val = dataset.class_counts(TRAIN), dataset.class_counts(VALIDATION)
