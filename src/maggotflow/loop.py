@@ -15,6 +15,10 @@ validated state. The pieces that are the same in both live here:
   progress line `step N/T ... train <loss> <scores> (<rate> steps/s, ETA <duration>)`;
   every step also a progress record (`maggotflow.progress`: a workflow job shows them on its
   console). `duration_text` (from `maggotflow.progress`): '8.5 s', '12.3 min', '2.1 h'.
+- `evaluating(*modules)`: the block runs the modules in eval mode (each one's previous mode
+  restored afterwards): every validation.
+- `validation_due(step, eval_every, last)`: validate every `eval_every` steps and after the
+  last step (of a stage, for fine-tuning).
 - `run_provenance(device, precision, progress)`: how the loop ran, for provenance.json.
 """
 
@@ -47,6 +51,26 @@ def seeded(device: torch.device, seed: int) -> Iterator[None]:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+@contextlib.contextmanager
+def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+    """Run the block with the modules in eval mode (dropout off, BatchNorm running statistics
+    used, not updated); each module's previous mode is restored afterwards."""
+    was = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, was):
+            module.train(mode)
+
+
+def validation_due(step: int, eval_every: int, last: bool) -> bool:
+    """Whether a loop validates after `step` steps: every `eval_every` steps and after the
+    `last` one (the end of the loop or of a stage)."""
+    return step % eval_every == 0 or last
+
+
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the module's state dict on the CPU (later steps do not change it)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -68,8 +92,13 @@ class MixedPrecision:
     """float16 autocast + gradient scaling on CUDA when `enabled`; float32 everywhere else."""
 
     def __init__(self, device: torch.device, enabled: bool = True):
+        self.device = device
         self.enabled = device.type == "cuda" and enabled
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+    def describe(self) -> str:
+        """Where the loop runs, for its first log line: 'cpu', 'cuda:0 (mixed precision)'."""
+        return f"{self.device}{' (mixed precision)' if self.enabled else ''}"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of a forward pass."""

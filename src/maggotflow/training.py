@@ -24,7 +24,8 @@ The loop, top to bottom:
    macro-F1 (`maggotflow.metrics.macro_f1`: the mean per-behaviour F1 over the behaviours
    the validation samples hold, so a rare behaviour counts as much as runs; the number
    `maggotflow evaluate` reports), ties broken by the lower validation loss
-   (`selection_key`); `select_by="loss"` uses the validation loss alone. The validation loss uses the same class weights as training.
+   (`selection_key`); `select_by="loss"` uses the validation loss alone. The validation
+   loss uses the same class weights as training.
    Without validation samples the final state is kept (a warning is logged).
 6. The kept state's decision rule (`maggotflow.decoding`) is fitted on the validation
    samples: per-class logit offsets for macro-F1 (`calibrate`), and with `decoding` hmm or
@@ -65,6 +66,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -79,7 +81,15 @@ from maggotflow.decoding import DECODERS, fit_split_decision, kept_score
 from maggotflow.domain import fit_reference
 from maggotflow.kinematics import FEATURE_NAMES
 from maggotflow.instance import InstanceError, ModelInstance, check_target, created_by
-from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
+from maggotflow.loop import (
+    MixedPrecision,
+    Progress,
+    duration_text,
+    evaluating,
+    run_provenance,
+    seeded,
+    validation_due,
+)
 from maggotflow.metrics import accuracy, confusion_matrix, macro_f1
 from maggotflow.model import (
     Classifier,
@@ -248,43 +258,130 @@ def _train(
     device: torch.device,
     log: Callable[[str], None],
 ) -> ModelInstance:
-    spec, labels = dataset.spec, list(dataset.labels)
-    n_classes = len(labels)
+    """The steps of `train_tagger` on an open dataset (module docstring, 1-8)."""
+    train_idx, val_idx = _training_rows(dataset, config)
+    start = _starting_point(dataset, pretrained, config, out_instance, log)
+    classifier_config = ClassifierConfig(latent_dim=start.encoder_config.latent_dim, n_classes=len(dataset.labels),
+                                         layers=config.layers, dropout=config.dropout,
+                                         features=len(FEATURE_NAMES) if config.kinematic_features else 0,
+                                         frame_interval=dataset.spec.frame_interval)
+    weights = check_class_weights(dataset.class_weights if config.class_weights is None else config.class_weights,
+                                  list(dataset.labels))
+    data = _training_data(dataset, train_idx, val_idx, weights, config, device)
+    precision = MixedPrecision(device, config.mixed_precision)
+    _log_plan(data, start, config, precision, log)
+
+    with seeded(device, config.seed):  # the caller's global RNG is restored afterwards
+        net = _build_network(start, classifier_config, data, config, log)
+        fit = _fit_network(net, data, config, precision, log)
+    log(f"validation during training: {duration_text(fit.validation_seconds)} of {duration_text(fit.seconds)} "
+        f"({100 * fit.validation_seconds / max(fit.seconds, 1e-9):.0f} %)")
+
+    # the best validated state and the other candidates; the best of them on validation
+    fit.progress.restore_best()
+    net.encoder.eval(), net.classifier.eval()
+    candidates = _fit_candidates(net, data, start, fit, config, precision, log)
+    chosen = choose([c for c in candidates if c.name in config.candidates], log)
+
+    from maggotflow.formats.label import default_colors
+
+    provenance = _provenance(data, start, net, fit, candidates, chosen, config, precision)
+    curves = {"training": fit.progress.curve}
+    if start.base is not None:
+        for name, rows in start.base.curves.items():
+            curves.setdefault(name, rows)  # keep the pretraining curve next to the training one
+    # the domain check's reference: the training data (each row once, bagged or not) and
+    # the validation files set its statistics and thresholds (maggotflow.domain)
+    domain = fit_reference(dataset, dataset.train_indices(), data.val_idx, config.seed, log)
+    labels = list(dataset.labels)
+    instance = ModelInstance(
+        "tagger", dataset.spec, start.encoder_config, encoder=net.encoder, classifier_config=chosen.classifier.config,
+        classifier=chosen.classifier, labels=labels, colors=default_colors(labels), post_rule=config.post_rule,
+        provenance=provenance, curves=curves, decision=chosen.decision, domain=domain,
+    )
+    instance.save(out_instance)
+    best, total = fit.progress.best, fit.progress.total_steps
+    log(f"saved tagger {out_instance}: {chosen.name} (network best at step {best['step']}, {best['stage']}: "
+        f"{_scores_text(best)}; {total} steps in {duration_text(fit.seconds)})")
+    return instance
+
+
+# ---------------------------------------------------------------------------- what the loop starts from
+def _training_rows(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's training and validation rows; with `bootstrap` (bagging, ensemble
+    members) the training rows are a seeded resample with replacement, as many as there are."""
     train_idx, val_idx = dataset.train_indices(), dataset.val_indices()
     if train_idx.size < 2:
         raise ValueError(f"{dataset.path}: {train_idx.size} training sample(s); training needs at least 2")
     if config.bootstrap:
-        # Bagging (ensemble members): as many samples as there are, drawn with replacement.
         rng = np.random.default_rng([config.seed, 0xBA6])
         train_idx = np.sort(rng.choice(train_idx, size=train_idx.size, replace=True))
+    return train_idx, val_idx
 
-    # 1. the starting encoder
-    base: ModelInstance | None = None
-    if pretrained is not None:
-        base = ModelInstance.load(pretrained)
-        if not base.segment_spec.compatible_with(spec):
-            raise InstanceError(
-                pretrained,
-                f"the encoder was pretrained on segments of {base.segment_spec.describe()} but the dataset "
-                f"{dataset.path} has segments of {spec.describe()}: rebuild the dataset with the encoder's "
-                "--window, --frame-interval and --n-points",
-            )
-        encoder_config = base.encoder_config
-    else:
-        encoder_config = EncoderConfig(window=spec.window, n_points=spec.n_points,
-                                       latent_dim=config.latent_dim, filters=config.filters)
+
+@dataclass
+class _Start:
+    """What the network starts from: a pretrained instance's encoder, or random weights."""
+
+    pretrained: Path | None  # the pretrained instance folder ("pretrained" or "tagger"), None: random
+    base: ModelInstance | None  # that instance, loaded
+    encoder_config: EncoderConfig
+
+
+def _starting_point(dataset: Dataset, pretrained: Path | None, config: TrainConfig, out_instance: Path,
+                    log: Callable[[str], None]) -> _Start:
+    """Load the pretrained instance (InstanceError unless its segments are the dataset's), or
+    without one an encoder of the config's size from random weights (logged: it needs far
+    more labelled data)."""
+    if pretrained is None:
         log("no pretrained encoder given: the encoder starts from random weights "
             "(fine-tuning then needs much more labelled data)")
         logger.warning("%s: training without a pretrained encoder", out_instance)
-    classifier_config = ClassifierConfig(latent_dim=encoder_config.latent_dim, n_classes=n_classes,
-                                         layers=config.layers, dropout=config.dropout,
-                                         features=len(FEATURE_NAMES) if config.kinematic_features else 0,
-                                         frame_interval=spec.frame_interval)
+        spec = dataset.spec
+        return _Start(None, None, EncoderConfig(window=spec.window, n_points=spec.n_points,
+                                                latent_dim=config.latent_dim, filters=config.filters))
+    base = ModelInstance.load(pretrained)
+    if not base.segment_spec.compatible_with(dataset.spec):
+        raise InstanceError(
+            pretrained,
+            f"the encoder was pretrained on segments of {base.segment_spec.describe()} but the dataset "
+            f"{dataset.path} has segments of {dataset.spec.describe()}: rebuild the dataset with the encoder's "
+            "--window, --frame-interval and --n-points",
+        )
+    return _Start(pretrained, base, base.encoder_config)
 
-    weights = check_class_weights(dataset.class_weights if config.class_weights is None else config.class_weights,
-                                  labels)
 
-    # 2. data: all segments in memory when they fit (random batches are then fancy indexing)
+@dataclass
+class _TrainingData:
+    """The dataset as the loop reads it: rows (indices into the dataset), their labels and
+    the class weights of the loss; `read` gives segments on the device."""
+
+    dataset: Dataset
+    train_idx: np.ndarray  # rows trained on (a bootstrap resample when bagging)
+    val_idx: np.ndarray  # every validation row (decision rules, candidates, domain thresholds)
+    monitored: np.ndarray  # the validation rows scored during training (checkpoint choice)
+    weights: list[float]  # class weights of the loss, one per label
+    device: torch.device
+    segments: np.ndarray | None  # every segment in memory, or None: read batch by batch from the file
+    labels_t: torch.Tensor  # (N,) int64 label of every row, on the CPU
+    weight_t: torch.Tensor  # (K,) the class weights, on the device
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        """The segments (B, 2, P, W) of the rows `indices`, on the device."""
+        idx = indices.numpy()
+        x = self.segments[idx] if self.segments is not None else self.dataset.read_segments(idx)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
+
+    def counts(self, rows: np.ndarray) -> np.ndarray:
+        """Samples per class among `rows`."""
+        return np.bincount(self.dataset.label[rows], minlength=len(self.dataset.labels))
+
+
+def _training_data(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, weights: list[float],
+                   config: TrainConfig, device: torch.device) -> _TrainingData:
+    """All segments in memory when they fit in `IN_MEMORY_BYTES` (random batches are then
+    fancy indexing); the validation rows monitored during training: a fixed seeded
+    subsample of `val_samples` (0: all)."""
     n_bytes = int(np.prod(dataset.segments.shape)) * 4
     if isinstance(dataset.segments, np.ndarray):
         segments = dataset.segments
@@ -292,23 +389,23 @@ def _train(
         segments = dataset.segments[()]
     else:
         segments = None  # read batch by batch
-    labels_t = torch.from_numpy(dataset.label.astype(np.int64))
-
-    def read(indices: torch.Tensor) -> torch.Tensor:
-        idx = indices.numpy()
-        x = segments[idx] if segments is not None else dataset.read_segments(idx)
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
-
-    precision = MixedPrecision(device, config.mixed_precision)
-    train_counts = np.bincount(dataset.label[train_idx], minlength=n_classes)
-    val_counts = np.bincount(dataset.label[val_idx], minlength=n_classes)
-    log(f"training a {n_classes}-class tagger on {device}{' (mixed precision)' if precision.enabled else ''}: "
-        f"{train_idx.size} training / {val_idx.size} validation segments (split by {dataset.split_by}); "
-        f"encoder {count_macs(encoder_config) / 1e6:.1f} M multiply-adds per segment")
-    log("classes: " + ", ".join(f"{n} {a}/{b} (weight {w:.3g})"
-                                for n, a, b, w in zip(labels, train_counts, val_counts, weights)))
-    total = config.stage1_steps + config.stage2_steps
     monitored = val_idx if config.val_samples == 0 else subsample(val_idx, config.val_samples, config.seed, 0x7A1)
+    return _TrainingData(dataset, train_idx, val_idx, monitored, weights, device, segments,
+                         labels_t=torch.from_numpy(dataset.label.astype(np.int64)),
+                         weight_t=torch.tensor(weights, dtype=torch.float32, device=device))
+
+
+def _log_plan(data: _TrainingData, start: _Start, config: TrainConfig, precision: MixedPrecision,
+              log: Callable[[str], None]) -> None:
+    """The lines before training: device and model size, classes with their counts and
+    weights, the budget in epochs and the validation during training."""
+    dataset, train_idx, val_idx = data.dataset, data.train_idx, data.val_idx
+    log(f"training a {len(dataset.labels)}-class tagger on {precision.describe()}: "
+        f"{train_idx.size} training / {val_idx.size} validation segments (split by {dataset.split_by}); "
+        f"encoder {count_macs(start.encoder_config) / 1e6:.1f} M multiply-adds per segment")
+    log("classes: " + ", ".join(f"{n} {a}/{b} (weight {w:.3g})" for n, a, b, w in zip(
+        dataset.labels, data.counts(train_idx), data.counts(val_idx), data.weights)))
+    total, monitored = config.stage1_steps + config.stage2_steps, data.monitored
     log(f"budget: {total} steps of {config.batch_size} segments = {total * config.batch_size / train_idx.size:.2f} "
         f"epochs of the {train_idx.size} training segments; validation every {config.eval_every} steps on "
         + (f"all {val_idx.size}" if monitored.size == val_idx.size else f"a fixed sample of {monitored.size} of the "
@@ -318,179 +415,171 @@ def _train(
         logger.warning("%s: no validation samples; keeping the final state, not the best validated one",
                        dataset.path)
 
-    with seeded(device, config.seed):  # the caller's global RNG is restored afterwards
-        # 3. model
-        encoder = Encoder(encoder_config)
-        if base is not None:
-            encoder.load_state_dict(base.encoder.state_dict())
-        classifier = Classifier(classifier_config)
-        # Continuing a tagger (tagging-backend finetune): with the same labels and classifier
-        # shape its classifier (and feature scaling) is the start too; else a new one is trained.
-        continued = (base is not None and base.kind == "tagger" and list(base.labels) == labels
-                     and base.classifier_config == classifier_config)
-        if continued:
-            classifier.load_state_dict(base.classifier.state_dict())
-            log(f"continuing the tagger {pretrained}: its encoder and classifier are the start")
-        elif classifier_config.features:
-            _fit_feature_scaling(classifier, read, train_idx, config.seed)
-        encoder.to(device), classifier.to(device)
-        weight_t = torch.tensor(weights, dtype=torch.float32, device=device)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight_t)
-        batches = _Batches(train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
-        aug = preset(config.augment)
-        augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
 
-        def validate(keep: list | None = None, rows: np.ndarray | None = None) -> dict:
-            """Validation loss (class-weighted mean), accuracy and macro-F1 (`maggotflow.metrics`)
-            on `rows` (default: the fixed subsample scored during training); `keep` receives
-            their logits (one array per chunk)."""
-            rows = monitored if rows is None else rows
-            if rows.size == 0:
-                return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
-            was = encoder.training, classifier.training
-            encoder.eval(), classifier.eval()
-            loss_sum, weight_sum = 0.0, 0.0
-            predicted = []
-            chunk = max(4 * config.batch_size, 1024)
-            with torch.inference_mode():
-                for i in range(0, rows.size, chunk):
-                    idx = torch.from_numpy(rows[i:i + chunk])
-                    with precision.autocast():
-                        x = read(idx)
-                        logits = classifier(encoder(x), x)
-                    logits = logits.float()
-                    target = labels_t[idx].to(device)
-                    loss_sum += float(F.cross_entropy(logits, target, weight=weight_t, reduction="sum"))
-                    weight_sum += float(weight_t[target].sum())
-                    predicted.append(logits.argmax(dim=1).cpu().numpy())
-                    if keep is not None:
-                        keep.append(logits.cpu().numpy())
-            encoder.train(was[0]), classifier.train(was[1])
-            cm = confusion_matrix(dataset.label[rows], np.concatenate(predicted), n_classes)
-            return {
-                "val_loss": loss_sum / weight_sum if weight_sum > 0 else float("nan"),
-                "val_accuracy": accuracy(cm),
-                "val_macro_f1": macro_f1(cm),
-            }
+# ---------------------------------------------------------------------------- the network and its loop
+@dataclass
+class _Network:
+    """The network being trained: encoder + dense classifier."""
 
-        def better(scores: dict, best: dict) -> bool:
-            return val_idx.size == 0 or selection_key(scores, config.select_by) > selection_key(best, config.select_by)
+    encoder: Encoder
+    classifier: Classifier
+    continued: bool  # the classifier starts from the pretrained tagger's (provenance "classifier_continued")
 
-        # 4. the loop: stage 1 (classifier only), stage 2 (fine-tuning)
-        progress = Progress((encoder, classifier), total, better=better, describe=_scores_text, log=log)
-        validation_seconds = 0.0
+    def start_stage(self, frozen: bool) -> list[torch.nn.Parameter]:
+        """Set up a stage and return the parameters its optimiser steps: with the encoder
+        `frozen` (stage 1) only the classifier's, the encoder in eval mode too (its BatchNorm
+        running statistics untouched); else (stage 2) both modules' parameters."""
+        self.encoder.requires_grad_(not frozen)
+        self.encoder.train(not frozen)
+        self.classifier.train()
+        return list(self.classifier.parameters()) + ([] if frozen else list(self.encoder.parameters()))
 
-        def monitor() -> dict:
-            """`validate` on the monitored subsample, its time counted (provenance "validation_seconds")."""
-            nonlocal validation_seconds
-            t0 = time.perf_counter()
-            scores = validate()
-            validation_seconds += time.perf_counter() - t0
-            return scores
+    def logits(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """(B, K) class logits of segments (B, 2, P, W); `frozen`: no graph through the encoder."""
+        if frozen:
+            with torch.no_grad():
+                z = self.encoder(x)  # (B, L)
+        else:
+            z = self.encoder(x)
+        return self.classifier(z, x)
 
-        progress.start(monitor(), stage=STAGES[0])
-        step = 0
-        for stage, n_steps, lr in ((STAGES[0], config.stage1_steps, config.lr_stage1),
-                                   (STAGES[1], config.stage2_steps, config.lr_stage2)):
-            if n_steps == 0:
-                continue
-            frozen = stage == STAGES[0]
-            encoder.requires_grad_(not frozen)
-            encoder.train(not frozen)  # frozen: BatchNorm running statistics untouched too
-            classifier.train()
-            params = list(classifier.parameters()) + ([] if frozen else list(encoder.parameters()))
-            optimiser = torch.optim.Adam(params, lr=lr)
-            for i in range(n_steps):
-                step += 1
-                if config.lr_schedule == "cosine":  # from lr down to 0 over the stage
-                    for group in optimiser.param_groups:
-                        group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * i / n_steps))
-                idx = batches.next()
-                x, target = read(idx), labels_t[idx].to(device)
-                if augmentation is not None:
-                    x = augment(x, augmentation, aug=aug)
-                with precision.autocast():
-                    if frozen:
-                        with torch.no_grad():
-                            z = encoder(x)  # (B, L), no graph through the frozen encoder
-                    else:
-                        z = encoder(x)
-                    logits = classifier(z, x)  # (B, K)
-                loss = loss_fn(logits.float(), target)
-                progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
-                if step % config.eval_every == 0 or i == n_steps - 1:  # also at the end of each stage
-                    progress.validated(step, monitor(), stage=stage)
-        elapsed = progress.elapsed
-        encoder.requires_grad_(True)
-    log(f"validation during training: {duration_text(validation_seconds)} of {duration_text(elapsed)} "
-        f"({100 * validation_seconds / max(elapsed, 1e-9):.0f} %)")
 
-    # 5. keep the best validated state and fit its decision rule on all validation samples
-    progress.restore_best()
-    encoder.eval(), classifier.eval()
-    best = progress.best
-    candidates = [_network_candidate(dataset, val_idx, validate, classifier, config, elapsed, log)]
-    # 6. the other candidates (boosted trees), then the best of them on validation
-    for name in ("boosting", "combined"):
-        if name in config.candidates:
-            candidates.append(fit_candidate(
-                name, dataset, train_idx, val_idx, BoostingConfig(seed=config.seed, device=str(device)), device,
-                encoder if name == "combined" else None, encoder_config.latent_dim, config.calibrate,
-                config.decoding, np.asarray(weights), log))
-    chosen = choose([c for c in candidates if c.name in config.candidates], log)
-    classifier, decision = chosen.classifier, chosen.decision
-
-    from maggotflow.formats.label import default_colors
-
-    provenance = {
-        "created_by": created_by(),
-        "command": "train",
-        "dataset": str(Path(dataset.path).resolve()),
-        "dataset_sources": dataset.sources,
-        "dataset_seed": dataset.seed,
-        "balancing": dataset.balancing,
-        "split_by": dataset.split_by,
-        "synonyms": dataset.synonyms,
-        "target": dataset.target,
-        "pretrained": None if pretrained is None else str(Path(pretrained).resolve()),
-        "classifier_continued": continued,
-        "pretrained_provenance": None if base is None else _summary(base.provenance),
-        "labels": labels,
-        "class_weights": [float(w) for w in weights],
-        "train_counts": train_counts.tolist(),
-        "val_counts": val_counts.tolist(),
-        "seed": config.seed,
-        "stage1_steps": config.stage1_steps,
-        "stage2_steps": config.stage2_steps,
-        "select_by": config.select_by,
-        "best": best,
-        "epochs": round(total * config.batch_size / train_idx.size, 3),
-        "validation_seconds": round(validation_seconds, 1),
-        "candidates": {c.name: c.summary() for c in candidates},
-        "chosen": chosen.name,
-        "decision": decision.to_dict(),
-        "config": config.to_dict(),
-        **run_provenance(device, precision, progress),
-        "seconds": round(elapsed, 1),
-    }
-    curves = {"training": progress.curve}
+def _build_network(start: _Start, classifier_config: ClassifierConfig, data: _TrainingData, config: TrainConfig,
+                   log: Callable[[str], None]) -> _Network:
+    """The encoder (the pretrained one's weights, else random) and the classifier on the
+    device. Continuing a tagger (tagging-backend finetune): with the same labels and
+    classifier shape its classifier (and feature scaling) is the start too; else a new one
+    is trained, its kinematic features standardised on training segments."""
+    encoder = Encoder(start.encoder_config)
+    base = start.base
     if base is not None:
-        for name, rows in base.curves.items():
-            curves.setdefault(name, rows)  # keep the pretraining curve next to the training one
-    # the domain check's reference: the training data (each row once, bagged or not) and
-    # the validation files set its statistics and thresholds (maggotflow.domain)
-    domain = fit_reference(dataset, dataset.train_indices(), val_idx, config.seed, log)
-    instance = ModelInstance(
-        "tagger", spec, encoder_config, encoder=encoder, classifier_config=classifier.config,
-        classifier=classifier, labels=labels, colors=default_colors(labels), post_rule=config.post_rule,
-        provenance=provenance, curves=curves, decision=decision, domain=domain,
-    )
-    instance.save(out_instance)
-    log(f"saved tagger {out_instance}: {chosen.name} (network best at step {best['step']}, {best['stage']}: "
-        f"{_scores_text(best)}; {total} steps in {duration_text(elapsed)})")
-    return instance
+        encoder.load_state_dict(base.encoder.state_dict())
+    classifier = Classifier(classifier_config)
+    continued = (base is not None and base.kind == "tagger" and list(base.labels) == list(data.dataset.labels)
+                 and base.classifier_config == classifier_config)
+    if continued:
+        classifier.load_state_dict(base.classifier.state_dict())
+        log(f"continuing the tagger {start.pretrained}: its encoder and classifier are the start")
+    elif classifier_config.features:
+        _fit_feature_scaling(classifier, data.read, data.train_idx, config.seed)
+    encoder.to(data.device), classifier.to(data.device)
+    return _Network(encoder, classifier, continued)
 
 
+def learning_rate(schedule: str, base_lr: float, i: int, n_steps: int) -> float:
+    """The learning rate of step `i` (from 0) of a stage of `n_steps`: `base_lr` throughout
+    (constant) or decaying from it to 0 over the stage (cosine)."""
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * i / n_steps))
+    return base_lr
+
+
+def _validate(net: _Network, data: _TrainingData, rows: np.ndarray, precision: MixedPrecision, batch_size: int,
+              keep: list | None = None) -> dict:
+    """Validation loss (class-weighted mean, the training loss's weights), accuracy and
+    macro-F1 (`maggotflow.metrics`) of the network on `rows`; `keep` receives their logits
+    (one array per chunk). None scores without rows."""
+    if rows.size == 0:
+        return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
+    loss_sum, weight_sum = 0.0, 0.0
+    predicted = []
+    chunk = max(4 * batch_size, 1024)
+    with evaluating(net.encoder, net.classifier), torch.inference_mode():
+        for i in range(0, rows.size, chunk):
+            idx = torch.from_numpy(rows[i:i + chunk])
+            with precision.autocast():
+                logits = net.logits(data.read(idx))
+            logits = logits.float()
+            target = data.labels_t[idx].to(data.device)
+            loss_sum += float(F.cross_entropy(logits, target, weight=data.weight_t, reduction="sum"))
+            weight_sum += float(data.weight_t[target].sum())
+            predicted.append(logits.argmax(dim=1).cpu().numpy())
+            if keep is not None:
+                keep.append(logits.cpu().numpy())
+    cm = confusion_matrix(data.dataset.label[rows], np.concatenate(predicted), len(data.dataset.labels))
+    return {
+        "val_loss": loss_sum / weight_sum if weight_sum > 0 else float("nan"),
+        "val_accuracy": accuracy(cm),
+        "val_macro_f1": macro_f1(cm),
+    }
+
+
+@dataclass
+class _Monitor:
+    """Validation during training: `_validate` on the monitored rows, its time counted."""
+
+    net: _Network
+    data: _TrainingData
+    precision: MixedPrecision
+    batch_size: int
+    seconds: float = 0.0  # spent validating (provenance "validation_seconds")
+
+    def scores(self) -> dict:
+        t0 = time.perf_counter()
+        scores = _validate(self.net, self.data, self.data.monitored, self.precision, self.batch_size)
+        self.seconds += time.perf_counter() - t0
+        return scores
+
+
+def _is_better(scores: dict, best: dict, select_by: str, validated: bool) -> bool:
+    """Whether validation `scores` beat the `best` so far (`selection_key`); without
+    validation samples (`validated` False) every state is, so the final one is kept."""
+    return not validated or selection_key(scores, select_by) > selection_key(best, select_by)
+
+
+@dataclass
+class _Fit:
+    """How the two stages went: curve and best state (`progress`), wall time and the part
+    of it spent validating, in s."""
+
+    progress: Progress
+    seconds: float
+    validation_seconds: float
+
+
+def _fit_network(net: _Network, data: _TrainingData, config: TrainConfig, precision: MixedPrecision,
+                 log: Callable[[str], None]) -> _Fit:
+    """Stage 1 (classifier only), then stage 2 (fine-tuning): seeded batches (augmented with
+    `augment`), class-weighted cross-entropy, a step per batch, validation before training,
+    every `eval_every` steps and at each stage's end."""
+    total = config.stage1_steps + config.stage2_steps
+    progress = Progress((net.encoder, net.classifier), total, describe=_scores_text, log=log,
+                        better=partial(_is_better, select_by=config.select_by, validated=data.val_idx.size > 0))
+    monitor = _Monitor(net, data, precision, config.batch_size)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=data.weight_t)
+    batches = _Batches(data.train_idx, config.batch_size, torch.Generator().manual_seed(config.seed))
+    aug = preset(config.augment)
+    augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
+
+    progress.start(monitor.scores(), stage=STAGES[0])
+    step = 0
+    for stage, n_steps, lr in ((STAGES[0], config.stage1_steps, config.lr_stage1),
+                               (STAGES[1], config.stage2_steps, config.lr_stage2)):
+        if n_steps == 0:
+            continue
+        frozen = stage == STAGES[0]
+        params = net.start_stage(frozen)
+        optimiser = torch.optim.Adam(params, lr=lr)
+        for i in range(n_steps):
+            step += 1
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(config.lr_schedule, lr, i, n_steps)
+            idx = batches.next()
+            x, target = data.read(idx), data.labels_t[idx].to(data.device)
+            if augmentation is not None:
+                x = augment(x, augmentation, aug=aug)
+            with precision.autocast():
+                logits = net.logits(x, frozen)  # (B, K)
+            loss = loss_fn(logits.float(), target)
+            progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
+            if validation_due(step, config.eval_every, last=i == n_steps - 1):
+                progress.validated(step, monitor.scores(), stage=stage)
+    elapsed = progress.elapsed
+    net.encoder.requires_grad_(True)
+    return _Fit(progress, elapsed, monitor.seconds)
+
+
+# ---------------------------------------------------------------------------- after the loop
 FEATURE_SCALING_SAMPLES = 20_000  # training segments the kinematic features' mean and SD come from
 
 
@@ -506,20 +595,77 @@ def _fit_feature_scaling(classifier: Classifier, read: Callable, train_idx: np.n
         classifier.feature_scale.copy_(feats.std(dim=0).clamp_min(1e-3))
 
 
-def _network_candidate(dataset: Dataset, val_idx: np.ndarray, validate: Callable, classifier: torch.nn.Module,
-                       config: TrainConfig, seconds: float, log: Callable[[str], None]) -> Candidate:
+def _network_candidate(net: _Network, data: _TrainingData, precision: MixedPrecision, config: TrainConfig,
+                       seconds: float, log: Callable[[str], None]) -> Candidate:
     """The kept network state as a candidate: its decision rule (`maggotflow.decoding.
     fit_split_decision`) and scores on all the validation samples."""
     t0 = time.perf_counter()
+    dataset, val_idx = data.dataset, data.val_idx
     chunks: list[np.ndarray] = []
-    scores = validate(chunks, rows=val_idx)
+    scores = _validate(net, data, val_idx, precision, config.batch_size, keep=chunks)
     logits = np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, len(dataset.labels)))
     decision = fit_split_decision(logits, dataset.label, dataset.t, dataset.larva_keys(), val_idx,
                                   config.calibrate, config.decoding, log)
     kept = kept_score(decision)
     scores = {"val_accuracy": scores["val_accuracy"], "val_macro_f1": scores["val_macro_f1"],
               "val_macro_f1_kept": scores["val_macro_f1"] if kept is None else kept}
-    return Candidate("network", classifier, decision, scores, seconds + time.perf_counter() - t0)
+    return Candidate("network", net.classifier, decision, scores, seconds + time.perf_counter() - t0)
+
+
+def _fit_candidates(net: _Network, data: _TrainingData, start: _Start, fit: _Fit, config: TrainConfig,
+                    precision: MixedPrecision, log: Callable[[str], None]) -> list[Candidate]:
+    """The kept network state as a candidate and, as `candidates` asks, boosted trees on
+    the kinematic features ("boosting") and on those and the encoder's latent ("combined"),
+    each with its decision rule fitted on all validation samples."""
+    candidates = [_network_candidate(net, data, precision, config, fit.seconds, log)]
+    for name in ("boosting", "combined"):
+        if name in config.candidates:
+            trees = BoostingConfig(seed=config.seed, device=str(data.device))
+            candidates.append(fit_candidate(
+                name, data.dataset, data.train_idx, data.val_idx, trees, data.device,
+                net.encoder if name == "combined" else None, start.encoder_config.latent_dim,
+                config.calibrate, config.decoding, np.asarray(data.weights), log))
+    return candidates
+
+
+def _provenance(data: _TrainingData, start: _Start, net: _Network, fit: _Fit, candidates: list[Candidate],
+                chosen: Candidate, config: TrainConfig, precision: MixedPrecision) -> dict:
+    """provenance.json of the tagger: the dataset and its split, the starting instance,
+    class weights and counts, budgets, the best validated step, every candidate's scores
+    and the one chosen, the settings and how the loop ran."""
+    dataset, pretrained, base = data.dataset, start.pretrained, start.base
+    total = config.stage1_steps + config.stage2_steps
+    return {
+        "created_by": created_by(),
+        "command": "train",
+        "dataset": str(Path(dataset.path).resolve()),
+        "dataset_sources": dataset.sources,
+        "dataset_seed": dataset.seed,
+        "balancing": dataset.balancing,
+        "split_by": dataset.split_by,
+        "synonyms": dataset.synonyms,
+        "target": dataset.target,
+        "pretrained": None if pretrained is None else str(Path(pretrained).resolve()),
+        "classifier_continued": net.continued,
+        "pretrained_provenance": None if base is None else _summary(base.provenance),
+        "labels": list(dataset.labels),
+        "class_weights": [float(w) for w in data.weights],
+        "train_counts": data.counts(data.train_idx).tolist(),
+        "val_counts": data.counts(data.val_idx).tolist(),
+        "seed": config.seed,
+        "stage1_steps": config.stage1_steps,
+        "stage2_steps": config.stage2_steps,
+        "select_by": config.select_by,
+        "best": fit.progress.best,
+        "epochs": round(total * config.batch_size / data.train_idx.size, 3),
+        "validation_seconds": round(fit.validation_seconds, 1),
+        "candidates": {c.name: c.summary() for c in candidates},
+        "chosen": chosen.name,
+        "decision": chosen.decision.to_dict(),
+        "config": config.to_dict(),
+        **run_provenance(data.device, precision, fit.progress),
+        "seconds": round(fit.seconds, 1),
+    }
 
 
 def choose(candidates: list[Candidate], log: Callable[[str], None]) -> Candidate:
