@@ -77,7 +77,9 @@ def test_the_default_tagger_keeps_the_best_candidate_on_validation_and_records_t
     assert candidates[best]["val_macro_f1"] == max(c["val_macro_f1"] for c in candidates.values())
     assert provenance["chosen"] == next(n for n in candidates if candidates[n]["val_macro_f1"] ==
                                         candidates[best]["val_macro_f1"])  # the first on a tie
-    assert all(c["seconds"] >= 0 and 0 <= c["val_macro_f1"] <= 1 for c in candidates.values())
+    assert all(0 <= c["val_macro_f1"] <= 1 for c in candidates.values())
+    # A candidate's time is what it took to obtain it: the network's includes the training loop.
+    assert candidates["network"]["seconds"] >= provenance["seconds"]
     assert provenance["epochs"] == pytest.approx(20 * 32 / 600, abs=1e-3)
     assert any(line.startswith("budget: 20 steps of 32 segments = 1.07 epochs") for line in lines)
     assert any(line.startswith("candidates on validation") and f"kept {provenance['chosen']}" in line

@@ -324,5 +324,11 @@ def test_evidence_is_quick_and_silent_on_degenerate_spines():
         start = time.perf_counter()
         motion, sweeps = orientation_evidence(tracks)
         elapsed = time.perf_counter() - start
-    assert motion.moving_steps >= 0 and np.isfinite(sweeps.ratio)
+    # Each "spine" is 11 independent random walks: its centre moves ~1 per 0.5 s window while its
+    # median length is ~1000, never the 5 % of it that makes a window moving.
+    assert motion.moving_steps == 0 and motion.moving_s == 0.0 and np.isnan(motion.forward_fraction)
+    # Every window of the 30 jumbles (all but the last 0.5 s of frames), none of the zero-length
+    # spines; their points are interchangeable, so neither end sweeps decisively more.
+    assert sweeps.windows == 30 * (t.size - 15)
+    assert 1 / DECISIVE_SWEEP_RATIO < sweeps.ratio < DECISIVE_SWEEP_RATIO
     assert elapsed < 5.0  # ~0.3 s here; generous for a loaded machine
