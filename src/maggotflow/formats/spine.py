@@ -361,49 +361,78 @@ def _parse_blocks(path: Path, kind: str, width: int, capacity: int, sha1) -> _Ta
 
 
 def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
-    """Parse a `.spine` (kind="spine", fixed number of points) or `.outline` table."""
+    """Parse a `.spine` (kind="spine", fixed number of points) or `.outline` table.
+
+    The careful path: every check names the first bad line (`_parse_table_fast` reads the
+    common layout and falls back here when anything is off)."""
     if not data.strip():
         raise TrackDataError(path, "is empty")
     counts, non_blank = scan_text_lines(path, data, "values", kind=f".{kind}")
     lines = np.flatnonzero(non_blank) + 1
     counts = counts[non_blank]
-    last = int(lines[-1])
-
     if kind == "spine":
-        expected = int(counts[0])
-        if expected < 5:
-            raise TrackDataError(
-                path,
-                f"line {lines[0]} has {expected} values; expected 'date_time larva t x1 y1 ...' with at least one point",
-            )
-        if (expected - 3) % 2:
-            raise TrackDataError(
-                path, f"line {lines[0]} has an odd number of coordinates ({expected - 3}); expected x y pairs"
-            )
-        bad = np.flatnonzero(counts != expected)
-        if bad.size:
-            i = int(bad[0])
-            line, n = int(lines[i]), int(counts[i])
-            if line == last and n < expected:
-                raise TrackDataError(
-                    path, f"last line {line} is truncated ({n} values instead of {expected}); the file was cut short"
-                )
-            raise TrackDataError(
-                path,
-                f"line {line} has {n} values but line {lines[0]} has {expected}: wrong column count "
-                f"(every line must have the same number of spine points)",
-            )
+        _check_spine_counts(path, counts, lines)
     else:
-        bad = np.flatnonzero((counts < 3) | ((counts - 3) % 2 == 1))
-        if bad.size:
-            i = int(bad[0])
-            what = "is truncated" if int(lines[i]) == last else "has a wrong column count"
-            raise TrackDataError(
-                path,
-                f"line {lines[i]} {what} ({counts[i]} values): expected 'date_time larva t' then x y pairs",
-            )
-
+        _check_outline_counts(path, counts, lines)
     width = int(counts.max())
+    df = _read_frame(path, data, kind, width, counts.size)
+    date_time = _date_time_column(path, df[0], lines)
+    ids = _larva_id_column(path, df[1], lines)
+    values = _number_columns(path, df.iloc[:, 2:], lines)
+    # A value is 'present' when the line has it; beyond that pandas pads with NaN.
+    present = np.arange(width - 2)[None, :] < (counts - 2)[:, None]
+    bad_value = present & ~np.isfinite(values)
+    if bad_value.any():
+        row = int(np.argmax(bad_value.any(axis=1)))
+        if bad_value[row, 0]:
+            raise TrackDataError(path, f"line {lines[row]} has a NaN or infinite time")
+        raise TrackDataError(path, f"line {lines[row]} has NaN or infinite coordinates")
+    return _Table(date_time, ids, values[:, 0].copy(), values[:, 1:], counts, lines)
+
+
+def _check_spine_counts(path: Path, counts: np.ndarray, lines: np.ndarray) -> None:
+    """Every .spine line has the first line's number of values: date_time, larva, t and at
+    least one x y pair (a short last line: the file was cut short)."""
+    expected = int(counts[0])
+    if expected < 5:
+        raise TrackDataError(
+            path,
+            f"line {lines[0]} has {expected} values; expected 'date_time larva t x1 y1 ...' with at least one point",
+        )
+    if (expected - 3) % 2:
+        raise TrackDataError(
+            path, f"line {lines[0]} has an odd number of coordinates ({expected - 3}); expected x y pairs"
+        )
+    bad = np.flatnonzero(counts != expected)
+    if bad.size:
+        i = int(bad[0])
+        line, n = int(lines[i]), int(counts[i])
+        if line == int(lines[-1]) and n < expected:
+            raise TrackDataError(
+                path, f"last line {line} is truncated ({n} values instead of {expected}); the file was cut short"
+            )
+        raise TrackDataError(
+            path,
+            f"line {line} has {n} values but line {lines[0]} has {expected}: wrong column count "
+            f"(every line must have the same number of spine points)",
+        )
+
+
+def _check_outline_counts(path: Path, counts: np.ndarray, lines: np.ndarray) -> None:
+    """Every .outline line has date_time, larva, t, then whole x y pairs (any number)."""
+    bad = np.flatnonzero((counts < 3) | ((counts - 3) % 2 == 1))
+    if bad.size:
+        i = int(bad[0])
+        what = "is truncated" if int(lines[i]) == int(lines[-1]) else "has a wrong column count"
+        raise TrackDataError(
+            path,
+            f"line {lines[i]} {what} ({counts[i]} values): expected 'date_time larva t' then x y pairs",
+        )
+
+
+def _read_frame(path: Path, data: bytes, kind: str, width: int, n_lines: int) -> pd.DataFrame:
+    """The table's cells as pandas reads them (`width` columns, NaN-padded; column 0 text),
+    one row per non-blank line."""
     try:
         df = pd.read_csv(
             io.BytesIO(data),
@@ -414,25 +443,31 @@ def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
             quoting=csv.QUOTE_NONE,
             engine="c",
         )
-    except (ValueError, pd.errors.ParserError) as err:  # not expected after the scan above
+    except (ValueError, pd.errors.ParserError) as err:  # not expected after the line scan
         raise TrackDataError(path, f"cannot be parsed as a {kind} table ({str(err).splitlines()[0]})") from None
-    if len(df) != counts.size:
-        raise TrackDataError(path, f"cannot be parsed as a {kind} table ({len(df)} rows for {counts.size} lines)")
+    if len(df) != n_lines:
+        raise TrackDataError(path, f"cannot be parsed as a {kind} table ({len(df)} rows for {n_lines} lines)")
+    return df
 
+
+def _date_time_column(path: Path, column: pd.Series, lines: np.ndarray) -> str:
+    """The first line's date_time, once every line is checked to start with one."""
     # Fast path: one experiment per file, so the date_time column is one repeated value.
-    first = df[0].iloc[0]
-    same = bool((df[0] == first).all()) if isinstance(first, str) else False
-    ok = np.full(len(df), True) if same and DATE_TIME.fullmatch(first) else (
-        df[0].str.fullmatch(DATE_TIME.pattern).fillna(False).to_numpy(bool)
+    first = column.iloc[0]
+    same = bool((column == first).all()) if isinstance(first, str) else False
+    ok = np.full(len(column), True) if same and DATE_TIME.fullmatch(first) else (
+        column.str.fullmatch(DATE_TIME.pattern).fillna(False).to_numpy(bool)
     )
     if not ok.all():
         i = int(np.argmin(ok))
         raise TrackDataError(
-            path, f"line {lines[i]} does not start with a date_time (YYYYMMDD_HHMMSS): {df[0].iloc[i]!r}"
+            path, f"line {lines[i]} does not start with a date_time (YYYYMMDD_HHMMSS): {column.iloc[i]!r}"
         )
-    date_time = str(df[0].iloc[0])
+    return str(first)
 
-    ids = df[1]
+
+def _larva_id_column(path: Path, ids: pd.Series, lines: np.ndarray) -> np.ndarray:
+    """The larva ids as int64, each checked to be a whole number >= 0."""
     if not pd.api.types.is_integer_dtype(ids.dtype) or (ids < 0).any():
         numeric = pd.to_numeric(ids, errors="coerce").to_numpy(np.float64)
         bad = ~np.isfinite(numeric) | (numeric % 1 != 0) | (numeric < 0)
@@ -440,33 +475,26 @@ def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
             i = int(np.argmax(bad))
             raise TrackDataError(path, f"line {lines[i]}: larva id {str(ids.iloc[i])!r} is not a whole number")
         ids = pd.Series(numeric)
-    ids = ids.to_numpy().astype(np.int64)
+    return ids.to_numpy().astype(np.int64)
 
-    numbers = df.iloc[:, 2:]
-    if not all(pd.api.types.is_numeric_dtype(dtype) for dtype in numbers.dtypes):
-        first_bad: tuple[int, str] | None = None
-        for column in numbers.columns:
-            if pd.api.types.is_numeric_dtype(numbers[column].dtype):
-                continue
-            coerced = pd.to_numeric(numbers[column], errors="coerce")
-            rows = np.flatnonzero((coerced.isna() & numbers[column].notna()).to_numpy(bool))
-            if rows.size and (first_bad is None or rows[0] < first_bad[0]):
-                first_bad = (int(rows[0]), str(numbers[column].iloc[rows[0]]))
-        if first_bad is not None:
-            row, value = first_bad
-            raise TrackDataError(path, f"line {lines[row]}: value {value!r} is not a number")
-        numbers = numbers.apply(pd.to_numeric, errors="coerce")
-    values = numbers.to_numpy(dtype=np.float64)
 
-    # A value is 'present' when the line has it; beyond that pandas pads with NaN.
-    present = np.arange(width - 2)[None, :] < (counts - 2)[:, None]
-    bad_value = present & ~np.isfinite(values)
-    if bad_value.any():
-        row = int(np.argmax(bad_value.any(axis=1)))
-        if bad_value[row, 0]:
-            raise TrackDataError(path, f"line {lines[row]} has a NaN or infinite time")
-        raise TrackDataError(path, f"line {lines[row]} has NaN or infinite coordinates")
-    return _Table(date_time, ids, values[:, 0].copy(), values[:, 1:], counts, lines)
+def _number_columns(path: Path, numbers: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
+    """Time and coordinate columns as float64 (NaN where a line has no value); the first
+    cell that is not a number (in file order) is named."""
+    if all(pd.api.types.is_numeric_dtype(dtype) for dtype in numbers.dtypes):
+        return numbers.to_numpy(dtype=np.float64)
+    first_bad: tuple[int, str] | None = None
+    for column in numbers.columns:
+        if pd.api.types.is_numeric_dtype(numbers[column].dtype):
+            continue
+        coerced = pd.to_numeric(numbers[column], errors="coerce")
+        rows = np.flatnonzero((coerced.isna() & numbers[column].notna()).to_numpy(bool))
+        if rows.size and (first_bad is None or rows[0] < first_bad[0]):
+            first_bad = (int(rows[0]), str(numbers[column].iloc[rows[0]]))
+    if first_bad is not None:
+        row, value = first_bad
+        raise TrackDataError(path, f"line {lines[row]}: value {value!r} is not a number")
+    return numbers.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
 
 
 def warn_skipped_larvae(
