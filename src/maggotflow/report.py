@@ -7,8 +7,8 @@ page opens on the held-out macro-F1 and accuracy, then lists the data, the tagge
 budget, and renders the evaluation tables (3 decimals). Figures stay in their report
 categories (Training, Evaluation, Ethograms, Screen summary).
 
-Simulated data (`maggotflow simulate` writes a README.txt whose first line is
-`SIMULATOR_MARK` at the top of its folder) get a warning that the figures do not carry over to
+Simulated data (`maggotflow simulate` writes a README.txt at the top of its folder, recognised
+by `maggotflow.sim.readme.is_simulator_readme`) get a warning that the figures do not carry over to
 real recordings; `is_simulated` is also the test of `maggotflow.domain` (a tagger trained on
 simulated files only flags every file that is not).
 
@@ -42,11 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
 from maggotflow.records import DOMAIN_CHECK_KEY
-
-# The first line of the README.txt that maggotflow.simulation.simulate writes (checked
-# against the simulator in tests/test_evaluation.py).
-SIMULATOR_MARK = "Simulated larva experiments (maggotflow simulate)"
-
+from maggotflow.sim.readme import README_NAME, is_simulator_readme
 
 # See the module doc. Selectors: the page's container in Snakemake 9's report template
 # (content.js: className "prose prose-sm max-w-lg") and docutils' admonitions (html4css1
@@ -87,12 +83,8 @@ def is_simulated(paths: Iterable[str | Path], stop: Iterable[str | Path] = ()) -
         folder = folder if folder.is_dir() else folder.parent
         while folder not in seen:
             seen.add(folder)
-            try:
-                with open(folder / "README.txt", encoding="utf-8", errors="replace") as f:
-                    if f.readline().startswith(SIMULATOR_MARK):
-                        return True
-            except OSError:
-                pass
+            if is_simulator_readme(folder / README_NAME):
+                return True
             if folder in stops or folder.parent == folder:
                 break
             folder = folder.parent

@@ -8,8 +8,10 @@ check) recognises simulated data by it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from maggotflow.sim.config import SimulationConfig
+if TYPE_CHECKING:
+    from maggotflow.sim.config import SimulationConfig
 
 README_NAME = "README.txt"
 SIMULATOR_MARK = "Simulated larva experiments (maggotflow simulate)"
