@@ -54,7 +54,7 @@ import pandas as pd
 
 from maggotflow.atomic import atomic_path
 from maggotflow.formats import ReadOptions, read_input_bytes
-from maggotflow.formats.spine import scan_text_lines, warn_skipped_larvae
+from maggotflow.formats.spine import numeric_cells, scan_text_lines, warn_skipped_larvae
 from maggotflow.orientation import check_named_head
 from maggotflow.plausibility import MAX_ABS_COORDINATE, bridge_or_leave_out
 from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
@@ -328,86 +328,26 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
     path = Path(path)
     options = options or ReadOptions()
     table = read_cells(path)
-    larva_ids, df, lines, feature, frame = table.larva_ids, table.cells, table.lines, table.feature, table.frame
-    spine_features = _spine_features(path, set(feature.unique()))
-    code_of = {f: c for c, f in enumerate(spine_features)}
-    codes = feature.map(code_of).fillna(-1).to_numpy(dtype=np.int64)  # -1: a feature we do not need
-
-    wanted = np.flatnonzero(codes >= 0)
-    codes, frame, wanted_lines = codes[wanted], frame[wanted], lines[wanted]
-
-    key = codes * (frame.max() + 1) + frame
-    order = np.argsort(key, kind="stable")
-    dup = np.flatnonzero(np.diff(key[order]) == 0)
-    if dup.size:
-        a, b = order[dup[0]], order[dup[0] + 1]
-        raise TrackDataError(
-            path,
-            f"row {spine_features[codes[a]]}({frame[a]}) appears twice (lines {wanted_lines[a]} and {wanted_lines[b]})",
-        )
-
-    cells = df.iloc[wanted, 1 : 1 + len(larva_ids)]
-    if not all(pd.api.types.is_numeric_dtype(dtype) for dtype in cells.dtypes):
-        first_bad: tuple[int, str] | None = None
-        for column in cells.columns:
-            if pd.api.types.is_numeric_dtype(cells[column].dtype):
-                continue
-            coerced = pd.to_numeric(cells[column], errors="coerce")
-            rows = np.flatnonzero((coerced.isna() & cells[column].notna()).to_numpy(bool))
-            if rows.size and (first_bad is None or wanted_lines[rows[0]] < first_bad[0]):
-                first_bad = (int(wanted_lines[rows[0]]), str(cells[column].iloc[rows[0]]))
-        if first_bad is not None:
-            raise TrackDataError(path, f"line {first_bad[0]}: value {first_bad[1]!r} is not a number")
-        cells = cells.apply(pd.to_numeric, errors="coerce")
-    values = cells.to_numpy(dtype=np.float64)
-    if np.isinf(values).any():
-        i = int(np.argmax(np.isinf(values).any(axis=1)))
-        raise TrackDataError(path, f"line {wanted_lines[i]} has infinite coordinates")
-
-    # Dense (feature, frame, larva) block; NaN where the tracker has no value.
-    n_frames = int(frame.max()) + 1
-    block = np.full((len(spine_features), n_frames, len(larva_ids)), np.nan)
-    block[codes, frame] = values
-    line_of = np.zeros((len(spine_features), n_frames), dtype=np.int64)  # for messages
-    line_of[codes, frame] = wanted_lines
-    finite = np.isfinite(block)
-    present = finite.all(axis=0)  # (frame, larva): the whole spine is known
-    track_ids, reused_metadata = _track_ids(path, larva_ids, present, options.framerate)
-    partial = finite.any(axis=0) & ~present
+    spine = _spine_block(path, table)
+    track_ids, reused_metadata = _track_ids(path, table.larva_ids, spine.present, options.framerate)
+    partial = spine.any_cell & ~spine.present
     if partial.any():
         log.warning(
             "%s: %d larva-frame(s) with an incomplete spine (some cells empty) were left out",
             path, int(partial.sum()),
         )
-
-    if options.pixelsize_um is None:
-        log.warning("%s: pixel size unknown; coordinates kept in pixels (1 px = 1 unit)", path)
-        scale = 1.0
-    else:
-        scale = options.pixelsize_um / 1000.0  # mm per pixel
-
-    k = len(spine_features) // 2
+    scale = _mm_per_unit(path, options)
     tracks = []
     skipped = []
     left_out: dict[str, str] = {}
     for j, larva in enumerate(track_ids):
-        frames = np.flatnonzero(present[:, j])
+        frames = np.flatnonzero(spine.present[:, j])
         if frames.size < options.min_steps:
             skipped.append((larva, int(frames.size)))
             continue
-        # (features, n) -> (n, k, 2), head first in the file; checked in pixels (file units)
-        raw = block[:, frames, j]
-        bridged = bridge_or_leave_out(
-            left_out, path, larva, frames / options.framerate, raw.T.reshape(-1, k, 2),
-            where=lambda i, raw=raw, frames=frames: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
-        )
-        if bridged is None:
-            continue
-        spine = bridged[0][:, ::-1] * scale  # head first in the file -> tail first in maggotflow
-        try:
-            tracks.append(Track(larva, frames / options.framerate, np.ascontiguousarray(spine)))
-        except TrackDataError as err:
-            raise err.with_path(path) from None
+        track = _larva_track(path, spine, j, larva, frames, options.framerate, scale, left_out)
+        if track is not None:
+            tracks.append(track)
     left_out.update(warn_skipped_larvae(log, path, skipped, options.min_steps))
     orientation = check_named_head(path, [(tr.t, tr.spine) for tr in tracks], "file", "the file's head/tail rows")
     return Run(
@@ -418,6 +358,84 @@ def read_fimtrack(path: str | Path, options: ReadOptions | None = None) -> Run:
         sha1=table.sha1,
         left_out=left_out,
     )
+
+
+@dataclass
+class _SpineBlock:
+    """The spine rows of a FIMTrack table as a dense (feature, frame, larva) block, in pixels.
+
+    features: head_x, head_y, spinepoint_1_x, ..., tail_y (head first, as in the file).
+    block: (F, frames, L), NaN where the tracker has no value. line_of: (F, frames) file line
+    of each row, for messages. present: (frames, L) the whole spine is known; any_cell:
+    (frames, L) at least one of its cells is.
+    """
+
+    features: list[str]
+    block: np.ndarray
+    line_of: np.ndarray
+    present: np.ndarray
+    any_cell: np.ndarray
+
+
+def _spine_block(path: Path, table: CellTable) -> _SpineBlock:
+    """The table's spine rows checked (each feature(frame) once, numbers, none infinite) and
+    laid out as a `_SpineBlock`; the other features are ignored."""
+    features = _spine_features(path, set(table.feature.unique()))
+    code_of = {f: c for c, f in enumerate(features)}
+    codes = table.feature.map(code_of).fillna(-1).to_numpy(dtype=np.int64)  # -1: a feature we do not need
+    wanted = np.flatnonzero(codes >= 0)
+    codes, frame, wanted_lines = codes[wanted], table.frame[wanted], table.lines[wanted]
+
+    key = codes * (frame.max() + 1) + frame
+    order = np.argsort(key, kind="stable")
+    dup = np.flatnonzero(np.diff(key[order]) == 0)
+    if dup.size:
+        a, b = order[dup[0]], order[dup[0] + 1]
+        raise TrackDataError(
+            path,
+            f"row {features[codes[a]]}({frame[a]}) appears twice (lines {wanted_lines[a]} and {wanted_lines[b]})",
+        )
+    values = numeric_cells(path, table.cells.iloc[wanted, 1 : 1 + len(table.larva_ids)], wanted_lines)
+    if np.isinf(values).any():
+        i = int(np.argmax(np.isinf(values).any(axis=1)))
+        raise TrackDataError(path, f"line {wanted_lines[i]} has infinite coordinates")
+
+    n_frames = int(frame.max()) + 1
+    block = np.full((len(features), n_frames, len(table.larva_ids)), np.nan)
+    block[codes, frame] = values
+    line_of = np.zeros((len(features), n_frames), dtype=np.int64)
+    line_of[codes, frame] = wanted_lines
+    finite = np.isfinite(block)
+    return _SpineBlock(features, block, line_of, finite.all(axis=0), finite.any(axis=0))
+
+
+def _mm_per_unit(path: Path, options: ReadOptions) -> float:
+    """mm per pixel from `options.pixelsize_um`; 1 (pixels kept, with a warning) when unknown."""
+    if options.pixelsize_um is None:
+        log.warning("%s: pixel size unknown; coordinates kept in pixels (1 px = 1 unit)", path)
+        return 1.0
+    return options.pixelsize_um / 1000.0
+
+
+def _larva_track(path: Path, spine: _SpineBlock, j: int, larva: str, frames: np.ndarray, framerate: float,
+                 scale: float, left_out: dict[str, str]) -> Track | None:
+    """Column `j`'s track over its complete `frames`: implausible frames bridged (checked in
+    pixels, the file's units), spine turned tail -> head and scaled to mm. None when the
+    larva is corrupt (noted in `left_out` by `bridge_or_leave_out`)."""
+    k = len(spine.features) // 2
+    raw = spine.block[:, frames, j]  # (features, n) -> (n, k, 2), head first in the file
+    line_of = spine.line_of
+    bridged = bridge_or_leave_out(
+        left_out, path, larva, frames / framerate, raw.T.reshape(-1, k, 2),
+        where=lambda i: _where(raw[:, i], line_of[:, frames[i]], int(frames[i])),
+    )
+    if bridged is None:
+        return None
+    points = bridged[0][:, ::-1] * scale  # head first in the file -> tail first in maggotflow
+    try:
+        return Track(larva, frames / framerate, np.ascontiguousarray(points))
+    except TrackDataError as err:
+        raise err.with_path(path) from None
 
 
 def _where(cells: np.ndarray, lines: np.ndarray, frame: int) -> str:

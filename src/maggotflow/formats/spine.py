@@ -378,7 +378,7 @@ def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
     df = _read_frame(path, data, kind, width, counts.size)
     date_time = _date_time_column(path, df[0], lines)
     ids = _larva_id_column(path, df[1], lines)
-    values = _number_columns(path, df.iloc[:, 2:], lines)
+    values = numeric_cells(path, df.iloc[:, 2:], lines)
     # A value is 'present' when the line has it; beyond that pandas pads with NaN.
     present = np.arange(width - 2)[None, :] < (counts - 2)[:, None]
     bad_value = present & ~np.isfinite(values)
@@ -478,9 +478,10 @@ def _larva_id_column(path: Path, ids: pd.Series, lines: np.ndarray) -> np.ndarra
     return ids.to_numpy().astype(np.int64)
 
 
-def _number_columns(path: Path, numbers: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
-    """Time and coordinate columns as float64 (NaN where a line has no value); the first
-    cell that is not a number (in file order) is named."""
+def numeric_cells(path: Path, numbers: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
+    """Cells of a text table as float64 (NaN where empty), rows in file order, `lines` their
+    file line numbers: TrackDataError naming the first cell (in file order) that is not a
+    number. Shared by the .spine/.outline and FIMTrack readers."""
     if all(pd.api.types.is_numeric_dtype(dtype) for dtype in numbers.dtypes):
         return numbers.to_numpy(dtype=np.float64)
     first_bad: tuple[int, str] | None = None
