@@ -46,6 +46,7 @@ from maggotflow.sim.behaviour import (
 from maggotflow.sim.config import (
     FIMTRACK_FRAME_RATE_HZ,
     FIMTRACK_PIXELSIZE_UM,
+    LABEL_SETS,
     REGIMES,
     SimulationConfig,
     regime_config,
@@ -68,7 +69,8 @@ from maggotflow.sim.tracker import frame_times
 
 __all__ = [
     "BACK", "BEHAVIOURS_6", "BEHAVIOURS_7", "CAST", "EFFECTORS", "FIMTRACK_FRAME_RATE_HZ", "FIMTRACK_PIXELSIZE_UM",
-    "GENOTYPES", "HUNCH", "PROTOCOLS", "REGIMES", "ROLL", "RUN", "SIMULATED_FORMATS", "SMALL", "STOP", "TO_6",
-    "TRACKERS", "SimulationConfig", "behaviour_bouts", "file_metadata", "file_run", "frame_times", "label_file_path",
-    "regime_config", "simulate", "simulate_file", "simulate_larva", "simulate_run", "track_file_path",
+    "GENOTYPES", "HUNCH", "LABEL_SETS", "PROTOCOLS", "REGIMES", "ROLL", "RUN", "SIMULATED_FORMATS", "SMALL", "STOP",
+    "TO_6", "TRACKERS", "SimulationConfig", "behaviour_bouts", "file_metadata", "file_run", "frame_times",
+    "label_file_path", "regime_config", "simulate", "simulate_file", "simulate_larva", "simulate_run",
+    "track_file_path",
 ]

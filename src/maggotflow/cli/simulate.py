@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from maggotflow.simulation import (
+    LABEL_SETS,
     REGIMES,
     SIMULATED_FORMATS,
     SimulationConfig,
@@ -76,9 +77,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"track formats, cycled over files (default {','.join(SIMULATED_FORMATS)})",
     )
     parser.add_argument(
-        "--labels", choices=("6", "7"), default=SimulationConfig.label_set,
-        help="label set: 7 = run_large, cast_large, back_large, hunch_large, roll_large, stop_large, "
-        f"small_motion; 6 = run, cast, back, hunch, roll, stop_large (default {SimulationConfig.label_set})",
+        "--labels", choices=tuple(LABEL_SETS), default=SimulationConfig.label_set,
+        help=f"label set: 7 = {', '.join(LABEL_SETS['7'])}; 6 = {', '.join(LABEL_SETS['6'])} "
+        f"(default {SimulationConfig.label_set})",
     )
     parser.add_argument(
         "--regime", choices=tuple(REGIMES), default="A",

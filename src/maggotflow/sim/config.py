@@ -24,6 +24,9 @@ from typing import Any
 
 from maggotflow.sim.behaviour import BEHAVIOURS_6, BEHAVIOURS_7, TO_6
 
+# Label set name -> its behaviour names ("6": small motions count as stops, `TO_6`).
+LABEL_SETS = {"6": BEHAVIOURS_6, "7": BEHAVIOURS_7}
+
 FIMTRACK_FRAME_RATE_HZ = 30.0
 FIMTRACK_PIXELSIZE_UM = 100.0
 
@@ -111,7 +114,7 @@ class SimulationConfig:
             raise ValueError(f"n_spine_points must be >= 3, got {self.n_spine_points}")
         if self.outline_points[0] - self.outline_points_jitter < 6:
             raise ValueError("outline_points must leave at least 6 points per frame")
-        if str(self.label_set) not in ("6", "7"):
+        if str(self.label_set) not in LABEL_SETS:
             raise ValueError(f"label_set must be '6' or '7', got {self.label_set!r}")
         self.label_set = str(self.label_set)
         for name in ("stride_hz", "stride_length", "head_sway", "cast_frequency"):
@@ -137,7 +140,7 @@ class SimulationConfig:
 
     @property
     def label_names(self) -> tuple[str, ...]:
-        return BEHAVIOURS_7 if self.label_set == "7" else BEHAVIOURS_6
+        return LABEL_SETS[self.label_set]
 
     def label_name(self, behaviour: int) -> str:
         name = BEHAVIOURS_7[behaviour]
