@@ -40,6 +40,7 @@ bit, faster (`maggotflow.orientation` uses the first two too).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -150,80 +151,143 @@ def bridge_implausible_frames(
     n = spine.shape[0]
     if n == 0:
         return spine, outline
-    with np.errstate(all="ignore"):  # 1e300 squared overflows: that is what we are looking for
-        # Largest |value| per frame, non-finite values counted as 0. Non-finite values are not
-        # ours to mend: the Track check refuses them, naming the time.
-        flat = spine.reshape(n, -1)
-        peak = np.abs(flat).max(axis=1)  # NaN or inf where a value is not finite
-        finite = np.isfinite(peak)
-        if not finite.all():
-            odd = ~finite
-            peak[odd] = np.where(np.isfinite(flat[odd]), np.abs(flat[odd]), 0.0).max(axis=1)
-        if outline is not None and outline.shape[1]:
-            contour = outline.reshape(n, -1)
-            outline_peak = np.fmax.reduce(np.abs(contour), axis=1)  # ignores the NaN padding
-            odd = ~np.isfinite(outline_peak)  # all padding, or an infinite value: count those as 0
-            if odd.any():
-                outline_peak[odd] = np.where(np.isfinite(contour[odd]), np.abs(contour[odd]), 0.0).max(axis=1)
-            peak = np.maximum(peak, outline_peak)
-        absurd = ~(peak <= MAX_ABS_COORDINATE)
-        jump = np.zeros(n, dtype=bool)
-        jump_size = np.zeros(n)
-        collapsed = np.zeros(n, dtype=bool)
-        lengths = np.zeros(n)
-        good_frames = ~absurd & finite
-        every = bool(good_frames.all())
-        good = slice(None) if every else np.flatnonzero(good_frames)
-        count = n if every else good.size
-        body = median_length = 0.0
-        measured = None  # (centre, body) of the whole spine as given
-        s = spine if every else spine[good]
-        if count and spine.shape[1] >= 2:  # a one-point "spine" has no length to lose
-            length = spine_lengths(s)
-            body = median_length = float(np.median(length))
-            short = length <= COLLAPSED_FRACTION * median_length
-            if short.any():  # collapsed frames: left out of the body length and the jump check
-                collapsed[good] = short
-                lengths[good] = length
-                good = np.flatnonzero(good_frames)[~short]
-                every, count, s = False, good.size, s[~short]
-                body = float(np.median(length[~short])) if count else 0.0
-        if count >= 3 and body > 0:
-            centre = point_mean(s)
-            if every:
-                measured = (centre, body)
-            half = JUMP_WINDOW // 2
-            # reflect, not edge: an edge-padded first frame would outvote its neighbours
-            expected = running_median7(np.pad(centre, ((half, half), (0, 0)), mode="reflect"))
-            dx = s[:, :, 0] - expected[:, None, 0]
-            dy = s[:, :, 1] - expected[:, None, 1]
-            dx *= dx
-            dy *= dy
-            dx += dy
-            reach = np.sqrt(dx.max(axis=1)) / body  # sqrt is monotonic: max first, exactly
-            jump[good] = reach > MAX_JUMP_BODY_LENGTHS
-            jump_size[good] = reach
-    bad = absurd | jump | collapsed
+    found = _find_implausible(spine, outline)
+    bad = found.absurd | found.jump | found.collapsed
     n_bad = int(bad.sum())
     if n_bad == 0:
-        if measures is not None and measured is not None:
-            measures.append(measured)
+        if measures is not None and found.measured is not None:
+            measures.append(found.measured)
         return spine, outline
-    first = int(np.argmax(bad))
-    if n_bad > MAX_IMPLAUSIBLE_FRACTION * n or n_bad == n:
-        if not collapsed.any():
-            what, reason_out = "have impossible coordinates", "mostly impossible frames"
-        elif collapsed[bad].all():
-            what, reason_out = "have a spine collapsed to one point", "spine mostly collapsed to one point"
-        else:
-            what, reason_out = "have impossible coordinates or a spine collapsed to one point", "mostly impossible frames"
-        raise CorruptTrackError(
-            path,
-            f"larva {larva}: {n_bad} of {n} frames ({100 * n_bad / n:.0f}%) {what} "
-            f"(first at {where(first)}); more than {100 * MAX_IMPLAUSIBLE_FRACTION:.0f}% is corrupt data, not a track",
-            reason_out,
-        )
+    _refuse_mostly_implausible(path, larva, found, bad, where)
+    spine, outline = _bridge(t, spine, outline, bad)
+    log.warning(
+        "%s: larva %s: %d impossible frame(s) bridged by interpolating between the nearest plausible frames "
+        "(time steps kept): %s",
+        path, larva, n_bad, _bridged_frames_text(found, bad, where),
+    )
+    return spine, outline
 
+
+@dataclass
+class _Findings:
+    """Per frame (n,) of one larva: which frames are implausible and why, with the figures
+    its warning quotes."""
+
+    absurd: np.ndarray  # bool: a value beyond MAX_ABS_COORDINATE
+    peak: np.ndarray  # largest |value| of the frame (non-finite values counted as 0)
+    jump: np.ndarray  # bool: a point beyond MAX_JUMP_BODY_LENGTHS from the expected centre
+    jump_size: np.ndarray  # body lengths from the expected centre
+    collapsed: np.ndarray  # bool: spine at most COLLAPSED_FRACTION of the median length
+    lengths: np.ndarray  # spine lengths, filled where a collapse was looked for and found
+    median_length: float = 0.0  # of the frames with plausible values
+    measured: tuple[np.ndarray, float] | None = None  # (centre, body) when every frame was used
+
+
+def _find_implausible(spine: np.ndarray, outline: np.ndarray | None) -> _Findings:
+    """Absurd values first; then, among the other frames, collapsed spines; then, among the
+    rest, jumps away from the running median of the body centre (needs 3 frames and a body
+    length)."""
+    n = spine.shape[0]
+    with np.errstate(all="ignore"):  # 1e300 squared overflows: that is what we are looking for
+        peak, finite = _peak_values(spine, outline)
+        absurd = ~(peak <= MAX_ABS_COORDINATE)
+        found = _Findings(absurd, peak, np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n))
+        good_frames = ~absurd & finite
+        good: slice | np.ndarray = slice(None) if good_frames.all() else np.flatnonzero(good_frames)
+        s = spine[good]  # the frames still in the running
+        body = 0.0
+        if s.shape[0] and spine.shape[1] >= 2:  # a one-point "spine" has no length to lose
+            good, s, body = _mark_collapsed(found, s, good, good_frames)
+        if s.shape[0] >= 3 and body > 0:
+            _mark_jumps(found, s, good, body)
+    return found
+
+
+def _peak_values(spine: np.ndarray, outline: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Largest |value| per frame over spine and outline, non-finite values counted as 0, and
+    whether the spine's values are all finite. Non-finite values are not ours to mend: the
+    Track check refuses them, naming the time."""
+    n = spine.shape[0]
+    flat = spine.reshape(n, -1)
+    peak = np.abs(flat).max(axis=1)  # NaN or inf where a value is not finite
+    finite = np.isfinite(peak)
+    if not finite.all():
+        odd = ~finite
+        peak[odd] = np.where(np.isfinite(flat[odd]), np.abs(flat[odd]), 0.0).max(axis=1)
+    if outline is not None and outline.shape[1]:
+        contour = outline.reshape(n, -1)
+        outline_peak = np.fmax.reduce(np.abs(contour), axis=1)  # ignores the NaN padding
+        odd = ~np.isfinite(outline_peak)  # all padding, or an infinite value: count those as 0
+        if odd.any():
+            outline_peak[odd] = np.where(np.isfinite(contour[odd]), np.abs(contour[odd]), 0.0).max(axis=1)
+        peak = np.maximum(peak, outline_peak)
+    return peak, finite
+
+
+def _mark_collapsed(found: _Findings, s: np.ndarray, good: slice | np.ndarray,
+                    good_frames: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray, float]:
+    """Mark the collapsed frames among `s` (the spines of frames `good`) and take them out:
+    returns the frames left, their spines and their median length (the body length)."""
+    length = spine_lengths(s)
+    body = found.median_length = float(np.median(length))
+    short = length <= COLLAPSED_FRACTION * found.median_length
+    if not short.any():
+        return good, s, body
+    # collapsed frames: left out of the body length and the jump check
+    found.collapsed[good] = short
+    found.lengths[good] = length
+    good = np.flatnonzero(good_frames)[~short]
+    body = float(np.median(length[~short])) if good.size else 0.0
+    return good, s[~short], body
+
+
+def _mark_jumps(found: _Findings, s: np.ndarray, good: slice | np.ndarray, body: float) -> None:
+    """Mark the frames among `good` (spines `s`) with a point more than MAX_JUMP_BODY_LENGTHS
+    bodies from the running median of the centre; keep (centre, body) as `measured` when
+    `good` is every frame."""
+    centre = point_mean(s)
+    if isinstance(good, slice):
+        found.measured = (centre, body)
+    half = JUMP_WINDOW // 2
+    # reflect, not edge: an edge-padded first frame would outvote its neighbours
+    expected = running_median7(np.pad(centre, ((half, half), (0, 0)), mode="reflect"))
+    dx = s[:, :, 0] - expected[:, None, 0]
+    dy = s[:, :, 1] - expected[:, None, 1]
+    dx *= dx
+    dy *= dy
+    dx += dy
+    reach = np.sqrt(dx.max(axis=1)) / body  # sqrt is monotonic: max first, exactly
+    found.jump[good] = reach > MAX_JUMP_BODY_LENGTHS
+    found.jump_size[good] = reach
+
+
+def _refuse_mostly_implausible(path: str | Path, larva: str, found: _Findings, bad: np.ndarray,
+                               where: Callable[[int], str]) -> None:
+    """CorruptTrackError when more than MAX_IMPLAUSIBLE_FRACTION (or all) of the frames are
+    bad, its reason saying whether the spine mostly collapsed."""
+    n, n_bad = bad.size, int(bad.sum())
+    if n_bad <= MAX_IMPLAUSIBLE_FRACTION * n and n_bad != n:
+        return
+    if not found.collapsed.any():
+        what, reason_out = "have impossible coordinates", "mostly impossible frames"
+    elif found.collapsed[bad].all():
+        what, reason_out = "have a spine collapsed to one point", "spine mostly collapsed to one point"
+    else:
+        what, reason_out = "have impossible coordinates or a spine collapsed to one point", "mostly impossible frames"
+    raise CorruptTrackError(
+        path,
+        f"larva {larva}: {n_bad} of {n} frames ({100 * n_bad / n:.0f}%) {what} "
+        f"(first at {where(int(np.argmax(bad)))}); more than {100 * MAX_IMPLAUSIBLE_FRACTION:.0f}% is corrupt data, "
+        "not a track",
+        reason_out,
+    )
+
+
+def _bridge(t: np.ndarray, spine: np.ndarray, outline: np.ndarray | None,
+            bad: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Copies of spine and outline with the `bad` frames replaced: the spine interpolated
+    linearly in time between the nearest good frames, the outline by the nearest good one."""
+    n = spine.shape[0]
     ok = np.flatnonzero(~bad)
     spine = spine.copy()
     flat = spine.reshape(n, -1)
@@ -236,37 +300,36 @@ def bridge_implausible_frames(
         bad_t = t[bad]
         nearest = np.where(np.abs(t[ok[before]] - bad_t) <= np.abs(t[ok[after]] - bad_t), ok[before], ok[after])
         outline[bad] = outline[nearest]
+    return spine, outline
 
-    def reason(i: int, last: int) -> str:
-        if absurd[i]:
-            return f"value {peak[i]:.3g}"
-        if collapsed[i]:
-            longest = float(lengths[i : last + 1].max())
-            if longest == 0:
-                return "spine collapsed to one point"
-            return f"spine collapsed to length {longest:.2g}, median {median_length:.3g}"
-        return f"jump of {jump_size[i]:.0f} body lengths"
 
-    # Up to _SHOWN items: single frames, or runs of consecutive collapsed frames (a tracker
-    # that lost the shape loses it for a while) shown as one range.
+def _frame_reason(found: _Findings, i: int, last: int) -> str:
+    """Why frames i..last (one frame, or a run of collapsed ones) are implausible."""
+    if found.absurd[i]:
+        return f"value {found.peak[i]:.3g}"
+    if found.collapsed[i]:
+        longest = float(found.lengths[i : last + 1].max())
+        if longest == 0:
+            return "spine collapsed to one point"
+        return f"spine collapsed to length {longest:.2g}, median {found.median_length:.3g}"
+    return f"jump of {found.jump_size[i]:.0f} body lengths"
+
+
+def _bridged_frames_text(found: _Findings, bad: np.ndarray, where: Callable[[int], str]) -> str:
+    """Up to _SHOWN items, then 'and N more': single frames, or runs of consecutive collapsed
+    frames (a tracker that lost the shape loses it for a while) shown as one range."""
     frames = np.flatnonzero(bad)
     items, p = [], 0
     while p < frames.size and len(items) < _SHOWN:
         i = q = int(frames[p])
         end = p
-        if collapsed[i]:
-            while end + 1 < frames.size and frames[end + 1] == q + 1 and collapsed[q + 1]:
+        if found.collapsed[i]:
+            while end + 1 < frames.size and frames[end + 1] == q + 1 and found.collapsed[q + 1]:
                 end, q = end + 1, q + 1
         if q > i:
-            items.append(f"{where(i)} to {where(q)} ({q - i + 1} frames, {reason(i, q)})")
+            items.append(f"{where(i)} to {where(q)} ({q - i + 1} frames, {_frame_reason(found, i, q)})")
         else:
-            items.append(f"{where(i)} ({reason(i, i)})")
+            items.append(f"{where(i)} ({_frame_reason(found, i, i)})")
         p = end + 1
-    shown = ", ".join(items)
     more = f" and {frames.size - p} more" if frames.size > p else ""
-    log.warning(
-        "%s: larva %s: %d impossible frame(s) bridged by interpolating between the nearest plausible frames "
-        "(time steps kept): %s%s",
-        path, larva, n_bad, shown, more,
-    )
-    return spine, outline
+    return ", ".join(items) + more
