@@ -384,3 +384,28 @@ def test_simulated_data_are_recognised(tmp_path):
     real.write_text("")
     (tmp_path / "real" / "README.txt").write_text("Our screen, 2024\n")
     assert not is_simulated([real], stop=[tmp_path])
+
+
+def test_a_prediction_runs_tagged_files_are_paired_with_their_references(tmp_path, caplog):
+    """run_pairs (rule evaluate_heldout): ok rows of summary.tsv, sorted by reference; a file
+    not tagged is left out with a warning. write_evaluation writes every file of the folder."""
+    from maggotflow.evaluation import EVALUATION_FILES, run_pairs, write_evaluation
+    from maggotflow.records import shard_row, write_shard_table
+
+    references = {}
+    rows = []
+    for ident in ("b", "a"):
+        label = label_file(tmp_path / "pred" / f"{ident}.label", PRED)
+        references[ident] = str(label_file(tmp_path / "ref" / f"{ident}.label", REF))
+        rows.append(shard_row(ident, f"/data/{ident}.spine", label))
+    rows.append(shard_row("c", "/data/c.spine", problem="unreadable"))
+    write_shard_table(tmp_path / "summary.tsv", rows)
+    pairs = run_pairs(tmp_path / "summary.tsv", references)
+    assert pairs == [(str(tmp_path / "pred" / "a.label"), references["a"]),
+                     (str(tmp_path / "pred" / "b.label"), references["b"])]
+    assert "/data/c.spine: not tagged, left out of the evaluation" in caplog.text
+    caplog.clear()
+    report = write_evaluation(pairs, tmp_path / "out", labels=["run", "cast", "hunch"])
+    # Each pair is read and checked once: its warning (larva 2 has no prediction) is logged once.
+    assert caplog.text.count("have no prediction") == 2
+    assert report.n_steps == 26 and sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(EVALUATION_FILES)

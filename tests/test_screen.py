@@ -268,3 +268,25 @@ def test_per_file_carries_each_files_head_tail_decision(tmp_path):
         header = f.readline().rstrip("\n").split("\t")
     assert len(header) == len(set(header)) and set(ORIENTATION_COLUMNS) <= set(header)
     assert {r["group"] for r in rows(s.tables["groups"])} >= {"motion", "configured", "unknown"}
+
+
+def test_a_prediction_runs_summary_takes_its_tagged_files_and_their_manifest_metadata(tmp_path, caplog):
+    """summarize_run (rule screen_summary): the ok rows of summary.tsv, grouped by the run's
+    manifest matched by the mirrored relative path; without a manifest, a warning."""
+    from maggotflow.records import shard_row, write_shard_table
+    from maggotflow.screen import summarize_run
+
+    run = tmp_path / "results" / "predict" / "run1"
+    rows = []
+    for ident, genotype in (("x", "GEN_X"), ("y", "GEN_Y")):
+        label = write(run / "labels" / "sub" / f"{ident}.label", {"1": (np.arange(4) * 0.1, steps_of("rrcc"))})
+        rows.append(shard_row(ident, str(tmp_path / "data" / "sub" / f"{ident}.spine"), label))
+    rows.append(shard_row("z", str(tmp_path / "data" / "z.spine"), problem="unreadable"))
+    write_shard_table(run / "summary.tsv", rows)
+    (run / "manifest.tsv").write_text("id\tpath\trelpath\tgenotype\n"
+                                      f"x\t{tmp_path}/data/sub/x.spine\tsub/x.spine\tGEN_X\n"
+                                      f"y\t{tmp_path}/data/sub/y.spine\tsub/y.spine\tGEN_Y\n")
+    s = summarize_run(run / "summary.tsv", run / "manifest.tsv", run / "screen", group_by=["genotype"])
+    assert (s.files, s.failed, s.groups) == (2, [], ["GEN_X", "GEN_Y"])
+    s = summarize_run(run / "summary.tsv", run / "none.tsv", run / "screen", group_by=["genotype"])
+    assert s.groups == ["unknown"] and "no manifest" in caplog.text

@@ -1,7 +1,9 @@
 """Evaluation: predicted vs reference `.label` files -> per-label metrics and a confusion matrix.
 
 Matching
-    Files are compared in pairs (predicted, reference). Within a pair, steps are matched by
+    Files are compared in pairs (predicted, reference), each read once (`load_label_pairs`,
+    a `LabelPair`) and passed on to `evaluate`, `per_file_scores` and `compare_behaviour`
+    (`write_evaluation` does all three). Within a pair, steps are matched by
     larva id and time: a reference step is matched to the predicted step of the same larva
     whose time is within 1 ms (`TIME_TOLERANCE`, the precision of `.label` times).
     The two files of a pair must label the same track file: when both name track files with
@@ -57,12 +59,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from maggotflow import tsv
 from maggotflow.atomic import atomic_path, write_text_atomic
+from maggotflow.bouts import find_bouts, step_codes
 from maggotflow.metrics import accuracy, macro_f1, per_class_scores
 from maggotflow.tracks import TrackDataError
 
@@ -135,7 +138,8 @@ def _step_codes(steps: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]], np
     return list(distinct), codes
 
 
-def _masks(values: list[tuple[str, ...]], index: dict[str, int], synonyms: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def _masks(values: list[tuple[str, ...]], index: dict[str, int],
+           synonyms: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct step value: (K,) bool of labels in the set, and 'has a name outside'."""
     inside = np.zeros((len(values), len(index)), dtype=bool)
     outside = np.zeros(len(values), dtype=bool)
@@ -223,134 +227,261 @@ def _synonym_hint(foreign: Sequence[str], labels: Sequence[str]) -> str:
             "(workflow: the synonyms config key)")
 
 
+# ---------------------------------------------------------------------------- label pairs
+
+
+@dataclass
+class LabelPair:
+    """A predicted `.label` file and its reference, each read once (`load_label_pairs`); the
+    paths as given, the files as `maggotflow.formats.label.LabelFile`."""
+
+    predicted_path: str | Path
+    predicted: Any
+    reference_path: str | Path
+    reference: Any
+
+
+def load_label_pairs(pairs: Sequence[LabelPair | tuple[str | Path, str | Path]]) -> list[LabelPair]:
+    """Read every (predicted, reference) pair once, then check that each labels one track file
+    (`check_same_track_file`); a LabelPair is passed on as it is (read and checked already).
+    TrackDataError for an unreadable file or two different track files."""
+    from maggotflow.formats.label import read_label_file
+
+    loaded = [pair if isinstance(pair, LabelPair) else
+              LabelPair(pair[0], read_label_file(pair[0]), pair[1], read_label_file(pair[1])) for pair in pairs]
+    for pair, given in zip(loaded, pairs):
+        if not isinstance(given, LabelPair):
+            check_same_track_file(Path(pair.predicted_path), pair.predicted, Path(pair.reference_path),
+                                  pair.reference)
+    return loaded
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class _LabelSet:
+    """The evaluated labels (rows) and what the tagger can predict (what its files declare or
+    use); explicit: the labels were given rather than taken from the files."""
+
+    labels: list[str]
+    predictable: dict[str, None]
+    explicit: bool
+
+
+@dataclass
+class _Tally:
+    """An evaluation while its pairs are compared: the label set and settings, the confusion
+    matrix and the counts so far; absent: one warning line per pair whose prediction lacks
+    larvae of its reference."""
+
+    label_set: _LabelSet
+    synonyms: dict[str, str]
+    ignore_ends: float
+    confusion: np.ndarray
+    n_ignored: int = 0
+    n_foreign: int = 0
+    n_at_ends: int = 0
+    foreign_labels: dict[str, int] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {name: k for k, name in enumerate(self.label_set.labels)}
+
+
+@dataclass
+class _PairCounts:
+    """Reference steps of one pair not evaluated: near a track end, ignored (of which foreign)."""
+
+    at_ends: int = 0
+    ignored: int = 0
+    foreign: int = 0
+
+
+def _checked_ignore_ends(ignore_ends: float) -> float:
+    ignore_ends = float(ignore_ends)
+    if not np.isfinite(ignore_ends) or ignore_ends < 0:
+        raise ValueError(f"ignore_ends must be a number of seconds >= 0, got {ignore_ends}")
+    return ignore_ends
+
+
 def evaluate(
-    pairs: Sequence[tuple[str | Path, str | Path]],
+    pairs: Sequence[LabelPair | tuple[str | Path, str | Path]],
     labels: Sequence[str] | None = None,
     synonyms: dict[str, str] | None = None,
     ignore_ends: float = 0.0,
 ) -> EvaluationReport:
-    """Compare (predicted .label, reference .label) pairs; see the module docstring.
+    """Compare (predicted .label, reference .label) pairs (paths, or `load_label_pairs`'s
+    LabelPairs); see the module docstring.
 
     ignore_ends: s; reference steps less than this after the first or before the last time
     of their larva's reference track are not evaluated (0 = evaluate every step).
     Raises TrackDataError for unreadable label files or a pair that labels different track
     files, ValueError when nothing can be evaluated (no reference step carries a label of
-    the set).
+    the set). Logs a warning for each pair whose prediction lacks larvae of its reference,
+    and each of `EvaluationReport.warnings`.
     """
-    from maggotflow.formats.label import read_label_file
-
-    synonyms = dict(synonyms or {})
-    ignore_ends = float(ignore_ends)
-    if not np.isfinite(ignore_ends) or ignore_ends < 0:
-        raise ValueError(f"ignore_ends must be a number of seconds >= 0, got {ignore_ends}")
+    ignore_ends = _checked_ignore_ends(ignore_ends)
     if not pairs:
         raise ValueError("no (predicted, reference) pair of label files given")
-    loaded = [(Path(p), read_label_file(p), Path(r), read_label_file(r)) for p, r in pairs]
-    for pred_path, pred, ref_path, ref in loaded:
-        check_same_track_file(pred_path, pred, ref_path, ref)
-    # The tagger's label set: what the predicted files declare (and use, e.g. secondary labels).
+    tally = _tally(load_label_pairs(pairs), labels, synonyms, ignore_ends)
+    for line in tally.absent:
+        log.warning("%s", line)
+    report = _report(tally)
+    for message in report.warnings:
+        log.warning("%s", message)
+    return report
+
+
+def _label_set(loaded: Sequence[LabelPair], labels: Sequence[str] | None, synonyms: dict[str, str]) -> _LabelSet:
+    """`labels` when given, else the names the predictions use and those the references use
+    that the tagger can predict (the module doc's "Label set"). ValueError for a name given twice."""
     predictable: dict[str, None] = {}
-    for _, pred, _, _ in loaded:
-        predictable.update(dict.fromkeys(synonyms.get(n, n) for n in pred.names))
-        predictable.update(dict.fromkeys(_used_names(pred, synonyms)))
+    for pair in loaded:
+        predictable.update(dict.fromkeys(synonyms.get(n, n) for n in pair.predicted.names))
+        predictable.update(dict.fromkeys(_used_names(pair.predicted, synonyms)))
     explicit = labels is not None
     if labels is None:
         names: dict[str, None] = {}
-        for _, _, _, ref in loaded:
-            names.update(dict.fromkeys(n for n in _used_names(ref, synonyms) if n in predictable))
-        for _, pred, _, _ in loaded:
-            names.update(dict.fromkeys(_used_names(pred, synonyms)))
+        for pair in loaded:
+            names.update(dict.fromkeys(n for n in _used_names(pair.reference, synonyms) if n in predictable))
+        for pair in loaded:
+            names.update(dict.fromkeys(_used_names(pair.predicted, synonyms)))
         labels = list(names)
     labels = list(labels)
     if len(set(labels)) != len(labels):
         raise ValueError(f"label list {','.join(labels)} names a label twice")
-    index = {name: k for k, name in enumerate(labels)}
-    n_labels = len(labels)
-    other, missing = n_labels, n_labels + 1
-    confusion = np.zeros((n_labels, n_labels + 2), dtype=np.int64)
-    files, n_ignored, n_foreign, n_at_ends = [], 0, 0, 0
-    foreign_labels: dict[str, int] = {}
+    return _LabelSet(labels, predictable, explicit)
 
-    for pred_path, pred, ref_path, ref in loaded:
-        before = confusion.copy()
-        ignored_here = foreign_here = ends_here = 0
-        absent = []
-        for larva, (ref_t, ref_steps) in ref.tracks.items():
-            ref_t = np.asarray(ref_t, dtype=np.float64)
-            ref_values, ref_codes = _step_codes(ref_steps)
-            ref_in, ref_out = _masks(ref_values, index, synonyms)
-            in_set = ref_in[ref_codes]  # (n, K)
-            kept = np.ones(ref_t.size, dtype=bool)
-            if ignore_ends > 0 and ref_t.size:
-                slack = 1e-6  # s; a step exactly ignore_ends from an end is kept despite rounding
-                kept = (ref_t - ref_t.min() >= ignore_ends - slack) & (ref_t.max() - ref_t >= ignore_ends - slack)
-                ends_here += int((~kept).sum())
-            evaluated = in_set.any(axis=1) & kept
-            ignored_here += int((kept & ~evaluated).sum())
-            foreign = ref_out[ref_codes] & kept & ~evaluated
-            if foreign.any():
-                foreign_here += int(foreign.sum())
-                for code, count in enumerate(np.bincount(ref_codes[foreign], minlength=len(ref_values))):
-                    for name in dict.fromkeys(synonyms.get(n, n) for n in ref_values[code]) if count else ():
-                        foreign_labels[name] = foreign_labels.get(name, 0) + int(count)
-            if not evaluated.any():
-                continue
-            in_set = in_set[evaluated]
-            rows = np.argmax(in_set, axis=1)  # first reference label in label-set order
-            cols = np.full(rows.size, missing)
-            entry = pred.tracks.get(larva)
-            if entry is None:
-                absent.append(larva)
-            else:
-                pred_t, pred_steps = entry
-                pred_values, pred_codes = _step_codes(pred_steps)
-                pred_in, pred_out = _masks(pred_values, index, synonyms)
-                j = _match(ref_t[evaluated], np.asarray(pred_t, dtype=np.float64))
-                found = j >= 0
-                p_in = np.zeros_like(in_set)
-                p_in[found] = pred_in[pred_codes[j[found]]]
-                p_out = np.zeros(rows.size, dtype=bool)
-                p_out[found] = pred_out[pred_codes[j[found]]]
-                agree = p_in & in_set
-                hit = agree.any(axis=1)
-                rows = np.where(hit, np.argmax(agree, axis=1), rows)
-                cols = np.where(hit, rows, np.where(p_in.any(axis=1), np.argmax(p_in, axis=1),
-                                                    np.where(p_out, other, missing)))
-            np.add.at(confusion, (rows, cols), 1)
-        if absent:
-            log.warning("%s: %d larva(e) of the reference %s have no prediction (ids %s)", pred_path,
-                        len(absent), ref_path.name, ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
-        here = confusion - before
-        n_ignored += ignored_here
-        n_foreign += foreign_here
-        n_at_ends += ends_here
-        files.append({"predicted": str(pred_path), "reference": str(ref_path), "n_steps": int(here.sum()),
-                      "n_correct": int(np.trace(here[:, :n_labels])), "n_missing": int(here[:, missing].sum()),
-                      "n_foreign": foreign_here, "n_at_ends": ends_here})
 
-    n_steps = int(confusion.sum())
-    foreign_labels = dict(sorted(foreign_labels.items(), key=lambda item: -item[1]))
-    outside = (f"outside the label set ({', '.join(labels)})" if explicit
-               else f"the tagger does not predict (its labels: {', '.join(predictable) or 'none'})")
+def _tally(loaded: Sequence[LabelPair], labels: Sequence[str] | None, synonyms: dict[str, str] | None,
+           ignore_ends: float) -> _Tally:
+    """Compare every pair (nothing logged: `evaluate` logs, `per_file_scores` stays quiet)."""
+    synonyms = dict(synonyms or {})
+    label_set = _label_set(loaded, labels, synonyms)
+    n_labels = len(label_set.labels)
+    tally = _Tally(label_set, synonyms, ignore_ends, np.zeros((n_labels, n_labels + 2), dtype=np.int64))
+    for pair in loaded:
+        _tally_pair(tally, pair)
+    return tally
+
+
+def _tally_pair(tally: _Tally, pair: LabelPair) -> None:
+    """Add one pair's reference steps to the confusion matrix and counts, and its row of `files`."""
+    index = tally.index
+    missing = len(index) + 1
+    before = tally.confusion.copy()
+    here = _PairCounts()
+    absent = []
+    for larva, (ref_t, ref_steps) in pair.reference.tracks.items():
+        ref_t = np.asarray(ref_t, dtype=np.float64)
+        evaluated, in_set = _evaluated_steps(tally, here, index, ref_t, ref_steps)
+        if not evaluated.any():
+            continue
+        entry = pair.predicted.tracks.get(larva)
+        if entry is None:
+            absent.append(larva)
+        rows, cols = _confusion_cells(index, tally.synonyms, in_set, ref_t[evaluated], entry)
+        np.add.at(tally.confusion, (rows, cols), 1)
+    if absent:
+        tally.absent.append(f"{Path(pair.predicted_path)}: {len(absent)} larva(e) of the reference "
+                            f"{Path(pair.reference_path).name} have no prediction (ids "
+                            + ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else "") + ")")
+    new = tally.confusion - before
+    tally.n_ignored += here.ignored
+    tally.n_foreign += here.foreign
+    tally.n_at_ends += here.at_ends
+    tally.files.append({"predicted": str(Path(pair.predicted_path)), "reference": str(Path(pair.reference_path)),
+                        "n_steps": int(new.sum()), "n_correct": int(np.trace(new[:, :len(index)])),
+                        "n_missing": int(new[:, missing].sum()), "n_foreign": here.foreign,
+                        "n_at_ends": here.at_ends})
+
+
+def _evaluated_steps(tally: _Tally, here: _PairCounts, index: dict[str, int], ref_t: np.ndarray,
+                     ref_steps: list[tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """Which reference steps of one larva are evaluated, (n,) bool, and their labels in the set,
+    (evaluated, K) bool. Counts the steps near a track end, the ignored and the foreign ones
+    into `here`, and the foreign names into `tally.foreign_labels`."""
+    ref_values, ref_codes = _step_codes(ref_steps)
+    ref_in, ref_out = _masks(ref_values, index, tally.synonyms)
+    in_set = ref_in[ref_codes]  # (n, K)
+    kept = np.ones(ref_t.size, dtype=bool)
+    if tally.ignore_ends > 0 and ref_t.size:
+        slack = 1e-6  # s; a step exactly ignore_ends from an end is kept despite rounding
+        kept = (ref_t - ref_t.min() >= tally.ignore_ends - slack) & (ref_t.max() - ref_t >= tally.ignore_ends - slack)
+        here.at_ends += int((~kept).sum())
+    evaluated = in_set.any(axis=1) & kept
+    here.ignored += int((kept & ~evaluated).sum())
+    foreign = ref_out[ref_codes] & kept & ~evaluated
+    if foreign.any():
+        here.foreign += int(foreign.sum())
+        for code, count in enumerate(np.bincount(ref_codes[foreign], minlength=len(ref_values))):
+            for name in dict.fromkeys(tally.synonyms.get(n, n) for n in ref_values[code]) if count else ():
+                tally.foreign_labels[name] = tally.foreign_labels.get(name, 0) + int(count)
+    return evaluated, in_set[evaluated]
+
+
+def _confusion_cells(index: dict[str, int], synonyms: dict[str, str], in_set: np.ndarray, ref_t: np.ndarray,
+                     entry: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of each evaluated reference step of a larva (`in_set`: its labels in the
+    set, `ref_t` its times) given the larva's prediction `entry` ((t, steps), None if absent):
+    the module doc's "What is counted"."""
+    other, missing = len(index), len(index) + 1
+    rows = np.argmax(in_set, axis=1)  # first reference label in label-set order
+    if entry is None:
+        return rows, np.full(rows.size, missing)
+    pred_t, pred_steps = entry
+    pred_values, pred_codes = _step_codes(pred_steps)
+    pred_in, pred_out = _masks(pred_values, index, synonyms)
+    j = _match(ref_t, np.asarray(pred_t, dtype=np.float64))
+    found = j >= 0
+    p_in = np.zeros_like(in_set)
+    p_in[found] = pred_in[pred_codes[j[found]]]
+    p_out = np.zeros(rows.size, dtype=bool)
+    p_out[found] = pred_out[pred_codes[j[found]]]
+    agree = p_in & in_set
+    hit = agree.any(axis=1)
+    rows = np.where(hit, np.argmax(agree, axis=1), rows)
+    cols = np.where(hit, rows, np.where(p_in.any(axis=1), np.argmax(p_in, axis=1), np.where(p_out, other, missing)))
+    return rows, cols
+
+
+def _warnings(tally: _Tally) -> list[str]:
+    """The report's warnings (foreign reference labels, labels the tagger cannot predict);
+    ValueError when no reference step could be evaluated."""
+    label_set, foreign_labels = tally.label_set, tally.foreign_labels
+    n_steps = int(tally.confusion.sum())
+    outside = (f"outside the label set ({', '.join(label_set.labels)})" if label_set.explicit
+               else f"the tagger does not predict (its labels: {', '.join(label_set.predictable) or 'none'})")
     foreign_text = ", ".join(f"{n}: {c}" for n, c in foreign_labels.items())
-    hint = _synonym_hint(list(foreign_labels), labels) + (" or add them to the labels" if explicit else "")
+    hint = (_synonym_hint(list(foreign_labels), label_set.labels)
+            + (" or add them to the labels" if label_set.explicit else ""))
     if n_steps == 0:
         if foreign_labels:
             raise ValueError(f"no reference time step can be evaluated: the reference's labels ({foreign_text} "
                              f"step(s)) are all labels {outside}; {hint}")
-        raise ValueError(f"no reference time step carries any of the labels {', '.join(labels) or '(none)'} "
+        raise ValueError(f"no reference time step carries any of the labels {', '.join(label_set.labels) or '(none)'} "
                          "(check --labels and --synonyms)")
     warnings = []
     if foreign_labels:
-        warnings.append(f"{n_foreign} of {n_steps + n_foreign} labelled reference step(s) carry only labels "
-                        f"{outside}: {foreign_text}; they are left out of the evaluation and of macro-F1; {hint}")
-    if explicit:
-        unpredictable = [n for n in labels if n not in predictable]
+        warnings.append(f"{tally.n_foreign} of {n_steps + tally.n_foreign} labelled reference step(s) carry only "
+                        f"labels {outside}: {foreign_text}; they are left out of the evaluation and of macro-F1; "
+                        f"{hint}")
+    if label_set.explicit:
+        unpredictable = [n for n in label_set.labels if n not in label_set.predictable]
         if unpredictable:
             warnings.append(f"label(s) {', '.join(unpredictable)} are not declared by the predicted files: the "
                             "tagger cannot predict them, so their F1 is 0 and lowers macro-F1")
-    for message in warnings:
-        log.warning("%s", message)
+    return warnings
+
+
+def _report(tally: _Tally) -> EvaluationReport:
+    """The metrics of a finished tally (ValueError when nothing could be evaluated)."""
+    tally.foreign_labels = dict(sorted(tally.foreign_labels.items(), key=lambda item: -item[1]))
+    warnings = _warnings(tally)
+    labels, confusion = tally.label_set.labels, tally.confusion
     scores = per_class_scores(confusion)
     per_label = {name: {"precision": float(scores.precision[k]), "recall": float(scores.recall[k]),
                         "f1": float(scores.f1[k]), "support": int(scores.support[k])}
@@ -361,15 +492,15 @@ def evaluate(
         macro_f1=macro_f1(confusion),
         accuracy=accuracy(confusion),
         confusion=confusion,
-        n_steps=n_steps,
-        files=files,
+        n_steps=int(confusion.sum()),
+        files=tally.files,
         columns=labels + [OTHER, MISSING],
-        n_missing=int(confusion[:, missing].sum()),
-        n_ignored=n_ignored,
-        n_foreign=n_foreign,
-        foreign_labels=foreign_labels,
-        n_at_ends=n_at_ends,
-        ignore_ends=ignore_ends,
+        n_missing=int(confusion[:, len(labels) + 1].sum()),
+        n_ignored=tally.n_ignored,
+        n_foreign=tally.n_foreign,
+        foreign_labels=tally.foreign_labels,
+        n_at_ends=tally.n_at_ends,
+        ignore_ends=tally.ignore_ends,
         warnings=warnings,
     )
 
@@ -394,7 +525,8 @@ def format_table(report: EvaluationReport) -> str:
     lines = [f"{'label':<{width}}  precision  recall      F1  support"]
     for name in report.labels:
         m = report.per_label[name]
-        lines.append(f"{name:<{width}}  {m['precision']:>9.3f}  {m['recall']:>6.3f}  {m['f1']:>6.3f}  {m['support']:>7d}")
+        lines.append(f"{name:<{width}}  {m['precision']:>9.3f}  {m['recall']:>6.3f}  {m['f1']:>6.3f}  "
+                     f"{m['support']:>7d}")
     ends = (f", {report.n_at_ends} within {report.ignore_ends:g} s of a track end not evaluated"
             if report.ignore_ends > 0 else "")
     lines.append(f"macro-F1 {report.macro_f1:.3f}   accuracy {report.accuracy:.3f}   "
@@ -526,79 +658,59 @@ def pair_directories(predicted_dir: str | Path, reference_dir: str | Path) -> li
 
 
 def per_file_scores(
-    pairs: Sequence[tuple[str | Path, str | Path]],
+    pairs: Sequence[LabelPair | tuple[str | Path, str | Path]],
     labels: Sequence[str] | None = None,
     synonyms: dict[str, str] | None = None,
     ignore_ends: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Each pair evaluated alone (`evaluate` on that pair, same settings): one dict per pair,
+    """Each pair evaluated alone (as `evaluate` on that pair, same settings): one dict per pair,
     in order: predicted, reference, n_steps, macro_f1, accuracy (None when the file has no
-    evaluable step). The warnings of the whole evaluation are not repeated per file."""
+    evaluable step). Nothing is logged: the warnings of the whole evaluation are not repeated
+    per file (pass `load_label_pairs`'s pairs, read and checked once, as `evaluate` got them)."""
+    ignore_ends = _checked_ignore_ends(ignore_ends)
     rows = []
-    quiet = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        for pred, ref in pairs:
-            try:
-                one = evaluate([(pred, ref)], labels=labels, synonyms=synonyms, ignore_ends=ignore_ends)
-                scores = {"n_steps": one.n_steps, "macro_f1": one.macro_f1, "accuracy": one.accuracy}
-            except ValueError:
-                scores = {"n_steps": 0, "macro_f1": None, "accuracy": None}
-            rows.append({"predicted": str(pred), "reference": str(ref), **scores})
-    finally:
-        log.setLevel(quiet)
+    for pair in load_label_pairs(pairs):
+        try:
+            one = _report(_tally([pair], labels, synonyms, ignore_ends))
+            scores = {"n_steps": one.n_steps, "macro_f1": one.macro_f1, "accuracy": one.accuracy}
+        except ValueError:
+            scores = {"n_steps": 0, "macro_f1": None, "accuracy": None}
+        rows.append({"predicted": str(pair.predicted_path), "reference": str(pair.reference_path), **scores})
     return rows
-
-
-def _bout_durations(t: np.ndarray, codes: np.ndarray) -> list[tuple[int, float]]:
-    """(code, duration in s) of each run of equal codes >= 0 (-1 = no label of the set). A
-    step lasts until the next one (the last one a median interval)."""
-    if t.size == 0:
-        return []
-    dt = np.diff(t, append=t[-1] + (float(np.median(np.diff(t))) if t.size > 1 else 0.0))
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    ends = np.r_[starts[1:], codes.size]
-    return [(int(codes[a]), float(t[b - 1] + dt[b - 1] - t[a])) for a, b in zip(starts, ends) if codes[a] >= 0]
-
-
-def _first_codes(steps: list[tuple[str, ...]], index: dict[str, int], synonyms: dict[str, str]) -> np.ndarray:
-    """Per step, the label-set index of its first name in label-set order (-1: none in the set)."""
-    values, codes = _step_codes(steps)
-    inside, _ = _masks(values, index, synonyms)
-    first = np.where(inside.any(axis=1), np.argmax(inside, axis=1), -1)
-    return first[codes] if codes.size else np.zeros(0, dtype=np.int64)
 
 
 def compare_behaviour(
     report: EvaluationReport,
-    pairs: Sequence[tuple[str | Path, str | Path]],
+    pairs: Sequence[LabelPair | tuple[str | Path, str | Path]],
     synonyms: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]]]:
     """Predicted vs reference time budget and bouts of each behaviour of `report.labels`.
 
     Time fraction: share of the evaluated reference steps whose reference label (resp.
     predicted label) is the behaviour (the confusion matrix's row and column sums, so the
-    same steps as every other figure). Bouts: runs of one behaviour (first label of each
-    step, after `synonyms`) in whole tracks, of the larvae the reference labels (predicted
-    larvae it does not label are not compared); duration in s.
+    same steps as every other figure). Bouts (`maggotflow.bouts`, as in the screen summary:
+    a step's behaviour is its first name in the label set after `synonyms`, an untagged
+    step or a time gap ends a bout) in whole tracks, of the larvae the reference labels
+    (predicted larvae it does not label are not compared); duration in s.
     Returns (one row per label: label, reference_fraction, predicted_fraction,
     reference_bouts, predicted_bouts, reference_median_bout_s, predicted_median_bout_s) and
     {label: {"reference": [durations], "predicted": [durations]}}.
     """
-    from maggotflow.formats.label import read_label_file
-
     synonyms = dict(synonyms or {})
     index = {name: k for k, name in enumerate(report.labels)}
+
+    def code_of(name: str) -> int | None:
+        return index.get(synonyms.get(name, name))
+
     durations = {name: {"reference": [], "predicted": []} for name in report.labels}
-    for pred_path, ref_path in pairs:
-        pred, ref = read_label_file(pred_path), read_label_file(ref_path)
-        for larva, (ref_t, ref_steps) in ref.tracks.items():
+    for pair in load_label_pairs(pairs):
+        for larva, (ref_t, ref_steps) in pair.reference.tracks.items():
             sides = [("reference", ref_t, ref_steps)]
-            if larva in pred.tracks:
-                sides.append(("predicted", *pred.tracks[larva]))
+            if larva in pair.predicted.tracks:
+                sides.append(("predicted", *pair.predicted.tracks[larva]))
             for side, t, steps in sides:
-                codes = _first_codes(list(steps), index, synonyms)
-                for code, seconds in _bout_durations(np.asarray(t, dtype=np.float64), codes):
+                bouts = find_bouts(t, step_codes(steps, code_of))
+                for code, seconds in zip(bouts.code.tolist(), bouts.duration_s.tolist()):
                     durations[report.labels[code]][side].append(seconds)
     n = max(report.n_steps, 1)
     rows = []
@@ -672,3 +784,42 @@ def write_behaviour(rows: list[dict[str, Any]], durations: dict[str, dict[str, l
         ax.grid(True, axis="y", alpha=0.3)
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
+
+
+# ---------------------------------------------------------------------------- a prediction run's evaluation
+
+
+EVALUATION_FILES = (*REPORT_FILES, "table.txt", "per_file.tsv", "behaviour.tsv", "behaviour.png")
+
+
+def run_pairs(summary: str | Path, references: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(predicted, reference) `.label` paths of the files a prediction run tagged (the `ok`
+    rows of its summary.tsv, `maggotflow.records`; `references`: file id -> reference label),
+    sorted by reference path. A file the run did not tag is left out with a warning."""
+    from maggotflow.records import read_shard_table
+
+    pairs = []
+    for row in read_shard_table(summary):
+        if row["status"] == "ok":
+            pairs.append((row["label"], references[row["id"]]))
+        else:
+            log.warning("%s: not tagged, left out of the evaluation", row["path"])
+    return sorted(pairs, key=lambda pair: pair[1])
+
+
+def write_evaluation(pairs: Sequence[LabelPair | tuple[str | Path, str | Path]], out_dir: str | Path, *,
+                     labels: Sequence[str] | None = None, synonyms: dict[str, str] | None = None,
+                     ignore_ends: float = 0.0) -> EvaluationReport:
+    """Evaluate `pairs` (each file read once) and write `EVALUATION_FILES` into `out_dir`: the
+    report (`write_report`), table.txt (`format_table`), per_file.tsv (`per_file_scores`),
+    behaviour.tsv and behaviour.png (`compare_behaviour`). Returns the report."""
+    out_dir = Path(out_dir)
+    loaded = load_label_pairs(pairs)
+    report = evaluate(loaded, labels=labels, synonyms=synonyms, ignore_ends=ignore_ends)
+    write_report(report, out_dir)
+    write_per_file(per_file_scores(loaded, labels=labels, synonyms=synonyms, ignore_ends=ignore_ends),
+                   out_dir / "per_file.tsv")
+    write_behaviour(*compare_behaviour(report, loaded, synonyms=synonyms), out_dir / "behaviour.tsv",
+                    out_dir / "behaviour.png")
+    write_text_atomic(out_dir / "table.txt", format_table(report) + "\n")
+    return report

@@ -685,8 +685,7 @@ def _group_rows(groups: Mapping[tuple, _Group], overall: _Group, group_by: Seque
 def _write_groups(stack, path, groups, overall, group_by, names) -> None:
     tmp = stack.enter_context(atomic_path(path))
     lines = [_line(["group", *group_by, "behaviour", "files", "files_unlike_training", "larvae", "fraction_mean",
-                    "fraction_sd",
-                    "fraction_median", "fraction_q25", "fraction_q75", "fraction_pooled", "bouts",
+                    "fraction_sd", "fraction_median", "fraction_q25", "fraction_q75", "fraction_pooled", "bouts",
                     "bouts_per_min", "mean_bout_s", "median_bout_s"])]
     for g, head in _group_rows(groups, overall, group_by):
         for name in names:
@@ -695,8 +694,9 @@ def _write_groups(stack, path, groups, overall, group_by, names) -> None:
                 continue
             f, b = cell.fraction, cell.bouts
             minutes = cell.labelled_s / 60.0
-            lines.append(_line([*head, name, cell.files, cell.unlike_files, f.n, f.mean, f.sd, f.quantile(0.5), f.quantile(0.25),
-                                f.quantile(0.75), cell.time_s / cell.labelled_s if cell.labelled_s else None,
+            lines.append(_line([*head, name, cell.files, cell.unlike_files, f.n, f.mean, f.sd, f.quantile(0.5),
+                                f.quantile(0.25), f.quantile(0.75),
+                                cell.time_s / cell.labelled_s if cell.labelled_s else None,
                                 b.n, b.n / minutes if minutes else None, b.mean, b.quantile(0.5)]))
     tmp.write_text("".join(lines), encoding="utf-8")
 
@@ -866,3 +866,23 @@ def _plot_transitions(path, overall: _Group, names: list[str]) -> None:
                  fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8, label="probability")
     _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- a prediction run
+
+
+def summarize_run(summary: str | Path, manifest: str | Path, out_dir: str | Path, *,
+                  group_by: Sequence[str] = DEFAULT_GROUP_BY) -> ScreenSummary:
+    """The screen summary of a prediction run: the labels of the files it tagged (the `ok` rows
+    of its summary.tsv, `maggotflow.records`), grouped by the metadata of the run's `manifest`
+    (`manifest_metadata`). Without a manifest, a warning, and each file's metadata comes
+    from `label_metadata` alone."""
+    from maggotflow.records import read_shard_table
+
+    labels = [row["label"] for row in read_shard_table(summary) if row["status"] == "ok"]
+    metadata = None
+    if Path(manifest).is_file():
+        metadata = manifest_metadata(manifest, labels)
+    else:
+        log.warning("%s: no manifest, files are not grouped by their metadata", manifest)
+    return summarize(labels, out_dir, metadata=metadata, group_by=tuple(group_by))

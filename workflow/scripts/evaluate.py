@@ -1,32 +1,17 @@
 """Held-out predictions (the held-out run's summary.tsv) vs reference .label files -> metrics.json,
 per_label.csv, confusion.*, table.txt; per_file.tsv (each file evaluated alone) and
-behaviour.tsv/.png (time in each behaviour and bout durations, reference vs predicted)."""
+behaviour.tsv/.png (time in each behaviour and bout durations, reference vs predicted):
+`maggotflow.evaluation.write_evaluation` into the folder of the rule's outputs."""
 
 from pathlib import Path
 
 from jobsetup import job
 
 with job(snakemake, subject="evaluation") as log:
-    from maggotflow.atomic import write_text_atomic
-    from maggotflow.evaluation import (compare_behaviour, evaluate, format_table, per_file_scores,
-                                      write_behaviour, write_per_file, write_report)
-    from maggotflow.records import read_shard_table
+    from maggotflow.evaluation import format_table, run_pairs, write_evaluation
 
-    references = snakemake.params.references
-    pairs = []
-    for row in read_shard_table(snakemake.input.summary):
-        if row["status"] == "ok":
-            pairs.append((row["label"], references[row["id"]]))
-        else:
-            log.warning("%s: not tagged, left out of the evaluation", row["path"])
-    pairs.sort(key=lambda pair: pair[1])
     task = snakemake.params.task
-    settings = {"labels": task["labels"], "synonyms": task["synonyms"], "ignore_ends": snakemake.params.ignore_ends}
-    report = evaluate(pairs, **settings)
-    write_report(report, Path(snakemake.output.metrics).parent)
-    write_per_file(per_file_scores(pairs, **settings), snakemake.output.per_file)
-    write_behaviour(*compare_behaviour(report, pairs, synonyms=task["synonyms"]),
-                    snakemake.output.behaviour, snakemake.output.behaviour_png)
-    table = format_table(report)
-    write_text_atomic(snakemake.output.table, table + "\n")
-    log.info("%d held-out file(s)\n%s", len(pairs), table)
+    pairs = run_pairs(snakemake.input.summary, snakemake.params.references)
+    report = write_evaluation(pairs, Path(snakemake.output.metrics).parent, labels=task["labels"],
+                              synonyms=task["synonyms"], ignore_ends=snakemake.params.ignore_ends)
+    log.info("%d held-out file(s)\n%s", len(pairs), format_table(report))
