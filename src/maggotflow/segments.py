@@ -36,7 +36,7 @@ Output tensors are `(N, 2, P, W)` float32 = (segment, x/y, body point tail->head
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -218,9 +218,9 @@ def valid_centres(track: Track, spec: SegmentSpec, context: int = 0) -> np.ndarr
 
 
 # ---------------------------------------------------------------------------- torch
-# The same segments built with torch, batched over many larvae, on any device (issue 13: on
-# a GPU the segments are built where the model runs, from the raw spines, which are ~4x
-# smaller than the segments to copy). Computed in float64 like the numpy version, then
+# The same segments built with torch, batched over many larvae, on any device (on a GPU the
+# segments are built where the model runs, from the raw spines, which are ~4x smaller than
+# the segments to copy). Computed in float64 like the numpy version, then
 # cast: both agree to float32 rounding (tests/test_segments.py).
 SEGMENT_BUILDERS = ("auto", "numpy", "torch")
 
@@ -294,7 +294,44 @@ def build_segments_torch(pieces, spec: SegmentSpec = SegmentSpec(), device="cpu"
     width = (2 * context + 1) * spec.window
     if not pieces:
         return torch.zeros((0, 2, spec.n_points, width), dtype=torch.float32, device=device)
-    frames_t, frames_spine, starts, counts, firsts, lasts, lengths, centres_all, native = [], [], [], [], [], [], [], [], []
+    frames = _frames_read(pieces, spec, context)
+    # Resample every frame read, grouped by the number of spine points of the input.
+    ks = [s.shape[1] for s in frames.spines]
+    if len(set(ks)) == 1:
+        points = _resample_torch(_on_device(np.concatenate(frames.spines), device), spec.n_points)
+    else:
+        points = torch.cat([_resample_torch(_on_device(s, device), spec.n_points) for s in frames.spines])
+    n_each = np.array([c.size for c in frames.centres])
+    owner = _on_device(np.repeat(np.arange(len(pieces)), n_each), device, torch.int64)  # (N,) piece of each segment
+    if spec.interpolate:
+        seg = _interpolate_torch(frames, points, owner, spec, context, device)
+    else:
+        seg = points[_on_device(np.concatenate(frames.native), device, torch.int64)]
+    return _normalise_torch(seg, _on_device(frames.lengths, device)[owner], spec, context)
+
+
+@dataclass
+class _FramesRead:
+    """Per piece of `build_segments_torch`: the frames its windows read (times, spines), where
+    they start in the concatenation of all pieces' frames (start) and how many (count), the
+    track's first and last time (s), its length (mm) and centres (s); `native`: per piece,
+    the (N, W) rows into that concatenation (native frames only)."""
+
+    times: list[np.ndarray] = field(default_factory=list)
+    spines: list[np.ndarray] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    firsts: list[float] = field(default_factory=list)
+    lasts: list[float] = field(default_factory=list)
+    lengths: list[float] = field(default_factory=list)
+    centres: list[np.ndarray] = field(default_factory=list)
+    native: list[np.ndarray] = field(default_factory=list)
+
+
+def _frames_read(pieces: list, spec: SegmentSpec, context: int) -> _FramesRead:
+    """The frames each piece's segments read (`_frame_range`, or the native indices), its
+    length (refused when zero) and centres (every step when None)."""
+    out = _FramesRead()
     offset = 0
     for track, length, centres in pieces:
         t = track.t
@@ -308,54 +345,64 @@ def build_segments_torch(pieces, spec: SegmentSpec = SegmentSpec(), device="cpu"
         else:
             index = native_indices(t, centres, spec, context)
             lo, hi = (int(index.min()), int(index.max())) if index.size else (0, 0)
-            native.append(index - lo + offset)
-        frames_t.append(t[lo:hi + 1])
-        frames_spine.append(track.spine[lo:hi + 1])
-        starts.append(offset)
-        counts.append(hi + 1 - lo)
-        firsts.append(t[0])
-        lasts.append(t[-1])
-        lengths.append(length)
-        centres_all.append(centres)
+            out.native.append(index - lo + offset)
+        out.times.append(t[lo:hi + 1])
+        out.spines.append(track.spine[lo:hi + 1])
+        out.starts.append(offset)
+        out.counts.append(hi + 1 - lo)
+        out.firsts.append(t[0])
+        out.lasts.append(t[-1])
+        out.lengths.append(length)
+        out.centres.append(centres)
         offset += hi + 1 - lo
-    n_each = np.array([c.size for c in centres_all])
-    owner_np = np.repeat(np.arange(len(pieces)), n_each)
+    return out
 
-    def dev(a, dtype=torch.float64):
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype).to(device, non_blocking=True)
 
-    # Resample every frame read, grouped by the number of spine points of the input.
-    ks = [s.shape[1] for s in frames_spine]
-    if len(set(ks)) == 1:
-        points = _resample_torch(dev(np.concatenate(frames_spine)), spec.n_points)
-    else:
-        points = torch.cat([_resample_torch(dev(s), spec.n_points) for s in frames_spine])
-    owner = dev(owner_np, torch.int64)
-    if spec.interpolate:
-        t_all = dev(np.concatenate(frames_t))
-        start, count = dev(starts, torch.int64), dev(counts, torch.int64)
-        offsets = dev(window_offsets(spec, context)) * spec.frame_interval
-        grid = torch.round(dev(np.concatenate(centres_all))[:, None] + offsets[None, :], decimals=GRID_DECIMALS)
-        q = torch.minimum(torch.maximum(grid, dev(firsts)[owner][:, None]), dev(lasts)[owner][:, None])
-        # One searchsorted over all larvae: each larva's frames are shifted onto its own
-        # stretch of one increasing time line (piece p starts at p * span).
-        piece_of_frame = torch.repeat_interleave(torch.arange(len(pieces), device=device), count)
-        first_frame_t = t_all[start]
-        span = float((t_all - first_frame_t[piece_of_frame]).max()) + 1.0
-        shift = torch.arange(len(pieces), device=device, dtype=torch.float64) * span - first_frame_t
-        line = t_all + shift[piece_of_frame]
-        i = torch.searchsorted(line, q + shift[owner][:, None], right=True) - 1
-        lo = start[owner][:, None]
-        hi = lo + (count[owner][:, None] - 2).clamp_min(0)
-        i0 = torch.minimum(torch.maximum(i, lo), hi)
-        i1 = torch.minimum(i0 + 1, lo + count[owner][:, None] - 1)
-        t0, t1 = t_all[i0], t_all[i1]
-        moving = t1 > t0
-        w = torch.where(moving, (q - t0) / torch.where(moving, t1 - t0, torch.ones_like(t0)), torch.zeros_like(t0))
-        p0, p1 = points[i0], points[i1]  # (N, W, P, 2)
-        seg = p0 + w[..., None, None] * (p1 - p0)
-    else:
-        seg = points[dev(np.concatenate(native), torch.int64)]
+def _on_device(a, device, dtype=None):
+    """`a` (array or list) as a torch tensor on `device`, float64 unless `dtype` says otherwise."""
+    import torch
+
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype or torch.float64).to(device, non_blocking=True)
+
+
+def _interpolate_torch(frames: _FramesRead, points, owner, spec: SegmentSpec, context: int, device):
+    """Resampled `points` (F, P, 2) interpolated linearly in time onto each segment's grid
+    (centre + window offsets, clamped to its track's first and last time): (N, W, P, 2)."""
+    import torch
+
+    n_pieces = len(frames.starts)
+    t_all = _on_device(np.concatenate(frames.times), device)
+    start, count = _on_device(frames.starts, device, torch.int64), _on_device(frames.counts, device, torch.int64)
+    offsets = _on_device(window_offsets(spec, context), device) * spec.frame_interval
+    centres = _on_device(np.concatenate(frames.centres), device)
+    grid = torch.round(centres[:, None] + offsets[None, :], decimals=GRID_DECIMALS)
+    firsts, lasts = _on_device(frames.firsts, device), _on_device(frames.lasts, device)
+    q = torch.minimum(torch.maximum(grid, firsts[owner][:, None]), lasts[owner][:, None])
+    # One searchsorted over all larvae: each larva's frames are shifted onto its own
+    # stretch of one increasing time line (piece p starts at p * span).
+    piece_of_frame = torch.repeat_interleave(torch.arange(n_pieces, device=device), count)
+    first_frame_t = t_all[start]
+    span = float((t_all - first_frame_t[piece_of_frame]).max()) + 1.0
+    shift = torch.arange(n_pieces, device=device, dtype=torch.float64) * span - first_frame_t
+    line = t_all + shift[piece_of_frame]
+    i = torch.searchsorted(line, q + shift[owner][:, None], right=True) - 1
+    lo = start[owner][:, None]
+    hi = lo + (count[owner][:, None] - 2).clamp_min(0)
+    i0 = torch.minimum(torch.maximum(i, lo), hi)
+    i1 = torch.minimum(i0 + 1, lo + count[owner][:, None] - 1)
+    t0, t1 = t_all[i0], t_all[i1]
+    moving = t1 > t0
+    w = torch.where(moving, (q - t0) / torch.where(moving, t1 - t0, torch.ones_like(t0)), torch.zeros_like(t0))
+    p0, p1 = points[i0], points[i1]  # (N, W, P, 2)
+    return p0 + w[..., None, None] * (p1 - p0)
+
+
+def _normalise_torch(seg, length, spec: SegmentSpec, context: int):
+    """The normalisation of `build_segments` in torch: segments (N, W, P, 2) centred on the
+    present window's middle point, divided by `length` (N,) mm, rotated so the mean
+    tail -> head axis points along +x; returned as (N, 2, P, W) float32."""
+    import torch
+
     present = seg[:, context * spec.window:(context + 1) * spec.window]
     axis = (present[:, :, -1, :] - present[:, :, 0, :]).mean(dim=1)  # (N, 2) tail -> head
     norm = torch.hypot(axis[:, 0], axis[:, 1])
@@ -364,7 +411,7 @@ def build_segments_torch(pieces, spec: SegmentSpec = SegmentSpec(), device="cpu"
     cos = torch.where(has_axis, axis[:, 0] / safe, torch.ones_like(norm))
     sin = torch.where(has_axis, axis[:, 1] / safe, torch.zeros_like(norm))
     centre = present[:, :, spec.n_points // 2, :].mean(dim=1)  # (N, 2)
-    rel = (seg - centre[:, None, None, :]) / dev(lengths)[owner][:, None, None, None]
+    rel = (seg - centre[:, None, None, :]) / length[:, None, None, None]
     cos, sin = cos[:, None, None], sin[:, None, None]
     x = rel[..., 0] * cos + rel[..., 1] * sin
     y = -rel[..., 0] * sin + rel[..., 1] * cos
