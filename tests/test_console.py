@@ -34,8 +34,8 @@ def record(msg: str = "", level: int = logging.INFO, **extra) -> logging.LogReco
 
 
 def settings(**changes):
-    base = dict(printshellcmds=False, nocolor=True, quiet={Quietness.RULES, Quietness.HOST}, debug_dag=False, verbose=False,
-                show_failed_logs=True, stdout=False, dryrun=False)
+    base = dict(printshellcmds=False, nocolor=True, quiet={Quietness.RULES, Quietness.HOST}, debug_dag=False,
+                verbose=False, show_failed_logs=True, stdout=False, dryrun=False)
     return SimpleNamespace(**dict(base, **changes))
 
 

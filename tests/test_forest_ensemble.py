@@ -215,7 +215,8 @@ def test_cli_ensemble(members, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"wrote ensemble of 2 taggers to {out}"
     assert load_model(out).post_rule == "ABC->AAC"
     assert main(["ensemble", str(tmp_path / "bad"), str(members["paths"][0]), "--post-rule", "ABA"]) == 2
-    assert capsys.readouterr().err.strip() == "maggotflow ensemble: error: unknown post rule 'ABA': use ABC->AAC or none"
+    assert capsys.readouterr().err.strip() == \
+        "maggotflow ensemble: error: unknown post rule 'ABA': use ABC->AAC or none"
     assert main(["ensemble", str(tmp_path / "bad"), str(tmp_path / "nowhere")]) == 1
     assert "no model instance there" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -313,7 +313,8 @@ def test_crawling_larva_features_do_not_depend_on_size_or_frame_rate():
 def test_imports_no_sklearn():
     # torch is the implementation; scikit-learn stays the baseline's own dependency.
     code = "import sys, maggotflow.kinematics; print('sklearn' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "False"
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=[name for name, _, _ in REFERENCE_CASES])

@@ -79,7 +79,8 @@ def crawling_run(
             y = np.concatenate([np.zeros((t.size, 1)), np.cumsum(np.sin(angle[:, 1:]) * ds, axis=1)], axis=1)
             front = s > 0
             for axis_i, coord in enumerate((x, y)):
-                spine[:, front, axis_i] = c[:, None, axis_i] + np.stack([np.interp(s[front], fine_s, row) for row in coord])
+                bent = np.stack([np.interp(s[front], fine_s, row) for row in coord])
+                spine[:, front, axis_i] = c[:, None, axis_i] + bent
         spine = spine + rng.normal(0, 0.03, (t.size, k, 2))
         tracks.append(Track(str(larva), t, spine))
     return Run(metadata={"id": "20200101_000000", "date_time": "20200101_000000"}, tracks=tracks)
@@ -293,7 +294,8 @@ def test_larvae_backing_up_65_percent_of_the_time_fall_back_with_warning(tmp_pat
     meta = run.metadata
     # The crawling direction says the wrong end, the head sweeps the right one: no guess.
     assert meta["spine_order"] == "head_first" and meta["spine_order_decided_by"] == "convention"
-    assert meta["spine_order_forward_fraction"] > 0.6 if order == "tail_first" else meta["spine_order_forward_fraction"] < 0.4
+    forward = meta["spine_order_forward_fraction"]
+    assert forward > 0.6 if order == "tail_first" else forward < 0.4
     wrong = "head_first" if order == "tail_first" else "tail_first"
     messages = orientation_warnings(caplog)
     assert len(messages) == 1 and str(path) in messages[0]

@@ -143,7 +143,8 @@ def test_preset_trains_and_tags(project, name):
         if want["candidates"] != ["boosting"]:  # trees alone keep a placeholder encoder
             assert config["encoder"]["latent_dim"] == want["latent_dim"]
         else:
-            assert "[pretrain " not in output and "train_model" in output  # nothing to pretrain for trees on kinematic features
+            # nothing to pretrain for trees on kinematic features
+            assert "[pretrain " not in output and "train_model" in output
         if kind == "dense":
             assert config["classifier"]["layers"] == want["layers"]
         assert config["post_rule"] == want["post_rule"]

@@ -308,7 +308,8 @@ def test_stated_defaults_are_the_dataclass_defaults():
     sections = {"pretrain": (PretrainConfig(), schema["pretrain"]["properties"], config.get("pretrain", {})),
                 "train": (TrainConfig(), {k: v for k, v in train.items() if k not in ("classifier", "forest")},
                           config.get("train", {})),
-                "train.forest": (ForestConfig(), train["forest"]["properties"], config.get("train", {}).get("forest", {}))}
+                "train.forest": (ForestConfig(), train["forest"]["properties"],
+                                 config.get("train", {}).get("forest", {}))}
 
     def plain(value):
         return list(value) if isinstance(value, tuple) else value
@@ -317,7 +318,8 @@ def test_stated_defaults_are_the_dataclass_defaults():
         for name, sub in keys.items():
             key, default = f"{section}.{name}", plain(getattr(defaults, name))
             assert "default" not in sub, f"the schema restates the default of {key}"
-            assert rows[key] == default, f"config/README.md gives {key} the default {rows[key]!r}, the dataclass {default!r}"
+            assert rows[key] == default, \
+                f"config/README.md gives {key} the default {rows[key]!r}, the dataclass {default!r}"
             if name in given:
                 assert given[name] == default, f"config/config.yaml sets {key} to {given[name]!r}, not its default"
 
