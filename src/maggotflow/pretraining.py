@@ -15,9 +15,9 @@ The loop, top to bottom:
    does not grow with the number of files beyond that.
 2. Validation data are other files (or, with a single file, other larvae): overlapping
    windows of one larva in both sets would make the validation loss lie.
-3. Adam, random batches (augmented with `augment`: `maggotflow.augmentation`), gradient-norm clipping, a budget in optimisation steps;
-   validation MSE before training, every `eval_every` steps and at the end; the best
-   validated encoder + decoder are kept and saved.
+3. Adam, random batches (augmented with `augment`: `maggotflow.augmentation`), gradient-norm
+   clipping, a budget in optimisation steps; validation MSE before training, every
+   `eval_every` steps and at the end; the best validated encoder + decoder are kept and saved.
 
 On CUDA the forward pass runs in mixed precision (float16 autocast + gradient scaling).
 On CPU, the same seed on the same machine and torch build gives identical weights (the
@@ -42,7 +42,15 @@ import torch.nn.functional as F
 from maggotflow.augmentation import augment, preset
 from maggotflow.instance import ModelInstance, check_target, created_by
 from maggotflow.isolation import read_isolated
-from maggotflow.loop import MixedPrecision, Progress, duration_text, run_provenance, seeded
+from maggotflow.loop import (
+    MixedPrecision,
+    Progress,
+    duration_text,
+    evaluating,
+    run_provenance,
+    seeded,
+    validation_due,
+)
 from maggotflow.model import Decoder, Encoder, EncoderConfig, count_macs, select_device
 from maggotflow.segments import (
     SegmentSpec,
@@ -276,15 +284,60 @@ def pretrain(
     if both:
         raise TrackDataError(sorted(both)[0], "is given both for training and for validation "
                                               "(the validation loss would not be held out)")
-    spec, ec, ctx = config.segment_spec, config.encoder_config, config.context
+    spec, ec = config.segment_spec, config.encoder_config
+
+    # data: float32 tensors in memory; batches are random rows
+    data = _pretraining_data(train_files, val_files, config, device)
+    precision = MixedPrecision(device, config.mixed_precision)
+    log(f"pretraining on {precision.describe()}: "
+        f"{data.train_x.shape[0]} segments from {len(data.train_records)} file(s), {data.val_x.shape[0]} validation "
+        f"segments ({data.split}); encoder {count_macs(ec) / 1e6:.1f} M multiply-adds per segment")
+
+    with seeded(device, config.seed):  # the caller's global RNG is restored afterwards
+        model = _Autoencoder(Encoder(ec).to(device), Decoder(ec, config.context).to(device),
+                             present=slice(config.context * spec.window, (config.context + 1) * spec.window))
+        progress = _fit(model, data, config, precision, log)
+        elapsed = progress.elapsed
+
+    # keep the best validated weights
+    progress.restore_best()
+    model.encoder.eval(), model.decoder.eval()
+    instance = ModelInstance(
+        "pretrained", spec, ec, encoder=model.encoder, decoder=model.decoder,
+        provenance=_provenance(data, config, precision, progress), curves={"pretraining": progress.curve},
+    )
+    instance.save(out_instance)
+    log(f"saved pretrained instance {out_instance} (best validation MSE {progress.best['val_loss']:.4g} at step "
+        f"{progress.best['step']}; {config.steps} steps in {duration_text(elapsed)})")
+    return instance
+
+
+@dataclass
+class _PretrainingData:
+    """The training and validation segments (N, 2, P, (2*context+1)*W) float32 and where
+    they came from."""
+
+    train_x: torch.Tensor  # on the device when it fits there (CUDA), else on the CPU
+    val_x: torch.Tensor  # on the CPU; moved to the device chunk by chunk
+    train_records: list[dict]  # one per training file (`_file_record`)
+    val_records: list[dict]
+    split: str  # how the validation data were chosen (provenance "validation")
+    device: torch.device
+
+
+def _pretraining_data(train_files: list[Path], val_files: list[Path], config: PretrainConfig,
+                      device: torch.device) -> _PretrainingData:
+    """Sample the training segments (`samples_per_file` per file, `max_segments` in all) and
+    the validation ones (`val_batches` batches) from the given validation files, or from
+    files or larvae held out of the training files (`split_validation`). TrackDataError
+    when either set holds no segment."""
+    spec, ctx = config.segment_spec, config.context
     if val_files:
         train_larvae = val_larvae = None
         split = "given validation files"
     else:
         train_files, val_files, train_larvae, val_larvae, split = split_validation(
             train_files, config.val_fraction, config.seed)
-
-    # 1. data: float32 tensors in memory; batches are random rows.
     per_file = min(config.samples_per_file, math.ceil(config.max_segments / len(train_files)))
     train_np, train_records = _load_set(train_files, spec, ctx, per_file, config.max_segments,
                                         config.seed, 0, train_larvae, device)
@@ -297,83 +350,98 @@ def pretrain(
                              f"no larva is long enough for one {span} pretraining span")
     if val_np.shape[0] == 0:
         raise TrackDataError(val_files[0] if len(val_files) == 1 else f"{len(val_files)} validation files",
-                             f"no larva is long enough for one {span} pretraining span; give other validation files (--val)")
+                             f"no larva is long enough for one {span} pretraining span; "
+                             "give other validation files (--val)")
     train_x = torch.from_numpy(train_np)
-    val_x = torch.from_numpy(val_np)
     if device.type == "cuda":
         with contextlib.suppress(torch.cuda.OutOfMemoryError):
             train_x = train_x.to(device)  # saves a host->device copy per step when it fits
-    present = slice(ctx * spec.window, (ctx + 1) * spec.window)  # encoder input: middle window
-    precision = MixedPrecision(device, config.mixed_precision)
-    log(f"pretraining on {device}{' (mixed precision)' if precision.enabled else ''}: "
-        f"{train_x.shape[0]} segments from {len(train_records)} file(s), {val_x.shape[0]} validation "
-        f"segments ({split}); encoder {count_macs(ec) / 1e6:.1f} M multiply-adds per segment")
+    return _PretrainingData(train_x, torch.from_numpy(val_np), train_records, val_records, split, device)
 
-    with seeded(device, config.seed):  # the caller's global RNG is restored afterwards
-        # 2. model and optimiser
-        encoder = Encoder(ec).to(device)
-        decoder = Decoder(ec, ctx).to(device)
-        params = list(encoder.parameters()) + list(decoder.parameters())
-        optimiser = torch.optim.Adam(params, lr=config.lr)
-        batches = torch.Generator().manual_seed(config.seed)
-        aug = preset(config.augment)
-        augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
 
-        def validate() -> dict:
-            encoder.eval(), decoder.eval()
-            total, count = 0.0, 0
-            with torch.no_grad():
-                for i in range(0, val_x.shape[0], 4 * config.batch_size):
-                    target = val_x[i:i + 4 * config.batch_size].to(device)
-                    with precision.autocast():
-                        recon = decoder(encoder(target[..., present]))
-                    total += float(F.mse_loss(recon.float(), target, reduction="sum"))
-                    count += target.numel()
-            encoder.train(), decoder.train()
-            return {"val_loss": total / count}
+@dataclass
+class _Autoencoder:
+    """Encoder + decoder: the latent of a span's present window reconstructs the whole span
+    (past + present + future)."""
 
-        # 3. the loop
-        progress = Progress((encoder, decoder), config.steps, log=log,
-                            better=lambda new, best: new["val_loss"] < best["val_loss"],
-                            describe=lambda scores: f"val {scores['val_loss']:.4g}")
-        progress.start(validate())
-        for step in range(1, config.steps + 1):
-            idx = torch.randint(train_x.shape[0], (config.batch_size,), generator=batches)
-            target = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B, 2, P, 3W)
-            if augmentation is not None:  # the whole span, warped about the present's centre
-                target = augment(target, augmentation, centre=ctx * spec.window + spec.window // 2, aug=aug)
+    encoder: Encoder
+    decoder: Decoder
+    present: slice  # the present window within a span (time steps): the encoder's input
+
+    def reconstruct(self, span: torch.Tensor) -> torch.Tensor:
+        """(B, 2, P, 3W) -> present (B, 2, P, W) -> latent (B, L) -> (B, 2, P, 3W)."""
+        return self.decoder(self.encoder(span[..., self.present]))
+
+
+def _validate(model: _Autoencoder, data: _PretrainingData, precision: MixedPrecision, batch_size: int) -> dict:
+    """The validation MSE of the reconstructions of the validation segments (chunks of 4 batches)."""
+    total, count = 0.0, 0
+    with evaluating(model.encoder, model.decoder), torch.no_grad():
+        for i in range(0, data.val_x.shape[0], 4 * batch_size):
+            target = data.val_x[i:i + 4 * batch_size].to(data.device)
             with precision.autocast():
-                recon = decoder(encoder(target[..., present]))  # (B, 2, P, W) -> (B, L) -> (B, 2, P, 3W)
-            loss = F.mse_loss(recon.float(), target)
-            progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
-            if step % config.eval_every == 0 or step == config.steps:
-                progress.validated(step, validate())
-        elapsed = progress.elapsed
+                recon = model.reconstruct(target)
+            total += float(F.mse_loss(recon.float(), target, reduction="sum"))
+            count += target.numel()
+    return {"val_loss": total / count}
 
-    # 4. keep the best validated weights
-    progress.restore_best()
-    encoder.eval(), decoder.eval()
-    best_step, best_val = progress.best["step"], progress.best["val_loss"]
-    provenance = {
+
+def _lower_loss(scores: dict, best: dict) -> bool:
+    """The best validation is the lowest MSE."""
+    return scores["val_loss"] < best["val_loss"]
+
+
+def _loss_text(scores: dict) -> str:
+    return f"val {scores['val_loss']:.4g}"
+
+
+def _fit(model: _Autoencoder, data: _PretrainingData, config: PretrainConfig, precision: MixedPrecision,
+         log: Callable[[str], None]) -> Progress:
+    """Adam on seeded random batches of training spans (augmented with `augment`), the MSE
+    of their reconstructions, gradient-norm clip; validation before training, every
+    `eval_every` steps and at the end. Returns the progress (curve, best state)."""
+    spec = config.segment_spec
+    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    optimiser = torch.optim.Adam(params, lr=config.lr)
+    batches = torch.Generator().manual_seed(config.seed)
+    aug = preset(config.augment)
+    augmentation = torch.Generator().manual_seed(config.seed + 1) if aug is not None else None
+    centre = config.context * spec.window + spec.window // 2  # of the present window, in the span
+
+    progress = Progress((model.encoder, model.decoder), config.steps, better=_lower_loss, describe=_loss_text,
+                        log=log)
+    progress.start(_validate(model, data, precision, config.batch_size))
+    for step in range(1, config.steps + 1):
+        idx = torch.randint(data.train_x.shape[0], (config.batch_size,), generator=batches)
+        target = data.train_x[idx.to(data.train_x.device)].to(data.device, non_blocking=True)  # (B, 2, P, 3W)
+        if augmentation is not None:  # the whole span, warped about the present's centre
+            target = augment(target, augmentation, centre=centre, aug=aug)
+        with precision.autocast():
+            recon = model.reconstruct(target)
+        loss = F.mse_loss(recon.float(), target)
+        progress.train_step(loss, precision.step(optimiser, loss, params, config.grad_clip))
+        if validation_due(step, config.eval_every, last=step == config.steps):
+            progress.validated(step, _validate(model, data, precision, config.batch_size))
+    return progress
+
+
+def _provenance(data: _PretrainingData, config: PretrainConfig, precision: MixedPrecision,
+                progress: Progress) -> dict:
+    """provenance.json of the pretrained instance: the files and segments used, how
+    validation data were chosen, budget, seed, the best validated step, settings and how
+    the loop ran."""
+    return {
         "created_by": created_by(),
         "command": "pretrain",
-        "train_files": train_records,
-        "val_files": val_records,
-        "validation": split,
+        "train_files": data.train_records,
+        "val_files": data.val_records,
+        "validation": data.split,
         "steps": config.steps,
         "seed": config.seed,
-        "best_step": best_step,
-        "best_val_loss": best_val,
-        "train_segments": int(train_x.shape[0]),
-        "val_segments": int(val_x.shape[0]),
+        "best_step": progress.best["step"],
+        "best_val_loss": progress.best["val_loss"],
+        "train_segments": int(data.train_x.shape[0]),
+        "val_segments": int(data.val_x.shape[0]),
         "config": config.to_dict(),
-        **run_provenance(device, precision, progress),
+        **run_provenance(data.device, precision, progress),
     }
-    instance = ModelInstance(
-        "pretrained", spec, ec, encoder=encoder, decoder=decoder, provenance=provenance,
-        curves={"pretraining": progress.curve},
-    )
-    instance.save(out_instance)
-    log(f"saved pretrained instance {out_instance} (best validation MSE {best_val:.4g} at step "
-        f"{best_step}; {config.steps} steps in {duration_text(elapsed)})")
-    return instance
