@@ -50,13 +50,7 @@ FORMATS = ("spine", "trx", "fimtrack")  # simulate() writes file i in FORMATS[i 
 QUIET = dict(log=lambda message: None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: one torch thread is as fast, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +192,20 @@ def test_predict_run_matches_the_files(sim, tmp_path):
     written = predict_files(predictor, [sim["tracks"]["trx"]], out_dir=tmp_path)
     labels = read_label_file(written[0])
     assert {k: [s[0] for s in steps] for k, (_, steps) in labels.tracks.items()} == per_larva
+
+
+def test_the_reading_step_is_a_picklable_function_of_path_and_options(sim):
+    """`prepare_file` (read one input, measure its larvae) is what a worker process would
+    run: the function, its arguments and its result all pickle."""
+    import pickle
+
+    from maggotflow.prediction import PreparedFile, prepare_file
+
+    read, options = pickle.loads(pickle.dumps((prepare_file, FIMTRACK)))
+    prepared = pickle.loads(pickle.dumps(read(sim["tracks"]["fimtrack"], options)))
+    assert isinstance(prepared, PreparedFile)
+    assert prepared.tagged == list(range(len(prepared.run.tracks))) and all(n > 0 for n in prepared.lengths)
+    assert [tr.id for tr in prepared.run.tracks] == [tr.id for tr in read_run_any(sim["tracks"]["fimtrack"]).tracks]
 
 
 # ---------------------------------------------------------------------------- post-rule

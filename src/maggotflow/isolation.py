@@ -104,7 +104,8 @@ def write_isolated(run: Run, out_path: str | Path, label_source: str = "") -> No
                 lg = f.create_group("labels")
                 _dataset(lg, "names", np.array(names, dtype=object), dtype=_STR)
                 rows = [tr.labels if tr.labels is not None else [()] * tr.n_steps for tr in tracks]
-                matrix = np.concatenate([label_matrix(r, names) for r in rows]) if rows else np.zeros((0, len(names)), bool)
+                matrix = (np.concatenate([label_matrix(r, names) for r in rows]) if rows
+                          else np.zeros((0, len(names)), bool))
                 _dataset(lg, "matrix", matrix)
 
 

@@ -63,6 +63,7 @@ from maggotflow.atomic import OutputExistsError, refuse_foreign, remove_stale_te
 from maggotflow.ensemble import Ensemble, load_model
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.formats.label import (
+    LabelFile,
     default_colors,
     is_maggotflow_label,
     label_file_for_run,
@@ -124,6 +125,69 @@ def read_input_alone(path: str | Path, options: ReadOptions | None = None) -> Ru
     except Exception as err:  # noqa: BLE001 - one bad file must not end the job's other files
         text = " ".join(str(err).split())[:240] or "no message"
         raise TrackDataError(path, f"cannot be read ({type(err).__name__}: {text})") from err
+
+
+@dataclass
+class PreparedFile:
+    """One input read and measured: what the reading step hands to the model's side.
+
+    run: the input as a Run. lengths: larva length (mm) per track of `run`, None for a larva
+    that cannot be normalised (a zero-length spine: left out of the labels, with a warning).
+    """
+
+    run: Run
+    lengths: list[float | None]
+
+    @property
+    def tagged(self) -> list[int]:
+        """Indices of the tracks that are tagged (those with a length), in order."""
+        return [i for i, length in enumerate(self.lengths) if length is not None]
+
+
+def larva_lengths(run: Run) -> list[float | None]:
+    """Larva length (mm) per track, None for a larva that cannot be normalised (warned)."""
+    out: list[float | None] = []
+    where = run.source if run.source is not None else run.metadata.get("id", "input")
+    for track in run.tracks:
+        length = larva_length(track)
+        if not np.isfinite(length) or length <= 0:
+            log.warning("%s: larva %s has a zero-length spine; left out of the labels", where, track.id)
+            out.append(None)
+        else:
+            out.append(length)
+    return out
+
+
+def prepare_run(run: Run, where: str | Path | None = None) -> PreparedFile:
+    """`run` with its larvae measured; TrackDataError naming `run.source` (else `where`) when
+    no larva can be tagged."""
+    prepared = PreparedFile(run, larva_lengths(run))
+    if not prepared.tagged:
+        raise TrackDataError(run.source or where,
+                             "no larva has a usable spine (zero length everywhere); nothing to tag")
+    return prepared
+
+
+def prepare_file(path: str | Path, options: ReadOptions | None = None) -> PreparedFile:
+    """Read one input and measure its larvae: the per-file reading step of tagging.
+
+    A module-level function of plain arguments (picklable), so that worker processes could
+    run it; every failure of the file is a one-line TrackDataError naming it
+    (`read_input_alone`).
+    """
+    return prepare_run(read_input_alone(path, options), path)
+
+
+def _read_files(inputs: Iterable[tuple[Any, str | Path]], options: ReadOptions | None,
+                ) -> Iterator[tuple[Any, PreparedFile | TrackDataError]]:
+    """(key, the prepared file or its TrackDataError) per (key, path), read one after another."""
+    for key, path in inputs:
+        try:
+            prepared = prepare_file(path, options)
+        except TrackDataError as err:
+            yield key, err
+            continue
+        yield key, prepared
 
 
 def prediction_mark(model_path: str | Path | None, read_options: ReadOptions | dict | None,
@@ -224,6 +288,18 @@ def output_paths(inputs: Sequence[Path], out_dir: Path | None, out_paths: Sequen
 
 
 # ---------------------------------------------------------------------------- predictor
+@dataclass(frozen=True)
+class _Stretch:
+    """Consecutive time steps of one larva within a chunk: steps `first:first + count` of
+    track `track` of job `job_id` are rows `row:row + count` of the chunk."""
+
+    job_id: int
+    track: int
+    first: int
+    row: int
+    count: int
+
+
 @dataclass
 class _Job:
     """One input in flight: its run and the predictions received so far."""
@@ -236,6 +312,78 @@ class _Job:
     scores: dict[int, np.ndarray] | None = None
     # track index -> (F,) float64 sum of its segments' domain signatures (a domain check only)
     domain: dict[int, np.ndarray] | None = None
+
+    def receive(self, stretch: _Stretch, classes: np.ndarray, scores: np.ndarray | None,
+                signatures: np.ndarray | None) -> None:
+        """Take one stretch's predictions from a chunk's arrays (classes, log-probabilities,
+        domain signatures: one row per row of the chunk)."""
+        rows = slice(stretch.row, stretch.row + stretch.count)
+        steps = slice(stretch.first, stretch.first + stretch.count)
+        self.classes[stretch.track][steps] = classes[rows]
+        if scores is not None:
+            self.scores[stretch.track][steps] = scores[rows]
+        if signatures is not None:
+            self.domain[stretch.track] += signatures[rows].sum(axis=0, dtype=np.float64)
+        self.remaining -= stretch.count
+
+
+@dataclass
+class _Requests:
+    """The segments of one chunk, to be built on the model's device: (track, length, centres)
+    per stretch (`maggotflow.segments.build_segments_torch`)."""
+
+    pieces: list
+
+
+@dataclass
+class _PendingChunk:
+    """The chunk the producer is filling: what to build, and whose steps the rows are."""
+
+    requests: list = dataclasses.field(default_factory=list)  # (track, length, centres) per stretch
+    stretches: list[_Stretch] = dataclasses.field(default_factory=list)
+    filled: int = 0
+
+
+# The producer's messages to the consumer, in order: per input a _FileFailed, or a
+# _FileStarted and then its steps in _Chunks (a chunk spans larvae and files).
+@dataclass
+class _FileFailed:
+    """An input that could not be read, or holds no larva to tag."""
+
+    key: Any
+    error: TrackDataError
+
+
+@dataclass
+class _FileStarted:
+    """A file's job, announced before the chunks that hold its steps."""
+
+    job_id: int
+    job: _Job
+
+
+@dataclass
+class _Chunk:
+    """The segments of `size` time steps: one (size, 2, P, W) float32 array per spec of the
+    model, or, when they are built on the model's device, the `_Requests` to build there."""
+
+    segments: list[np.ndarray] | _Requests
+    size: int
+    stretches: list[_Stretch]
+
+
+@dataclass
+class TaggedFile:
+    """What `Predictor.stream` gives for one input: its key, then either `error` (the file's
+    TrackDataError; the rest None) or its `run`, `classes` (track index -> (n,) int64 class per
+    time step, post-rule applied; larvae that could not be tagged are absent) and
+    `domain_check` (the file's record, `maggotflow.domain`)."""
+
+    key: Any
+    run: Run | None = None
+    classes: dict[int, np.ndarray] | None = None
+    domain_check: dict | None = None
+    error: TrackDataError | None = None
 
 
 class Predictor:
@@ -319,70 +467,64 @@ class Predictor:
     # -- runs
     def predict_run(self, run: Run) -> dict[str, list[str]]:
         """Label names per time step for every larva of `run` (larva id -> list, one per step)."""
-        ((_, _, classes, error, _),) = self.stream([(None, lambda: run)])
-        if error is not None:
-            raise error
-        return {run.tracks[i].id: [self.labels[c] for c in cls.tolist()] for i, cls in classes.items()}
+        (result,) = self._tag([(None, prepare_run(run))])
+        return {run.tracks[i].id: [self.labels[c] for c in cls.tolist()] for i, cls in result.classes.items()}
 
     def label_steps(self, classes: np.ndarray) -> list[tuple[str, ...]]:
         """Class indices -> LarvaTagger steps (one-name tuples)."""
         steps = self._steps
         return [steps[c] for c in classes.tolist()]
 
-    def stream(
-        self, loaders: Iterable[tuple[Any, Callable[[], Run]]]
-    ) -> Iterator[tuple[Any, Run | None, dict[int, np.ndarray] | None, TrackDataError | None, dict | None]]:
-        """Tag runs as they are loaded; yield `(key, run, classes, error, domain_check)` per loader.
+    def stream(self, inputs: Iterable[tuple[Any, str | Path]],
+               read_options: ReadOptions | None = None) -> Iterator[TaggedFile]:
+        """Tag files as they are read; yield one `TaggedFile` per (key, path) of `inputs`.
 
-        loaders: (key, function returning a Run); a function may raise TrackDataError, which
-        is yielded as `error` (run, classes and domain_check None) without stopping the others.
-        classes: track index -> (n,) int64 class per time step, post-rule applied; larvae
-        that could not be tagged are absent. domain_check: the file's record
-        (`maggotflow.domain`). Results come in input order except that errors may be
-        reported before earlier inputs finish.
+        Each file (a track file or an intermediate) is read by `prepare_file` in the producer
+        thread; one that cannot be read, or holds no larva to tag, is yielded with its
+        TrackDataError as `error` without stopping the others. Results come in input order
+        except that errors may be reported before earlier inputs finish.
         """
-        source = self._produce(loaders)
+        return self._tag(_read_files(inputs, read_options))
+
+    def _tag(self, files: Iterable[tuple[Any, PreparedFile | TrackDataError]]) -> Iterator[TaggedFile]:
+        """The consumer: classify the producer's chunks (`_produce`, in a background thread
+        with `prefetch`) and yield each file once all its steps are predicted."""
+        source = self._produce(files)
         messages = _threaded(source, PREFETCH_CHUNKS) if self.prefetch else _inline(source)
         jobs: dict[int, _Job] = {}
         try:
             for message in messages:
-                kind = message[0]
-                if kind == "error":
-                    _, key, err = message
-                    yield key, None, None, err, None
-                elif kind == "job":
-                    _, job_id, job = message
-                    jobs[job_id] = job
-                    if job.remaining == 0:
-                        yield self._finish(jobs.pop(job_id))
-                elif kind == "batch":
-                    _, batch, n, pieces = message
-                    scores = (np.empty((n, len(self.labels)), dtype=np.float32)
-                              if self.decision is not None else None)
-                    if isinstance(batch, _Requests):  # built here, on the model's device
-                        segments = [build_segments_torch(batch.pieces, spec, self.device) for spec in self.specs]
-                    else:
-                        segments = batch
-                    predicted = self.classify(segments, scores)
-                    signatures = (self.domain.segment_signatures(segments[0]).to("cpu").numpy()
-                                  if self.domain is not None else None)  # (n, F) float32
-                    done = []
-                    for job_id, track, start, offset, count in pieces:
-                        job = jobs[job_id]
-                        job.classes[track][start:start + count] = predicted[offset:offset + count]
-                        if scores is not None:
-                            job.scores[track][start:start + count] = scores[offset:offset + count]
-                        if signatures is not None:
-                            job.domain[track] += signatures[offset:offset + count].sum(axis=0, dtype=np.float64)
-                        job.remaining -= count
-                        if job.remaining == 0:
-                            done.append(job_id)
-                    for job_id in done:
+                if isinstance(message, _FileFailed):
+                    yield TaggedFile(message.key, error=message.error)
+                elif isinstance(message, _FileStarted):
+                    jobs[message.job_id] = message.job
+                    if message.job.remaining == 0:
+                        yield self._finish(jobs.pop(message.job_id))
+                else:
+                    for job_id in self._classify_chunk(message, jobs):
                         yield self._finish(jobs.pop(job_id))
         finally:
             messages.close()
 
-    def _finish(self, job: _Job) -> tuple[Any, Run, dict[int, np.ndarray], None, dict]:
+    def _classify_chunk(self, chunk: _Chunk, jobs: dict[int, _Job]) -> list[int]:
+        """Classify one chunk, hand every stretch its predictions; the ids of the jobs now complete."""
+        scores = np.empty((chunk.size, len(self.labels)), dtype=np.float32) if self.decision is not None else None
+        segments = chunk.segments
+        if isinstance(segments, _Requests):  # built here, on the model's device
+            segments = [build_segments_torch(segments.pieces, spec, self.device) for spec in self.specs]
+        predicted = self.classify(segments, scores)
+        signatures = (self.domain.segment_signatures(segments[0]).to("cpu").numpy()
+                      if self.domain is not None else None)  # (n, F) float32
+        done = []
+        for stretch in chunk.stretches:
+            job = jobs[stretch.job_id]
+            job.receive(stretch, predicted, scores, signatures)
+            if job.remaining == 0:
+                done.append(stretch.job_id)
+        return done
+
+    def _finish(self, job: _Job) -> TaggedFile:
+        """A complete job: temporal decoding and post-rule, then the file's result."""
         if job.scores is not None:  # the temporal decoder: each larva's whole sequence at once
             tracks = list(job.scores)
             decoded = self.decision.smooth_many([job.scores[i] for i in tracks],
@@ -392,7 +534,7 @@ class Predictor:
         if self.post_rule is not None:
             for i in job.classes:
                 job.classes[i] = apply_post_rule(job.classes[i])
-        return job.key, job.run, job.classes, None, self._domain_check(job)
+        return TaggedFile(job.key, job.run, job.classes, self._domain_check(job))
 
     def _domain_check(self, job: _Job) -> dict:
         """The file's `domain_check` record (`maggotflow.domain.DomainReference.check`)."""
@@ -408,84 +550,56 @@ class Predictor:
             simulated = job.run.source is not None and is_simulated([job.run.source])
         return self.domain.check(larvae, file_simulated=simulated)
 
-    def _produce(self, loaders: Iterable[tuple[Any, Callable[[], Run]]]) -> Iterator[tuple]:
-        """Messages: ("error", key, err), ("job", id, _Job), ("batch", arrays, n, pieces).
-
-        arrays: the n segments of the chunk, one array per spec of `self.specs`; or, when
-        the segments are built on the model's device, a `_Requests` (what to build).
-
-        pieces: (job id, track index, first step, row in batch, count) per stretch of steps.
-        """
-        size = self.batch_size * max(1, -(-MIN_CHUNK // self.batch_size))  # whole forward batches
-
-        def flush(requests: list) -> list[np.ndarray] | _Requests:
-            """The chunk's segments, one array per spec (several for an ensemble), or what
-            the consumer is to build on the model's device."""
-            if self.build_on_device:
-                return _Requests(requests)
-            n = sum(centres.size for _, _, centres in requests)
-            if self.builder == "torch":  # batched over the chunk's larvae
-                return [build_segments_torch(requests, spec).numpy() for spec in self.specs]
-            arrays = [np.empty((n, 2, spec.n_points, spec.window), dtype=np.float32) for spec in self.specs]
-            row = 0
-            for track, length, centres in requests:  # straight into the chunk: no concatenation
-                for array, spec in zip(arrays, self.specs):
-                    array[row:row + centres.size] = build_segments(track, spec, length=length, centres=centres)
-                row += centres.size
-            return arrays
-
-        requests, filled, pieces = [], 0, []
-        for job_id, (key, load) in enumerate(loaders):
-            try:
-                run = load()
-                lengths = self._lengths(run)
-            except TrackDataError as err:
-                yield "error", key, err
+    def _produce(self, files: Iterable[tuple[Any, PreparedFile | TrackDataError]],
+                 ) -> Iterator[_FileFailed | _FileStarted | _Chunk]:
+        """The producer: per input a `_FileFailed`, or a `_FileStarted` and then its larvae's
+        time steps cut into chunks of whole forward batches (spanning larvae and files: small
+        files do not leave batches half empty; the last chunk may be shorter)."""
+        size = self.batch_size * max(1, -(-MIN_CHUNK // self.batch_size))
+        pending = _PendingChunk()
+        for job_id, (key, prepared) in enumerate(files):
+            if isinstance(prepared, TrackDataError):
+                yield _FileFailed(key, prepared)
                 continue
-            tagged = [i for i, length in enumerate(lengths) if length is not None]
-            if not tagged:
-                yield "error", key, TrackDataError(
-                    run.source or key, "no larva has a usable spine (zero length everywhere); nothing to tag")
-                continue
-            classes = {i: np.empty(run.tracks[i].n_steps, dtype=np.int64) for i in tagged}
-            scores = ({i: np.empty((c.size, len(self.labels)), dtype=np.float32) for i, c in classes.items()}
-                      if self.decision is not None else None)
-            domain = {i: np.zeros(N_FEATURES) for i in classes} if self.domain is not None else None
-            yield "job", job_id, _Job(key, run, classes, sum(c.size for c in classes.values()), scores, domain)
-            for i in tagged:
-                track, start = run.tracks[i], 0
+            yield _FileStarted(job_id, self._new_job(key, prepared))
+            for i in prepared.tagged:
+                track, start = prepared.run.tracks[i], 0
                 while start < track.n_steps:
-                    count = min(size - filled, track.n_steps - start)
-                    requests.append((track, lengths[i], track.t[start:start + count]))
-                    pieces.append((job_id, i, start, filled, count))
-                    filled += count
+                    count = min(size - pending.filled, track.n_steps - start)
+                    pending.requests.append((track, prepared.lengths[i], track.t[start:start + count]))
+                    pending.stretches.append(_Stretch(job_id, i, start, pending.filled, count))
+                    pending.filled += count
                     start += count
-                    if filled == size:
-                        yield "batch", flush(requests), filled, pieces
-                        requests, filled, pieces = [], 0, []
-        if filled:
-            yield "batch", flush(requests), filled, pieces
+                    if pending.filled == size:
+                        yield self._chunk(pending)
+                        pending = _PendingChunk()
+        if pending.filled:
+            yield self._chunk(pending)
 
-    @staticmethod
-    def _lengths(run: Run) -> list[float | None]:
-        """Larva length (mm) per track, None for a larva that cannot be normalised (warned)."""
-        out: list[float | None] = []
-        where = run.source if run.source is not None else run.metadata.get("id", "input")
-        for track in run.tracks:
-            length = larva_length(track)
-            if not np.isfinite(length) or length <= 0:
-                log.warning("%s: larva %s has a zero-length spine; left out of the labels", where, track.id)
-                out.append(None)
-            else:
-                out.append(length)
-        return out
+    def _new_job(self, key: Any, prepared: PreparedFile) -> _Job:
+        """The job of one prepared file: empty predictions for each tagged larva."""
+        run = prepared.run
+        classes = {i: np.empty(run.tracks[i].n_steps, dtype=np.int64) for i in prepared.tagged}
+        scores = ({i: np.empty((c.size, len(self.labels)), dtype=np.float32) for i, c in classes.items()}
+                  if self.decision is not None else None)
+        domain = {i: np.zeros(N_FEATURES) for i in classes} if self.domain is not None else None
+        return _Job(key, run, classes, sum(c.size for c in classes.values()), scores, domain)
 
-
-@dataclass
-class _Requests:
-    """The segments of one chunk, to be built on the model's device: (track, length, centres)."""
-
-    pieces: list
+    def _chunk(self, pending: _PendingChunk) -> _Chunk:
+        """The chunk's segments, one array per spec (several for an ensemble), or what the
+        consumer is to build on the model's device."""
+        if self.build_on_device:
+            return _Chunk(_Requests(pending.requests), pending.filled, pending.stretches)
+        if self.builder == "torch":  # batched over the chunk's larvae
+            arrays = [build_segments_torch(pending.requests, spec).numpy() for spec in self.specs]
+            return _Chunk(arrays, pending.filled, pending.stretches)
+        arrays = [np.empty((pending.filled, 2, spec.n_points, spec.window), dtype=np.float32) for spec in self.specs]
+        row = 0
+        for track, length, centres in pending.requests:  # straight into the chunk: no concatenation
+            for array, spec in zip(arrays, self.specs):
+                array[row:row + centres.size] = build_segments(track, spec, length=length, centres=centres)
+            row += centres.size
+        return _Chunk(arrays, pending.filled, pending.stretches)
 
 
 class _inline:
@@ -586,70 +700,83 @@ def predict_files(
     outs = output_paths(inputs, None if out_dir is None else Path(out_dir),
                         None if out_paths is None else [Path(p) for p in out_paths])
     remove_stale_temporaries(outs)
-    refused: set[int] = set()
-    for index, out in enumerate(outs):
-        try:
-            check_replaceable(out, overwrite)
-        except OutputExistsError as err:
-            if on_error is None:
-                raise
-            on_error(inputs[index], err)
-            refused.add(index)
+    refused = {i for i, out in enumerate(outs) if not _replaceable(inputs[i], out, overwrite, on_error)}
     predictor = (model if isinstance(model, Predictor)
                  else Predictor(model, device=device, batch_size=batch_size, segments=segments))
-    model_path = predictor.instance.path
-    model_sha1 = fingerprint(model_path) if model_path else None
-
-    def loader(path: Path) -> Callable[[], Run]:
-        return lambda: read_input_alone(path, read_options)
-
+    model_sha1 = fingerprint(predictor.instance.path) if predictor.instance.path else None
+    files = _FileProgress(total=len(inputs) - len(refused))
     written: dict[int, Path] = {}
     unlike: list[Path] = []
-    t0 = time.perf_counter()
-    n_steps = 0
-    todo = ((i, loader(p)) for i, p in enumerate(inputs) if i not in refused)
-    n_todo, n_done = len(inputs) - len(refused), 0
-
-    def report(path: Path) -> None:
-        nonlocal n_done
-        n_done += 1
-        eta = (time.perf_counter() - t0) / n_done * (n_todo - n_done)
-        progress.report(n_done, n_todo, "file %d/%d (%d%%) %s, ETA %s", n_done, n_todo,
-                        100 * n_done // max(n_todo, 1), path.name, progress.duration_text(eta))
-
-    for index, run, classes, error, domain_check in predictor.stream(todo):
-        path = inputs[index]
-        report(path)
-        if error is not None:
+    for result in predictor.stream(((i, p) for i, p in enumerate(inputs) if i not in refused), read_options):
+        path, out = inputs[result.key], outs[result.key]
+        files.report(path)
+        if result.error is not None:
             if on_error is None:
-                raise error
-            on_error(path, error)
+                raise result.error
+            on_error(path, result.error)
             continue
-        steps = {run.tracks[i].id: predictor.label_steps(cls) for i, cls in classes.items()}
-        mark = prediction_mark(model_path, run.read_options, model_sha1=model_sha1)
-        label_file = label_file_for_run(run, names=predictor.labels, colors=predictor.colors, labels=steps,
-                                        provenance={**mark, RECORD_KEY: domain_check})
-        try:
-            check_replaceable(outs[index], overwrite)  # again: a file may have appeared meanwhile
-        except OutputExistsError as err:
-            if on_error is None:
-                raise
-            on_error(path, err)
+        label_file = _label_file(predictor, result, model_sha1)
+        if not _replaceable(path, out, overwrite, on_error):  # again: a file may have appeared meanwhile
             continue
-        write_label_file(outs[index], label_file)
-        written[index] = outs[index]
-        n = sum(cls.size for cls in classes.values())
-        n_steps += n
-        log.info("%s: %d larvae, %d time steps -> %s", path, len(classes), n, outs[index])
-        if domain_check.get("verdict") == "unlike_training":
+        write_label_file(out, label_file)
+        written[result.key] = out
+        n = sum(cls.size for cls in result.classes.values())
+        files.steps += n
+        log.info("%s: %d larvae, %d time steps -> %s", path, len(result.classes), n, out)
+        if result.domain_check.get("verdict") == "unlike_training":
             unlike.append(path)
-            log.warning("%s: %s", printable_path(str(path)), describe(domain_check))
+            log.warning("%s: %s", printable_path(str(path)), describe(result.domain_check))
+    _log_summary(files, len(written), unlike, predictor.device)
+    return [written[i] for i in sorted(written)]
+
+
+def _replaceable(path: Path, out: Path, overwrite: bool, on_error: Callable[[Path, Exception], None] | None) -> bool:
+    """Whether input `path` may be tagged into `out` (`check_replaceable`); a refusal is raised,
+    or with `on_error` reported for the input (False)."""
+    try:
+        check_replaceable(out, overwrite)
+    except OutputExistsError as err:
+        if on_error is None:
+            raise
+        on_error(path, err)
+        return False
+    return True
+
+
+def _label_file(predictor: Predictor, result: TaggedFile, model_sha1: str | None) -> LabelFile:
+    """The `.label` of one tagged file: the model's names and colours, one label per time
+    step of every larva tagged, the provenance mark and the file's domain check."""
+    steps = {result.run.tracks[i].id: predictor.label_steps(cls) for i, cls in result.classes.items()}
+    mark = prediction_mark(predictor.instance.path, result.run.read_options, model_sha1=model_sha1)
+    return label_file_for_run(result.run, names=predictor.labels, colors=predictor.colors, labels=steps,
+                              provenance={**mark, RECORD_KEY: result.domain_check})
+
+
+@dataclass
+class _FileProgress:
+    """A prediction's progress: files done of `total` (progress lines with an ETA) and time
+    steps tagged, since `start` (s, `time.perf_counter`)."""
+
+    total: int
+    done: int = 0
+    steps: int = 0
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def report(self, path: Path) -> None:
+        """One more file done: 'file n/N (p%) name, ETA ...' (`maggotflow.progress`)."""
+        self.done += 1
+        eta = (time.perf_counter() - self.start) / self.done * (self.total - self.done)
+        progress.report(self.done, self.total, "file %d/%d (%d%%) %s, ETA %s", self.done, self.total,
+                        100 * self.done // max(self.total, 1), path.name, progress.duration_text(eta))
+
+
+def _log_summary(files: _FileProgress, n_written: int, unlike: list[Path], device: torch.device) -> None:
+    """The closing lines: how many files are unlike the training data, and the speed."""
     if unlike:
         log.warning("%d of %d file(s) tagged are unlike the tagger's training data (domain check; first: %s): "
                     "check their labels before trusting them, or label a few of their larvae and fine-tune",
-                    len(unlike), len(written), printable_path(str(unlike[0])))
-    elapsed = time.perf_counter() - t0
-    if n_steps:
+                    len(unlike), n_written, printable_path(str(unlike[0])))
+    elapsed = time.perf_counter() - files.start
+    if files.steps:
         log.info("tagged %d time steps in %d file(s) in %.1f s (%.0f steps/s on %s)",
-                 n_steps, len(written), elapsed, n_steps / max(elapsed, 1e-9), predictor.device)
-    return [written[i] for i in sorted(written)]
+                 files.steps, n_written, elapsed, files.steps / max(elapsed, 1e-9), device)
