@@ -59,7 +59,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -68,6 +68,9 @@ from maggotflow.atomic import atomic_path, write_text_atomic
 from maggotflow.bouts import find_bouts, step_codes
 from maggotflow.metrics import accuracy, macro_f1, per_class_scores
 from maggotflow.tracks import TrackDataError
+
+if TYPE_CHECKING:
+    from maggotflow.formats.label import LabelFile
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +236,12 @@ def _synonym_hint(foreign: Sequence[str], labels: Sequence[str]) -> str:
 @dataclass
 class LabelPair:
     """A predicted `.label` file and its reference, each read once (`load_label_pairs`); the
-    paths as given, the files as `maggotflow.formats.label.LabelFile`."""
+    paths as given."""
 
     predicted_path: str | Path
-    predicted: Any
+    predicted: LabelFile
     reference_path: str | Path
-    reference: Any
+    reference: LabelFile
 
 
 def load_label_pairs(pairs: Sequence[LabelPair | tuple[str | Path, str | Path]]) -> list[LabelPair]:
