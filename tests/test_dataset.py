@@ -332,18 +332,28 @@ def test_metadata_filter(tmp_path):
         build_dataset([a, b], tmp_path / "e.h5", spec=SPEC, filter={"tracker": "t5"})
 
 
-def test_cli_only_filters_by_metadata(tmp_path, capsys):
+def test_cli_filter_by_metadata(tmp_path, capsys):
     a = write(tmp_path / "a.h5", [larva(1, repeat(("run", 5), ("cast", 5)))])
     b = write(tmp_path / "b.h5", [larva(1, repeat(("run", 3), ("cast", 3)))])
     c = write(tmp_path / "c.h5", [larva(1, repeat(("run", 4), ("cast", 4)))])
     out = tmp_path / "d.h5"
-    # Repeating a key means any of its values; different keys must all match.
-    assert main(["dataset", str(out), str(a), str(b), str(c), "--only", "id=a", "--only", "id=c",
-                 "--only", "tracker=t15", "--window", "6", "--validation-fraction", "0"]) == 0
+    # Repeating a key means any of its values; different keys must all match. --only is the
+    # earlier spelling of --filter: it still works, alone or mixed with --filter.
+    assert main(["dataset", str(out), str(a), str(b), str(c), "--filter", "id=a", "--only", "id=c",
+                 "--filter", "tracker=t15", "--window", "6", "--validation-fraction", "0"]) == 0
     with Dataset.load(out) as ds:
         assert ds.files == [str(a), str(c)]
-    assert main(["dataset", str(tmp_path / "e.h5"), str(a), "--only", "tracker"]) == 2
-    assert "--only 'tracker' is not of the form KEY=VALUE" in capsys.readouterr().err
+    assert main(["dataset", str(tmp_path / "e.h5"), str(a), "--filter", "tracker"]) == 2
+    assert "--filter 'tracker' is not of the form KEY=VALUE" in capsys.readouterr().err
+    assert main(["dataset", str(out), str(a), str(b), "--only", "id=b", "--window", "6",
+                 "--validation-fraction", "0"]) == 0
+    with Dataset.load(out) as ds:
+        assert ds.files == [str(b)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["dataset", "--help"])
+    shown = capsys.readouterr().out
+    assert "--filter KEY=VALUE" in shown and "--only" not in shown
 
 
 def test_cli(tmp_path, capsys):

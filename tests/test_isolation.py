@@ -145,9 +145,22 @@ def test_cli_isolate_copies_nothing_back(simulated, tmp_path):
     src = tmp_path / "copy.csv"
     shutil.copy(simulated[".csv"], src)
     before = sha(src)
-    assert cli(["isolate", str(src), str(tmp_path / "o.h5"), "--framerate", "30", "--pixelsize", "100"]) == 0
+    assert cli(["isolate", str(src), str(tmp_path / "o.h5"), "--framerate", "30", "--pixelsize-um", "100"]) == 0
     assert sha(src) == before
     assert read_isolated(tmp_path / "o.h5").format == "fimtrack"
+
+
+def test_cli_pixelsize_um_as_in_the_config_and_the_earlier_spelling_still_works(simulated, tmp_path, capsys):
+    """`--pixelsize-um` is `read.pixelsize_um` and `ReadOptions.pixelsize_um`; `--pixelsize`,
+    its earlier spelling, still works for existing scripts but is not shown in --help."""
+    for option in ("--pixelsize-um", "--pixelsize"):
+        out = tmp_path / f"{option}.h5"
+        assert cli(["isolate", str(simulated[".csv"]), str(out), "--framerate", "30", option, "100"]) == 0
+        assert read_isolated(out).read_options["pixelsize_um"] == 100.0
+    with pytest.raises(SystemExit):
+        cli(["isolate", "--help"])
+    shown = capsys.readouterr().out
+    assert "--pixelsize-um" in shown and "--pixelsize " not in shown
 
 
 def test_read_isolated_rejects_foreign_file(tmp_path):

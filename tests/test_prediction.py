@@ -451,7 +451,7 @@ def test_own_predictions_are_marked_and_replaced_only_on_request(sim, tmp_path, 
 def test_cli_predict(sim, tmp_path, capsys):
     tracks = [str(sim["tracks"][f]) for f in FORMATS]
     out = tmp_path / "out"
-    common = ["--device", "cpu", "--pixelsize", str(SIM.fimtrack_pixelsize_um)]
+    common = ["--device", "cpu", "--pixelsize-um", str(SIM.fimtrack_pixelsize_um)]
     assert cli_main(["predict", str(sim["tagger"]), *tracks, "--out", str(out), *common]) == 0
     assert capsys.readouterr().out.strip() == "wrote 3 .label file(s)"
     reference = predict_files(sim["tagger"], tracks, out_dir=tmp_path / "ref", device="cpu", read_options=FIMTRACK)

@@ -91,8 +91,9 @@ def add_read_options(parser: argparse.ArgumentParser, min_steps: bool = True) ->
     defaults = ReadOptions()
     parser.add_argument("--framerate", type=float, default=defaults.framerate,
                         help=f"FIMTrack frame rate in Hz (default {defaults.framerate:g})")
-    parser.add_argument("--pixelsize", type=float, default=defaults.pixelsize_um,
+    parser.add_argument("--pixelsize-um", type=float, default=defaults.pixelsize_um,
                         help="FIMTrack pixel size in micrometres (default: 1 px = 1 unit, with a warning)")
+    add_hidden_alias(parser, "--pixelsize", "pixelsize_um", type=float)
     parser.add_argument("--spine-order", choices=SPINE_ORDERS, default=defaults.spine_order,
                         help="point order in .spine/.outline files: auto (default: decided per file from the "
                              "larvae's motion, head_first when it cannot tell), head_first or tail_first")
@@ -106,8 +107,14 @@ def read_options(args: argparse.Namespace):
     from maggotflow.formats import ReadOptions
 
     extra = {"min_steps": args.min_steps} if hasattr(args, "min_steps") else {}
-    return ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize, spine_order=args.spine_order,
+    return ReadOptions(framerate=args.framerate, pixelsize_um=args.pixelsize_um, spine_order=args.spine_order,
                        **extra)
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser, option: str, dest: str, **kwargs) -> None:
+    """An earlier spelling of an option, kept working for existing scripts but not shown in
+    --help: it sets `dest` like the option it was renamed to (same `kwargs`: type, action)."""
+    parser.add_argument(option, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
 
 
 def input_paths(args: argparse.Namespace) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from maggotflow.cli import UsageError, input_paths
+from maggotflow.cli import UsageError, add_hidden_alias, input_paths
 from maggotflow.dataset import (
     BALANCING_STRATEGIES,
     SYNONYM_PRESETS,
@@ -53,18 +53,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"segment grid step in s (default {spec.frame_interval:g})")
     parser.add_argument("--n-points", type=int, default=spec.n_points,
                         help=f"body points per spine (default {spec.n_points})")
-    parser.add_argument("--only", action="append", metavar="KEY=VALUE",
-                        help="keep only files whose metadata has KEY=VALUE (e.g. tracker=t15); repeatable: "
-                             "every KEY must match, a KEY given several times matches any of its values")
+    parser.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                        help="keep only files whose metadata has KEY=VALUE (e.g. tracker=t15), as the workflow's "
+                             "inputs.filter; repeatable: every KEY must match, a KEY given several times matches "
+                             "any of its values")
+    add_hidden_alias(parser, "--only", "filter", action="append")
 
 
 def _metadata_wanted(items: list[str] | None) -> dict[str, list[str]]:
-    """--only KEY=VALUE items -> {KEY: [VALUE, ...]} (for `tracks.metadata_matches`)."""
+    """--filter KEY=VALUE items -> {KEY: [VALUE, ...]} (for `tracks.metadata_matches`)."""
     wanted: dict[str, list[str]] = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--only {item!r} is not of the form KEY=VALUE")
+            raise UsageError(f"--filter {item!r} is not of the form KEY=VALUE")
         wanted.setdefault(key.strip(), []).append(value.strip())
     return wanted
 
@@ -76,7 +78,7 @@ def run_command(args: argparse.Namespace) -> int:
         labels=parse_names(args.labels), synonyms=parse_synonyms(args.synonyms), balancing=args.balancing,
         class_weights=parse_weights(args.class_weights), target=args.target,
         validation_fraction=args.validation_fraction, max_samples=args.max_samples, seed=args.seed,
-        filter=_metadata_wanted(args.only), device=args.device,
+        filter=_metadata_wanted(args.filter), device=args.device,
     )
     with dataset:
         train, val = dataset.class_counts(TRAIN), dataset.class_counts(VALIDATION)
