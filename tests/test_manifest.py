@@ -326,3 +326,21 @@ def test_scan_lists_what_it_skips_with_the_reason(tmp_path):
     out = tmp_path / "out" / "skipped.tsv"
     assert mf.write_skipped(m.skipped, out) is True and mf.write_skipped(m.skipped, out) is False
     assert out.read_text().splitlines()[1] == "a/link.spine\ta broken symbolic link"
+
+
+@pytest.mark.parametrize("name", [
+    "20200101_000000@FCF@UAS@t15@p@100.spine",  # Choreography layout: the name's parts count
+    "trial@FCF@UAS@t15@p.spine",  # first part not a date_time: the parts are not genotype, ...
+    "20200101_000000.spine",
+])
+def test_manifest_metadata_agrees_with_the_reader(tmp_path, name):
+    """A filter on manifest rows (the workflow's inputs.filter) and on a run's metadata
+    (`dataset --only`) see the same genotype, effector, tracker and protocol for a file."""
+    from maggotflow.formats import read_run
+
+    path = tmp_path / name
+    path.write_text("".join(f"20200101_000000 1 {i / 10:.1f} {i}.0 0.0 {i + 4}.0 0.0\n" for i in range(40)))
+    run = read_run(path)
+    row = mf.path_metadata(path, "spine")
+    for key in ("tracker", "genotype", "effector", "protocol"):
+        assert row[key] == run.metadata.get(key, ""), key

@@ -575,3 +575,13 @@ def test_good_file_reads_with_the_checks(tmp_path):
             f["trx"][name.split("_0")[0]][0, 0] = f["#refs#"][name].ref
     run = read_run(path)
     assert [tr.id for tr in run.tracks] == ["1", "2"] and run.tracks[0].outline.shape == (400, 500, 2)
+
+
+def test_a_date_time_folder_must_be_a_whole_date_time():
+    """As for .spine and FIMTrack names: a folder '20200101_000000\\n' is not a date_time."""
+    from maggotflow.formats.trx import trx_metadata_from_path
+
+    meta = trx_metadata_from_path(Path("/data/t15/FCF@UAS/p/20200101_000000\n/trx.mat"))
+    assert "date_time" not in meta and "genotype" not in meta
+    meta = trx_metadata_from_path(Path("/data/t15/FCF@UAS/p/20200101_000000/trx.mat"))
+    assert meta["date_time"] == "20200101_000000" and meta["genotype"] == "FCF"

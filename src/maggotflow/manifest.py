@@ -44,13 +44,13 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
-from maggotflow.tracks import TrackDataError, metadata_from_name, metadata_matches, printable_path
+from maggotflow.tracks import (
+    DATE_TIME, METADATA_COLUMNS, TrackDataError, choreography_metadata, metadata_matches, printable_path,
+)
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("id", "path", "relpath", "format", "size", "label",
-           "tracker", "genotype", "effector", "protocol", "date_time")
-METADATA_COLUMNS = ("tracker", "genotype", "effector", "protocol", "date_time")
+COLUMNS = ("id", "path", "relpath", "format", "size", "label", *METADATA_COLUMNS)
 # Janelia files are always called trx.mat; other .mat files in experiment folders are not tracks.
 DEFAULT_PATTERNS = ("*.spine", "trx.mat", "*.csv")
 EXPORT_SUFFIX = ".predicted.label"
@@ -58,7 +58,6 @@ EXPORT_TRX_NAME = "predicted.label"
 MAX_ID_LENGTH = 150  # leaves room under the 255-byte file-name limit for suffixes
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_DATE_TIME = re.compile(r"^[0-9]{8}_[0-9]{6}$")
 _FORMAT_BY_SUFFIX = {".spine": "spine", ".mat": "trx", ".csv": "fimtrack"}
 
 
@@ -423,10 +422,8 @@ def path_metadata(path: str | Path, fmt: str) -> dict[str, str]:
         meta = trx_metadata_from_path(path)
     else:
         name = Path(path).name
-        meta = metadata_from_name(name) if "@" in name else {}
-        if not _DATE_TIME.match(meta.get("date_time", "")):
-            meta.pop("date_time", None)
-        if not meta and _DATE_TIME.match(Path(name).stem):  # FIMTrack '<date_time>.csv'
+        meta = choreography_metadata(name) if "@" in name else {}
+        if not meta and DATE_TIME.fullmatch(Path(name).stem):  # FIMTrack '<date_time>.csv'
             meta = {"date_time": Path(name).stem}
     return {k: str(meta.get(k, "")) for k in METADATA_COLUMNS}
 

@@ -22,6 +22,7 @@ others' (`maggotflow.formats.spine`); `maggotflow.screen` ends bouts at the same
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -217,6 +218,12 @@ METADATA_KEYS = ("date_time", "genotype", "effector", "tracker", "protocol")
 (`date_time@genotype@effector@tracker@protocol@...`). The one list of these columns: readers,
 manifests and the screen summary all use it."""
 
+METADATA_COLUMNS = ("tracker", *(k for k in METADATA_KEYS if k not in ("tracker", "date_time")), "date_time")
+"""The same columns in the order tables and run metadata list them: the rig first, date_time last."""
+
+DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
+"""A run's date_time, YYYYMMDD_HHMMSS; a text is one when it matches whole (`fullmatch`)."""
+
 
 def metadata_from_name(name: str) -> dict[str, str]:
     """Metadata from an `@`-separated Choreography-style file name.
@@ -235,6 +242,18 @@ def metadata_from_name(name: str) -> dict[str, str]:
     if len(parts) > len(METADATA_KEYS):
         meta["extra"] = "@".join(parts[len(METADATA_KEYS):])
     return meta
+
+
+def choreography_metadata(name: str) -> dict[str, str]:
+    """`metadata_from_name` of a file name in the Choreography layout, {} for any other name:
+    the name's parts are date_time, genotype, ... only when its first part is a date_time."""
+    meta = metadata_from_name(name)
+    return meta if DATE_TIME.fullmatch(meta.get("date_time", "")) else {}
+
+
+def ordered_metadata(meta: Mapping[str, str]) -> dict[str, str]:
+    """The METADATA_COLUMNS that `meta` has (non-empty), in that order."""
+    return {k: meta[k] for k in METADATA_COLUMNS if meta.get(k)}
 
 
 def metadata_matches(metadata: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

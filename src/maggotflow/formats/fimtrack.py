@@ -57,7 +57,7 @@ from maggotflow.formats import ReadOptions, read_input_bytes
 from maggotflow.formats.spine import numeric_cells, scan_text_lines, warn_skipped_larvae
 from maggotflow.orientation import check_named_head
 from maggotflow.plausibility import MAX_ABS_COORDINATE, bridge_or_leave_out
-from maggotflow.tracks import Run, Track, TrackDataError, metadata_from_name
+from maggotflow.tracks import Run, Track, TrackDataError, choreography_metadata, ordered_metadata
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ _LARVA_CELL = re.compile(r"larva\(([0-9]+)\)")
 _ROW_NAME = r"([A-Za-z0-9_]+)\(([0-9]+)\)"
 _ROW_NAME_FULL = re.compile(_ROW_NAME)
 _SPINEPOINT = re.compile(r"spinepoint_([0-9]+)_([xy])")
-_DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
 # Whole-buffer checks and the fast row-name parser first (tests switch them off to compare).
 FAST_PARSER = True
 # Frame times written by write_fimtrack must sit on the frame grid within this fraction of a frame.
@@ -251,17 +250,8 @@ def _spine_features(path: Path, features: set[str]) -> list[str]:
 
 def _run_metadata(path: Path) -> dict:
     """id = the date_time when the name is `date_time@genotype@...`, else the file stem."""
-    meta = metadata_from_name(path.name)
-    ordered: dict = {}
-    if _DATE_TIME.fullmatch(meta.get("date_time", "")):
-        ordered["id"] = meta["date_time"]
-        for key in ("tracker", "genotype", "effector", "protocol", "date_time"):
-            if key in meta:
-                ordered[key] = meta[key]
-    else:
-        ordered["id"] = path.stem
-    ordered["filename"] = path.name
-    return ordered
+    meta = choreography_metadata(path.name)
+    return {"id": meta.get("date_time", path.stem), **ordered_metadata(meta), "filename": path.name}
 
 
 @dataclass

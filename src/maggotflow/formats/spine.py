@@ -82,12 +82,12 @@ from maggotflow.formats import ReadOptions, check_not_gzip, check_regular_file, 
 from maggotflow.orientation import decide_spine_order
 from maggotflow.plausibility import bridge_or_leave_out
 from maggotflow.tracks import (
-    Run, Track, TrackDataError, is_time_gap, metadata_from_name, too_short, usual_interval,
+    DATE_TIME, Run, Track, TrackDataError, choreography_metadata, is_time_gap, ordered_metadata, too_short,
+    usual_interval,
 )
 
 log = logging.getLogger(__name__)
 
-DATE_TIME = re.compile(r"[0-9]{8}_[0-9]{6}")
 # Placeholder written when a run has no date_time: obviously fake, but keeps the file
 # recognisable as a .spine file (detection needs a date_time at the start of line 1).
 PLACEHOLDER_DATE_TIME = "00000000_000000"
@@ -704,20 +704,15 @@ def _read_outlines(
 
 def _run_metadata(path: Path, first_date_time: str) -> dict:
     """id first (the date_time), then what the `@`-separated name says, then the file name."""
-    meta = metadata_from_name(path.name)
-    if not DATE_TIME.fullmatch(meta.get("date_time", "")):
-        # Not a Choreography-style name: its parts are not genotype/effector/...
+    meta = choreography_metadata(path.name)
+    if not meta:
         meta = {"date_time": first_date_time}
     elif meta["date_time"] != first_date_time:
         log.warning(
             "%s: file name says date_time %s but the lines say %s; using the file name",
             path, meta["date_time"], first_date_time,
         )
-    ordered = {"id": meta["date_time"]}
-    for key in ("tracker", "genotype", "effector", "protocol", "date_time"):
-        if key in meta:
-            ordered[key] = meta[key]
-    ordered["filename"] = path.name
+    ordered = {"id": meta["date_time"], **ordered_metadata(meta), "filename": path.name}
     if meta.get("extra"):
         ordered["extra"] = meta["extra"]
     return ordered

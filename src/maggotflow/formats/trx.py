@@ -67,7 +67,9 @@ from maggotflow.atomic import atomic_path
 from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, check_not_gzip, file_sha1, read_head
 from maggotflow.orientation import check_named_head
 from maggotflow.plausibility import bridge_or_leave_out
-from maggotflow.tracks import LabelStep, Run, Track, TrackDataError, check_unique_ids, too_short
+from maggotflow.tracks import (
+    DATE_TIME, LabelStep, Run, Track, TrackDataError, check_unique_ids, ordered_metadata, too_short,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,6 @@ TRX_BEHAVIOUR_FLAGS: tuple[str, ...] = tuple(
 ) + ("small_motion",)
 
 _REQUIRED_FIELDS = ("t", "x_spine", "y_spine")
-_DATE_TIME = re.compile(r"^[0-9]{8}_[0-9]{6}$")
 _MATLAB_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _USERBLOCK = 512
 
@@ -154,18 +155,13 @@ def trx_metadata_from_path(path: str | Path) -> dict[str, str]:
     path = Path(path).absolute()
     parents = [p.name for p in path.parents][:4]  # date_time, protocol, genotype@effector, tracker
     meta: dict[str, str] = {"id": parents[0] if parents and parents[0] else path.stem}
-    if len(parents) >= 4 and _DATE_TIME.match(parents[0]) and "@" in parents[2]:
+    if len(parents) >= 4 and DATE_TIME.fullmatch(parents[0]) and "@" in parents[2]:
         genotype, _, effector = parents[2].partition("@")
         meta["id"] = parents[0]
-        found = {
-            "tracker": parents[3],
-            "genotype": genotype,
-            "effector": effector,
-            "protocol": parents[1],
-            "date_time": parents[0],
-        }
-        meta.update({k: v for k, v in found.items() if v})
-    elif parents and _DATE_TIME.match(parents[0]):
+        found = {"tracker": parents[3], "genotype": genotype, "effector": effector, "protocol": parents[1],
+                 "date_time": parents[0]}
+        meta.update(ordered_metadata(found))
+    elif parents and DATE_TIME.fullmatch(parents[0]):
         meta["date_time"] = parents[0]
     meta["filename"] = path.name
     return meta
@@ -787,7 +783,7 @@ def _matlab_header(metadata: dict[str, Any]) -> bytes:
     """The 128-byte MATLAB v7.3 header (text, subsystem offset, version 0x0200, 'IM')."""
     when = _dt.datetime(1970, 1, 1)
     date_time = str(metadata.get("date_time", metadata.get("id", "")))
-    if _DATE_TIME.match(date_time):
+    if DATE_TIME.fullmatch(date_time):
         try:
             when = _dt.datetime.strptime(date_time, "%Y%m%d_%H%M%S")
         except ValueError:
