@@ -136,7 +136,7 @@ def trees_to_module(model, n_classes: int, latent_dim: int, use_latent: bool,
 
 
 def fit_trees(columns: np.ndarray, truth: np.ndarray, val_columns: np.ndarray, val_truth: np.ndarray,
-              n_classes: int, config: BoostingConfig, latent_dim: int, use_latent: bool, frame_interval: float,
+              n_classes: int, config: BoostingConfig, *, latent_dim: int, use_latent: bool, frame_interval: float,
               sample_weight: np.ndarray | None = None) -> BoostedTrees:
     """Fit boosted trees on (columns, truth), early-stopped on (val_columns, val_truth)."""
     HistGradientBoostingClassifier = _histogram_boosting()
@@ -192,7 +192,7 @@ class Candidate:
 
 
 def fit_candidate(name: str, dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, config: BoostingConfig,
-                  device: torch.device, encoder: torch.nn.Module | None, latent_dim: int, calibrate: bool,
+                  device: torch.device, *, encoder: torch.nn.Module | None, latent_dim: int, calibrate: bool,
                   decoding: str, weights: np.ndarray | None, log: Callable[[str], None]) -> Candidate:
     """Fit boosted trees on the kinematic features (+ the encoder's latent when `encoder`
     is given), early-stopped on validation, and their decision rule; score them there."""
@@ -208,8 +208,8 @@ def fit_candidate(name: str, dataset: Dataset, train_idx: np.ndarray, val_idx: n
     truth = dataset.label[fit_idx].astype(np.int64)
     weight = None if weights is None or not config.class_weights else np.asarray(weights, np.float64)[truth]
     trees = fit_trees(columns, truth, segment_columns(dataset, stop_idx, device, encoder),
-                      dataset.label[stop_idx].astype(np.int64), n_classes, config, latent_dim, use_latent,
-                      dataset.spec.frame_interval, sample_weight=weight)
+                      dataset.label[stop_idx].astype(np.int64), n_classes, config, latent_dim=latent_dim,
+                      use_latent=use_latent, frame_interval=dataset.spec.frame_interval, sample_weight=weight)
     del columns
     logits = np.zeros((0, n_classes))
     if val_idx.size:
@@ -254,8 +254,8 @@ def train_boosting(
         if train_idx.size < 2:
             raise ValueError(f"{dataset.path}: {train_idx.size} training sample(s); boosting needs at least 2")
         spec, labels = dataset.spec, list(dataset.labels)
-        candidate = fit_candidate("boosting", dataset, train_idx, val_idx, config, device, None, 1, calibrate,
-                                  decoding, dataset.class_weights, log)
+        candidate = fit_candidate("boosting", dataset, train_idx, val_idx, config, device, encoder=None, latent_dim=1,
+                                  calibrate=calibrate, decoding=decoding, weights=dataset.class_weights, log=log)
         provenance = {
             "created_by": created_by(), "command": "train-boosting",
             "dataset": str(Path(dataset.path).resolve()), "dataset_sources": dataset.sources,

@@ -623,8 +623,8 @@ def _fit_candidates(net: _Network, data: _TrainingData, start: _Start, fit: _Fit
             trees = BoostingConfig(seed=config.seed, device=str(data.device))
             candidates.append(fit_candidate(
                 name, data.dataset, data.train_idx, data.val_idx, trees, data.device,
-                net.encoder if name == "combined" else None, start.encoder_config.latent_dim,
-                config.calibrate, config.decoding, np.asarray(data.weights), log))
+                encoder=net.encoder if name == "combined" else None, latent_dim=start.encoder_config.latent_dim,
+                calibrate=config.calibrate, decoding=config.decoding, weights=np.asarray(data.weights), log=log))
     return candidates
 
 
