@@ -252,3 +252,22 @@ def test_evaluation_line_reads_the_scores_or_names_the_file(tmp_path):
     assert records.evaluation_line(metrics) == f"held-out evaluation: macro-F1 0.912, accuracy 0.950 ({metrics})"
     metrics.write_text("{")
     assert records.evaluation_line(metrics) == f"held-out evaluation: {metrics}"
+
+
+def test_merge_shard_tables_sorts_by_path_and_says_what_failed_or_was_skipped(tmp_path, caplog):
+    b, a = (records.shard_row(f"id{k}", f"/t/{k}.spine", touch(tmp_path / f"{k}.label")) for k in "ba")
+    bad = records.shard_row("idc", "/t/c.spine", problem="is truncated")
+    shards = [tmp_path / "s1.tsv", tmp_path / "s2.tsv"]
+    records.write_shard_table(shards[0], [b, bad])
+    records.write_shard_table(shards[1], [a])
+    skipped = tmp_path / "skipped.tsv"
+    mf.write_skipped([("notes.txt", "not a track file")], skipped)
+    caplog.set_level("INFO", logger="maggotflow.records")
+
+    rows = records.merge_shard_tables(shards, tmp_path / "summary.tsv", skipped)
+
+    assert [r["path"] for r in rows] == ["/t/a.spine", "/t/b.spine", "/t/c.spine"]
+    assert records.read_shard_table(tmp_path / "summary.tsv") == rows
+    assert "2 file(s) tagged, 1 failed, 0 unlike the tagger's training data" in caplog.text
+    assert "not tagged: /t/c.spine: is truncated" in caplog.text
+    assert f"1 entry of the folder skipped, not track files; listed in {skipped}" in caplog.text

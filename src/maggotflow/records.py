@@ -36,6 +36,7 @@ and tail may be swapped: read head first by convention, or contradicted by the m
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -43,6 +44,8 @@ from typing import Iterable, Mapping
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
 from maggotflow.tracks import printable_path
+
+log = logging.getLogger(__name__)
 
 
 # A track file's head/tail decision (`maggotflow.orientation`): the keys of its label's
@@ -266,6 +269,29 @@ def changed_labels(rows: Iterable[Mapping[str, str]]) -> list[str]:
 
 def write_shard_table(path: str | Path, rows: Iterable[Mapping[str, str]]) -> None:
     write_text_atomic(path, shard_table_text(rows))
+
+
+def merge_shard_tables(shards: Iterable[str | Path], out: str | Path, skipped: str | Path | None = None) -> list[dict]:
+    """All shard tables of a prediction run -> its summary.tsv `out` (one row per track file,
+    sorted by path). Logs the counts, the files unlike the tagger's training data, each file
+    not tagged, and the folder's entries skipped as not track files (listed in `skipped`)."""
+    from maggotflow.manifest import read_skipped
+
+    rows = sorted((row for shard in shards for row in read_shard_table(shard)), key=lambda row: row["path"])
+    failed = [row for row in rows if row["status"] != "ok"]
+    write_shard_table(out, rows)
+    log.info("%d file(s) tagged, %d failed, %d unlike the tagger's training data", len(rows) - len(failed),
+             len(failed), len(unlike_training(rows)))
+    warning = domain_warning(str(out), rows)
+    if warning:
+        log.warning("%s", warning)
+    for row in failed:
+        log.warning("not tagged: %s: %s", row["path"], row["problem"])
+    entries = read_skipped(skipped) if skipped else []
+    if entries:
+        log.warning("%s of the folder skipped, not track files; listed in %s",
+                    counted(len(entries), "entry", "entries"), skipped)
+    return rows
 
 
 def tagged_in_tables(tables: Iterable[str | Path]) -> int:
