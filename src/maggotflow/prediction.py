@@ -19,10 +19,11 @@ ensemble's does the majority vote). `Predictor` only loads, streams, batches and
   steps into fixed-size chunks (spanning larvae and files) and builds the chunk's segments
   of every spec (`maggotflow.segments.build_segments_torch`, batched over the chunk's
   larvae; every time step a centre, edge steps with edge-clamped windows), so reading and
-  segment building overlap the forward passes (speed matters: thousands of files, ~1
-  million segments per big file). On CUDA the producer only reads and cuts; each chunk's segments are built on the GPU from the raw spines, so one CPU core
-  keeps up with the GPU. `segments="numpy"` builds them per larva with
-  `maggotflow.segments.build_segments` instead (the same labels);
+  segment building overlap the forward passes (speed matters: thousands of files, ~1 million
+  segments per big file). On CUDA the producer only reads and cuts; each chunk's segments
+  are built on the GPU from the raw spines, so one CPU core keeps up with the GPU.
+  `segments="numpy"` builds them per larva with `maggotflow.segments.build_segments` instead
+  (the same labels);
 - chunks span larvae and files (small files do not leave batches half empty); forward
   passes of `batch_size` segments run under `torch.inference_mode`, float32 on CPU,
   float16 autocast on CUDA;
