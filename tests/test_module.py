@@ -29,11 +29,10 @@ import yaml
 from maggotflow.dataset import build_dataset
 from maggotflow.formats import ReadOptions
 from maggotflow.isolation import isolate
-from maggotflow.segments import SegmentSpec
 from maggotflow.simulation import SimulationConfig, label_file_path, simulate
 from maggotflow.training import TrainConfig, train_tagger
 
-from helpers import SNAKEMAKE, local_env
+from helpers import SNAKEMAKE, SPEC, local_env
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFMT = Path(sys.executable).with_name("snakefmt")
@@ -71,10 +70,8 @@ predict:
 
 
 @pytest.fixture(scope="module")
-def tiny_tagger(tmp_path_factory) -> Path:
+def tiny_tagger(tmp_path_factory, one_torch_thread) -> Path:
     """A tagger trained for a few steps on 3 simulated files (not meant to be accurate)."""
-    import torch
-
     root = tmp_path_factory.mktemp("module-tagger")
     sim = SimulationConfig(duration_s=20, larvae=(2, 3))
     read = ReadOptions(framerate=sim.fimtrack_frame_rate_hz, pixelsize_um=sim.fimtrack_pixelsize_um)
@@ -82,16 +79,10 @@ def tiny_tagger(tmp_path_factory) -> Path:
     for i, track in enumerate(simulate(root / "sim", 3, seed=5, config=sim)):
         isolate(track, root / "iso" / f"{i}.h5", label_file_path(track), read)
         intermediates.append(root / "iso" / f"{i}.h5")
-    spec = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
-    build_dataset(intermediates, root / "dataset.h5", spec=spec, max_samples=600, seed=0).close()
+    build_dataset(intermediates, root / "dataset.h5", spec=SPEC, max_samples=600, seed=0).close()
     config = TrainConfig(stage1_steps=2, stage2_steps=2, batch_size=16, eval_every=10, device="cpu",
                          latent_dim=4, filters=(8, 8, 4, 4, 4, 4))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_tagger(root / "dataset.h5", root / "tagger", None, config, log=lambda message: None)
-    finally:
-        torch.set_num_threads(threads)
+    train_tagger(root / "dataset.h5", root / "tagger", None, config, log=lambda message: None)
     return root / "tagger"
 
 
