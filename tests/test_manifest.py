@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from maggotflow import heldout, names, sharding
 from maggotflow import manifest as mf
 from maggotflow.simulation import SimulationConfig, simulate
 from maggotflow.tracks import TrackDataError
@@ -46,7 +47,7 @@ def test_simulated_tree_gives_one_row_per_track_file_with_paired_labels(simulate
         assert path.is_absolute() and row["relpath"] == str(path.relative_to(simulated))
         assert int(row["size"]) == path.stat().st_size
         assert row["label"] == str(path.with_suffix(".label"))  # trx.mat -> trx.label too
-        assert mf.safe_name(row["id"]) == row["id"]
+        assert names.safe_name(row["id"]) == row["id"]
     trx = [r for r in m if r["format"] == "trx"]
     # Every Janelia file is called trx.mat: ids still differ and carry the path's metadata.
     assert len({r["id"] for r in trx}) == len(trx) == 2
@@ -57,14 +58,14 @@ def test_simulated_tree_gives_one_row_per_track_file_with_paired_labels(simulate
 
 
 def test_ids_are_safe_unique_and_bounded():
-    assert mf.id_from_relpath("t15/GMR@UAS/p#n/20200101_120000/trx.mat") == \
+    assert names.id_from_relpath("t15/GMR@UAS/p#n/20200101_120000/trx.mat") == \
         "t15__GMR-UAS__p-n__20200101_120000__trx.mat"
-    ids = mf.unique_ids(["a@b/trx.mat", "a#b/trx.mat", "c/trx.mat"])
+    ids = names.unique_ids(["a@b/trx.mat", "a#b/trx.mat", "c/trx.mat"])
     assert len(set(ids)) == 3 and ids[2] == "c__trx.mat"
     assert ids[0].startswith("a-b__trx.mat-") and ids[1].startswith("a-b__trx.mat-")
-    long = mf.id_from_relpath("x" * 400 + "/trx.mat")
-    assert len(long) == mf.MAX_ID_LENGTH and long != mf.id_from_relpath("x" * 399 + "/trx.mat")
-    assert not mf.id_from_relpath(".hidden/a.spine").startswith(".")
+    long = names.id_from_relpath("x" * 400 + "/trx.mat")
+    assert len(long) == names.MAX_ID_LENGTH and long != names.id_from_relpath("x" * 399 + "/trx.mat")
+    assert not names.id_from_relpath(".hidden/a.spine").startswith(".")
 
 
 def test_label_pairing_rules_and_predictions_never_taken_as_ground_truth(tmp_path):
@@ -221,30 +222,30 @@ def test_legitimate_user_relpaths_and_paths_outside_the_data_folder(tmp_path):
     # less the leading '/': either way its label stays below the run's labels/ folder.
     assert sorted(r["relpath"] for r in rows) == sorted(["a/one.spine", str(tmp_path / "elsewhere" / "two.spine")[1:]])
     for r in rows:
-        label = mf.mirrored_label_path(r["relpath"])
+        label = names.mirrored_label_path(r["relpath"])
         assert not os.path.isabs(label) and ".." not in Path(label).parts
 
 
 @pytest.mark.parametrize("relpath", ["/tmp/x/EVIL.spine", "../EVIL.spine", "a/../../EVIL.spine", "a/../b.spine", ""])
 def test_mirrored_label_paths_never_leave_their_folder(relpath):
     with pytest.raises(TrackDataError, match="relpath"):
-        mf.mirrored_label_path(relpath)
+        names.mirrored_label_path(relpath)
 
 
 def test_heldout_split_is_stable_per_file():
     ids = [f"file{i:03d}" for i in range(200)]
-    held = mf.hash_split(ids, 0.25, seed=1)
+    held = heldout.hash_split(ids, 0.25, seed=1)
     assert 30 < len(held) < 70
-    more = mf.hash_split(ids + [f"new{i}" for i in range(50)], 0.25, seed=1)
+    more = heldout.hash_split(ids + [f"new{i}" for i in range(50)], 0.25, seed=1)
     assert more & set(ids) == held  # adding files never moves a file between sides
-    assert mf.hash_split(ids, 0.25, seed=2) != held
-    assert len(mf.hash_split(["a", "b"], 0.01)) == 1 and len(mf.hash_split(["a", "b"], 0.99)) == 1
-    assert mf.hash_split(ids, 0.0) == set() and mf.hash_split(["only"], 0.5) == set()
+    assert heldout.hash_split(ids, 0.25, seed=2) != held
+    assert len(heldout.hash_split(["a", "b"], 0.01)) == 1 and len(heldout.hash_split(["a", "b"], 0.99)) == 1
+    assert heldout.hash_split(ids, 0.0) == set() and heldout.hash_split(["only"], 0.5) == set()
 
 
 def test_shards_cover_every_file_once_and_adding_a_file_moves_one_shard():
     ids = [f"t15__exp{i:04d}__trx.mat" for i in range(1000)]
-    shards = mf.assign_shards(ids, 20)
+    shards = sharding.assign_shards(ids, 20)
     flat = [i for members in shards.values() for i in members]
     assert flat == sorted(ids)
     assert max(len(m) for m in shards.values()) <= 40
@@ -252,53 +253,53 @@ def test_shards_cover_every_file_once_and_adding_a_file_moves_one_shard():
     # A new file changes the shard it joins (and, when it moves a boundary, a neighbour or
     # two), never the whole tail of the tree as fixed-size chunks of the sorted list would.
     for position in range(0, 1000, 50):
-        grown = mf.assign_shards(ids + [f"t15__exp{position:04d}a__trx.mat"], 20)
+        grown = sharding.assign_shards(ids + [f"t15__exp{position:04d}a__trx.mat"], 20)
         changed = {k for k in grown if grown[k] != shards.get(k)}
         assert 1 <= len(changed) <= 3, position
-    assert mf.assign_shards(ids, 20) == shards  # deterministic
-    assert all(len(m) == 1 for m in mf.assign_shards(ids[:10], 1).values())
+    assert sharding.assign_shards(ids, 20) == shards  # deterministic
+    assert all(len(m) == 1 for m in sharding.assign_shards(ids[:10], 1).values())
     with pytest.raises(ValueError):
-        mf.assign_shards(ids, 0)
+        sharding.assign_shards(ids, 0)
 
 
 def test_shards_of_large_files_are_capped_by_size_and_changes_stay_local():
     ids = [f"t15__exp{i:04d}__trx.mat" for i in range(1000)]
     sizes = {i: (900 if k % 7 == 0 else 100) for k, i in enumerate(ids)}  # bytes
-    shards = mf.assign_shards(ids, 200, sizes=sizes, max_bytes=1000)
+    shards = sharding.assign_shards(ids, 200, sizes=sizes, max_bytes=1000)
     assert [i for members in shards.values() for i in members] == sorted(ids)
     for members in shards.values():
         # Closed as soon as the files reach the cap: everything but the last file is below it.
         assert sum(sizes[i] for i in members[:-1]) < 1000
     assert len(shards) > 1000 / 10  # files of >= 100 bytes: at most 10 per shard
-    big = mf.assign_shards(ids[:5], 200, sizes={i: 5000 for i in ids}, max_bytes=1000)
+    big = sharding.assign_shards(ids[:5], 200, sizes={i: 5000 for i in ids}, max_bytes=1000)
     assert all(len(m) == 1 for m in big.values())  # a file larger than the cap: a job of its own
     # Without sizes (or with a cap no shard reaches) the shards are the count-based ones.
-    assert mf.assign_shards(ids, 200, sizes=sizes, max_bytes=10**9) == mf.assign_shards(ids, 200)
+    assert sharding.assign_shards(ids, 200, sizes=sizes, max_bytes=10**9) == sharding.assign_shards(ids, 200)
     # Growing the sizes of one file re-shards only around it.
     heavier = dict(sizes, **{ids[500]: 5000})
-    changed = mf.assign_shards(ids, 200, sizes=heavier, max_bytes=1000)
+    changed = sharding.assign_shards(ids, 200, sizes=heavier, max_bytes=1000)
     differ = {k for k in changed if changed[k] != shards.get(k)}
     assert 1 <= len(differ) <= 5
     with pytest.raises(ValueError):
-        mf.assign_shards(ids, 20, sizes=sizes, max_bytes=0)
+        sharding.assign_shards(ids, 20, sizes=sizes, max_bytes=0)
 
 
 def test_run_names_keep_folders_and_models_apart(tmp_path):
     a, b = tmp_path / "lab1" / "screen", tmp_path / "lab2" / "screen"
-    name = mf.predict_run_name(a, "results/models/tagger")
-    assert name.startswith("screen-") and mf.safe_name(name) == name
-    assert name == mf.predict_run_name(str(a) + "/", "results/models/tagger")
-    assert name != mf.predict_run_name(b, "results/models/tagger")
-    assert name != mf.predict_run_name(a, "models/other")
-    assert mf.safe_name(mf.predict_run_name(tmp_path / "my data@#2", "m")) == mf.predict_run_name(tmp_path / "my data@#2", "m")
+    name = names.predict_run_name(a, "results/models/tagger")
+    assert name.startswith("screen-") and names.safe_name(name) == name
+    assert name == names.predict_run_name(str(a) + "/", "results/models/tagger")
+    assert name != names.predict_run_name(b, "results/models/tagger")
+    assert name != names.predict_run_name(a, "models/other")
+    assert names.safe_name(names.predict_run_name(tmp_path / "my data@#2", "m")) == names.predict_run_name(tmp_path / "my data@#2", "m")
 
 
 def test_output_label_names():
-    assert mf.mirrored_label_path("t5/a@b/X.spine") == "t5/a@b/X.label"
-    assert mf.mirrored_label_path("t5/g@e/p/d/trx.mat") == "t5/g@e/p/d/trx.label"
-    assert mf.exported_label_path("/d/trx.mat") == Path("/d/predicted.label")
-    assert mf.exported_label_path("/d/X.csv") == Path("/d/X.predicted.label")
-    assert mf.is_exported_prediction("predicted.label") and not mf.is_exported_prediction("trx.label")
+    assert names.mirrored_label_path("t5/a@b/X.spine") == "t5/a@b/X.label"
+    assert names.mirrored_label_path("t5/g@e/p/d/trx.mat") == "t5/g@e/p/d/trx.label"
+    assert names.exported_label_path("/d/trx.mat") == Path("/d/predicted.label")
+    assert names.exported_label_path("/d/X.csv") == Path("/d/X.predicted.label")
+    assert names.is_exported_prediction("predicted.label") and not names.is_exported_prediction("trx.label")
 
 
 def test_scan_lists_what_it_skips_with_the_reason(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from maggotflow import heldout
 from maggotflow import manifest as mf
 from maggotflow import records
 from maggotflow.simulation import SimulationConfig, simulate
@@ -108,16 +109,16 @@ def test_load_manifest_records_a_scan_only_when_the_inputs_are_good(tmp_path):
 def test_held_out_files_must_be_labelled_and_never_training_files(tmp_path):
     simulate(tmp_path / "data", 4, seed=2, config=SimulationConfig(duration_s=4, larvae=(1, 1)))
     inputs = mf.build_manifest(tmp_path / "data")
-    held = mf.heldout_subset(inputs, 0.5, seed=0)
+    held = heldout.heldout_subset(inputs, 0.5, seed=0)
     assert 0 < len(held) < len(inputs) and all(r["label"] for r in held)
-    mf.check_heldout(held)
+    heldout.check_heldout(held)
     with pytest.raises(TrackDataError, match="listed both for training and for evaluation"):
-        mf.check_heldout(held, training=inputs)
+        heldout.check_heldout(held, training=inputs)
     with pytest.raises(TrackDataError, match="no labelled file to hold out"):
-        mf.check_heldout(inputs.subset([]))
+        heldout.check_heldout(inputs.subset([]))
     unlabelled = mf.Manifest([dict(r, label="") for r in held], held.root)
     with pytest.raises(TrackDataError, match="held-out file without a .label file"):
-        mf.check_heldout(unlabelled)
+        heldout.check_heldout(unlabelled)
 
 
 # ------------------------------------------------------------------ head/tail decisions

@@ -24,40 +24,37 @@ Label pairing, for a track file `DIR/STEM.EXT`: `DIR/STEM.label` (so `trx.mat` p
 predictions (`predicted.label`, `*.predicted.label`, see `exported_label_path`) are never
 taken as ground truth.
 
-Also here, because they are functions of the manifest alone: loading a folder's manifest
-as the workflow does (`load_manifest`), the held-out split by file (`hash_split`,
-`heldout_subset`, `check_heldout`), the sharding of prediction jobs (`assign_shards`,
-`run_shards`), the names of prediction runs (`predict_run_name`) and of output label files
-(`mirrored_label_path`, `exported_label_path`).
+Also here: loading a folder's manifest as the workflow does (`load_manifest`). The names
+derived from paths (ids, output label paths, prediction runs) are `maggotflow.names`; the
+held-out split is `maggotflow.heldout`; the prediction shards are `maggotflow.sharding`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
+from maggotflow.names import is_exported_prediction, relpath_problem, safe_name, unique_ids
 from maggotflow.tracks import (
     DATE_TIME, METADATA_COLUMNS, TrackDataError, choreography_metadata, metadata_matches, printable_path,
 )
+
+# Re-exported for callers not yet switched to their new homes (to be removed).
+from maggotflow.heldout import check_heldout, heldout_subset  # noqa: F401
+from maggotflow.names import exported_label_path, mirrored_label_path, predict_run_name  # noqa: F401
+from maggotflow.sharding import assign_shards, run_shards  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "path", "relpath", "format", "size", "label", *METADATA_COLUMNS)
 # Janelia files are always called trx.mat; other .mat files in experiment folders are not tracks.
 DEFAULT_PATTERNS = ("*.spine", "trx.mat", "*.csv")
-EXPORT_SUFFIX = ".predicted.label"
-EXPORT_TRX_NAME = "predicted.label"
-MAX_ID_LENGTH = 150  # leaves room under the 255-byte file-name limit for suffixes
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _FORMAT_BY_SUFFIX = {".spine": "spine", ".mat": "trx", ".csv": "fimtrack"}
 
 
@@ -104,103 +101,6 @@ class Manifest:
         """The manifest as TSV text (`maggotflow.tsv`): COLUMNS, then any extra column sorted."""
         columns = list(COLUMNS) + sorted({c for r in self.rows for c in r} - set(COLUMNS))
         return tsv.format_rows(columns, self.rows)
-
-
-# --------------------------------------------------------------------------------------
-# Ids and names
-
-
-def safe_name(text: str) -> str:
-    """`text` with every character outside [A-Za-z0-9_.-] replaced by '-'."""
-    return _UNSAFE.sub("-", text)
-
-
-def id_from_relpath(relpath: str) -> str:
-    """Safe id from a relative path: components joined by '__', unsafe characters -> '-'.
-
-    't15/GMR@UAS/p/20200101_120000/trx.mat' -> 't15__GMR-UAS__p__20200101_120000__trx.mat'.
-    Over-long ids are cut and completed with a hash of the path.
-    """
-    parts = [p for p in Path(relpath).parts if p not in ("", ".")]
-    name = "__".join(safe_name(p) for p in parts).lstrip(".-") or "file"
-    if len(name) > MAX_ID_LENGTH:
-        name = f"{name[: MAX_ID_LENGTH - 9]}-{_sha1(relpath)[:8]}"
-    return name
-
-
-def unique_ids(relpaths: Sequence[str]) -> list[str]:
-    """`id_from_relpath` of each path; ids that collide get a hash of their path appended."""
-    ids = [id_from_relpath(p) for p in relpaths]
-    counts: dict[str, int] = {}
-    for i in ids:
-        counts[i] = counts.get(i, 0) + 1
-    return [i if counts[i] == 1 else f"{i[: MAX_ID_LENGTH - 9]}-{_sha1(p)[:8]}"
-            for i, p in zip(ids, relpaths)]
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def predict_run_name(predict_dir: str | Path, model: str | Path) -> str:
-    """Name of the output folder for tagging `predict_dir` with `model`.
-
-    `<directory name>-<8 hex>`: readable, and the hash of both absolute paths keeps runs on
-    different directories (or with different models) apart even when the names agree.
-    """
-    directory = os.path.realpath(predict_dir)
-    slug = safe_name(os.path.basename(directory.rstrip("/")) or "root").strip(".-")[:40] or "dir"
-    digest = _sha1(directory + "\0" + os.path.realpath(model))[:8]
-    return f"{slug}-{digest}"
-
-
-def mirrored_label_path(relpath: str) -> str:
-    """Relative path of the predicted `.label` of a track file in a mirrored output tree.
-
-    'a/b/X.spine' -> 'a/b/X.label'; 'a/b/trx.mat' -> 'a/b/trx.label'. An absolute `relpath`,
-    or one with a '..' component, raises TrackDataError: the result is always a path below
-    the output folder it is joined to.
-    """
-    problem = relpath_problem(relpath)
-    if problem is None and ".." in Path(relpath).parts:
-        problem = f"relpath {printable_path(relpath)} has a '..' component"
-    if problem:
-        raise TrackDataError(None, problem)
-    return str(Path(relpath).with_suffix(".label"))
-
-
-def relpath_problem(relpath: str) -> str | None:
-    """Why `relpath` cannot name a file inside the data folder, or None when it can.
-
-    Lexical (no file system access): absolute, climbing out with '..', naming no file.
-    """
-    if "\0" in relpath:
-        return f"relpath {printable_path(relpath)} contains a NUL character"
-    if os.path.isabs(relpath):
-        return f"relpath {printable_path(relpath)} is absolute; manifest paths are relative to the data folder"
-    normal = os.path.normpath(relpath) if relpath else "."
-    if normal == ".." or normal.startswith("../"):
-        return f"relpath {printable_path(relpath)} climbs out of the data folder"
-    if normal == ".":
-        return f"relpath {printable_path(relpath)} names no file"
-    return None
-
-
-def exported_label_path(track_path: str | Path) -> Path:
-    """Where a prediction is exported next to its track file.
-
-    trx.mat -> `predicted.label` in the same folder (the name LarvaTagger users know from
-    tagging-backend); other files -> `<stem>.predicted.label`, since one folder may hold
-    many .spine or .csv files. Neither can be mistaken for ground truth (see `pair_labels`).
-    """
-    track_path = Path(track_path)
-    if track_path.suffix.lower() == ".mat":
-        return track_path.with_name(EXPORT_TRX_NAME)
-    return track_path.with_name(track_path.stem + EXPORT_SUFFIX)
-
-
-def is_exported_prediction(name: str) -> bool:
-    return name == EXPORT_TRX_NAME or name.endswith(EXPORT_SUFFIX)
 
 
 # --------------------------------------------------------------------------------------
@@ -597,7 +497,7 @@ def _complete(rows: list[dict[str, str]], manifest_path: Path, root: Path | None
     for r, ident in zip(missing_ids, unique_ids([r["relpath"] for r in missing_ids])):
         r["id"] = ident
     for number, r in zip(numbers, rows):
-        if _UNSAFE.search(r["id"]) or r["id"].startswith((".", "-")):
+        if safe_name(r["id"]) != r["id"] or r["id"].startswith((".", "-")):
             raise TrackDataError(manifest_path, f"row {number}: id {r['id']!r} may only use A-Z a-z 0-9 _ . - "
                                                 f"and not start with '.' or '-'")
         suffix = Path(r["path"]).suffix.lower()
@@ -652,102 +552,3 @@ def load_manifest(track_dir: str | Path | None, manifest: str | Path | None, out
             write_skipped(found.skipped, skipped_file(out))
         write_manifest(found, out)
     return found
-
-
-def check_heldout(heldout: Manifest, training: Manifest | None = None) -> None:
-    """Held-out files must be labelled, there must be some, and (`training` given, a separate
-    held-out folder) none may be a training file. TrackDataError (one line) otherwise."""
-    if training is not None:
-        overlap = sorted({r["path"] for r in heldout} & {r["path"] for r in training})
-        if overlap:
-            raise TrackDataError(overlap[0], f"listed both for training and for evaluation ({len(overlap)} "
-                                             "file(s)); the tagger must not be evaluated on its training data")
-    unlabelled = [r["relpath"] for r in heldout if not r["label"]]
-    if unlabelled:
-        raise TrackDataError(unlabelled[0], f"held-out file without a .label file to compare with "
-                                            f"({len(unlabelled)} such file(s)); evaluation needs reference labels")
-    if not len(heldout):
-        raise TrackDataError(None, "evaluation: no labelled file to hold out; add labelled files, give "
-                                   "evaluation.track_dir or set evaluation.heldout_fraction: 0")
-
-
-def heldout_subset(inputs: Manifest, fraction: float, seed: int = 0) -> Manifest:
-    """The labelled files of `inputs` held out for evaluation (`hash_split` by file)."""
-    return inputs.subset(hash_split([r["id"] for r in inputs if r["label"]], fraction, seed))
-
-
-def run_shards(found: Manifest, files_per_job: int, max_mb: float | None = None) -> dict[str, list[str]]:
-    """The prediction shards of a manifest's files (`assign_shards`, sized by the files' bytes)."""
-    return assign_shards(found.ids, files_per_job, sizes={r["id"]: int(r["size"] or 0) for r in found},
-                         max_bytes=None if max_mb is None else int(max_mb * 1e6))
-
-
-# --------------------------------------------------------------------------------------
-# Splits and shards
-
-
-def hash_fraction(ident: str, seed: int, salt: str) -> float:
-    """A number in [0, 1) fixed by (seed, salt, id): splits that never move a file."""
-    return int(_sha1(f"{seed}\0{salt}\0{ident}")[:15], 16) / 16**15
-
-
-def hash_split(ids: Sequence[str], fraction: float, seed: int = 0, salt: str = "heldout") -> set[str]:
-    """The ids set apart with probability `fraction`, decided per file by a hash.
-
-    Adding or removing other files never moves a file between sides. With fraction > 0 and
-    at least two files, at least one file is set apart and at least one is kept.
-    """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    if fraction == 0 or len(ids) < 2:
-        return set()
-    score = {i: hash_fraction(i, seed, salt) for i in ids}
-    chosen = {i for i, u in score.items() if u < fraction}
-    ranked = sorted(ids, key=lambda i: score[i])
-    if not chosen:
-        chosen = {ranked[0]}
-    if len(chosen) == len(ids):
-        chosen.discard(ranked[-1])
-    return chosen
-
-
-def assign_shards(ids: Sequence[str], files_per_job: int, sizes: Mapping[str, int] | None = None,
-                  max_bytes: int | None = None) -> dict[str, list[str]]:
-    """Group ids (in sorted order) into prediction shards of about `files_per_job` files.
-
-    Shard boundaries are content-defined: a shard ends after an id whose hash is 0 modulo
-    `files_per_job` (or when it reaches twice that size). Adding a file to a large tree
-    therefore changes only the shard it falls into instead of shifting every later shard,
-    so re-running after new experiments arrive tags only the new files' shards. With
-    `sizes` (bytes per id) and `max_bytes`, a shard also ends once its files reach
-    `max_bytes`, so that a job of large files stays short (a file larger than that gets a
-    shard of its own); the effect of a change still stops at the next hash boundary.
-    Shards are named by a hash of their first id: `{name: [ids]}` in order.
-    """
-    if files_per_job < 1:
-        raise ValueError(f"files_per_job must be >= 1, got {files_per_job}")
-    if max_bytes is not None and max_bytes < 1:
-        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
-    shards: dict[str, list[str]] = {}
-    current: list[str] = []
-    total = 0
-
-    def close() -> None:
-        nonlocal total
-        name = "s" + _sha1(current[0])[:10]
-        while name in shards:  # hash collision of two first ids: astronomically rare
-            name += "x"
-        shards[name] = list(current)
-        current.clear()
-        total = 0
-
-    for ident in sorted(ids):
-        current.append(ident)
-        if sizes is not None:
-            total += int(sizes.get(ident, 0))
-        if (int(_sha1(ident)[:8], 16) % files_per_job == 0 or len(current) >= 2 * files_per_job
-                or (max_bytes is not None and total >= max_bytes)):
-            close()
-    if current:
-        close()
-    return shards
