@@ -7,15 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from maggotflow.cli import main
-from maggotflow.dataset import (
-    Dataset,
-    build_dataset,
-    check_class_weights,
-    maggotuba_proportions,
-    parse_synonyms,
-    spread_evenly,
-)
+from maggotflow.cli import main, parse_synonyms
+from maggotflow.dataset import Dataset, build_dataset, check_class_weights, maggotuba_proportions, spread_evenly
 from maggotflow.isolation import write_isolated
 from maggotflow.segments import SegmentSpec, build_segments
 from maggotflow.tracks import Run, Track, TrackDataError

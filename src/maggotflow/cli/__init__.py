@@ -1,10 +1,11 @@
 """`maggotflow` command line: one sub-command per stage.
 
 This module owns the command table, the one mapping of errors to exit codes (`main`,
-`exit_code`, `UsageError`) and the options every track-reading command shares
-(`add_read_options`, `read_options`). Each command `NAME` lives in `maggotflow.cli.NAME`
-(dashes become underscores), which exposes `configure_parser(parser)` and
-`run_command(args) -> int`. Modules are imported lazily so
+`exit_code`, `UsageError`), the options every track-reading command shares
+(`add_read_options`, `read_options`) and the text of the list options several commands
+share (`parse_names`, `parse_synonyms`, `parse_weights`: dataset, evaluate, tagging-backend).
+Each command `NAME` lives in `maggotflow.cli.NAME` (dashes become underscores), which exposes
+`configure_parser(parser)` and `run_command(args) -> int`. Modules are imported lazily so
 that `maggotflow --help` and the light commands never import torch.
 
 Errors: a command module never catches and prints errors itself; it raises, and `main`
@@ -29,6 +30,7 @@ import importlib
 import logging
 import sys
 import traceback
+from collections.abc import Sequence
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -133,6 +135,53 @@ def input_paths(args: argparse.Namespace) -> list:
             raise TrackDataError(listing, f"cannot be read ({getattr(err, 'strerror', None) or err})") from None
         paths += [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return paths
+
+
+def parse_names(text: str | Sequence[str] | None) -> list[str] | None:
+    """'run,cast, hunch' (or a list of such: a repeated option) -> ['run', 'cast', 'hunch'];
+    None stays None. ValueError when a name comes twice."""
+    if text is None:
+        return None
+    parts = [text] if isinstance(text, str) else list(text)
+    names = [n.strip() for p in parts for n in p.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"label list {','.join(names)} names a label twice")
+    return names
+
+
+def parse_synonyms(text: str | Sequence[str] | None) -> dict[str, str]:
+    """'run_large=run,cast_large=cast' and/or preset names ('six-from-seven',
+    `maggotflow.dataset.SYNONYM_PRESETS`) -> {name in the files: task name}."""
+    from maggotflow.dataset import SYNONYM_PRESETS
+
+    if text is None:
+        return {}
+    parts = [text] if isinstance(text, str) else list(text)
+    out: dict[str, str] = {}
+    for item in (n.strip() for p in parts for n in p.split(",")):
+        if not item:
+            continue
+        if item in SYNONYM_PRESETS:
+            out.update(SYNONYM_PRESETS[item])
+            continue
+        name, sep, task_name = item.partition("=")
+        if not sep or not name.strip() or not task_name.strip():
+            raise ValueError(
+                f"synonym {item!r} is not of the form name_in_file=task_name "
+                f"(or a preset: {', '.join(SYNONYM_PRESETS)})"
+            )
+        out[name.strip()] = task_name.strip()
+    return out
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """'1,2.5,1' -> [1.0, 2.5, 1.0]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise ValueError(f"class weights {text!r} are not a comma-separated list of numbers") from None
 
 
 def exit_code(err: BaseException) -> int | None:

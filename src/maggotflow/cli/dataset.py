@@ -8,17 +8,8 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from maggotflow.cli import UsageError, add_hidden_alias, input_paths
-from maggotflow.dataset import (
-    BALANCING_STRATEGIES,
-    SYNONYM_PRESETS,
-    TRAIN,
-    VALIDATION,
-    build_dataset,
-    parse_names,
-    parse_synonyms,
-    parse_weights,
-)
+from maggotflow.cli import UsageError, add_hidden_alias, input_paths, parse_names, parse_synonyms, parse_weights
+from maggotflow.dataset import BALANCING_STRATEGIES, SYNONYM_PRESETS, TRAIN, VALIDATION, build_dataset
 from maggotflow.segments import SegmentSpec
 
 
