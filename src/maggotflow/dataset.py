@@ -104,53 +104,6 @@ SYNONYM_PRESETS: dict[str, dict[str, str]] = {"six-from-seven": SIX_FROM_SEVEN}
 
 
 # --------------------------------------------------------------------------------------
-# Option text -> values (the dataset, evaluate, train and tagging-backend commands)
-
-
-def parse_names(text: str | Sequence[str] | None) -> list[str] | None:
-    """'run,cast, hunch' (or a list of such) -> ['run', 'cast', 'hunch']; None stays None."""
-    if text is None:
-        return None
-    parts = [text] if isinstance(text, str) else list(text)
-    names = [n.strip() for p in parts for n in p.split(",") if n.strip()]
-    if len(set(names)) != len(names):
-        raise ValueError(f"label list {','.join(names)} names a label twice")
-    return names
-
-
-def parse_synonyms(text: str | Sequence[str] | None) -> dict[str, str]:
-    """'run_large=run,cast_large=cast' and/or preset names ('six-from-seven') -> dict."""
-    if text is None:
-        return {}
-    parts = [text] if isinstance(text, str) else list(text)
-    out: dict[str, str] = {}
-    for item in (n.strip() for p in parts for n in p.split(",")):
-        if not item:
-            continue
-        if item in SYNONYM_PRESETS:
-            out.update(SYNONYM_PRESETS[item])
-            continue
-        name, sep, task_name = item.partition("=")
-        if not sep or not name.strip() or not task_name.strip():
-            raise ValueError(
-                f"synonym {item!r} is not of the form name_in_file=task_name "
-                f"(or a preset: {', '.join(SYNONYM_PRESETS)})"
-            )
-        out[name.strip()] = task_name.strip()
-    return out
-
-
-def parse_weights(text: str | None) -> list[float] | None:
-    """'1,2.5,1' -> [1.0, 2.5, 1.0]."""
-    if text is None:
-        return None
-    try:
-        return [float(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise ValueError(f"class weights {text!r} are not a comma-separated list of numbers") from None
-
-
-# --------------------------------------------------------------------------------------
 # Reading the intermediates (`maggotflow.isolation.Intermediate`)
 
 
