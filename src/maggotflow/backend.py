@@ -25,7 +25,7 @@ finetune
     classifier is trained again. Otherwise as `train`.
 
 maggotflow's extras: `--root`, the track-reading options of `maggotflow predict`
-(`--framerate`, `--pixelsize`, `--spine-order`), `--verbose`; for predict `--batch-size`,
+(`--framerate`, `--pixelsize-um`, `--spine-order`), `--verbose`; for predict `--batch-size`,
 `--keep-going`, `--data-isolation`; for train `--pretraining-iterations`, `--post-rule`,
 `--batch-size`. An error is one line on stderr, exit code 1 (a malformed command line:
 argparse's usage, exit code 2).
@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in written:
                 print(path, flush=True)
         else:
-            from maggotflow.dataset import parse_names, parse_weights
+            from maggotflow.cli import parse_names, parse_weights
 
             settings = dict(balancing=args.balancing_strategy, class_weights=parse_weights(args.class_weights),
                             iterations=args.iterations, pretraining_iterations=args.pretraining_iterations,

@@ -7,7 +7,7 @@ import inspect
 import logging
 
 from maggotflow.cli import UsageError
-from maggotflow.dataset import parse_names, parse_synonyms
+from maggotflow.cli import parse_names, parse_synonyms
 from maggotflow.evaluation import evaluate, format_table, pair_directories, write_report
 
 log = logging.getLogger(__name__)
