@@ -44,7 +44,7 @@ Layout
 - FIMTrack:     fimtrack/<date_time>/<date_time>.csv and <date_time>.label.
   FIMTrack csv files carry no times and are in pixels: read them with
   framerate = {fim_rate:g} fps and pixelsize_um = {fim_px:g} (um per pixel): in the workflow's
-  config read.framerate and read.pixelsize_um, on the command line --framerate and --pixelsize.
+  config read.framerate and read.pixelsize_um, on the command line --framerate and --pixelsize-um.
 
 Ground truth
 ------------
