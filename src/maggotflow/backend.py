@@ -156,7 +156,7 @@ def predict(
     mirrored under `data/processed/NAME/` with `.label` extensions. See the module docstring.
     """
     from maggotflow.instance import check_model_folder
-    from maggotflow.manifest import mirrored_label_path
+    from maggotflow.names import mirrored_label_path
     from maggotflow.prediction import OutputClashError, predict_files
 
     project = Project(root, name, sandbox)

@@ -1,7 +1,7 @@
 """Copies of a prediction run's labels next to their track files, never replacing a user's file.
 
 `trx.mat` -> `predicted.label`, `X.spine`/`X.csv` -> `X.predicted.label`
-(`manifest.exported_label_path`). Each track file gets one status in `exported.tsv`
+(`names.exported_label_path`). Each track file gets one status in `exported.tsv`
 (columns path, exported, status):
 
 - `written`: the label was copied;
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 from maggotflow import tsv
 from maggotflow.atomic import may_replace, write_bytes_atomic, write_text_atomic
 from maggotflow.formats.label import is_maggotflow_label
-from maggotflow.manifest import exported_label_path
+from maggotflow.names import exported_label_path
 
 log = logging.getLogger(__name__)
 

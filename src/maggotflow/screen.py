@@ -214,7 +214,8 @@ def manifest_metadata(manifest: str | Path, labels: Iterable[str | Path]) -> dic
     label files are left out (their metadata is then derived by `label_metadata`).
     """
     from maggotflow.formats.label import header_value
-    from maggotflow.manifest import exported_label_path, mirrored_label_path, read_manifest
+    from maggotflow.manifest import read_manifest
+    from maggotflow.names import exported_label_path, mirrored_label_path
 
     rows = read_manifest(manifest).rows
     by_path: dict[str, dict[str, str]] = {}

@@ -16,7 +16,9 @@ from snakemake.logging import logger
 
 # Light imports only (no torch): every cluster job parses this file.
 from maggotflow import manifest as mf
-from maggotflow import records
+from maggotflow import records, sharding
+from maggotflow.heldout import check_heldout, heldout_subset
+from maggotflow.names import predict_run_name
 from maggotflow.atomic import OutputError
 from maggotflow.tracks import TrackDataError
 
@@ -154,10 +156,10 @@ def heldout_manifest():
     ev, out = config["evaluation"], run_manifest_file(HELDOUT_RUN)
     if separate_heldout():
         found = load_manifest(ev["track_dir"], ev["manifest"], out, "evaluation")
-        mf.check_heldout(found, training=input_manifest())
+        check_heldout(found, training=input_manifest())
     else:
-        found = mf.heldout_subset(input_manifest(), ev["heldout_fraction"], config["seed"])
-        mf.check_heldout(found)
+        found = heldout_subset(input_manifest(), ev["heldout_fraction"], config["seed"])
+        check_heldout(found)
         if workflow.is_main_process:
             mf.write_manifest(found, out)
     return found

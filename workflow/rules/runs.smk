@@ -11,7 +11,7 @@ def predict_run():
     if not config["predict_dir"]:
         stop("snakemake predict needs a folder: --config predict_dir=/path/to/tracks")
     check_path("predict_dir", config["predict_dir"])
-    return mf.predict_run_name(config["predict_dir"], model_path())
+    return predict_run_name(config["predict_dir"], model_path())
 
 
 def model_path():
@@ -65,7 +65,9 @@ def loaded_run_manifest(run):
 @functools.cache
 def shards_of(run):
     """{shard: [track ids]} of a prediction run."""
-    return mf.run_shards(run_manifest(run), config["predict"]["files_per_job"], config["predict"]["max_mb_per_job"])
+    return sharding.run_shards(
+        run_manifest(run), config["predict"]["files_per_job"], config["predict"]["max_mb_per_job"]
+    )
 
 
 def shard_files(wildcards):

@@ -22,7 +22,7 @@ with job(snakemake, subject=snakemake.output[0]) as log:
 
     from maggotflow.atomic import remove_stale_temporaries
     from maggotflow.formats import ReadOptions
-    from maggotflow.manifest import mirrored_label_path
+    from maggotflow.names import mirrored_label_path
     from maggotflow.records import write_failures, write_shard_table
     from maggotflow.shards import tag_shard
 
