@@ -166,6 +166,20 @@ def test_spine_metadata_from_name_in_a_path_with_spaces_and_accents(tmp_path):
     assert run.format == "spine" and run.source == path and run.sha1 == file_sha1(path)
 
 
+def test_spine_and_fimtrack_read_the_same_metadata_from_the_same_name(tmp_path):
+    """One name, two formats: the same run metadata, `extra` (the parts after the protocol) included."""
+    stem = f"{DATE_TIME}@g@e@t15@p@100"
+    spine = tmp_path / f"{stem}.spine"
+    write_spine(make_run(outline=False), spine)
+    fim = tmp_path / f"{stem}.csv"
+    fim.write_text(fim_text())
+    from_spine = read_run(spine).metadata
+    from_fim = read_fimtrack(fim, ReadOptions(framerate=10.0, pixelsize_um=80.0)).metadata
+    keys = ("id", "date_time", "genotype", "effector", "tracker", "protocol", "extra")
+    assert {k: from_fim.get(k) for k in keys} == {k: from_spine.get(k) for k in keys}
+    assert from_fim["extra"] == "100"
+
+
 def test_spine_plain_name_takes_date_time_from_first_column(tmp_path):
     path = tmp_path / "tracks.spine"
     path.write_text("20211231_235959 7 0.0 1 2 3 4\n20211231_235959 7 0.1 1.1 2 3.1 4\n")

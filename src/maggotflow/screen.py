@@ -88,14 +88,11 @@ from maggotflow.bouts import Bouts, find_bouts, step_codes, step_durations
 from maggotflow.formats.label import PROVENANCE_KEY
 from maggotflow.records import (DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, ORIENTATION_COLUMNS, UNLIKE_TRAINING,
                                 orientation_cells)
-from maggotflow.tracks import METADATA_KEYS, TrackDataError, usual_interval
+from maggotflow.tracks import METADATA_COLUMNS, TrackDataError, usual_interval
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_BY = ("genotype", "effector", "protocol", "tracker")
-# The metadata columns of the tables (`maggotflow.tracks.METADATA_KEYS`): the rig first, then the
-# run's conditions (the usual grouping keys), the date last.
-METADATA_COLUMNS = ("tracker", *(k for k in METADATA_KEYS if k not in ("tracker", "date_time")), "date_time")
 ALL_GROUP = "all"
 UNKNOWN = "unknown"
 FRACTION_BINS = 200

@@ -16,7 +16,7 @@ A *time gap* of a larva is an interval between consecutive steps longer than `GA
 times its usual interval (the median of its positive intervals; `is_time_gap`). The text
 readers use it to tell a re-used larva id (the id comes back after other larvae's lines
 and a gap: read as another larva) from a larva whose lines are merely interleaved with
-others' (`maggotflow.formats.spine`); `maggotflow.screen` ends bouts at the same gaps.
+others' (`maggotflow.formats.spine`); `maggotflow.bouts` ends bouts at the same gaps.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class Run:
 
 
 # A time gap: consecutive steps further apart than this many median intervals (also where
-# maggotflow.screen ends a step, and so a bout).
+# maggotflow.bouts ends a step, and so a bout).
 GAP_FACTOR = 2.0
 
 
@@ -256,11 +256,20 @@ def ordered_metadata(meta: Mapping[str, str]) -> dict[str, str]:
     return {k: meta[k] for k in METADATA_COLUMNS if meta.get(k)}
 
 
+def run_metadata(ident: str, meta: Mapping[str, str], filename: str) -> dict[str, str]:
+    """A reader's run metadata, in one order for every format: `id`, the METADATA_COLUMNS that
+    `meta` has, the file name, then `extra` (the name's parts after the protocol) when any."""
+    ordered = {"id": ident, **ordered_metadata(meta), "filename": filename}
+    if meta.get("extra"):
+        ordered["extra"] = meta["extra"]
+    return ordered
+
+
 def metadata_matches(metadata: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     """Whether `metadata` has every wanted value (a list or tuple means any of them).
 
     The one metadata filter: the workflow's `inputs.filter` (manifest rows) and the CLI's
-    `dataset --only KEY=VALUE` (intermediates' metadata) both use it. Values compare as text.
+    `dataset --filter KEY=VALUE` (intermediates' metadata) both use it. Values compare as text.
     """
     for key, value in wanted.items():
         allowed = {str(v) for v in value} if isinstance(value, (list, tuple, set)) else {str(value)}

@@ -57,7 +57,7 @@ from maggotflow.formats import ReadOptions, read_input_bytes
 from maggotflow.formats.spine import numeric_cells, scan_text_lines, warn_skipped_larvae
 from maggotflow.orientation import check_named_head
 from maggotflow.plausibility import MAX_ABS_COORDINATE, bridge_or_leave_out
-from maggotflow.tracks import Run, Track, TrackDataError, choreography_metadata, ordered_metadata
+from maggotflow.tracks import Run, Track, TrackDataError, choreography_metadata, run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _spine_features(path: Path, features: set[str]) -> list[str]:
 def _run_metadata(path: Path) -> dict:
     """id = the date_time when the name is `date_time@genotype@...`, else the file stem."""
     meta = choreography_metadata(path.name)
-    return {"id": meta.get("date_time", path.stem), **ordered_metadata(meta), "filename": path.name}
+    return run_metadata(meta.get("date_time", path.stem), meta, path.name)
 
 
 @dataclass

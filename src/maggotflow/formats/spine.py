@@ -82,7 +82,7 @@ from maggotflow.formats import ReadOptions, check_not_gzip, check_regular_file, 
 from maggotflow.orientation import decide_spine_order
 from maggotflow.plausibility import bridge_or_leave_out
 from maggotflow.tracks import (
-    DATE_TIME, Run, Track, TrackDataError, choreography_metadata, is_time_gap, ordered_metadata, too_short,
+    DATE_TIME, Run, Track, TrackDataError, choreography_metadata, is_time_gap, run_metadata, too_short,
     usual_interval,
 )
 
@@ -712,10 +712,7 @@ def _run_metadata(path: Path, first_date_time: str) -> dict:
             "%s: file name says date_time %s but the lines say %s; using the file name",
             path, meta["date_time"], first_date_time,
         )
-    ordered = {"id": meta["date_time"], **ordered_metadata(meta), "filename": path.name}
-    if meta.get("extra"):
-        ordered["extra"] = meta["extra"]
-    return ordered
+    return run_metadata(meta["date_time"], meta, path.name)
 
 
 def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:

@@ -68,7 +68,7 @@ from maggotflow.formats import HDF5_SIGNATURE, ReadOptions, check_not_gzip, file
 from maggotflow.orientation import check_named_head
 from maggotflow.plausibility import bridge_or_leave_out
 from maggotflow.tracks import (
-    DATE_TIME, LabelStep, Run, Track, TrackDataError, check_unique_ids, ordered_metadata, too_short,
+    DATE_TIME, LabelStep, Run, Track, TrackDataError, check_unique_ids, run_metadata, too_short,
 )
 
 log = logging.getLogger(__name__)
@@ -154,17 +154,14 @@ def trx_metadata_from_path(path: str | Path) -> dict[str, str]:
     """
     path = Path(path).absolute()
     parents = [p.name for p in path.parents][:4]  # date_time, protocol, genotype@effector, tracker
-    meta: dict[str, str] = {"id": parents[0] if parents and parents[0] else path.stem}
+    found: dict[str, str] = {}
     if len(parents) >= 4 and DATE_TIME.fullmatch(parents[0]) and "@" in parents[2]:
         genotype, _, effector = parents[2].partition("@")
-        meta["id"] = parents[0]
         found = {"tracker": parents[3], "genotype": genotype, "effector": effector, "protocol": parents[1],
                  "date_time": parents[0]}
-        meta.update(ordered_metadata(found))
     elif parents and DATE_TIME.fullmatch(parents[0]):
-        meta["date_time"] = parents[0]
-    meta["filename"] = path.name
-    return meta
+        found = {"date_time": parents[0]}
+    return run_metadata(parents[0] if parents and parents[0] else path.stem, found, path.name)
 
 
 class _StructArray:
