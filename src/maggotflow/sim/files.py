@@ -26,7 +26,7 @@ import numpy as np
 from maggotflow.sim.config import SimulationConfig
 from maggotflow.sim.experiment import simulate_run
 from maggotflow.sim.readme import README_NAME, is_simulator_readme, readme_text
-from maggotflow.tracks import Run
+from maggotflow.tracks import METADATA_KEYS, Run
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ TRACKERS = ("t5", "t15")
 
 
 def _spine_path(outdir: Path, m: dict[str, str]) -> Path:
-    stem = "@".join([m["date_time"], m["genotype"], m["effector"], m["tracker"], m["protocol"], "100"])
+    stem = "@".join([*(m[key] for key in METADATA_KEYS), "100"])  # the Choreography name
     return outdir / m["tracker"] / f"{stem}.spine"
 
 
