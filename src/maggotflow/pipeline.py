@@ -88,3 +88,32 @@ def train_from_tracks(
     dataset = work_dir / "larva_dataset.h5"
     build_dataset(labelled, dataset, spec=spec, **dict(dataset_options or {})).close()
     return train_tagger(dataset, out, pretrained, train_config, log=log_line)
+
+
+def train_classifier(
+    dataset: str | Path,
+    out: str | Path,
+    pretrained: str | Path | None,
+    settings: Mapping[str, Any],
+    device: str = "auto",
+    threads: int = 1,
+    log_line: Callable[[str], None] = print,
+) -> ModelInstance:
+    """Train the tagger `out` on a dataset as the workflow's `train` settings say.
+
+    settings: `classifier` (`dense`, the default: two-stage fine-tuning and the boosted-tree
+    candidates, `training.train_tagger`; `random_forest`: a forest on the frozen encoder's
+    latents, `forest.train_forest`, with its settings under `forest`), and the other keys of
+    TrainConfig or ForestConfig; keys not given keep the dataclass defaults. `pretrained` is
+    None only for trees on kinematic features alone (train.candidates [boosting]).
+    """
+    settings = dict(settings)
+    classifier, forest = settings.pop("classifier", "dense"), settings.pop("forest", {})
+    if classifier == "random_forest":
+        from maggotflow.forest import ForestConfig, train_forest
+
+        config = ForestConfig(**forest, seed=settings["seed"], device=device, n_jobs=threads)
+        return train_forest(dataset, out, pretrained, config, log=log_line)
+    from maggotflow.training import TrainConfig, train_tagger
+
+    return train_tagger(dataset, out, pretrained or None, TrainConfig(**settings, device=device), log=log_line)
