@@ -216,6 +216,38 @@ def overview(
     return "\n".join(parts)
 
 
+def overview_of_results(
+    *,
+    evaluation: str | Path,
+    tagger: str | Path,
+    dataset: str | Path,
+    manifest: str | Path,
+    settings: Mapping[str, Any],
+    runs: Sequence[str] = (),
+    screens: Sequence[str | Path] = (),
+) -> str:
+    """The landing page of a project's results: `overview` of the held-out evaluation folder
+    (metrics.json, per_file.tsv, behaviour.tsv), the tagger folder, its dataset, the held-out
+    run's `manifest` (track paths relative to their folder; its first 20 tracks tell whether
+    the data are simulated) and the screen summary folder of each of `runs`."""
+    from maggotflow.manifest import read_manifest
+
+    evaluation, rows = Path(evaluation), read_manifest(manifest)
+    return overview(
+        metrics=load_json(evaluation / "metrics.json"),
+        per_file=read_tsv(evaluation / "per_file.tsv"),
+        behaviour=read_tsv(evaluation / "behaviour.tsv"),
+        provenance=load_json(Path(tagger) / "provenance.json"),
+        settings=settings,
+        dataset=dataset_stats(dataset),
+        relpaths={row["label"]: row["relpath"] for row in rows if row["label"]},
+        runs=runs,
+        simulated=is_simulated(list(settings["data_folders"]) + [row["path"] for row in rows][:20]),
+        domain=tagger_domain(tagger),
+        run_domain={run: run_domain_counts(screen) for run, screen in zip(runs, screens)},
+    )
+
+
 def _headline_lines(metrics: Mapping[str, Any], per_file: Sequence[Mapping[str, Any]],
                     settings: Mapping[str, Any], simulated: bool) -> list[str]:
     """The page's title and style, the simulated-data warning, and the held-out macro-F1 and accuracy."""
