@@ -647,3 +647,23 @@ def test_a_shard_row_of_a_file_read_the_wrong_way_round_is_named(sim, tmp_path):
     warning = records.orientation_warning("results/predict/r", [row])
     assert warning.startswith("results/predict/r: head and tail may be swapped in 1 of 1 tagged file ")
     assert f"{files[0]['path']}: read.spine_order tail_first, the motion contradicts it (forward motion " in warning
+
+
+def test_a_run_shard_mirrors_the_tree_under_labels_and_clears_a_killed_attempts_temporaries(sim, tmp_path):
+    from maggotflow import shards
+    from maggotflow.atomic import temporary_name
+
+    files, _ = shard_of(sim, tmp_path / "data")
+    for f in files:
+        f["relpath"] = str(Path(f["path"]).relative_to(tmp_path / "data"))
+    table = tmp_path / "run" / "shards" / "s1.tsv"
+    outs = shards.shard_label_paths(table, files)
+    assert outs == [tmp_path / "run" / "labels" / Path(f["relpath"]).with_suffix(".label") for f in files]
+    outs[0].parent.mkdir(parents=True)
+    stale = outs[0].parent / temporary_name(outs[0], "killed")
+    stale.write_text("half a label")
+
+    rows = shards.tag_run_shard(sim["tagger"], files, table, FIMTRACK, device="cpu")
+
+    assert [r["status"] for r in rows] == ["ok"] * 3 and [r["label"] for r in rows] == [str(o) for o in outs]
+    assert all(o.is_file() for o in outs) and not stale.exists()

@@ -153,3 +153,33 @@ def tag_shard(
             rows[i] = shard_row(files[i]["id"], path, outs[i], track_sha1=made_from, stat=stats[i],
                                 domain=label_domain_verdict(outs[i]))
     return rows
+
+
+def shard_label_paths(shard_table: str | Path, files: Sequence[Mapping[str, str]]) -> list[Path]:
+    """Where a prediction run puts each file's label: `<run>/labels/<relpath with .label>`,
+    `<run>` being the folder that holds the shard table's `shards/` folder."""
+    from maggotflow.names import mirrored_label_path
+
+    labels_root = Path(shard_table).parent.parent / "labels"
+    return [labels_root / mirrored_label_path(f["relpath"]) for f in files]
+
+
+def tag_run_shard(
+    model: str | Path,
+    files: Sequence[Mapping[str, str]],
+    shard_table: str | Path,
+    read_options: ReadOptions,
+    batch_size: int | None = None,
+    device: str = "auto",
+    on_error: Callable[[Path, Exception], None] | None = None,
+) -> list[dict[str, str]]:
+    """`tag_shard` for the shard of a prediction run whose table is `shard_table` (its
+    previous version, when there, decides which labels are current); `files` are dicts with
+    id, path and relpath. The labels are this job's alone to write: what a killed attempt left
+    next to them (hidden temporaries, never read as labels) is removed first."""
+    from maggotflow.atomic import remove_stale_temporaries
+
+    outs = shard_label_paths(shard_table, files)
+    remove_stale_temporaries(outs, all_owners=True)
+    return tag_shard(model, files, outs, previous_table=shard_table, read_options=read_options,
+                     batch_size=batch_size, device=device, on_error=on_error)

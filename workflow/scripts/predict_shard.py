@@ -13,39 +13,24 @@ params: they do not change the labels, so changing them re-tags nothing.
 """
 
 import sys
-from pathlib import Path
 
 from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
+    from maggotflow.formats import ReadOptions
+    from maggotflow.records import write_failures, write_shard_table
+    from maggotflow.shards import tag_run_shard
     from maggotflow.threads import set_torch_threads
 
-    from maggotflow.atomic import remove_stale_temporaries
-    from maggotflow.formats import ReadOptions
-    from maggotflow.names import mirrored_label_path
-    from maggotflow.records import write_failures, write_shard_table
-    from maggotflow.shards import tag_shard
-
     set_torch_threads(snakemake.threads)  # and never more than SLURM allocated
-    rows = snakemake.params.files
-    shard_table = Path(snakemake.output[0])
-    labels_root = shard_table.parent.parent / "labels"
-    outs = [labels_root / mirrored_label_path(r["relpath"]) for r in rows]
-    # The labels are this job's alone to write: what a killed attempt left next to them
-    # (hidden temporaries, never read as labels) goes.
-    remove_stale_temporaries(outs, all_owners=True)
-
-    def on_error(path, error):
-        log.error("%s", error)
-
-    table = tag_shard(snakemake.params.model["path"], rows, outs, previous_table=shard_table,
-                      read_options=ReadOptions(**snakemake.params.read),
-                      batch_size=snakemake.config["predict"]["batch_size"], device=snakemake.config["device"],
-                      on_error=on_error)
+    table = tag_run_shard(snakemake.params.model["path"], snakemake.params.files, snakemake.output[0],
+                          read_options=ReadOptions(**snakemake.params.read),
+                          batch_size=snakemake.config["predict"]["batch_size"], device=snakemake.config["device"],
+                          on_error=lambda path, error: log.error("%s", error))
     failed = [(row["path"], row["problem"]) for row in table if row["status"] != "ok"]
     log.info("%d file(s) tagged, %d failed", len(table) - len(failed), len(failed))
     if failed:
         write_failures(snakemake.log[0], failed)
         if not snakemake.params.skip_bad_files:
             sys.exit(1)  # no table: Snakemake puts the previous one back, or there is none
-    write_shard_table(shard_table, table)
+    write_shard_table(snakemake.output[0], table)
