@@ -107,3 +107,14 @@ def test_no_test_module_imports_another():
                 for module, _ in imports(path)
                 if module.split(".")[0].startswith("test_") or module.startswith("tests.test_")]
     assert offences == []
+
+
+def test_no_function_is_longer_than_80_lines():
+    """A function a person can hold in their head: named steps that read top to bottom
+    (docs/architecture.md). Counted from `def` to the last line, docstring included."""
+    files = sorted(LIBRARY.parent.rglob("*.py")) + sorted((REPO / "workflow" / "scripts").glob("*.py"))
+    offences = [f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+                for path in files
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
+    assert offences == []
