@@ -41,7 +41,8 @@ from maggotflow.segments import SegmentSpec
 from maggotflow.shards import tag_shard
 from maggotflow.simulation import label_file_path, regime_config, simulate
 
-SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
+from helpers import SPEC
+
 SHORT = dict(duration_s=30.0, larvae=(6, 9))
 FIMTRACK = ReadOptions(framerate=30.0, pixelsize_um=100.0)
 QUIET = dict(log=lambda message: None)

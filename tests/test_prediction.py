@@ -38,12 +38,13 @@ from maggotflow.prediction import (
     prediction_mark,
 )
 from maggotflow.postrule import apply_post_rule
-from maggotflow.segments import SegmentSpec, build_segments, larva_length
+from maggotflow.segments import build_segments, larva_length
 from maggotflow.simulation import SimulationConfig, label_file_path, simulate
 from maggotflow.tracks import TrackDataError
 from maggotflow.training import TrainConfig, train_tagger
 
-SPEC = SegmentSpec(window=10, frame_interval=0.1, n_points=5)
+from helpers import SPEC
+
 SIM = SimulationConfig(duration_s=20.0, larvae=(2, 3))
 FIMTRACK = ReadOptions(framerate=SIM.fimtrack_frame_rate_hz, pixelsize_um=SIM.fimtrack_pixelsize_um)
 FORMATS = ("spine", "trx", "fimtrack")  # simulate() writes file i in FORMATS[i % 3]
