@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from maggotflow import manifest as mf
+from maggotflow.names import mirrored_label_path
 from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
 
@@ -156,11 +157,11 @@ def test_preset_trains_and_tags(project, name):
 
     # The held-out files, tagged with the preset: valid .label files, the preset's labels.
     heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
-    names = config["labels"]
+    labels = config["labels"]
     for row in heldout:
-        label = project / "results/predict/heldout/labels" / mf.mirrored_label_path(row["relpath"])
+        label = project / "results/predict/heldout/labels" / mirrored_label_path(row["relpath"])
         lf = read_label_file(label)
-        assert lf.names == names
+        assert lf.names == labels
         from maggotflow.formats import ReadOptions, read_run
 
         tracks = {t.id: t for t in read_run(row["path"], ReadOptions(pixelsize_um=100)).tracks}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from maggotflow import names
 from maggotflow import manifest as mf
 from maggotflow import tsv
 from maggotflow.cli import main
@@ -75,7 +76,7 @@ def test_scan_finds_hard_names_and_the_manifest_round_trips_exactly(tmp_path):
     for row in m:
         assert row["path"] == str(data / row["relpath"]) and Path(row["path"]).is_file()
         assert row["label"] == str(Path(row["path"]).with_suffix(".label"))
-        assert mf.safe_name(row["id"]) == row["id"] and not row["id"].startswith(("-", "."))
+        assert names.safe_name(row["id"]) == row["id"] and not row["id"].startswith(("-", "."))
     assert len(set(m.ids)) == len(relpaths)
     out = tmp_path / "results" / "manifest.tsv"
     assert mf.write_manifest(m, out) is True
@@ -83,7 +84,7 @@ def test_scan_finds_hard_names_and_the_manifest_round_trips_exactly(tmp_path):
     back = mf.read_manifest(out)
     assert back.rows == m.rows and back.to_tsv() == m.to_tsv()
     assert list(pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)["relpath"]) == relpaths
-    assert sorted(mf.mirrored_label_path(r["relpath"]) for r in m) == \
+    assert sorted(names.mirrored_label_path(r["relpath"]) for r in m) == \
         sorted(r[: -len(".spine")] + ".label" for r in relpaths)
 
 

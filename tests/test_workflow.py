@@ -23,6 +23,7 @@ from typing import Iterator
 import pytest
 import yaml
 
+from maggotflow import names, sharding
 from maggotflow import manifest as mf
 from maggotflow import records
 from maggotflow.formats import ReadOptions, read_run
@@ -142,7 +143,7 @@ def label_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def run_folder(project: Path, predict_dir: Path) -> Path:
-    return project / "results" / "predict" / mf.predict_run_name(predict_dir, project / "results/models/tagger")
+    return project / "results" / "predict" / names.predict_run_name(predict_dir, project / "results/models/tagger")
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,7 @@ def test_dry_run_plans_every_stage_and_runs_nothing(tmp_path):
     heldout = mf.read_manifest(project / "results/predict/heldout/manifest.tsv")
     assert len(manifest) == len(track_files(project / "data/train")) == 8
     assert 0 < len(heldout) < len(manifest) and set(heldout.ids) <= set(manifest.ids)
-    shards = mf.assign_shards(heldout.ids, 2, sizes={r["id"]: int(r["size"]) for r in heldout},
+    shards = sharding.assign_shards(heldout.ids, 2, sizes={r["id"]: int(r["size"]) for r in heldout},
                               max_bytes=1000 * 10**6)
     assert job_counts(output) == {
         "all": 1, "isolate": len(manifest) - len(heldout), "dataset": 1, "pretrain": 1,
@@ -262,9 +263,9 @@ def test_full_run_trains_on_training_files_and_tags_the_held_out_ones(trained):
     # tree, every time step of every larva tagged with one of the tagger's labels.
     labels_root = project / "results/predict/heldout/labels"
     predicted = sorted(str(p.relative_to(labels_root)) for p in labels_root.rglob("*.label"))
-    assert predicted == sorted(mf.mirrored_label_path(r["relpath"]) for r in heldout)
+    assert predicted == sorted(names.mirrored_label_path(r["relpath"]) for r in heldout)
     for row in heldout:
-        label = read_label_file(labels_root / mf.mirrored_label_path(row["relpath"]))
+        label = read_label_file(labels_root / names.mirrored_label_path(row["relpath"]))
         run = read_run(row["path"], READ)
         assert label.dependencies[0]["filename"] == Path(row["path"]).name
         steps = {str(int(t.id)): t.n_steps for t in run.tracks if t.n_steps >= 2}
@@ -338,7 +339,7 @@ def test_held_out_run_has_a_screen_summary(trained):
         assert (screen / name).stat().st_size > 0, name
     per_file = (screen / "per_file.tsv").read_text()
     heldout = mf.read_manifest(trained.dir / "results/predict/heldout/manifest.tsv")
-    assert all(mf.mirrored_label_path(r["relpath"]) in per_file for r in heldout)
+    assert all(names.mirrored_label_path(r["relpath"]) in per_file for r in heldout)
     per_file_scores = (trained.dir / "results/evaluation/per_file.tsv").read_text().splitlines()
     assert per_file_scores[0].split("\t") == ["predicted", "reference", "n_steps", "macro_f1", "accuracy"]
     assert len(per_file_scores) == 1 + len(heldout)
@@ -349,7 +350,7 @@ def test_held_out_run_has_a_screen_summary(trained):
 
 def mirrored(folder: Path, track: Path) -> str:
     """The label path, relative to a run's labels/ folder, of a track file in `folder`."""
-    return mf.mirrored_label_path(str(track.relative_to(folder)))
+    return names.mirrored_label_path(str(track.relative_to(folder)))
 
 
 def exported_status(run: Path) -> dict[str, str]:
@@ -379,7 +380,7 @@ def exported_screen(trained, tmp_path_factory):
     shutil.copy(odd, odd_copy)
     tracks = track_files(folder)
     # A file already sits where one prediction would be exported: it must survive.
-    occupied = mf.exported_label_path(tracks[0])
+    occupied = names.exported_label_path(tracks[0])
     occupied.write_bytes(b"my own notes\n")
     # Entries that are not track files are listed, with the reason, not skipped silently.
     (folder / "notes.txt").write_text("my notes\n")
@@ -422,7 +423,7 @@ def test_predict_exports_next_to_the_tracks_but_never_over_a_user_file(exported_
     log = (exported_screen.project / f"logs/predict/{run.name}/export.log").read_text()
     assert f"{occupied}: not written by maggotflow; kept" in log
     produced, folder = exported_screen.produced, exported_screen.folder
-    assert all(mf.exported_label_path(t).read_bytes() == produced[mirrored(folder, t)] for t in tracks[1:])
+    assert all(names.exported_label_path(t).read_bytes() == produced[mirrored(folder, t)] for t in tracks[1:])
 
 
 def test_predict_lists_the_entries_that_are_not_track_files_with_the_reason(exported_screen):
@@ -470,7 +471,7 @@ def test_predict_reports_damaged_labels_and_forcerun_retags_only_those(exported_
                      r"them .*add `--forcerun predict_shard`", output)
     untouched = {p: p.stat().st_mtime_ns for p in (run / "labels").rglob("*.label")}
     # With overwrite_existing: maggotflow's own earlier export is replaced; the user's never.
-    edited = mf.exported_label_path(tracks[1])
+    edited = names.exported_label_path(tracks[1])
     data = json.loads(edited.read_text())
     data["metadata"]["note"] = "edited by hand"
     edited.write_text(json.dumps(data))
@@ -538,8 +539,8 @@ def test_predict_with_a_missing_model_fails_without_training(trained, tmp_path):
     assert not STARTED_JOB.search(result.stdout)
     assert not (fresh / "results/models").exists() and not (fresh / "results/isolated").exists()
     # A run that stops before any job leaves nothing a later run would trust.
-    assert not (trained.dir / "results/predict" / mf.predict_run_name(folder, tmp_path / "nope")).exists()
-    assert not (trained.dir / "results/predict" / mf.predict_run_name(folder, pretrained)).exists()
+    assert not (trained.dir / "results/predict" / names.predict_run_name(folder, tmp_path / "nope")).exists()
+    assert not (trained.dir / "results/predict" / names.predict_run_name(folder, pretrained)).exists()
     assert not (fresh / "results").exists()
 
     empty = tmp_path / "empty"
@@ -578,12 +579,12 @@ def test_concurrent_predicts_on_two_folders_do_not_clash(trained, tmp_path):
     run_one, run_two = run_folder(project, first), run_folder(project, second)
     assert run_one != run_two
     assert sorted(label_bytes(run_one / "labels")) == \
-        sorted(mf.mirrored_label_path(str(t.relative_to(first))) for t in track_files(first))
+        sorted(names.mirrored_label_path(str(t.relative_to(first))) for t in track_files(first))
     assert len((run_one / "summary.tsv").read_text().splitlines()) == 1 + 3
     good = [t for t in track_files(second) if t != broken]
     assert sorted(label_bytes(run_two / "labels")) == \
-        sorted(mf.mirrored_label_path(str(t.relative_to(second))) for t in good)
-    assert not (run_two / "labels" / mf.mirrored_label_path(str(broken.relative_to(second)))).exists()
+        sorted(names.mirrored_label_path(str(t.relative_to(second))) for t in good)
+    assert not (run_two / "labels" / names.mirrored_label_path(str(broken.relative_to(second)))).exists()
     # Each run's end-of-run summary names its own failures only.
     assert "1 input(s) failed" in text_two and str(broken) in text_two
     assert "input(s) failed" not in text_one and str(broken) not in text_one
@@ -616,7 +617,7 @@ def test_predict_from_a_bare_folder_uses_the_config_next_to_the_snakefile(traine
     (bare / "results").unlink()
     ok(subprocess.run(command, cwd=bare, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                       timeout=180))
-    run = bare / "results/predict" / mf.predict_run_name(folder, trained.dir / "results/models/tagger")
+    run = bare / "results/predict" / names.predict_run_name(folder, trained.dir / "results/models/tagger")
     assert [r["status"] for r in records.read_shard_table(run / "summary.tsv")] == ["ok"]
     assert not (bare / "config").exists()
 
@@ -794,7 +795,7 @@ def test_a_killed_job_is_tagged_again_by_the_same_command(trained, screen, tmp_p
 
     tracks = [t for t in track_files(folder) if t.suffix == ".spine"]
     edited, donor = tracks[0], tracks[-1]
-    label = run / "labels" / mf.mirrored_label_path(str(edited.relative_to(folder)))
+    label = run / "labels" / names.mirrored_label_path(str(edited.relative_to(folder)))
     mtime = edited.stat().st_mtime_ns
     shutil.copyfile(donor, edited)
     os.utime(edited, ns=(mtime, mtime))
@@ -831,7 +832,7 @@ def test_a_broken_file_and_a_hand_made_label_fail_alone_in_their_shard(trained, 
     broken, foreign = tracks[0], tracks[-1]
     good_bytes = broken.read_bytes()
     broken.write_bytes(good_bytes[: len(good_bytes) // 3] + b"\x00garbage")
-    hand_made = run / "labels" / mf.mirrored_label_path(str(foreign.relative_to(folder)))
+    hand_made = run / "labels" / names.mirrored_label_path(str(foreign.relative_to(folder)))
     hand_made.parent.mkdir(parents=True)
     hand_made.write_text('{"metadata": {"id": "mine"}, "labels": ["run"], "data": []}\n')
     result = snakemake(trained.dir, "predict", "--keep-going", "--config", f"predict_dir={folder}")
@@ -842,7 +843,7 @@ def test_a_broken_file_and_a_hand_made_label_fail_alone_in_their_shard(trained, 
     # Every other file is tagged, as in a clean run; the user's file is untouched.
     produced = label_bytes(run / "labels")
     hand_rel = str(hand_made.relative_to(run / "labels"))
-    broken_rel = mf.mirrored_label_path(str(broken.relative_to(folder)))
+    broken_rel = names.mirrored_label_path(str(broken.relative_to(folder)))
     assert hand_made.read_text().startswith('{"metadata": {"id": "mine"}')
     assert {k: v for k, v in produced.items() if k != hand_rel} == \
         {k: v for k, v in screen.clean.items() if k not in (hand_rel, broken_rel)}

@@ -45,11 +45,6 @@ from maggotflow.tracks import (
     DATE_TIME, METADATA_COLUMNS, TrackDataError, choreography_metadata, metadata_matches, printable_path,
 )
 
-# Re-exported for callers not yet switched to their new homes (to be removed).
-from maggotflow.heldout import check_heldout, heldout_subset  # noqa: F401
-from maggotflow.names import exported_label_path, mirrored_label_path, predict_run_name  # noqa: F401
-from maggotflow.sharding import assign_shards, run_shards  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "path", "relpath", "format", "size", "label", *METADATA_COLUMNS)
