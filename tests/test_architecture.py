@@ -77,7 +77,7 @@ def test_the_workflow_files_load_no_torch():
             words = line.replace(",", " ").split()
             if line.startswith("import maggotflow"):
                 modules.add(words[1])
-            elif line.startswith("from maggotflow import"):  # submodules: from maggotflow import records
+            elif line.startswith("from maggotflow import"):  # submodules: from maggotflow import runtables
                 names = [w for i, w in enumerate(words[3:], 3) if w != "as" and words[i - 1] != "as"]
                 modules.update(f"maggotflow.{w}" for w in names)
             elif line.startswith("from maggotflow"):

@@ -34,7 +34,7 @@ from maggotflow.instance import InstanceError, ModelInstance, check_model_folder
 from maggotflow.isolation import isolate, read_isolated
 from maggotflow.model import ClassifierConfig, EncoderConfig
 from maggotflow.prediction import Predictor, predict_files
-from maggotflow.records import domain_warning, read_shard_table, shard_row, unlike_training, write_shard_table
+from maggotflow.runtables import domain_warning, read_shard_table, shard_row, unlike_training, write_shard_table
 from maggotflow.report import is_simulated, overview, run_domain_counts, tagger_domain
 from maggotflow.screen import summarize
 from maggotflow.segments import SegmentSpec

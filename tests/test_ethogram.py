@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from maggotflow.formats.label import LabelFile, write_label_file
-from maggotflow.records import shard_row, write_shard_table
+from maggotflow.runtables import shard_row, write_shard_table
 
 pytest.importorskip("matplotlib")
 

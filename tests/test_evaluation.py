@@ -390,7 +390,7 @@ def test_a_prediction_runs_tagged_files_are_paired_with_their_references(tmp_pat
     """run_pairs (rule evaluate_heldout): ok rows of summary.tsv, sorted by reference; a file
     not tagged is left out with a warning. write_evaluation writes every file of the folder."""
     from maggotflow.evaluation import EVALUATION_FILES, run_pairs, write_evaluation
-    from maggotflow.records import shard_row, write_shard_table
+    from maggotflow.runtables import shard_row, write_shard_table
 
     references = {}
     rows = []

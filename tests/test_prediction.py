@@ -561,7 +561,7 @@ def shard_of(sim, tmp_path):
 
 
 def test_a_shard_tagged_again_keeps_current_labels_and_hashes_only_changed_files(sim, tmp_path, monkeypatch):
-    from maggotflow import records, shards
+    from maggotflow import runend, runtables, shards
 
     files, outs = shard_of(sim, tmp_path)
     table = tmp_path / "shard.tsv"
@@ -570,15 +570,15 @@ def test_a_shard_tagged_again_keeps_current_labels_and_hashes_only_changed_files
     assert [r["track_sha1"] for r in rows] == [file_sha1(f["path"]) for f in files]
     # Each row carries its file's head/tail decision as its label records it (kept rows below too).
     for row, out in zip(rows, outs):
-        assert {k: row[k] for k in records.ORIENTATION_COLUMNS} == \
-            records.orientation_cells(read_label_file(out).metadata)
+        assert {k: row[k] for k in runtables.ORIENTATION_COLUMNS} == \
+            runtables.orientation_cells(read_label_file(out).metadata)
     assert [r["spine_order_decided_by"] for r in rows] == ["motion", "file", "file"]  # .spine, trx.mat, FIMTrack
     assert all(r["spine_order"] == "head_first" and r["spine_order_evidence"] == "supports" for r in rows)
     assert all(float(r["spine_order_forward_fraction"]) > 0.8 and float(r["spine_order_moving_s"]) >= 5
                for r in rows)
-    assert records.orientation_line("run", rows) == "run: head/tail of 3 tagged files: 1 decided by the " \
+    assert runend.orientation_line("run", rows) == "run: head/tail of 3 tagged files: 1 decided by the " \
         "larvae's motion, 2 named by the track file; 0 contradicted by the motion (columns spine_order* of summary.tsv)"
-    records.write_shard_table(table, rows)
+    runtables.write_shard_table(table, rows)
     first = label_bytes(outs)
     mtimes = [o.stat().st_mtime_ns for o in outs]
 
@@ -610,12 +610,12 @@ def test_a_shard_tagged_again_keeps_current_labels_and_hashes_only_changed_files
     assert label_bytes(outs)[2] == first[2]  # re-made, the same bytes
 
     # Another model (its fingerprint) or other read options: nothing is current.
-    records.write_shard_table(table, again)
+    runtables.write_shard_table(table, again)
     other = ReadOptions(framerate=FIMTRACK.framerate, pixelsize_um=FIMTRACK.pixelsize_um, min_steps=3)
     assert all(shards.current_row(f["id"], f["path"], o, prediction_mark(sim["tagger"], other), r,
-                                  records.track_stat(f["path"])) is None for f, o, r in zip(files, outs, again))
+                                  runtables.track_stat(f["path"])) is None for f, o, r in zip(files, outs, again))
     assert all(shards.current_row(f["id"], f["path"], o, prediction_mark(sim["tagger_rule"], FIMTRACK), r,
-                                  records.track_stat(f["path"])) is None for f, o, r in zip(files, outs, again))
+                                  runtables.track_stat(f["path"])) is None for f, o, r in zip(files, outs, again))
 
 
 def test_a_shard_never_removes_a_users_label_and_a_bad_file_fails_alone(sim, tmp_path):
@@ -637,7 +637,7 @@ def test_a_shard_never_removes_a_users_label_and_a_bad_file_fails_alone(sim, tmp
 def test_a_shard_row_of_a_file_read_the_wrong_way_round_is_named(sim, tmp_path):
     """The .spine file forced tail first (config read.spine_order): its row says so, and the
     end-of-run warning names it with the figure that contradicts it."""
-    from maggotflow import records, shards
+    from maggotflow import runend, runtables, shards
 
     files, outs = shard_of(sim, tmp_path)
     forced = ReadOptions(framerate=FIMTRACK.framerate, pixelsize_um=FIMTRACK.pixelsize_um, spine_order="tail_first")
@@ -645,7 +645,7 @@ def test_a_shard_row_of_a_file_read_the_wrong_way_round_is_named(sim, tmp_path):
     assert (row["spine_order"], row["spine_order_decided_by"], row["spine_order_evidence"]) == \
         ("tail_first", "configured", "contradicts")
     assert float(row["spine_order_forward_fraction"]) < 0.2
-    warning = records.orientation_warning("results/predict/r", [row])
+    warning = runend.orientation_warning("results/predict/r", [row])
     assert warning.startswith("results/predict/r: head and tail may be swapped in 1 of 1 tagged file ")
     assert f"{files[0]['path']}: read.spine_order tail_first, the motion contradicts it (forward motion " in warning
 

@@ -237,7 +237,7 @@ def test_per_file_carries_each_files_head_tail_decision(tmp_path):
     .spine read as is, and forced the wrong way round); empty for a LarvaTagger label."""
     from maggotflow.formats import ReadOptions, read_run
     from maggotflow.formats.label import label_file_for_run
-    from maggotflow.records import ORIENTATION_COLUMNS
+    from maggotflow.runtables import ORIENTATION_COLUMNS
     from maggotflow.simulation import SimulationConfig, simulate_file
 
     track = simulate_file(tmp_path / "sim", 0, seed=3, config=SimulationConfig(duration_s=20.0, larvae=(2, 2)))
@@ -273,7 +273,7 @@ def test_per_file_carries_each_files_head_tail_decision(tmp_path):
 def test_a_prediction_runs_summary_takes_its_tagged_files_and_their_manifest_metadata(tmp_path, caplog):
     """summarize_run (rule screen_summary): the ok rows of summary.tsv, grouped by the run's
     manifest matched by the mirrored relative path; without a manifest, a warning."""
-    from maggotflow.records import shard_row, write_shard_table
+    from maggotflow.runtables import shard_row, write_shard_table
     from maggotflow.screen import summarize_run
 
     run = tmp_path / "results" / "predict" / "run1"

@@ -25,7 +25,7 @@ import yaml
 
 from maggotflow import names, sharding
 from maggotflow import manifest as mf
-from maggotflow import records
+from maggotflow import runtables
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.formats.label import read_label_file
 from maggotflow.simulation import SimulationConfig, simulate
@@ -502,7 +502,7 @@ def test_predict_skip_bad_files_records_a_file_that_became_unreadable(exported_s
     (project / "skip.yaml").write_text("predict:\n  skip_bad_files: true\n")
     result = snakemake(project, "predict", "--config", f"predict_dir={folder}", configfiles=("skip.yaml",))
     assert result.returncode == 0 and "1 input(s) failed" in result.stdout, result.stdout[-3000:]
-    rows = {r["path"]: r for r in records.read_shard_table(run / "summary.tsv")}
+    rows = {r["path"]: r for r in runtables.read_shard_table(run / "summary.tsv")}
     assert len(rows) == len(exported_screen.tracks)
     assert rows[str(broken)]["status"] == "failed" and rows[str(broken)]["problem"]
     assert not rows[str(broken)]["sha1"] and not rows[str(broken)]["label"]
@@ -618,7 +618,7 @@ def test_predict_from_a_bare_folder_uses_the_config_next_to_the_snakefile(traine
     ok(subprocess.run(command, cwd=bare, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                       timeout=180))
     run = bare / "results/predict" / names.predict_run_name(folder, trained.dir / "results/models/tagger")
-    assert [r["status"] for r in records.read_shard_table(run / "summary.tsv")] == ["ok"]
+    assert [r["status"] for r in runtables.read_shard_table(run / "summary.tsv")] == ["ok"]
     assert not (bare / "config").exists()
 
 
@@ -720,7 +720,7 @@ def screen(trained, tmp_path_factory):
     run = run_folder(trained.dir, folder)
     clean = label_bytes(run / "labels")
     assert len(clean) == 4 and any("-odd\tname\r\nx.label" in name for name in clean)
-    assert [r["status"] for r in records.read_shard_table(run / "summary.tsv")] == ["ok"] * 4
+    assert [r["status"] for r in runtables.read_shard_table(run / "summary.tsv")] == ["ok"] * 4
     return SimpleNamespace(folder=folder, clean=clean)
 
 

@@ -96,7 +96,7 @@ import torch
 
 from maggotflow.kinematics import FEATURE_NAMES, window_features
 from maggotflow.model import MAX_POINTS, MAX_WINDOW
-from maggotflow.records import DOMAIN_CHECK_KEY, DOMAIN_VERDICTS
+from maggotflow.runtables import DOMAIN_CHECK_KEY, DOMAIN_VERDICTS
 from maggotflow.segments import SegmentSpec
 
 METHOD = "kinematic-feature-means/1"

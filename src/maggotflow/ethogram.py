@@ -55,7 +55,7 @@ def run_ethograms(summary: str | Path, references: Mapping[str, str], manifest: 
     file id and titled by the file's path relative to its folder (the run's `manifest`), or
     the track file's name when the manifest cannot be read."""
     from maggotflow.manifest import read_manifest
-    from maggotflow.records import read_shard_table
+    from maggotflow.runtables import read_shard_table
 
     try:
         relpaths = {row["id"]: row["relpath"] for row in read_manifest(manifest)}

@@ -797,9 +797,9 @@ EVALUATION_FILES = (*REPORT_FILES, "table.txt", "per_file.tsv", "behaviour.tsv",
 
 def run_pairs(summary: str | Path, references: Mapping[str, str]) -> list[tuple[str, str]]:
     """(predicted, reference) `.label` paths of the files a prediction run tagged (the `ok`
-    rows of its summary.tsv, `maggotflow.records`; `references`: file id -> reference label),
+    rows of its summary.tsv, `maggotflow.runtables`; `references`: file id -> reference label),
     sorted by reference path. A file the run did not tag is left out with a warning."""
-    from maggotflow.records import read_shard_table
+    from maggotflow.runtables import read_shard_table
 
     pairs = []
     for row in read_shard_table(summary):

@@ -57,7 +57,7 @@ def export_label(track: str, label: str | Path, overwrite: bool) -> tuple[Path, 
 
 
 def export_labels(summary_rows: Iterable[Mapping[str, str]], out: str | Path, overwrite: bool) -> ExportCounts:
-    """Export the label of every tagged row of a run's summary (`records.read_shard_table`)
+    """Export the label of every tagged row of a run's summary (`runtables.read_shard_table`)
     and write the statuses to `out` (exported.tsv)."""
     table = []
     for row in summary_rows:

@@ -41,7 +41,7 @@ first (the convention) with a warning naming the file and both figures. Forced o
 files that name the head warn when the combined evidence decisively contradicts them. The
 verdict on the order kept is recorded with the figures (`spine_order_evidence`: supports,
 contradicts, disagree, or weak when neither cue is decisive), so the tables of a run
-(`maggotflow.records`) can count and name the files to check. Left out: a file of
+(`maggotflow.runend`) can count and name the files to check. Left out: a file of
 straight-bodied larvae (no sweeps) backing up most of the time is still decided by the
 crawling cue alone, the wrong way.
 

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from maggotflow import tsv
 from maggotflow.atomic import write_text_atomic
-from maggotflow.records import DOMAIN_CHECK_KEY
+from maggotflow.runtables import DOMAIN_CHECK_KEY
 from maggotflow.sim.readme import README_NAME, is_simulator_readme
 
 # See the module doc. Selectors: the page's container in Snakemake 9's report template

@@ -44,7 +44,7 @@ Definitions (what a lab needs to know to read the tables):
   labels may be unreliable; `ScreenSummary.unlike_training` counts them over all files.
 - spine_order, spine_order_decided_by, spine_order_evidence, spine_order_forward_fraction,
   spine_order_moving_s, spine_order_moving_steps, spine_order_head_sweep_ratio (per_file.tsv;
-  `maggotflow.records.ORIENTATION_COLUMNS`): which end of the spine the reader took as the
+  `maggotflow.runtables.ORIENTATION_COLUMNS`): which end of the spine the reader took as the
   head of the file's larvae and how it was decided (`maggotflow.orientation`: `motion`,
   `convention`, `configured` or `file`; the evidence `supports`, `contradicts`, `disagree`
   or `weak`), as the label's metadata records it; empty when it records none (LarvaTagger's
@@ -86,8 +86,8 @@ from maggotflow import tsv
 from maggotflow.atomic import atomic_path
 from maggotflow.bouts import Bouts, find_bouts, step_codes, step_durations
 from maggotflow.formats.label import PROVENANCE_KEY
-from maggotflow.records import (DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, ORIENTATION_COLUMNS, UNLIKE_TRAINING,
-                                orientation_cells)
+from maggotflow.runtables import (DOMAIN_CHECK_KEY, DOMAIN_VERDICTS, ORIENTATION_COLUMNS, UNLIKE_TRAINING,
+                                  orientation_cells)
 from maggotflow.tracks import METADATA_COLUMNS, TrackDataError, usual_interval
 
 log = logging.getLogger(__name__)
@@ -872,10 +872,10 @@ def _plot_transitions(path, overall: _Group, names: list[str]) -> None:
 def summarize_run(summary: str | Path, manifest: str | Path, out_dir: str | Path, *,
                   group_by: Sequence[str] = DEFAULT_GROUP_BY) -> ScreenSummary:
     """The screen summary of a prediction run: the labels of the files it tagged (the `ok` rows
-    of its summary.tsv, `maggotflow.records`), grouped by the metadata of the run's `manifest`
+    of its summary.tsv, `maggotflow.runtables`), grouped by the metadata of the run's `manifest`
     (`manifest_metadata`). Without a manifest, a warning, and each file's metadata comes
     from `label_metadata` alone."""
-    from maggotflow.records import read_shard_table
+    from maggotflow.runtables import read_shard_table
 
     labels = [row["label"] for row in read_shard_table(summary) if row["status"] == "ok"]
     metadata = None

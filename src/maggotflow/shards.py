@@ -2,7 +2,7 @@
 
 A prediction job of the workflow tags a shard (a list of track files) into
 `<run>/labels/<relative path>.label` and records every file in its shard table
-(`maggotflow.records`). When the job runs again (a track file changed, a killed or failed
+(`maggotflow.runtables`). When the job runs again (a track file changed, a killed or failed
 attempt, `--forcerun`), its previous table is still there (the workflow flags the table
 `update()`: Snakemake keeps it while the job runs and puts it back if the job fails), and
 each file is decided on its own:
@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 from maggotflow.domain import RECORD_KEY, VERDICTS
 from maggotflow.formats import ReadOptions, file_sha1
 from maggotflow.formats.label import PROVENANCE_KEY, header_value, is_maggotflow_label
-from maggotflow.records import TRACK_STAT_COLUMNS, label_changed, read_shard_table, shard_row, track_stat
+from maggotflow.runtables import TRACK_STAT_COLUMNS, label_changed, read_shard_table, shard_row, track_stat
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from snakemake.logging import logger
 
 # Light imports only (no torch): every cluster job parses this file.
 from maggotflow import manifest as mf
-from maggotflow import records, sharding
+from maggotflow import runend, runtables, sharding
 from maggotflow.heldout import check_heldout, heldout_subset
 from maggotflow.names import predict_run_name
 from maggotflow.atomic import OutputError

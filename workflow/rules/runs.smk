@@ -83,12 +83,12 @@ def shard_files(wildcards):
 
 
 def shard_stat(wildcards):
-    """One digest of the shard's track files' size, mtime and ctime (records.tracks_stat_digest).
+    """One digest of the shard's track files' size, mtime and ctime (runtables.tracks_stat_digest).
     An edit of a track file, even one that keeps its mtime (`cp -p`, `rsync -a`, `touch -r`),
     changes its ctime and so this param: Snakemake's own params trigger runs the job again,
     which hashes only the files whose stat changed and re-tags only those whose bytes changed
     (maggotflow.shards)."""
-    return records.tracks_stat_digest([r["path"] for r in shard_files(wildcards)])
+    return runtables.tracks_stat_digest([r["path"] for r in shard_files(wildcards)])
 
 
 def shard_tracks(wildcards):
@@ -108,7 +108,7 @@ def warn_changed_labels(run, tables):
     (a label is a side product of its shard's job, recorded in its table, not an output)."""
     if not workflow.is_main_process:
         return
-    changed = records.changed_labels_in_tables(tables)
+    changed = runtables.changed_labels_in_tables(tables)
     if changed:
         logger.warning(
             f"results/predict/{run}: {len(changed)} label file(s) missing or changed since their job "
@@ -149,7 +149,7 @@ def print_failed_files(since):
         (config["predict_dir"], mf.skipped_file(run_manifest_file(run)))
         for run in sorted(LOADED - {"training", HELDOUT_RUN})
     ]
-    for warning in records.end_of_run_warnings(log_folders(), since, scans):
+    for warning in runend.end_of_run_warnings(log_folders(), since, scans):
         logger.warning(warning)
 
 
@@ -160,12 +160,12 @@ def produced_lines():
         lines.append(f"tagger: {TAGGER}")
         metrics = Path("results/evaluation/metrics.json")
         if metrics.is_file():
-            lines.append(records.evaluation_line(metrics))
+            lines.append(runend.evaluation_line(metrics))
         lines.append("report: snakemake --report results/report.html")
     for run in sorted(LOADED - {"training"}):
         source = config["predict_dir"] if run != HELDOUT_RUN else "the held-out files"
         exported = run != HELDOUT_RUN and config["predict"]["export_next_to_tracks"]
-        lines += records.run_lines(Path("results/predict") / run, source, exported)
+        lines += runend.run_lines(Path("results/predict") / run, source, exported)
     return lines
 
 
@@ -182,11 +182,11 @@ def closing_messages():
     for run in sorted(LOADED - {"training"}):
         summary = Path("results/predict") / run / "summary.tsv"
         if summary.is_file():
-            rows, where = records.read_shard_table(summary), f"results/predict/{run}"
-            messages.append((logging.INFO, records.orientation_line(where, rows)))
+            rows, where = runtables.read_shard_table(summary), f"results/predict/{run}"
+            messages.append((logging.INFO, runend.orientation_line(where, rows)))
             messages += [
-                (logging.WARNING, records.orientation_warning(where, rows)),
-                (logging.WARNING, records.domain_warning(where, rows)),
+                (logging.WARNING, runend.orientation_warning(where, rows)),
+                (logging.WARNING, runtables.domain_warning(where, rows)),
             ]
     return [(level, text) for level, text in messages if text]
 
@@ -237,7 +237,7 @@ def files_done_note():
             total = len(run_manifest(run))
         except (WorkflowError, SystemExit):
             continue
-        tagged = records.tagged_in_tables(tables)
+        tagged = runtables.tagged_in_tables(tables)
         notes.append(f"{tagged} of {total} files of results/predict/{run} tagged")
     return "; ".join(notes)
 

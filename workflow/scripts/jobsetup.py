@@ -4,7 +4,7 @@
 sure the maggotflow library is importable (from the repository's `src/` when the job runs
 in an environment where it is not installed, e.g. a conda env built by `--sdm conda`), and
 turns bad input into one line in the log plus a failure record `<log stem>.failed`
-(maggotflow.records.write_failures) that the workflow lists at the end of the run. A job that
+(maggotflow.runend.write_failures) that the workflow lists at the end of the run. A job that
 succeeds removes its stale record. Temporaries that a killed attempt left next to the job's
 outputs are removed first; a write that fails (disk full, read-only folder) is one line too.
 
@@ -121,7 +121,7 @@ def job(snakemake, subject: str | None = None) -> Iterator[logging.Logger]:
     logger = logging.getLogger("maggotflow.workflow")
     ensure_library()
     from maggotflow.atomic import OutputError, remove_stale_temporaries
-    from maggotflow.records import failure_record, write_failures
+    from maggotflow.runend import failure_record, write_failures
     from maggotflow.tracks import TrackDataError
 
     failure_record(log_path).unlink(missing_ok=True)

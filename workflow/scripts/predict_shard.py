@@ -4,7 +4,7 @@ files whose label is not current).
 Each file's .label goes to `<run>/labels/<relative path with .label>` (atomic; side products
 that only this rule's jobs write); the shard's declared output `<run>/shards/<shard>.tsv`
 lists every file with its status, the label's sha1, size and time and the track's sha1, size,
-mtime and ctime (maggotflow.records). The output is flagged update(): the previous table is
+mtime and ctime (maggotflow.runtables). The output is flagged update(): the previous table is
 there while the job runs (so only changed files are hashed and re-tagged) and Snakemake puts
 it back if the job fails. A file that cannot be read does not stop the others; the job then
 fails naming it (or, with predict.skip_bad_files, records it as failed and succeeds). No
@@ -18,7 +18,8 @@ from jobsetup import job
 
 with job(snakemake, subject=snakemake.output[0]) as log:
     from maggotflow.formats import ReadOptions
-    from maggotflow.records import write_failures, write_shard_table
+    from maggotflow.runend import write_failures
+    from maggotflow.runtables import write_shard_table
     from maggotflow.shards import tag_run_shard
     from maggotflow.threads import set_torch_threads
 
