@@ -168,6 +168,6 @@ def test_preset_trains_and_tags(project, name):
         assert set(lf.tracks) == set(tracks)
         for larva, (t, steps) in lf.tracks.items():
             assert len(steps) == len(t) == tracks[larva].n_steps
-            assert all(len(s) == 1 and s[0] in names for s in steps)
+            assert all(len(s) == 1 and s[0] in labels for s in steps)
     metrics = json.loads((project / "results/evaluation/metrics.json").read_text())
     assert 0.0 <= metrics["macro_f1"] <= 1.0
