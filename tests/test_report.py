@@ -8,6 +8,7 @@ tests/test_workflow.py).
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from types import SimpleNamespace
 
 import jinja2
@@ -89,3 +90,23 @@ def test_snakemake_report_draws_a_rule_once_per_level_of_the_job_graph():
     dag = SimpleNamespace(toposorted=lambda: levels, dependencies=dependencies)
     spec, _, _ = rulegraph_spec(dag)
     assert [node["rule"] for node in spec["nodes"]].count("screen_summary") == 2
+
+
+def test_settings_from_config_describe_the_held_out_files_and_the_budget():
+    import yaml
+
+    from maggotflow.report import settings_from_config
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/config.yaml").read_text())
+    config["inputs"]["track_dir"] = "data/train"
+    settings = settings_from_config(config, models=3)
+    assert settings["evaluation"] == f"{config['evaluation']['heldout_fraction']:g} of the input files, drawn by a " \
+        "seeded hash"
+    assert (settings["track_dir"], settings["data_folders"], settings["models"]) == ("data/train", ["data/train"], 3)
+    assert settings["pretrain_steps"] == config["pretrain"]["steps"]
+    config["evaluation"]["track_dir"] = "data/heldout"
+    settings = settings_from_config(config, models=1)
+    assert settings["evaluation"] == "a separate folder of labelled files, data/heldout"
+    assert settings["data_folders"] == ["data/train", "data/heldout"]
+    assert "Training data:" in overview(metrics=METRICS, per_file=PER_FILE, behaviour=BEHAVIOUR, provenance={},
+                                        settings=settings)

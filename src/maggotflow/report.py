@@ -216,6 +216,27 @@ def overview(
     return "\n".join(parts)
 
 
+def settings_from_config(config: Mapping[str, Any], models: int) -> dict[str, Any]:
+    """What the landing page says about the data, the tagger and its budget (the `settings`
+    of `overview`), from the workflow's config and its number of trained `models`."""
+    ev, train, inputs = config["evaluation"], config["train"], config["inputs"]
+    if ev.get("track_dir") or ev.get("manifest"):
+        heldout = f"a separate folder of labelled files, {ev.get('track_dir') or ev.get('manifest')}"
+    else:
+        heldout = f"{ev['heldout_fraction']:g} of the input files, drawn by a seeded hash"
+    return {
+        "tagger": config.get("tagger"),
+        "track_dir": inputs.get("track_dir") or inputs.get("manifest"),
+        "evaluation": heldout,
+        "pretrain_steps": config["pretrain"]["steps"],
+        "stage1_steps": train["stage1_steps"],
+        "stage2_steps": train["stage2_steps"],
+        "labels": config.get("labels"),
+        "models": models,
+        "data_folders": [d for d in (inputs.get("track_dir"), ev.get("track_dir")) if d],
+    }
+
+
 def overview_of_results(
     *,
     evaluation: str | Path,

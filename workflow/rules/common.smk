@@ -272,22 +272,9 @@ def screen_run_names(wildcards):
 
 def overview_settings(wildcards):
     """What the landing page says about the data, the tagger and its budget."""
-    ev, train = config["evaluation"], config["train"]
-    if separate_heldout():
-        heldout = f"a separate folder of labelled files, {ev['track_dir'] or ev['manifest']}"
-    else:
-        heldout = f"{ev['heldout_fraction']:g} of the input files, drawn by a seeded hash"
-    return {
-        "tagger": config["tagger"],
-        "track_dir": config["inputs"]["track_dir"] or config["inputs"]["manifest"],
-        "evaluation": heldout,
-        "pretrain_steps": config["pretrain"]["steps"],
-        "stage1_steps": train["stage1_steps"],
-        "stage2_steps": train["stage2_steps"],
-        "labels": config["labels"],
-        "models": len(MODELS),
-        "data_folders": [d for d in (config["inputs"]["track_dir"], ev["track_dir"]) if d],
-    }
+    from maggotflow.report import settings_from_config
+
+    return settings_from_config(config, len(MODELS))
 
 
 # ------------------------------------------------------------------------ params
