@@ -232,12 +232,14 @@ def test_run_end_helpers_count_tables_on_disk_and_name_what_a_run_produced(tmp_p
     tables = [run / "shards/s1.tsv", run / "shards/s2.tsv", run / "shards/missing.tsv"]
     runtables.write_shard_table(tables[0], rows[:2])
     runtables.write_shard_table(tables[1], rows[2:])
-    touch(run / "shards/broken.tsv", 'id\tpath\n"unterminated\n')
+    broken = run / "shards/broken.tsv"
+    broken.write_bytes(b"id\tpath\n\xff\xfe\n")  # not UTF-8: its labels cannot be checked
 
     assert runtables.tagged_in_tables(tables) == 2
     assert runtables.changed_labels_in_tables(tables) == []
     labels[0].unlink()
     assert runtables.changed_labels_in_tables(tables) == [str(labels[0])]
+    assert runtables.changed_labels_in_tables([*tables, broken]) == [str(labels[0]), str(broken)]
 
     assert runend.run_lines(run, "/data/screen", exported=True) == []  # no summary.tsv yet
     runtables.write_shard_table(run / "summary.tsv", rows)

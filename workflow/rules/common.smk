@@ -63,7 +63,7 @@ wildcard_constraints:
 
 def memory_mb(base_mb, per_input_mb=0):
     """A rule's `mem_mb`: `base_mb` plus `per_input_mb` per MB of input, times the attempt
-    (a job killed for memory is retried with more: config `retries`, profile `retries`)."""
+    (a job killed for memory is retried with more: `retries` of profiles/slurm, or --retries)."""
 
     def mem_mb(wildcards, input, attempt):
         return attempt * int(base_mb + per_input_mb * input.size_mb)
