@@ -108,7 +108,7 @@ def cost_table() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         track = simulate(Path(tmp), 1, seed=7, config=SimulationConfig(duration_s=SECONDS, larvae=(LARVAE, LARVAE),
                                                                        frame_rate_hz=(30.0, 30.0)))[0]
-        from maggotflow.prediction import read_input
+        from maggotflow.readers import read_input
 
         run = read_input(track)
         n = sum(t.n_steps for t in run.tracks)

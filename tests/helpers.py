@@ -107,3 +107,16 @@ def local_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
     env["PATH"] = os.pathsep.join([str(stub), str(SNAKEMAKE.parent), env.get("PATH", "")])
     return env
+
+
+def read_or_die(path: str, options):
+    """A reader process's per-file step (`maggotflow.readers.prepared_files(read_one=)`) that
+    kills its own process with SIGKILL, as the kernel's out-of-memory killer would, for a
+    file whose name starts with kill-me; any other file is read as usual."""
+    import signal
+
+    from maggotflow import readers
+
+    if Path(path).name.startswith("kill-me"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return readers._read_one(path, options)

@@ -174,7 +174,7 @@ def test_every_reader_of_an_intermediate_refuses_a_foreign_hdf5_alike(simulated,
     """One reader (`isolation.Intermediate`): the dataset and prediction name a foreign or
     outdated HDF5 file in the same words as `read_isolated`."""
     from maggotflow.dataset import build_dataset
-    from maggotflow.prediction import read_input
+    from maggotflow.readers import read_input
 
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -43,7 +44,7 @@ from maggotflow.simulation import SimulationConfig, label_file_path, simulate
 from maggotflow.tracks import TrackDataError
 from maggotflow.training import TrainConfig, train_tagger
 
-from helpers import SPEC
+from helpers import SPEC, read_or_die
 
 SIM = SimulationConfig(duration_s=20.0, larvae=(2, 3))
 FIMTRACK = ReadOptions(framerate=SIM.fimtrack_frame_rate_hz, pixelsize_um=SIM.fimtrack_pixelsize_um)
@@ -181,7 +182,7 @@ def test_results_do_not_depend_on_batch_size_prefetch_thread_or_segment_builder(
 
 
 def read_run_any(path):
-    from maggotflow.prediction import read_input
+    from maggotflow.readers import read_input
 
     return read_input(path, FIMTRACK)
 
@@ -200,7 +201,7 @@ def test_the_reading_step_is_a_picklable_function_of_path_and_options(sim):
     run: the function, its arguments and its result all pickle."""
     import pickle
 
-    from maggotflow.prediction import PreparedFile, prepare_file
+    from maggotflow.readers import PreparedFile, prepare_file
 
     read, options = pickle.loads(pickle.dumps((prepare_file, FIMTRACK)))
     prepared = pickle.loads(pickle.dumps(read(sim["tracks"]["fimtrack"], options)))
@@ -377,6 +378,78 @@ def test_a_bad_file_is_named_and_skipped_with_on_error(sim, tmp_path):
     with pytest.raises(TrackDataError, match="trx.mat"):
         predict_files(sim["tagger"], [bad["truncated"], good[0]], out_dir=tmp_path / "stop", device="cpu")
     assert not (tmp_path / "stop" / "trx.label").exists()
+
+
+def test_labels_logs_and_errors_are_the_same_with_0_1_or_2_reader_processes(sim, tmp_path, caplog):
+    """Reading in reader processes changes nothing a user sees: the same label bytes, the
+    same failed files with the same one-line messages, in the same order, and the same log
+    records (a reader's warnings are handed to this process's loggers), with bad files
+    (a truncated trx.mat, binary garbage, a broken intermediate) in the middle of the list."""
+    bad = bad_inputs(sim, tmp_path / "bad")
+    glitch = tmp_path / "glitch" / sim["tracks"]["spine"].name  # one impossible value: bridged, with a warning
+    glitch.parent.mkdir()
+    lines = sim["tracks"]["spine"].read_text().splitlines(keepends=True)
+    values = lines[20].split(" ")
+    lines[20] = " ".join([*values[:5], "1e9", *values[6:]])
+    glitch.write_text("".join(lines))
+    inputs = [sim["tracks"]["spine"], bad["truncated"], sim["iso"]["trx"], bad["garbage"], glitch, bad["broken_h5"],
+              sim["tracks"]["fimtrack"], sim["iso"]["spine"]]
+    results = []
+    for readers in (0, 1, 2):
+        failed: list[tuple[Path, str]] = []
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="maggotflow"):
+            outs = [tmp_path / str(readers) / f"{i}.label" for i in range(len(inputs))]
+            written = predict_files(sim["tagger"], inputs, out_paths=outs, device="cpu",
+                                    read_options=FIMTRACK, readers=readers,
+                                    on_error=lambda path, err: failed.append((path, str(err))))
+        logs = [(r.name, r.levelname, r.getMessage().replace(str(tmp_path / str(readers)), "OUT"))
+                for r in caplog.records if not r.getMessage().startswith("tagged ")]  # the last: a speed
+        results.append(([p.name for p in written], label_bytes(written), failed, logs))
+    assert [path for path, _ in results[0][2]] == [bad["truncated"], bad["garbage"], bad["broken_h5"]]
+    assert len(results[0][0]) == 5
+    assert any(level == "WARNING" and "1e+09" in message for _, level, message in results[0][3])
+    assert results[1] == results[0] and results[2] == results[0]
+
+
+def test_torch_gets_the_cores_the_readers_leave_while_tagging(sim, tmp_path, monkeypatch):
+    """predict_files shares the job's cores: with 1 reader of 2 cores torch runs on 1 thread
+    while it tags, with 0 readers on 2; afterwards torch has what it had before."""
+    seen = []
+    stream = Predictor.stream
+
+    def spying(self, inputs, read_options=None, readers=0):
+        seen.append((readers, torch.get_num_threads()))
+        return stream(self, inputs, read_options, readers)
+
+    monkeypatch.setattr(Predictor, "stream", spying)
+    monkeypatch.setattr("maggotflow.prediction.allocated_cores", lambda limit=None: limit or 2)
+    for readers in (1, 0):
+        predict_files(sim["tagger"], [sim["iso"]["spine"]], out_dir=tmp_path / str(readers), device="cpu",
+                      readers=readers, cores=2)
+    assert seen == [(1, 1), (0, 2)]
+    assert torch.get_num_threads() == 1  # tests/conftest.py's one_torch_thread, put back
+
+
+def test_a_reader_process_that_dies_costs_only_its_file(sim, tmp_path):
+    """A reader killed while it reads (out of memory, a crash in a file library) does not end
+    the job: the files it held are read again; a file whose reader dies every time fails
+    alone, with a one-line message naming it (`helpers.read_or_die` kills its reader with
+    SIGKILL for a file named kill-me*)."""
+    from maggotflow import readers as rd
+
+    inputs = [(i, p) for i, p in enumerate([sim["tracks"]["spine"], sim["iso"]["trx"], sim["tracks"]["fimtrack"]])]
+    reference = list(rd.prepared_files(inputs, FIMTRACK, processes=0))
+    killer = tmp_path / "kill-me.spine"
+    killer.write_bytes(sim["tracks"]["spine"].read_bytes())
+    got = list(rd.prepared_files([inputs[0], (9, killer), *inputs[1:]], FIMTRACK, processes=2,
+                                 read_one=read_or_die))
+    assert [key for key, _ in got] == [0, 9, 1, 2]
+    (_, error), kept = got[1], [got[0], *got[2:]]
+    assert isinstance(error, TrackDataError) and str(error).startswith(str(killer)) and "\n" not in str(error)
+    assert "reader process died" in str(error)
+    for (_, a), (_, b) in zip(kept, reference):
+        assert [tr.id for tr in a.run.tracks] == [tr.id for tr in b.run.tracks] and a.lengths == b.lengths
 
 
 def test_no_overwrite_refuses_existing_outputs(sim, tmp_path):

@@ -42,3 +42,32 @@ def test_set_torch_threads_and_the_cli_default_follow_slurm(monkeypatch, tmp_pat
     torch.set_num_threads(2)
     assert cli_main(["--threads", "1", "isolate", str(missing), str(tmp_path / "x.h5")]) != 0
     assert torch.get_num_threads() == 1
+
+
+def test_reader_split_gives_a_gpu_job_readers_and_a_cpu_job_torch_threads():
+    from maggotflow.threads import ReaderSplit, reader_split
+
+    assert reader_split(8, "cuda") == ReaderSplit(readers=7, torch_threads=1)
+    assert reader_split(1, "cuda") == ReaderSplit(readers=0, torch_threads=1)  # the producer thread reads
+    assert reader_split(8, "cpu") == ReaderSplit(readers=0, torch_threads=8)
+    assert reader_split(8, "cpu", readers=2) == ReaderSplit(readers=2, torch_threads=6)
+    assert reader_split(2, "cuda", readers=4) == ReaderSplit(readers=4, torch_threads=1)  # forced: never 0 threads
+    with pytest.raises(ValueError, match="reader processes"):
+        reader_split(4, "cpu", readers=-1)
+
+
+def test_torch_threads_are_set_for_a_block_and_put_back(keep_threads):
+    from maggotflow.threads import torch_threads
+
+    torch.set_num_threads(1)
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1
+
+
+def test_cli_predict_readers_option_is_auto_or_a_count(tmp_path, capsys):
+    missing = tmp_path / "missing.h5"
+    for bad in ("-1", "many"):
+        with pytest.raises(SystemExit):
+            cli_main(["predict", str(tmp_path / "no-model"), str(missing), "--out", str(tmp_path / "o"), "--readers", bad])
+        assert "--readers: expected auto or a whole number >= 0" in capsys.readouterr().err

@@ -13,15 +13,17 @@ What the model does with segments is the model's own: a tagger (`ModelInstance`)
 ensemble (`maggotflow.ensemble.Ensemble`) both name the segment specs they need
 (`segment_specs`) and map one batch of segments per spec to class indices (`predict`; the
 ensemble's does the majority vote). `Predictor` only loads, streams, batches and runs:
-- the model is loaded once per call; files are read one after another by a producer thread
-  (`prepare_file`: read one input and measure its larvae, a function of the path and the
-  read options alone, so that worker processes could run it) that cuts every larva's time
-  steps into fixed-size chunks (spanning larvae and files) and builds the chunk's segments
-  of every spec (`maggotflow.segments.build_segments_torch`, batched over the chunk's
-  larvae; every time step a centre, edge steps with edge-clamped windows), so reading and
-  segment building overlap the forward passes (speed matters: thousands of files, ~1 million
-  segments per big file). On CUDA the producer only reads and cuts; each chunk's segments
-  are built on the GPU from the raw spines, so one CPU core keeps up with the GPU.
+- the model is loaded once per call; files are read by `maggotflow.readers.prepare_file`
+  (read one input, check it, measure its larvae), one after another in a producer thread or
+  in reader processes (`readers`; `maggotflow.threads.reader_split` shares the job's cores
+  between them and torch: on CUDA every core but one reads, on the CPU torch takes them
+  all), in input order. The producer thread cuts every larva's time steps into fixed-size
+  chunks (spanning larvae and files) and builds the chunk's segments of every spec
+  (`maggotflow.segments.build_segments_torch`, batched over the chunk's larvae; every time
+  step a centre, edge steps with edge-clamped windows), so reading and segment building
+  overlap the forward passes (speed matters: thousands of files, ~1 million segments per big
+  file). On CUDA the producer only cuts; each chunk's segments are built on the GPU from the
+  raw spines.
   `segments="numpy"` builds them per larva with `maggotflow.segments.build_segments` instead
   (the same labels);
 - chunks span larvae and files (small files do not leave batches half empty); forward
@@ -63,7 +65,7 @@ import torch
 
 from maggotflow.atomic import OutputExistsError, refuse_foreign, remove_stale_temporaries
 from maggotflow.ensemble import Ensemble, load_model
-from maggotflow.formats import ReadOptions, read_run
+from maggotflow.formats import ReadOptions
 from maggotflow.formats.label import (
     LabelFile,
     default_colors,
@@ -74,16 +76,17 @@ from maggotflow.formats.label import (
 )
 from maggotflow.domain import N_FEATURES, RECORD_KEY, describe, not_checked
 from maggotflow.instance import ModelInstance, check_kind, fingerprint
-from maggotflow.isolation import Intermediate, read_isolated
+from maggotflow.isolation import Intermediate
 from maggotflow.model import select_device
 from maggotflow import progress
 from maggotflow.postrule import apply_post_rule
-from maggotflow.segments import build_segments, build_segments_torch, larva_length, segment_builder
+from maggotflow.readers import PreparedFile, is_intermediate, prepare_run, prepared_files
+from maggotflow.segments import build_segments, build_segments_torch, segment_builder
+from maggotflow.threads import allocated_cores, reader_split, torch_threads
 from maggotflow.tracks import Run, TrackDataError, printable_path
 
 log = logging.getLogger(__name__)
 
-INTERMEDIATE_SUFFIXES = (".h5", ".hdf5")
 # Segments per forward pass. On CPU small batches are much faster (measured ~2.5x between
 # 128 and 4096 with the default encoder: the activations of a batch then stay in cache);
 # GPUs want large ones.
@@ -95,103 +98,6 @@ PREFETCH_CHUNKS = 3  # chunks the producer thread may build ahead of the model
 
 
 # ---------------------------------------------------------------------------- inputs
-def is_intermediate(path: str | Path) -> bool:
-    """True for a per-file HDF5 intermediate (by extension: .h5 / .hdf5)."""
-    return Path(path).suffix.lower() in INTERMEDIATE_SUFFIXES
-
-
-def read_input(path: str | Path, options: ReadOptions | None = None) -> Run:
-    """A track file or an intermediate as a Run, without outlines (tagging needs spines only:
-    a `.spine`'s `.outline` is not read); TrackDataError if it holds no larva to tag."""
-    path = Path(path)
-    if is_intermediate(path):
-        run = read_isolated(path)
-    else:
-        run = read_run(path, dataclasses.replace(options or ReadOptions(), outlines=False))
-    if not run.tracks:
-        raise TrackDataError(path, "contains no larva with enough time steps to tag")
-    return run
-
-
-def read_input_alone(path: str | Path, options: ReadOptions | None = None) -> Run:
-    """`read_input`, where every failure of one file stays that file's own: any exception
-    (a reader's bug, MemoryError, an HDF5 library error) becomes a one-line TrackDataError
-    naming it, so that the other files of a job are still tagged. (KeyboardInterrupt and
-    SystemExit are not exceptions of the file and stop the job.)"""
-    try:
-        return read_input(path, options)
-    except TrackDataError:
-        raise
-    except MemoryError:
-        raise TrackDataError(path, "too large to read in the memory of this job") from None
-    except Exception as err:  # noqa: BLE001 - one bad file must not end the job's other files
-        text = " ".join(str(err).split())[:240] or "no message"
-        raise TrackDataError(path, f"cannot be read ({type(err).__name__}: {text})") from err
-
-
-@dataclass
-class PreparedFile:
-    """One input read and measured: what the reading step hands to the model's side.
-
-    run: the input as a Run. lengths: larva length (mm) per track of `run`, None for a larva
-    that cannot be normalised (a zero-length spine: left out of the labels, with a warning).
-    """
-
-    run: Run
-    lengths: list[float | None]
-
-    @property
-    def tagged(self) -> list[int]:
-        """Indices of the tracks that are tagged (those with a length), in order."""
-        return [i for i, length in enumerate(self.lengths) if length is not None]
-
-
-def larva_lengths(run: Run) -> list[float | None]:
-    """Larva length (mm) per track, None for a larva that cannot be normalised (warned)."""
-    out: list[float | None] = []
-    where = run.source if run.source is not None else run.metadata.get("id", "input")
-    for track in run.tracks:
-        length = larva_length(track)
-        if not np.isfinite(length) or length <= 0:
-            log.warning("%s: larva %s has a zero-length spine; left out of the labels", where, track.id)
-            out.append(None)
-        else:
-            out.append(length)
-    return out
-
-
-def prepare_run(run: Run, where: str | Path | None = None) -> PreparedFile:
-    """`run` with its larvae measured; TrackDataError naming `run.source` (else `where`) when
-    no larva can be tagged."""
-    prepared = PreparedFile(run, larva_lengths(run))
-    if not prepared.tagged:
-        raise TrackDataError(run.source or where,
-                             "no larva has a usable spine (zero length everywhere); nothing to tag")
-    return prepared
-
-
-def prepare_file(path: str | Path, options: ReadOptions | None = None) -> PreparedFile:
-    """Read one input and measure its larvae: the per-file reading step of tagging.
-
-    A module-level function of plain arguments (picklable), so that worker processes could
-    run it; every failure of the file is a one-line TrackDataError naming it
-    (`read_input_alone`).
-    """
-    return prepare_run(read_input_alone(path, options), path)
-
-
-def _read_files(inputs: Iterable[tuple[Any, str | Path]], options: ReadOptions | None,
-                ) -> Iterator[tuple[Any, PreparedFile | TrackDataError]]:
-    """(key, the prepared file or its TrackDataError) per (key, path), read one after another."""
-    for key, path in inputs:
-        try:
-            prepared = prepare_file(path, options)
-        except TrackDataError as err:
-            yield key, err
-            continue
-        yield key, prepared
-
-
 def prediction_mark(model_path: str | Path | None, read_options: ReadOptions | dict | None,
                     model_sha1: str | None = None) -> dict[str, Any]:
     """The mark of a label predict_files writes (`metadata.maggotflow`): maggotflow's version,
@@ -477,16 +383,18 @@ class Predictor:
         steps = self._steps
         return [steps[c] for c in classes.tolist()]
 
-    def stream(self, inputs: Iterable[tuple[Any, str | Path]],
-               read_options: ReadOptions | None = None) -> Iterator[TaggedFile]:
+    def stream(self, inputs: Iterable[tuple[Any, str | Path]], read_options: ReadOptions | None = None,
+               readers: int = 0) -> Iterator[TaggedFile]:
         """Tag files as they are read; yield one `TaggedFile` per (key, path) of `inputs`.
 
-        Each file (a track file or an intermediate) is read by `prepare_file` in the producer
-        thread; one that cannot be read, or holds no larva to tag, is yielded with its
-        TrackDataError as `error` without stopping the others. Results come in input order
-        except that errors may be reported before earlier inputs finish.
+        Each file (a track file or an intermediate) is read by `readers.prepare_file`: in the
+        producer thread (`readers=0`) or in that many reader processes
+        (`maggotflow.readers.prepared_files`; the same labels, logs and errors). One that
+        cannot be read, or holds no larva to tag, is yielded with its TrackDataError as
+        `error` without stopping the others. Results come in input order except that errors
+        may be reported before earlier inputs finish.
         """
-        return self._tag(_read_files(inputs, read_options))
+        return self._tag(prepared_files(inputs, read_options, readers))
 
     def _tag(self, files: Iterable[tuple[Any, PreparedFile | TrackDataError]]) -> Iterator[TaggedFile]:
         """The consumer: classify the producer's chunks (`_produce`, in a background thread
@@ -678,6 +586,8 @@ def predict_files(
     segments: str = "auto",
     overwrite: bool = False,
     on_error: Callable[[Path, Exception], None] | None = None,
+    readers: int | str = "auto",
+    cores: int | None = None,
 ) -> list[Path]:
     """Tag `inputs` (track files or intermediates) and write one `.label` per input.
 
@@ -696,6 +606,11 @@ def predict_files(
     called with (input path, error) and the input skipped. Temporaries that a killed
     earlier run left next to the outputs are removed first (`atomic.remove_stale_temporaries`).
     segments: who builds the segments (see `Predictor`).
+    cores: the cores this call may use (`threads.allocated_cores(cores)`: never more than the
+    job's allocation). readers: reader processes, or "auto": `threads.reader_split` shares
+    the cores between readers and torch's threads (on CUDA all but one core read; on the CPU
+    torch gets them all); torch's threads are set for the call and put back. The labels
+    do not depend on either.
     Returns the `.label` paths written, in input order.
     """
     inputs = [Path(p) for p in inputs]
@@ -706,10 +621,25 @@ def predict_files(
     predictor = (model if isinstance(model, Predictor)
                  else Predictor(model, device=device, batch_size=batch_size, segments=segments))
     model_sha1 = fingerprint(predictor.instance.path) if predictor.instance.path else None
+    split = reader_split(allocated_cores(cores), predictor.device.type, readers)
     files = _FileProgress(total=len(inputs) - len(refused))
+    todo = [(i, p) for i, p in enumerate(inputs) if i not in refused]
+    with torch_threads(split.torch_threads):
+        written, unlike = _write_labels(predictor, model_sha1, todo, outs, files, read_options, split.readers,
+                                        overwrite, on_error)
+    _log_summary(files, len(written), unlike, predictor.device)
+    return [written[i] for i in sorted(written)]
+
+
+def _write_labels(predictor: Predictor, model_sha1: str | None, todo: list[tuple[int, Path]], outs: list[Path],
+                  files: "_FileProgress", read_options: ReadOptions | None, readers: int, overwrite: bool,
+                  on_error: Callable[[Path, Exception], None] | None) -> tuple[dict[int, Path], list[Path]]:
+    """Tag the (index, input) pairs of `todo` and write their labels to `outs[index]`:
+    (the labels written by index, the inputs unlike the training data)."""
+    inputs = dict(todo)
     written: dict[int, Path] = {}
     unlike: list[Path] = []
-    for result in predictor.stream(((i, p) for i, p in enumerate(inputs) if i not in refused), read_options):
+    for result in predictor.stream(todo, read_options, readers):
         path, out = inputs[result.key], outs[result.key]
         files.report(path)
         if result.error is not None:
@@ -728,8 +658,7 @@ def predict_files(
         if result.domain_check.get("verdict") == "unlike_training":
             unlike.append(path)
             log.warning("%s: %s", printable_path(str(path)), describe(result.domain_check))
-    _log_summary(files, len(written), unlike, predictor.device)
-    return [written[i] for i in sorted(written)]
+    return written, unlike
 
 
 def _replaceable(path: Path, out: Path, overwrite: bool, on_error: Callable[[Path, Exception], None] | None) -> bool:

@@ -112,12 +112,15 @@ def tag_shard(
     batch_size: int | None = None,
     device: str = "auto",
     on_error: Callable[[Path, Exception], None] | None = None,
+    readers: int | str = "auto",
+    cores: int | None = None,
 ) -> list[dict[str, str]]:
     """Tag the shard's `files` (dicts with id and path) into `outs` (one label path each),
     keeping current labels; returns the shard table's rows, in the order of `files`.
 
     A file that cannot be read or whose label place holds a file that is not maggotflow's is
     reported to `on_error(path, error)` and gets a `failed` row; nothing of it is deleted.
+    `readers` and `cores`: the reader processes and the job's cores (`prediction.predict_files`).
     """
     from maggotflow.prediction import predict_files, prediction_mark
 
@@ -142,7 +145,7 @@ def tag_shard(
     if todo:  # the model is loaded only when there is something to tag
         predict_files(model, [files[i]["path"] for i in todo], out_paths=[outs[i] for i in todo],
                       batch_size=batch_size, device=device, read_options=read_options, on_error=failed,
-                      overwrite=True)  # maggotflow's own labels only: a user's file is refused
+                      readers=readers, cores=cores, overwrite=True)  # maggotflow's own labels only: a user's file is refused
     for i in todo:
         path = files[i]["path"]
         if path in problems:
@@ -172,6 +175,8 @@ def tag_run_shard(
     batch_size: int | None = None,
     device: str = "auto",
     on_error: Callable[[Path, Exception], None] | None = None,
+    readers: int | str = "auto",
+    cores: int | None = None,
 ) -> list[dict[str, str]]:
     """`tag_shard` for the shard of a prediction run whose table is `shard_table` (its
     previous version, when there, decides which labels are current); `files` are dicts with
@@ -182,4 +187,4 @@ def tag_run_shard(
     outs = shard_label_paths(shard_table, files)
     remove_stale_temporaries(outs, all_owners=True)
     return tag_shard(model, files, outs, previous_table=shard_table, read_options=read_options,
-                     batch_size=batch_size, device=device, on_error=on_error)
+                     batch_size=batch_size, device=device, on_error=on_error, readers=readers, cores=cores)

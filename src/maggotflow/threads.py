@@ -12,8 +12,10 @@ given. The cores allocated to this process are the smallest of:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +45,48 @@ def set_torch_threads(limit: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+@dataclass(frozen=True)
+class ReaderSplit:
+    """How a tagging job shares its cores: reader processes (`maggotflow.readers`; 0: the
+    producer thread reads) and torch's intra-op threads in the main process."""
+
+    readers: int
+    torch_threads: int
+
+
+def reader_split(cores: int, device_type: str, readers: int | str = "auto") -> ReaderSplit:
+    """The split of `cores` between reader processes and torch threads for tagging on a
+    device of `device_type` ("cpu", "cuda", ...); `readers` a number forces it.
+
+    "auto": on a GPU the model runs there and the main process (cutting chunks, launching
+    the GPU's work, decoding, writing labels) keeps one core; every other core reads
+    (cores - 1 readers, 1 torch thread). On the CPU the model costs ~2,500-3,000 segments/s
+    per core, reading ~1,000,000: the producer thread reads while torch computes, and every
+    core runs torch (0 readers, `cores` threads); a reader process would hold a core that
+    idles 99 % of the time (measured on 2 cores: `python -m benchmarks feed`). Torch gets
+    the cores the readers leave: max(1, cores - readers).
+    """
+    cores = max(1, int(cores))
+    if readers == "auto":
+        readers = cores - 1 if device_type != "cpu" else 0
+    readers = int(readers)
+    if readers < 0:
+        raise ValueError(f"reader processes must be >= 0 or 'auto', got {readers}")
+    return ReaderSplit(readers, max(1, cores - readers))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to `n` for the block, then put back."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -8,8 +8,10 @@ mtime and ctime (maggotflow.runtables). The output is flagged update(): the prev
 there while the job runs (so only changed files are hashed and re-tagged) and Snakemake puts
 it back if the job fails. A file that cannot be read does not stop the others; the job then
 fails naming it (or, with predict.skip_bad_files, records it as failed and succeeds). No
-file is ever deleted here. The device and the batch size are read from the config, not
-params: they do not change the labels, so changing them re-tags nothing.
+file is ever deleted here. The device, the batch size and the reader processes are read from
+the config, not params: they do not change the labels, so changing them re-tags nothing. The
+job's cores (`threads:`) are shared between reader processes and torch
+(`maggotflow.threads.reader_split`).
 """
 
 import sys
@@ -27,6 +29,7 @@ with job(snakemake, subject=snakemake.output[0]) as log:
     table = tag_run_shard(snakemake.params.model["path"], snakemake.params.files, snakemake.output[0],
                           read_options=ReadOptions(**snakemake.params.read),
                           batch_size=snakemake.config["predict"]["batch_size"], device=snakemake.config["device"],
+                          readers=snakemake.config["predict"]["readers"], cores=snakemake.threads,
                           on_error=lambda path, error: log.error("%s", error))
     failed = [(row["path"], row["problem"]) for row in table if row["status"] != "ok"]
     log.info("%d file(s) tagged, %d failed", len(table) - len(failed), len(failed))

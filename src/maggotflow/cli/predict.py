@@ -21,6 +21,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--out-paths", nargs="+", type=Path, help="one output .label path per input, in order")
     add("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     add("--batch-size", type=int, default=None, help="segments per forward pass (default 128 on CPU, 8192 on CUDA)")
+    add("--readers", type=reader_count, default="auto",
+        help="reader processes (read and check track files while the model runs): a number, or auto "
+             "(default: on a GPU all allocated cores but one, on the CPU none: torch takes every core)")
     add("--keep-going", action="store_true", help="skip bad input files, report them at the end (exit 1)")
     replace = parser.add_mutually_exclusive_group()
     replace.add_argument("--overwrite", action="store_true",
@@ -29,6 +32,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     replace.add_argument("--no-overwrite", action="store_true",
                          help="refuse to replace any existing .label (the default; kept for old scripts)")
     add_read_options(parser)
+
+
+def reader_count(text: str) -> int | str:
+    """`--readers`: "auto" or a whole number >= 0."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 0, got {text!r}")
+    return value
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -40,6 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
         written = predict_files(
             args.model, inputs, out_dir=args.out, out_paths=args.out_paths, batch_size=args.batch_size,
             device=args.device, read_options=read_options(args), overwrite=args.overwrite,
+            readers=args.readers, cores=args.threads,
             on_error=(lambda path, err: failures.append(err)) if args.keep_going else None,
         )
         print(f"wrote {len(written)} .label file(s)", flush=True)
