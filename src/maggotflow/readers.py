@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from maggotflow import handover
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.isolation import read_isolated
 from maggotflow.segments import larva_length
@@ -161,10 +162,11 @@ def _read_here(inputs: Iterable[tuple[Any, str | Path]], options: ReadOptions | 
 # ------------------------------------------------------------------------------ processes
 @dataclass
 class _Outcome:
-    """What a reader process sends back for one file: the prepared file, or its failure as
-    (path, problem) (a TrackDataError rebuilt here, same message), and its log records."""
+    """What a reader process sends back for one file: the prepared file (`handover.pack`:
+    its arrays through shared memory, not the pipe), or its failure as (path, problem) (a
+    TrackDataError rebuilt here, same message), and its log records."""
 
-    prepared: PreparedFile | None
+    prepared: handover.Packed | None  # the PreparedFile, its arrays in shared memory
     failure: tuple[str | None, str] | None
     records: list[logging.LogRecord]
 
@@ -183,14 +185,15 @@ class _Collect(logging.Handler):
 
 
 _collector: _Collect | None = None
+_owner = ""  # whom the reader's results are packed for (`handover.new_owner` of the parent's run)
 
 
-def _start_reader(level: int) -> None:
+def _start_reader(level: int, owner: str) -> None:
     """Initialiser of a reader process: Ctrl-C is the parent's to handle (it stops the
     pool); maggotflow's records at the parent's level are collected, not printed."""
-    global _collector
+    global _collector, _owner
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _collector = _Collect()
+    _collector, _owner = _Collect(), owner
     logger = logging.getLogger("maggotflow")
     logger.handlers[:] = [_collector]
     logger.setLevel(level)
@@ -201,7 +204,7 @@ def _read_one(path: str, options: ReadOptions | None) -> _Outcome:
     """Run in a reader process: `prepare_file`, with the failure and the records as data."""
     _collector.records.clear()
     try:
-        prepared, failure = prepare_file(path, options), None
+        prepared, failure = handover.pack(prepare_file(path, options), _owner), None
     except TrackDataError as err:
         prepared, failure = None, (err.path, err.problem)
     records, _collector.records = _collector.records, []
@@ -247,11 +250,12 @@ class _Waiting:
 class _Pool:
     """Reader processes; `alone`: one process reading only the oldest waiting file."""
 
-    def __init__(self, processes: int, options: ReadOptions | None, read_one: Callable, alone: bool = False):
-        self.options, self.read_one, self.alone = options, read_one, alone
+    def __init__(self, processes: int, options: ReadOptions | None, read_one: Callable, owner: str,
+                 alone: bool = False):
+        self.options, self.read_one, self.owner, self.alone = options, read_one, owner, alone
         self.executor = concurrent.futures.ProcessPoolExecutor(
             1 if alone else processes, mp_context=_context(), initializer=_start_reader,
-            initargs=(logging.getLogger("maggotflow").getEffectiveLevel(),))
+            initargs=(logging.getLogger("maggotflow").getEffectiveLevel(), owner))
 
     def submit(self, waiting: deque[_Waiting]) -> None:
         """Submit the waiting files not yet submitted (only the oldest when `alone`)."""
@@ -262,11 +266,14 @@ class _Pool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        handover.remove_owned(self.owner)  # results read but never taken, of a dead reader too
 
 
 def _read_in_processes(inputs: Iterable[tuple[Any, str | Path]], options: ReadOptions | None,
                        processes: int, read_one: Callable) -> Iterator[Prepared]:
     """`prepared_files` in `processes` reader processes (see the module docstring)."""
+    handover.remove_orphans()  # what readers of killed jobs left in shared memory
+    owner = handover.new_owner()
     todo = enumerate(inputs)
     waiting: deque[_Waiting] = deque()
     deaths: dict[int, int] = {}  # position -> readers that died while it was the oldest file
@@ -280,7 +287,7 @@ def _read_in_processes(inputs: Iterable[tuple[Any, str | Path]], options: ReadOp
                 return
             head = waiting[0]
             if pool is None:
-                pool = _Pool(processes, options, read_one, alone=head.position in deaths)
+                pool = _Pool(processes, options, read_one, owner, alone=head.position in deaths)
             pool.submit(waiting)
             try:
                 outcome = head.future.result()
@@ -296,22 +303,26 @@ def _read_in_processes(inputs: Iterable[tuple[Any, str | Path]], options: ReadOp
                                                               "(out of memory, or a crash in a file library)")
                 continue
             waiting.popleft()
+            received = _received(outcome, head.path)  # before a close removes what is not taken
             if pool.alone:  # the file that was read alone is done: all readers again
                 pool.close()
                 pool = None
-            yield head.key, _received(outcome)
+            yield head.key, received
     finally:
         if pool is not None:
             pool.close()
 
 
-def _received(outcome: _Outcome) -> PreparedFile | TrackDataError:
-    """A reader's outcome in this process: its log records handed to this process's
-    loggers (at their levels), then the prepared file or its TrackDataError."""
+def _received(outcome: _Outcome, path: Path) -> PreparedFile | TrackDataError:
+    """A reader's outcome for `path` in this process: its log records handed to this
+    process's loggers (at their levels), then the prepared file or its TrackDataError."""
     for record in outcome.records:
         logger = logging.getLogger(record.name)
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)
     if outcome.failure is not None:
         return TrackDataError(*outcome.failure)
-    return outcome.prepared
+    try:
+        return handover.unpack(outcome.prepared)
+    except OSError as err:  # its shared memory removed meanwhile (by hand?), or no memory to map it
+        return TrackDataError(path, f"its reader's result was lost ({type(err).__name__}: {err})")
