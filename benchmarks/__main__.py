@@ -7,6 +7,7 @@ import sys
 
 GROUPS = {
     "io": "benchmarks.io",            # track-file reading and segment building
+    "feed": "benchmarks.feed",        # what the readers deliver: 0/1/2 reader processes, no GPU; predict's core split on CPU
     "tagger": "benchmarks.tagger",    # model and predict throughput
     "accuracy": "benchmarks.accuracy",  # held-out macro-F1 vs baselines on simulator data
     "workflow": "benchmarks.workflow",  # Snakemake overhead

@@ -24,6 +24,10 @@ Parts, in this order (BENCH_GPU_PARTS, comma-separated, picks some):
   decoder (CPU), each as a share of the end-to-end time (the parts overlap in `predict`:
   their sum may exceed it); where `Predictor` takes `segments=`, also end-to-end with the
   other segment builder;
+- `readers`: end-to-end `predict_files` over BENCH_GPU_READERS_FILES (8) hard links of the
+  throughput file, at the batch `predict` uses, with 1, 4 and all the allocated cores but
+  one (what `readers="auto"` picks on a GPU) as reader processes, in segments/s: whether the
+  GPU waits for its readers;
 - `training`: BENCH_GPU_TRAIN_FILES (8) simulated labelled files of BENCH_GPU_TRAIN_DURATION
   (60) s, isolated; `maggotflow.pretraining.pretrain` for BENCH_GPU_PRETRAIN_STEPS (200) and
   `maggotflow.training.train_tagger` for BENCH_GPU_STAGE1_STEPS (100) + BENCH_GPU_STAGE2_STEPS
@@ -115,7 +119,8 @@ ENSEMBLE_PRESET = "20221228"
 ENSEMBLE_MEMBERS = _int("BENCH_GPU_ENSEMBLE_MEMBERS", 0, 1)  # per window; 0: the preset's counts
 ENSEMBLE_LARVAE = _int("BENCH_GPU_ENSEMBLE_LARVAE", 10, 1)
 ENSEMBLE_SEGMENTS = _int("BENCH_GPU_ENSEMBLE_SEGMENTS", 65_536, 128)
-PARTS = ("throughput", "breakdown", "training", "ensemble")
+READERS_FILES = _int("BENCH_GPU_READERS_FILES", 8, 2)
+PARTS = ("throughput", "breakdown", "readers", "training", "ensemble")
 LABELS = ["run_large", "cast_large", "back_large", "hunch_large", "roll_large", "stop_large", "small_motion"]
 AGREEMENT_TARGET = 0.999
 NO_CUDA = "  no CUDA device: GPU benchmarks skipped"
@@ -407,6 +412,35 @@ def part_throughput(bench: Bench) -> None:
         free(device)
 
 
+def part_readers(bench: Bench) -> None:
+    """End-to-end segments/s over READERS_FILES copies of the throughput file with 1, 4 and
+    all allocated cores but one as reader processes (`predict_files(readers=)`)."""
+    from maggotflow.threads import allocated_cores
+
+    device, batch = bench.device, bench.predict_batch
+    path, _, size = bench.track
+    paths = []
+    for i in range(READERS_FILES):  # hard links: the same bytes under other names, no disk
+        copy = bench.root / "readers" / str(i) / path.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if not copy.exists():
+            os.link(path, copy)
+        paths.append(copy)
+    outs = [bench.root / "out" / "readers" / f"{i}.label" for i in range(len(paths))]
+    cores = allocated_cores()
+    counts = sorted({1, 4, max(1, cores - 1)})
+    print(f"  default tagger, batch {batch:,}, {READERS_FILES} x {size:.0f} MB .spine, {cores} allocated core(s); "
+          f"readers {', '.join(map(str, counts))} (all but one core: what readers=auto picks on a GPU)")
+    predictor = Predictor(default_tagger(LABELS).to(device), device=device, batch_size=batch)
+    steps = bench.steps * len(paths)
+    for readers in counts:
+        t = timings(lambda: predict_files(predictor, paths, out_paths=outs, overwrite=True, readers=readers,
+                                          cores=max(cores, readers + 1)), device, repeats=REPEATS)
+        rate = steps / statistics.median(t)
+        row(f"end-to-end, {readers} reader process{'es' if readers > 1 else ''}", rate, "segments/s",
+            f"median of {len(t)}, {statistics.median(t):.2f} s / {steps:,} ({size * len(paths):.0f} MB)")
+
+
 def part_breakdown(bench: Bench) -> None:
     device, batch = bench.device, bench.predict_batch
     path, run, size = bench.track
@@ -583,7 +617,8 @@ def part_ensemble(bench: Bench) -> None:
         free(device)
 
 
-PART_FUNCTIONS = {"throughput": part_throughput, "breakdown": part_breakdown, "training": part_training,
+PART_FUNCTIONS = {"throughput": part_throughput, "breakdown": part_breakdown, "readers": part_readers,
+                  "training": part_training,
                   "ensemble": part_ensemble}
 
 

@@ -16,8 +16,9 @@ on what the weights learned.
   is that of the medians;
 - predict with 1, 2 and 4 torch threads (BENCH_THREAD_LIST): end-to-end and model-only
   segments/s on a smaller file (BENCH_THREAD_LARVAE larvae x 60 s, default 20), with the
-  cores this process may use (`maggotflow.threads.allocated_cores`): more threads than
-  cores only shows what oversubscription costs;
+  cores this process may use (`maggotflow.threads.allocated_cores`); `predict_files` caps
+  torch's threads at them, so more threads than cores show up only in the model-only figure
+  (what oversubscription costs);
 - pretraining and fine-tuning optimisation steps per second at batch 128.
 The default file is 50 larvae x 2 min instead of 100 x 5 min: at ~2,000-4,000 segments/s
 on 2 CPU cores, three end-to-end rounds on the full size would take 10 to 20 minutes alone
@@ -79,8 +80,10 @@ def thread_scaling(root: Path, batch_size: int, forward, n_model: int) -> None:
             t_e2e = median_time(lambda: predict_files(root / "tagger", [track], out_paths=[out], batch_size=batch_size,
                                                       device="cpu", overwrite=True), repeats=REPEATS, warmup=0)
             t_model = median_time(forward(batch_size), repeats=REPEATS, warmup=1)
+            used = min(n, allocated_cores())  # predict_files never gives torch more than the allocation
             row(f"predict, {n} torch thread{'s' if n > 1 else ''}", steps / t_e2e, "segments/s",
-                f"end-to-end, median of {REPEATS}; model-only {n_model / t_model:,.0f}/s")
+                f"end-to-end ({used} thread{'s' if used > 1 else ''} used), median of {REPEATS}; "
+                f"model-only {n_model / t_model:,.0f}/s")
     finally:
         torch.set_num_threads(before)
 

@@ -180,6 +180,6 @@ def test_the_whole_group_runs_on_the_cpu_at_tiny_sizes():
     out = result.stdout
     for text in ("model-only, batch 64", "end-to-end predict_files, batch 64", "read_run", "segments, ",
                  "forward passes", "HMM decoder", "pretraining (batch", "fine-tuning, stage 2",
-                 "identical steps", "target >= 99.9 %", "20221228 ensemble"):
+                 "identical steps", "target >= 99.9 %", "20221228 ensemble", "end-to-end, 1 reader process"):
         assert text in out, out
     assert "Traceback" not in out and "FAILED" not in out
