@@ -135,9 +135,16 @@ class Track:
         return int(self.spine.shape[1])
 
     def spine_lengths(self) -> np.ndarray:
-        """Spine length (mm) at every step, shape (n,)."""
-        seg = np.diff(self.spine, axis=1)
-        return np.sqrt((seg**2).sum(axis=2)).sum(axis=1)
+        """Spine length (mm) at every step, shape (n,): the sum over the spine's segments of
+        sqrt(dx**2 + dy**2), computed on x and y columns (a reduction over the 2-long last
+        axis is several times slower; the same operations, the same bits)."""
+        spine = self.spine
+        dx = spine[:, 1:, 0] - spine[:, :-1, 0]
+        dy = spine[:, 1:, 1] - spine[:, :-1, 1]
+        dx *= dx
+        dy *= dy
+        dx += dy
+        return np.sqrt(dx, out=dx).sum(axis=1)
 
     def replace(self, **changes: Any) -> "Track":
         return dataclasses.replace(self, **changes)
