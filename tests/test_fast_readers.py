@@ -4,7 +4,8 @@ Every file is read twice, once with the fast parser allowed (`FAST_PARSER` True,
 default) and once with the careful parser only, and the two results must be identical: the
 same tracks (times, spines, outlines bit for bit), metadata, left_out, sha1 and warnings, or
 the same one-line TrackDataError. Files in the common layout must take the fast path
-(`_parse_table_fast` returns a table); odd ones must leave it.
+(`_parse_table_fast` returns a table); odd ones must leave it. The .spine tests run with each
+fast .spine parser (`spine_parser`): pyarrow's CSV reader and pandas' (used without pyarrow).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from maggotflow import plausibility
@@ -71,6 +74,23 @@ def assert_identical(a, b) -> None:
             assert x.outline.shape == y.outline.shape and np.array_equal(x.outline, y.outline, equal_nan=True)
 
 
+@pytest.fixture(params=["pyarrow", "pandas"])
+def spine_parser(request, monkeypatch) -> str:
+    """The fast .spine parser a test runs with; with "pyarrow", pandas' must not be used."""
+    if request.param == "pyarrow":
+        if sp._arrow() is None:
+            pytest.skip("pyarrow is not usable here (see test_pyarrow_is_used_where_it_reads_like_pandas)")
+        pandas_blocks = sp._parse_blocks
+
+        def outlines_only(path, kind, *args):
+            assert kind == "outline", "a .spine file went through pandas"
+            return pandas_blocks(path, kind, *args)
+
+        monkeypatch.setattr(sp, "_parse_blocks", outlines_only)
+    monkeypatch.setattr(sp, "ARROW_PARSER", request.param == "pyarrow")
+    return request.param
+
+
 def root(array: np.ndarray) -> np.ndarray:
     while isinstance(array.base, np.ndarray):
         array = array.base
@@ -80,6 +100,7 @@ def root(array: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- .spine / .outline
 
 
+@pytest.mark.usefixtures("spine_parser")
 @pytest.mark.parametrize("order", ["head_first", "tail_first"])
 def test_spine_and_outline_fast_equals_careful(tmp_path, monkeypatch, caplog, order):
     path = tmp_path / NAME
@@ -93,9 +114,10 @@ def test_spine_and_outline_fast_equals_careful(tmp_path, monkeypatch, caplog, or
     assert run.metadata["spine_order"] == order
 
 
+@pytest.mark.usefixtures("spine_parser")
 def test_spine_blocks_cut_anywhere_and_short_estimate(tmp_path, monkeypatch, caplog):
-    """Blocks of 7 lines cut larvae anywhere; the first lines are long, the rest short, so the
-    estimated number of lines is too small and the table grows."""
+    """Blocks of 7 lines (pandas) or 1 KB (pyarrow) cut larvae anywhere; the first lines are
+    long, the rest short, so the estimated number of lines is too small and the table grows."""
     path = tmp_path / NAME
     run = simulated(larvae=3, duration=60.0, outline=False)
     write_spine(run, path, precision=1)
@@ -103,12 +125,14 @@ def test_spine_blocks_cut_anywhere_and_short_estimate(tmp_path, monkeypatch, cap
     head = [" ".join(v if i < 3 else f"{float(v):.6f}" for i, v in enumerate(line.split())) for line in lines[:400]]
     path.write_text("\n".join(head + lines[400:]) + "\n")
     monkeypatch.setattr(sp, "FAST_CHUNK_LINES", 7)
+    monkeypatch.setattr(sp, "ARROW_BLOCK_BYTES", 1024)
     table = sp._parse_table_fast(path, "spine")
     assert table is not None and table.ids.size == len(lines)
     fast, careful = read_both(monkeypatch, caplog, path)
     assert_identical(fast, careful)
 
 
+@pytest.mark.usefixtures("spine_parser")
 def test_spine_tracks_are_views_into_one_table(tmp_path, monkeypatch):
     path = tmp_path / NAME
     write_spine(simulated(outline=False), path, spine_order="head_first")
@@ -119,6 +143,7 @@ def test_spine_tracks_are_views_into_one_table(tmp_path, monkeypatch):
     assert all(not tr.spine.flags.owndata for tr in run.tracks)
 
 
+@pytest.mark.usefixtures("spine_parser")
 def test_larvae_interleaved_or_out_of_order_are_read_alike(tmp_path, monkeypatch, caplog):
     """Frame-major files (all larvae per frame) and larvae written in no id order."""
     path = tmp_path / NAME
@@ -134,6 +159,7 @@ def test_larvae_interleaved_or_out_of_order_are_read_alike(tmp_path, monkeypatch
         assert len(fast[0].tracks) == 3
 
 
+@pytest.mark.usefixtures("spine_parser")
 def test_bridged_frames_and_short_larvae_warn_alike(tmp_path, monkeypatch, caplog):
     path = tmp_path / NAME
     write_spine(simulated(larvae=3, outline=False), path)
@@ -168,6 +194,7 @@ def test_outline_wider_later_than_at_the_start(tmp_path, monkeypatch, caplog):
     assert_identical(fast, careful)
 
 
+@pytest.mark.usefixtures("spine_parser")
 def test_outlines_false_never_opens_the_outline(tmp_path, monkeypatch, caplog):
     path = tmp_path / NAME
     write_spine(simulated(larvae=2), path)
@@ -225,24 +252,83 @@ ODD_SPINES = {
     "binary": "\n".join(lines_of()[:2]) + "\n\x01\x02 junk\n",
     "non-ascii": "\n".join(lines_of()).replace("0.2 1.0", "0.2 1.0\u00b5") + "\n",
     "empty-id": "\n".join(lines_of()).replace(f"{DATE_TIME} 1 0.2", f"{DATE_TIME}  0.2") + "\n",
+    # where pyarrow and pandas differ (each leaves the fast path or reads as the careful parser)
+    "cr": "\r".join(lines_of()) + "\r",
+    "infinity": "\n".join(lines_of()).replace("0.3 1.0 2.0", "0.3 1.0 Infinity") + "\n",
+    "minus-inf": "\n".join(lines_of()).replace("0.3 1.0 2.0", "0.3 -inf 2.0") + "\n",
+    "plus-sign": "\n".join(lines_of()).replace(" 2.0 ", " +2 ") + "\n",
+    "exponent-1e3": "\n".join(lines_of()).replace(" 2.0 ", " 1e3 ") + "\n",
+    "leading-dot": "\n".join(lines_of()).replace(" 2.0 ", " .5 ") + "\n",
+    "twenty-digits": "\n".join(lines_of()).replace(" 2.0 ", " 1.2345678901234567891 ") + "\n",
+    "tab-inside": "\n".join(lines_of()).replace(" 3.0", "\t3.0", 1) + "\n",
+    "tab-before-value": "\n".join(lines_of()).replace(" 3.0", " \t3.0", 1) + "\n",
+    "tab-after-value": "\n".join(lines_of()).replace(" 3.0", " 3.0\t", 1) + "\n",
+    "nul": "\n".join(lines_of()).replace(" 3.0", " 3.0\x00", 1) + "\n",
+    "empty-last-line": "\n".join(lines_of()) + "\n\n",
+    "one-value-more": "\n".join(lines_of()[:2] + [lines_of()[2] + " 7.0"] + lines_of()[3:]) + "\n",
+    "one-value-fewer": "\n".join(lines_of()[:2] + [lines_of()[2].rsplit(" ", 1)[0]] + lines_of()[3:]) + "\n",
+    "plus-id": "\n".join(lines_of()[:2] + [GOOD.format(id="+1", t="0.2")] + lines_of()[3:]) + "\n",
+    "hex-id": "\n".join(lines_of()[:2] + [GOOD.format(id="0x1", t="0.2")] + lines_of()[3:]) + "\n",
+    "byte-order-mark": "\ufeff" + "\n".join(lines_of()) + "\n",
 }
+# In the layout (times are checked after parsing, when grouping by larva; both parsers read
+# these numbers as the careful parser does); "plus-id" for pandas only (pyarrow refuses "+1").
+IN_LAYOUT = {"no-final-newline", "exponent", "backwards", "duplicated", "split-backwards", "plus-sign",
+             "exponent-1e3", "leading-dot", "twenty-digits"}
 
 
 @pytest.mark.parametrize("case", sorted(ODD_SPINES))
-def test_odd_spine_files_leave_the_fast_path_and_read_alike(tmp_path, monkeypatch, caplog, case):
+def test_odd_spine_files_leave_the_fast_path_and_read_alike(tmp_path, monkeypatch, caplog, spine_parser, case):
     path = tmp_path / "20200101_000000@odd.spine"
     path.write_bytes(ODD_SPINES[case].encode("utf-8"))
-    # times are checked after parsing, when grouping by larva, and pandas reads exponents like
-    # the careful parser does: those files are in the layout
-    in_layout = case in ("no-final-newline", "exponent", "backwards", "duplicated", "split-backwards")
+    in_layout = case in IN_LAYOUT or (case == "plus-id" and spine_parser == "pandas")
     assert (sp._parse_table_fast(path, "spine") is not None) == in_layout
     fast, careful = read_both(monkeypatch, caplog, path, ReadOptions(min_steps=1))
     assert_identical(fast, careful)
-    if case in ("tabs", "double-spaces", "crlf", "blank-lines", "leading-space", "trailing-space", "exponent"):
+    if case in ("tabs", "double-spaces", "crlf", "blank-lines", "leading-space", "trailing-space", "exponent",
+                "plus-sign", "exponent-1e3", "leading-dot", "twenty-digits", "tab-inside", "tab-before-value",
+                "tab-after-value", "empty-last-line", "plus-id"):
         # read, not refused
         assert isinstance(fast[0], Run) and fast[0].tracks[0].n_steps == 6
-    if case in ("truncated", "columns", "longer-line", "odd", "text", "nan", "inf", "backwards", "duplicated"):
+    if case in ("truncated", "columns", "longer-line", "odd", "text", "nan", "inf", "backwards", "duplicated",
+                "infinity", "minus-inf", "nul", "one-value-more", "one-value-fewer", "hex-id", "byte-order-mark"):
         assert isinstance(fast[0], str) and "line" in fast[0]
+    if case == "twenty-digits":  # correctly rounded, as Python's float()
+        assert float("1.2345678901234567891") in fast[0].tracks[0].spine[0].ravel()
+
+
+def test_pyarrow_is_used_where_it_reads_like_pandas():
+    """pyarrow parses .spine files when installed, unless pandas (2.x) rounds long numbers otherwise."""
+    pytest.importorskip("pyarrow.csv")
+    assert sp._arrow() is not None or int(pd.__version__.split(".")[0]) < 3
+
+
+def test_spine_files_are_read_without_pyarrow_or_where_it_rounds_otherwise(tmp_path, monkeypatch):
+    """A missing or broken pyarrow, or one whose numbers differ from pandas', leaves the
+    .spine files to pandas' fast parser."""
+    path = tmp_path / NAME
+    write_spine(simulated(larvae=2, outline=False), path)
+    read_csv = pd.read_csv
+
+    def one_ulp_off(*args, **kwargs):
+        df = read_csv(*args, **kwargs)
+        return df.apply(lambda column: np.nextafter(column, np.inf) if column.dtype.kind == "f" else column)
+
+    patches = {
+        "not importable": lambda m: m.setitem(sys.modules, "pyarrow", None),
+        "rounds otherwise": lambda m: m.setattr(pd, "read_csv", one_ulp_off),
+    }
+    try:
+        for patch in patches.values():
+            with monkeypatch.context() as m:
+                patch(m)
+                m.setattr(sp, "_parse_blocks", lambda *args: "pandas")
+                sp._arrow.cache_clear()
+                assert sp._arrow() is None
+                assert sp._parse_table_fast(path, "spine") == "pandas"
+    finally:
+        sp._arrow.cache_clear()
+    assert sp._parse_table_fast(path, "spine") is not None
 
 
 def timed(larva: int, t0: float, n: int, points: str = "1.0 2.0 3.0 4.0 5.0 6.0") -> list[str]:
@@ -265,6 +351,7 @@ TRAP_SPINES = {
 }
 
 
+@pytest.mark.usefixtures("spine_parser")
 @pytest.mark.parametrize("case", sorted(TRAP_SPINES))
 def test_data_trap_spine_files_take_the_fast_path_and_read_alike(tmp_path, monkeypatch, caplog, case):
     path = tmp_path / "20200101_000000@trap.spine"

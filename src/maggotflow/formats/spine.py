@@ -45,17 +45,21 @@ interpolates across such gaps.
 Reading has two parsers with the same results. The fast one (`_parse_table_fast`) assumes
 the common layout: single spaces between values, no blank or CR-terminated lines, one
 date_time for the file, whole-number larva ids, finite numbers and (.spine) the same number
-of values on every line. It runs pandas' single-character-separator C parser on blocks of
-`FAST_CHUNK_LINES` lines read straight from the file, copying each block into float64
-arrays of the whole table; a worker thread hashes the bytes (the Run's sha1) and counts
-their control bytes while pandas parses. Whenever a check fails, the careful parser
-(`_parse_table`) reads the file again: it scans every line's values as bytes, which gives
-exact line numbers, and raises TrackDataError naming the line and the problem. So a broken
-file costs two reads and gets the same message as before.
+of values on every line. For .spine files it runs pyarrow's CSV reader on one thread
+(`_parse_arrow`, record batches of `ARROW_BLOCK_BYTES`), where pyarrow is installed and reads
+numbers bit for bit as the installed pandas does (`_arrow`); else, and for .outline files
+(whose lines differ in length), pandas' single-character-separator C parser on blocks of
+`FAST_CHUNK_LINES` lines (`_parse_blocks`). `fast_spine_parser()` names the one in use. Either
+reads straight from the file, copying each block into float64 arrays of the whole table,
+while a worker thread hashes the bytes (the Run's sha1) and counts their control bytes.
+Whenever a check fails, the careful parser (`_parse_table`) reads the file again: it scans
+every line's values as bytes, which gives exact line numbers, and raises TrackDataError
+naming the line and the problem. So a broken file costs two reads and gets the same message
+as before.
 
-Memory: the fast parser never holds the file's bytes, only one block of text and its
-DataFrame besides the table. When each larva is one block of lines (Choreography and the
-simulator write them so), tracks are views into the table (no per-larva copy), bridging
+Memory: the fast parser never holds the file's bytes, only one block of text and its record
+batch or DataFrame besides the table. When each larva is one block of lines (Choreography and
+the simulator write them so), tracks are views into the table (no per-larva copy), bridging
 returns its input when nothing is impossible, and head-first files are flipped in place. A
 1.16 GB .spine is read in well under 2 GB. `ReadOptions.outlines=False` leaves the
 `.outline` (about twice the size of the .spine) unopened: prediction needs spines only.
@@ -63,9 +67,11 @@ returns its input when nothing is impossible, and head-first files are flipped i
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -170,32 +176,46 @@ def scan_text_lines(
 
 # The fast parser is tried first (tests switch it off to compare it with the careful one).
 FAST_PARSER = True
-# Lines per block of the fast parser (~20 MB of text for 11-point spines): bounds the memory
+# .spine files: pyarrow's CSV reader when it is usable (`_arrow`), else pandas' (tests run both).
+ARROW_PARSER = True
+# Bytes per pyarrow block, one record batch each (~4,700 lines of 11-point spines): the batch
+# stays in cache while it is copied; 4 MB parsed no faster here.
+ARROW_BLOCK_BYTES = 1 << 20
+# Lines per block of the pandas parser (~20 MB of text for 11-point spines): bounds the memory
 # that parsing needs on top of the result.
 FAST_CHUNK_LINES = 1 << 17
-# Blocks of at most this many rows are copied at a time from pandas' columns into the result.
+# Blocks of at most this many rows are copied at a time from the parser's columns into the result.
 _COPY_ROWS = 4096
 _FIELDS_SEEN = re.compile(r"Expected ([0-9]+) fields in line [0-9]+, saw ([0-9]+)")
-# Letters pandas would read as a missing value (nan, NA, null, None, #N/A, <NA>, 1.#IND...):
-# an .outline line ending in one would look like a shorter line in the fast parser.
-_NA_BYTES = (b"n", b"N", b"#")
+# Bytes that send a file to the careful parser when the fast one reads any: a CR (pandas and
+# pyarrow take CR and CR LF for line ends); in .outline files, the letters pandas would read
+# as a missing value (nan, NA, null, None, #N/A, <NA>, 1.#IND...), which would make a line
+# look shorter; in pyarrow's input, x and X (it reads "0x1f" as a whole number).
+_ODD_BYTES = {"pandas spine": (b"\r",), "pandas outline": (b"\r", b"n", b"N", b"#"), "pyarrow": (b"\r", b"x", b"X")}
+# Numbers whose float64 depends on the parser rounding correctly (long mantissas, extreme
+# exponents): pandas before its fast_float converter (2.x) reads each of them 1 ulp off.
+_ROUNDING_PROBES = (
+    "1.700000000000000177635684", "0.30000000000000004441", "3.14159265358979323846", "123.45678901234567",
+    "0.1234567890123456789", "2.2250738585072012e-308", "7.0064923216240854e-46", "-15.361", "0.1",
+)
 
 
-class _CheckedReader:
-    """Read-only binary file wrapper that pandas parses from, checking every block it reads.
+class _CheckedReader(io.RawIOBase):
+    """Read-only binary file wrapper that pandas or pyarrow parses from, checking every block it reads.
 
     On a worker thread (in file order, while the parser works: numpy and hashlib release the
-    GIL), it counts control bytes (below 0x20: line ends, tabs, binary data), notes a carriage
-    return or (outlines) a missing-value letter, and with `sha1` hashes the bytes. Read the
-    figures after `pool.shutdown(wait=True)`.
+    GIL), it counts control bytes (below 0x20: line ends, tabs, binary data), notes any of
+    `odd_bytes` (`_ODD_BYTES`), and with `sha1` hashes the bytes. Read the figures after
+    `pool.shutdown(wait=True)`.
     """
 
     mode = "rb"
 
-    def __init__(self, f, pool, sha1=None, na_letters: bool = False):
-        self._f, self._pool, self._sha1, self._na_letters = f, pool, sha1, na_letters
+    def __init__(self, f, pool, odd_bytes: tuple[bytes, ...], sha1=None):
+        super().__init__()
+        self._f, self._pool, self._odd_bytes, self._sha1 = f, pool, odd_bytes, sha1
         self.control = 0  # bytes < 0x20
-        self.odd = False  # a CR or (outline) a missing-value letter was seen
+        self.odd = False  # one of odd_bytes was seen
         self.last = b""  # last byte read
 
     def read(self, n: int = -1) -> bytes:
@@ -205,11 +225,14 @@ class _CheckedReader:
             self.last = block[-1:]
         return block
 
+    def readable(self) -> bool:  # pandas 2 decodes through io.TextIOWrapper, which asks
+        return True
+
     def _check(self, block: bytes) -> None:
         if self._sha1 is not None:
             self._sha1.update(block)
         self.control += int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) < 32))
-        self.odd = self.odd or b"\r" in block or (self._na_letters and any(c in block for c in _NA_BYTES))
+        self.odd = self.odd or any(c in block for c in self._odd_bytes)
 
     def __iter__(self):  # pandas checks for it; it only ever calls read()
         return self
@@ -247,19 +270,53 @@ class _Grow:
             new[: self.rows] = old[: self.rows]
             setattr(self, name, new)
 
+    def append(self, ids: np.ndarray, t: np.ndarray, columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Copy a block of rows to the end: larva ids, times (s) and one array per coordinate
+        column (mm). Returns the block's (t, coords) rows of the table, for the caller's checks."""
+        n = len(t)
+        self.reserve(n)
+        r = self.rows
+        self.ids[r : r + n] = ids
+        self.t[r : r + n] = t
+        coords = self.coords[r : r + n]
+        for s in range(0, n, _COPY_ROWS):  # in row blocks that stay in cache: a fast transpose
+            tile = coords[s : s + _COPY_ROWS]
+            for j, column in enumerate(columns):
+                tile[:, j] = column[s : s + _COPY_ROWS]
+        self.rows += n
+        return self.t[r : r + n], coords
+
+    def table(self, date_time: str, reader: _CheckedReader, counts: list[np.ndarray] | None) -> _Table | None:
+        """The rows filled as a _Table, once `reader` has seen every byte (its pool shut down),
+        or None where the bytes were not the common layout: a control byte other than the line
+        ends (a CR line end, a tab, a form feed, binary data) or one of the reader's odd bytes.
+        `counts`: the .outline rows' numbers of values, block by block."""
+        newlines = self.rows - (reader.last != b"\n")
+        if reader.odd or reader.control != newlines:
+            return None  # the careful path names the line
+        counts_array = None if counts is None else np.concatenate(counts)
+        coords = self.coords[: self.rows]
+        if counts_array is not None:
+            coords = coords[:, : int(counts_array.max()) - 3]
+        return _Table(date_time, self.ids[: self.rows], self.t[: self.rows], coords, counts_array, None)
+
 
 def _parse_table_fast(path: Path, kind: str, sha1=None) -> _Table | None:
-    """The common layout parsed at pandas' C speed, or None when anything is off.
+    """The common layout parsed at pyarrow's or pandas' C speed, or None when anything is off.
 
     Common layout: single spaces between values, no blank, padded or CR-terminated lines,
     one date_time for the whole file, whole-number larva ids >= 0, finite numbers only, and
-    (.spine) the same number of values on every line. The file is read in blocks of
-    FAST_CHUNK_LINES lines straight into the result arrays; `sha1` (a hashlib object) is fed
+    (.spine) the same number of values on every line. .spine files go through pyarrow's CSV
+    reader (`_parse_arrow`) when `_arrow()` finds it usable, else (and .outline files, whose
+    lines have different numbers of values) through pandas' in blocks of FAST_CHUNK_LINES
+    lines; either way straight into the result arrays, and `sha1` (a hashlib object) is fed
     every byte. None means: use `_parse_table`, which reports the exact problem.
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(1 << 16)
+    if head.startswith(codecs.BOM_UTF8):
+        return None  # pandas and pyarrow skip it; the careful parser refuses it (non-ASCII)
     head_lines = head.split(b"\n")[:-1] or [head]
     first = head_lines[0].split(b" ")
     if kind == "spine":
@@ -269,6 +326,9 @@ def _parse_table_fast(path: Path, kind: str, sha1=None) -> _Table | None:
     else:  # outlines: the widest line of the head, with a margin; a wider one later retries
         width = int(max(line.count(b" ") + 1 for line in head_lines) * 1.25) + 8
     capacity = int(size / max(1.0, sum(map(len, head_lines)) / len(head_lines) + 1) * 1.1) + 1024
+    pa = _arrow() if kind == "spine" and ARROW_PARSER else None
+    if pa is not None:
+        return _parse_arrow(pa, path, width, capacity, sha1)
     for _ in range(3):
         try:
             return _parse_blocks(path, kind, width, capacity, sha1)
@@ -277,19 +337,126 @@ def _parse_table_fast(path: Path, kind: str, sha1=None) -> _Table | None:
     return None
 
 
+@functools.cache
+def _arrow():
+    """pyarrow, with pyarrow.csv loaded, when it can read .spine files for the fast parser; else None.
+
+    Usable: importable (a missing or broken install costs speed, not the reading), and it
+    reads numbers bit for bit as the installed pandas does (the careful parser's converter;
+    both round correctly since pandas 3, pandas 2 reads some long numbers 1 ulp off)."""
+    try:
+        import pyarrow
+        import pyarrow.csv
+    except ImportError as err:
+        log.debug("pyarrow is not usable (%s): .spine files are parsed with pandas", err)
+        return None
+    line = f"{PLACEHOLDER_DATE_TIME} 0 {' '.join(_ROUNDING_PROBES)}\n".encode()
+    width = 2 + len(_ROUNDING_PROBES)
+    careful = pd.read_csv(io.BytesIO(line), sep=" ", header=None, quoting=csv.QUOTE_NONE, engine="c")
+    expected = careful.iloc[0, 2:].to_numpy(np.float64)
+    try:
+        batch = pyarrow.csv.read_csv(io.BytesIO(line), **_arrow_options(pyarrow, width)).to_batches()[0]
+        got = np.array([batch.column(j)[0].as_py() for j in range(2, width)], dtype=np.float64)
+    except (pyarrow.ArrowException, ValueError, TypeError) as err:  # TypeError: an option it lacks
+        log.debug("pyarrow %s cannot parse .spine files (%s): they are parsed with pandas", pyarrow.__version__, err)
+        return None
+    if not np.array_equal(expected.view(np.uint64), got.view(np.uint64)):
+        log.debug("pyarrow %s and pandas %s round numbers differently: .spine files are parsed with pandas",
+                  pyarrow.__version__, pd.__version__)
+        return None
+    return pyarrow
+
+
+def fast_spine_parser() -> str:
+    """The fast parser that reads .spine files here, with its version: "pyarrow 26.0.1" or
+    "pandas 3.1.1" (pyarrow when `_arrow` finds it usable and `ARROW_PARSER` allows it)."""
+    pa = _arrow() if ARROW_PARSER else None
+    return f"pandas {pd.__version__}" if pa is None else f"pyarrow {pa.__version__}"
+
+
+def _arrow_options(pa, width: int) -> dict:
+    """open_csv / read_csv options for `width` space-separated values per line: one thread,
+    column 0 the date_time (dictionary encoded: one value per file), 1 the larva id (int64),
+    the rest float64. No quoting, no text read as a missing value (null_values=[]), blank
+    lines kept (so that they fail to convert instead of vanishing)."""
+    names = [str(i) for i in range(width)]
+    types = {names[0]: pa.dictionary(pa.int32(), pa.string()), names[1]: pa.int64()}
+    types.update((name, pa.float64()) for name in names[2:])
+    return {
+        "read_options": pa.csv.ReadOptions(use_threads=False, column_names=names, block_size=ARROW_BLOCK_BYTES),
+        "parse_options": pa.csv.ParseOptions(
+            delimiter=" ", quote_char=False, double_quote=False, newlines_in_values=False, ignore_empty_lines=False
+        ),
+        "convert_options": pa.csv.ConvertOptions(
+            column_types=types, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    }
+
+
+def _parse_arrow(pa, path: Path, width: int, capacity: int, sha1) -> _Table | None:
+    """A .spine file in the common layout parsed by pyarrow's CSV reader, record batch by
+    record batch into the result arrays; None when anything is off.
+
+    pyarrow refuses (raises) a line with another number of values, a blank line, an empty,
+    quoted or non-numeric value, an id that is not a whole number, bytes that are not UTF-8.
+    What it accepts that the careful parser reads otherwise or refuses is checked here: CR
+    and CR LF line ends and tabs next to a number (it trims them), by the reader's count of
+    control bytes; hexadecimal ids ("0x1f"), by the reader's odd bytes; non-finite numbers
+    (nan, inf) and more than one date_time per file."""
+    out = _Grow(capacity, width - 3)
+    date_time = None
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        with open(path, "rb") as f:
+            reader = _CheckedReader(f, pool, _ODD_BYTES["pyarrow"], sha1)
+            try:
+                for batch in pa.csv.open_csv(reader, **_arrow_options(pa, width)):
+                    date_time = _batch_date_time(batch, date_time)
+                    if date_time is None:
+                        return None
+                    ids = batch.column(1).to_numpy()
+                    if ids.size and int(ids.min()) < 0:
+                        return None
+                    columns = [batch.column(j).to_numpy() for j in range(3, width)]
+                    t, coords = out.append(ids, batch.column(2).to_numpy(), columns)
+                    if not (np.isfinite(t.sum()) and np.isfinite(coords.sum())):
+                        return None
+            except (pa.ArrowException, ValueError, TypeError, OverflowError):
+                return None
+    finally:
+        pool.shutdown(wait=True)
+    return None if date_time is None else out.table(date_time, reader, None)
+
+
+def _batch_date_time(batch, date_time: str | None) -> str | None:
+    """The date_time of every line of a record batch (column 0, dictionary encoded) when it is
+    `date_time` (the file's so far; None: none yet, then any date_time), else None."""
+    column = batch.column(0)
+    if batch.num_rows == 0:
+        return date_time
+    if len(column.dictionary) != 1 or column.null_count:
+        return None
+    value = column.dictionary[0].as_py()
+    if date_time is None:
+        return value if DATE_TIME.fullmatch(value) else None
+    return value if value == date_time else None
+
+
 class _TooWide(Exception):
     def __init__(self, seen: int):
         self.seen = seen
 
 
 def _parse_blocks(path: Path, kind: str, width: int, capacity: int, sha1) -> _Table | None:
+    """The common layout parsed by pandas' C parser in blocks of FAST_CHUNK_LINES lines, or
+    None when anything is off; raises _TooWide for an .outline line wider than `width`."""
     out = _Grow(capacity, width - 3)
     date_time = None
     counts = [] if kind == "outline" else None
     pool = concurrent.futures.ThreadPoolExecutor(1)
     try:
         with open(path, "rb") as f:
-            reader = _CheckedReader(f, pool, sha1, na_letters=kind == "outline")
+            reader = _CheckedReader(f, pool, _ODD_BYTES[f"pandas {kind}"], sha1)
             try:
                 blocks = pd.read_csv(
                     reader, sep=" ", header=None, names=list(range(width)), dtype={0: "category"},
@@ -316,20 +483,10 @@ def _parse_blocks(path: Path, kind: str, width: int, capacity: int, sha1) -> _Ta
                                 return None
                         elif kind_ != "f":
                             return None
-                    out.reserve(n)
-                    r = out.rows
-                    out.ids[r : r + n] = df[1].to_numpy()
-                    t = out.t[r : r + n]
-                    t[:] = df[2].to_numpy()
+                    columns = [df[column].to_numpy() for column in range(3, width)]
+                    t, coords = out.append(df[1].to_numpy(), df[2].to_numpy(), columns)
                     if not np.isfinite(t.sum()):
                         return None
-                    coords = out.coords[r : r + n]
-                    columns = [df[column].to_numpy() for column in range(3, width)]
-                    for s in range(0, n, _COPY_ROWS):  # in row blocks that stay in cache: a fast transpose
-                        tile = coords[s : s + _COPY_ROWS]
-                        for j, column in enumerate(columns):
-                            tile[:, j] = column[s : s + _COPY_ROWS]
-                    del columns
                     if kind == "spine":
                         if not np.isfinite(coords.sum()):  # NaN = a missing value or a short line
                             return None
@@ -339,7 +496,6 @@ def _parse_blocks(path: Path, kind: str, width: int, capacity: int, sha1) -> _Ta
                         if np.isinf(coords).any() or (number % 2).any() or (present[:, 1:] & ~present[:, :-1]).any():
                             return None  # infinite, odd, or a gap (missing value inside a line)
                         counts.append(number + 3)
-                    out.rows += n
             except pd.errors.ParserError as err:
                 match = _FIELDS_SEEN.search(str(err))
                 if kind == "outline" and match and int(match.group(2)) > width:
@@ -349,15 +505,7 @@ def _parse_blocks(path: Path, kind: str, width: int, capacity: int, sha1) -> _Ta
                 return None
     finally:
         pool.shutdown(wait=True)
-    rows = out.rows
-    newlines = rows - (reader.last != b"\n")
-    if date_time is None or reader.odd or reader.control != newlines:
-        return None  # CR line ends, tabs, form feeds, binary bytes: the careful path names them
-    counts_array = None if counts is None else np.concatenate(counts)
-    coords = out.coords[:rows]
-    if kind == "outline":
-        coords = coords[:, : int(counts_array.max()) - 3]
-    return _Table(date_time, out.ids[:rows], out.t[:rows], coords, counts_array, None)
+    return None if date_time is None else out.table(date_time, reader, counts)
 
 
 def _parse_table(path: Path, data: bytes, kind: str) -> _Table:
