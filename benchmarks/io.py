@@ -4,8 +4,11 @@ Default: one run of 100 larvae x 5 min at 30 fps (about 900,000 larva-steps), wr
 simulator as .spine + .outline, FIMTrack csv and trx.mat. `reading_rows()` prints, per text
 format, parse MB/s (file bytes -> validated table: `spine.read_table`, `fimtrack.read_cells`)
 and whole `read_run` MB/s (table -> Run: grouping, plausibility bridging, orientation, Track
-checks, sha1), medians of repeats; the .outline rows time the .outline alone (parse) and the
-.spine read with and without it (`ReadOptions.outlines`). `main()` adds trx.mat reading and
+checks, sha1), medians of repeats of the wall time; the .spine parse also per CPU second
+(`time.process_time`, every thread of the process: MB/s per core, the figure that matters on
+a shared node) and names its fast parser (`spine.fast_spine_parser`: pyarrow or pandas). The
+.outline rows time the .outline alone (parse) and the .spine read with and without it
+(`ReadOptions.outlines`). `main()` adds trx.mat reading and
 segments built per second on the CPU, one thread (`segment_rows()`): numpy per whole larva
 and in prediction's chunks of 4,096 centres, and torch (`build_segments_torch`) on the same
 chunks, each batched over the chunk's larvae.
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +28,7 @@ import numpy as np
 from benchmarks.common import median_time, row
 from maggotflow.formats import ReadOptions, read_run
 from maggotflow.formats.fimtrack import read_cells, write_fimtrack
-from maggotflow.formats.spine import read_table, write_spine
+from maggotflow.formats.spine import fast_spine_parser, read_table, write_spine
 from maggotflow.formats.trx import write_trx
 from maggotflow.segments import SegmentSpec, build_segments, build_segments_torch, larva_length
 from maggotflow.simulation import SimulationConfig, simulate_run
@@ -51,6 +56,18 @@ def throughput(name: str, path: Path, fn) -> None:
     row(f"{name} ({size_mb:.0f} MB)", size_mb / seconds, "MB/s", f"median {seconds:.2f} s")
 
 
+def wall_and_cpu(fn) -> tuple[float, float]:
+    """Median wall time and median CPU time (s, `time.process_time`: every thread) of REPEATS
+    calls of `fn()`, without warm-up (the file was just written: in the page cache)."""
+    walls, cpus = [], []
+    for _ in range(REPEATS):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
 def reading_rows(run: Run, folder: Path) -> None:
     """Parse and read_run MB/s of .spine, .outline and FIMTrack csv files of `run` in `folder`."""
     spine = folder / "20200101_000000@g@e@t15@p@100.spine"
@@ -60,7 +77,10 @@ def reading_rows(run: Run, folder: Path) -> None:
     write_fimtrack(on_frame_grid(run), fim, framerate=30.0, pixelsize_um=100.0)
     spines_only = ReadOptions(outlines=False)
     fim_options = ReadOptions(framerate=30.0, pixelsize_um=100.0)
-    throughput("parse .spine", spine, lambda: read_table(spine, "spine"))
+    spine_mb = spine.stat().st_size / 1e6
+    wall, cpu = wall_and_cpu(lambda: read_table(spine, "spine"))
+    row(f"parse .spine ({spine_mb:.0f} MB)", spine_mb / wall, "MB/s",
+        f"median {wall:.2f} s; CPU {spine_mb / cpu:.0f} MB/s per core ({fast_spine_parser()})")
     throughput("read_run .spine (outlines off)", spine, lambda: read_run(spine, spines_only))
     throughput("parse .outline", outline, lambda: read_table(outline, "outline"))
     both_mb = (spine.stat().st_size + outline.stat().st_size) / 1e6
