@@ -8,10 +8,10 @@ checks, sha1), medians of repeats of the wall time; the .spine parse also per CP
 (`time.process_time`, every thread of the process: MB/s per core, the figure that matters on
 a shared node) and names its fast parser (`spine.fast_spine_parser`: pyarrow or pandas). The
 .outline rows time the .outline alone (parse) and the .spine read with and without it
-(`ReadOptions.outlines`). `main()` adds trx.mat reading and
-segments built per second on the CPU, one thread (`segment_rows()`): numpy per whole larva
-and in prediction's chunks of 4,096 centres, and torch (`build_segments_torch`) on the same
-chunks, each batched over the chunk's larvae.
+(`ReadOptions.outlines`). `main()` adds trx.mat reading and segments built per second on the
+CPU, one thread (`segment_rows()`): numpy per whole larva and in prediction's chunks of 4,096
+centres, and torch (`build_segments_torch`) on the same chunks, each batched over the chunk's
+larvae.
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ def reading_rows(run: Run, folder: Path) -> None:
     spines_only = ReadOptions(outlines=False)
     fim_options = ReadOptions(framerate=30.0, pixelsize_um=100.0)
     spine_mb = spine.stat().st_size / 1e6
+    parser = fast_spine_parser()  # imports pyarrow, once per process, before the timing
     wall, cpu = wall_and_cpu(lambda: read_table(spine, "spine"))
     row(f"parse .spine ({spine_mb:.0f} MB)", spine_mb / wall, "MB/s",
-        f"median {wall:.2f} s; CPU {spine_mb / cpu:.0f} MB/s per core ({fast_spine_parser()})")
+        f"median {wall:.2f} s; CPU {spine_mb / cpu:.0f} MB/s per core ({parser})")
     throughput("read_run .spine (outlines off)", spine, lambda: read_run(spine, spines_only))
     throughput("parse .outline", outline, lambda: read_table(outline, "outline"))
     both_mb = (spine.stat().st_size + outline.stat().st_size) / 1e6
