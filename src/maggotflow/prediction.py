@@ -606,8 +606,9 @@ def predict_files(
     called with (input path, error) and the input skipped. Temporaries that a killed
     earlier run left next to the outputs are removed first (`atomic.remove_stale_temporaries`).
     segments: who builds the segments (see `Predictor`).
-    cores: the cores this call may use (`threads.allocated_cores(cores)`: never more than the
-    job's allocation). readers: reader processes, or "auto": `threads.reader_split` shares
+    cores: the cores this call may use (default: torch's thread count, which `maggotflow
+    --threads`, a job's `threads:` or the caller set; never more than the job's allocation,
+    `threads.allocated_cores`). readers: reader processes, or "auto": `threads.reader_split` shares
     the cores between readers and torch's threads (on CUDA all but one core read; on the CPU
     torch gets them all); torch's threads are set for the call and put back. The labels
     do not depend on either.
@@ -621,7 +622,8 @@ def predict_files(
     predictor = (model if isinstance(model, Predictor)
                  else Predictor(model, device=device, batch_size=batch_size, segments=segments))
     model_sha1 = fingerprint(predictor.instance.path) if predictor.instance.path else None
-    split = reader_split(allocated_cores(cores), predictor.device.type, readers)
+    cores = allocated_cores(torch.get_num_threads() if cores is None else cores)
+    split = reader_split(cores, predictor.device.type, readers)
     files = _FileProgress(total=len(inputs) - len(refused))
     todo = [(i, p) for i, p in enumerate(inputs) if i not in refused]
     with torch_threads(split.torch_threads):
