@@ -76,16 +76,10 @@ def default_tagger(folder: Path) -> Path:
 
 def feed_seconds(predictor, paths: list[Path], readers: int) -> tuple[float, int]:
     """Wall time of the producer over `paths` with a no-op consumer, and the segments fed."""
-    from maggotflow.prediction import _Chunk
-    from maggotflow.readers import prepared_files
-
     start = time.perf_counter()
-    segments = 0
-    # The producer as a CUDA job runs it (`Predictor._produce`: raw pieces, segments built on
-    # the device); its consumer is replaced by counting the chunk's time steps.
-    for message in predictor._produce(prepared_files(enumerate(paths), ReadOptions(), readers)):
-        if isinstance(message, _Chunk):
-            segments += message.size
+    # The producer as a CUDA job runs it (raw pieces: segments built on the device); the
+    # consumer only counts each chunk's time steps.
+    segments = sum(predictor.feed(enumerate(paths), ReadOptions(), readers))
     return time.perf_counter() - start, segments
 
 

@@ -396,6 +396,15 @@ class Predictor:
         """
         return self._tag(prepared_files(inputs, read_options, readers))
 
+    def feed(self, inputs: Iterable[tuple[Any, str | Path]], read_options: ReadOptions | None = None,
+             readers: int = 0) -> Iterator[int]:
+        """The producer alone, as `stream` runs it but with no model behind it: the number of
+        time steps of each chunk it would hand to the model, in order. What the reading side
+        of a job delivers (`python -m benchmarks feed`)."""
+        for message in self._produce(prepared_files(inputs, read_options, readers)):
+            if isinstance(message, _Chunk):
+                yield message.size
+
     def _tag(self, files: Iterable[tuple[Any, PreparedFile | TrackDataError]]) -> Iterator[TaggedFile]:
         """The consumer: classify the producer's chunks (`_produce`, in a background thread
         with `prefetch`) and yield each file once all its steps are predicted."""
