@@ -23,7 +23,16 @@ from maggotflow.formats.label import label_file_for_run, read_label_file, write_
 from maggotflow.formats.spine import write_spine
 from maggotflow.formats.trx import write_trx
 from maggotflow.isolation import isolate, read_isolated
-from maggotflow.orientation import DECISIVE_SWEEP_RATIO, orientation_evidence
+from maggotflow import orientation
+from maggotflow.orientation import (
+    DECISIVE_SWEEP_RATIO,
+    MAX_WINDOW_S,
+    MOVING_BODY_LENGTHS,
+    WINDOW_S,
+    MotionEvidence,
+    SweepEvidence,
+    orientation_evidence,
+)
 from maggotflow.simulation import SimulationConfig, file_run
 from maggotflow.tracks import Run, Track
 
@@ -334,3 +343,90 @@ def test_evidence_is_quick_and_silent_on_degenerate_spines():
     assert sweeps.windows == 30 * (t.size - 15)
     assert 1 / DECISIVE_SWEEP_RATIO < sweeps.ratio < DECISIVE_SWEEP_RATIO
     assert elapsed < 5.0  # ~0.3 s here; generous for a loaded machine
+
+
+# ------------------------------------------------- the same figures as the plain numpy formulas
+
+
+def plain_evidence(tracks) -> tuple[MotionEvidence, SweepEvidence]:
+    """orientation_evidence written with the plain numpy formulas, frame by frame (reference)."""
+    forward = backward = seconds = sweep_seconds = 0.0
+    steps, head_lateral, tail_lateral = 0, [], []
+    with np.errstate(all="ignore"):
+        for t, spine in tracks:
+            n, k = spine.shape[:2]
+            if n < 2 or k < 2:
+                continue
+            centre, body = spine.mean(axis=1), float(np.median(Track("1", t, spine).spine_lengths()))
+            axis = spine[:, k - k // 2 :].mean(axis=1) - spine[:, : k // 2].mean(axis=1)
+            end = np.searchsorted(t, t + WINDOW_S - 1e-9)
+            start = np.flatnonzero(end < n)
+            end = end[start]
+            keep = t[end] - t[start] <= MAX_WINDOW_S
+            start, end = start[keep], end[keep]
+            if not body > 0 or start.size == 0:
+                continue
+            frame_s = np.minimum(np.diff(t, append=t[-1])[start], MAX_WINDOW_S)
+            d = centre[end] - centre[start]
+            unit = axis / np.hypot(axis[:, 0], axis[:, 1])[:, None]
+            a = unit[start] + unit[end]
+            along = (d * a / np.hypot(a[:, 0], a[:, 1])[:, None]).sum(axis=1)
+            moving = (np.hypot(d[:, 0], d[:, 1]) >= MOVING_BODY_LENGTHS * body) & np.isfinite(along)
+            forward += float(along[moving & (along > 0)].sum())
+            backward += float(-along[moving & (along < 0)].sum())
+            steps, seconds = steps + int(moving.sum()), seconds + float(frame_s[moving].sum())
+            if k < 4:
+                continue
+            q = max(1, int(round(k / 4)))
+            mid = spine[:, k - 1 - q] - spine[:, q]
+            normal = np.stack([-mid[:, 1], mid[:, 0]], axis=1) / (np.hypot(mid[:, 0], mid[:, 1]) * body)[:, None]
+            lateral = [((spine[:, i] - centre) * normal).sum(axis=1) for i in (-1, 0)]
+            dh, dt = (np.abs(y[end] - y[start]) for y in lateral)
+            ok = np.isfinite(dh) & np.isfinite(dt)
+            head_lateral.append(dh[ok])
+            tail_lateral.append(dt[ok])
+            sweep_seconds += float(frame_s[ok].sum())
+    total = forward + backward
+    motion = MotionEvidence(forward / total if total > 0 else float("nan"), steps, seconds)
+    windows = sum(x.size for x in head_lateral)
+    head, tail = (float(np.median(np.concatenate(x))) if windows else float("nan") for x in (head_lateral, tail_lateral))
+    return motion, SweepEvidence(head, tail, windows, sweep_seconds)
+
+
+def test_evidence_is_the_plain_formulas_bit_for_bit_with_or_without_measures():
+    from maggotflow.plausibility import bridge_or_leave_out
+
+    runs = [crawling_run(fps, share, seed=i, k=k, sweep_rad=0.5) for i, (fps, share, k) in
+            enumerate([(30.0, 0.3, 11), (10.0, 0.65, 5), (15.0, 0.0, 4), (30.0, 0.2, 3), (30.0, 0.1, 2)])]
+    runs.append(simulated(1))
+    for run in runs:
+        tracks = [(tr.t, tr.spine) for tr in run.tracks]
+        tracks.append((tracks[0][0][:40], np.zeros((40, tracks[0][1].shape[1], 2))))  # zero length
+        expected = repr(plain_evidence(tracks))  # repr: every bit of every float, NaN equal to NaN
+        assert repr(orientation_evidence(tracks)) == expected
+        flipped = [(t, s[:, ::-1]) for t, s in tracks]
+        assert repr(orientation_evidence(flipped)) == repr(plain_evidence(flipped))
+        handed = []
+        for t, spine in tracks:
+            measures: list = []
+            bridge_or_leave_out({}, "f", "1", t, spine, measures=measures)  # the zero-length larva: left out
+            handed.append((t, spine, measures[0] if measures else None))
+        assert sum(m is not None for _, _, m in handed) >= len(run.tracks) - 1
+        assert repr(orientation_evidence(handed)) == expected
+
+
+def test_moving_is_decided_as_hypot_decides_near_the_threshold():
+    rng = np.random.default_rng(8)
+    for threshold in (0.0, 1e-120, 1e-5, 0.2, 3.0, 1e90, 1e150, np.inf, np.nan):
+        angle = rng.uniform(0, 2 * np.pi, 2000)
+        radius = np.full(2000, threshold if np.isfinite(threshold) else 1.0)
+        radius[::3] = np.nextafter(radius[::3], np.inf)
+        radius[1::3] = np.nextafter(radius[1::3], 0)
+        radius[::7] *= 1 + rng.normal(0, 1e-9, radius[::7].size)
+        d = radius * np.stack([np.cos(angle), np.sin(angle)])
+        d[:, :8] = [[threshold, 0.0, -0.0, np.nan, np.inf, -np.inf, 1e-320, 1e200],
+                    [0.0, threshold, np.nan, 1.0, np.nan, 2.0, 1e-320, -1e200]]
+        d[:, 8:20] = rng.normal(0, 3, (2, 12))
+        expected = np.hypot(d[0], d[1]) >= threshold
+        with np.errstate(all="ignore"):  # as in orientation_evidence
+            assert np.array_equal(orientation._at_least(d, threshold), expected)

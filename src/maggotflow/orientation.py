@@ -45,9 +45,14 @@ contradicts, disagree, or weak when neither cue is decisive), so the tables of a
 straight-bodied larvae (no sweeps) backing up most of the time is still decided by the
 crawling cue alone, the wrong way.
 
-Cost: point means and spine lengths come from `maggotflow.plausibility` (numpy's figures bit
-for bit, a few times faster); a reader may pass the centre and body length that bridging
-already measured on the same spine (`orientation_evidence`), so they are not computed twice.
+Cost: the body figures (centre, median length, mean points of the two halves) are
+`maggotflow.plausibility.BodyMeasures`, numpy's figures bit for bit from one transposed copy
+of the spine; a reader passes those that bridging already measured on the same spine
+(`orientation_evidence`), so that the spine itself is only read for the four points of the
+head-sweep cue. The work is done on coordinate rows (2, n), contiguous, in place where it
+can be; whether a window is moving is decided on squared figures, with hypot (slow) called
+only within 1e-9 of the threshold (`_at_least`), so every verdict and figure is the one of
+the plain numpy formulas, bit for bit.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from maggotflow.plausibility import point_mean, spine_lengths
+from maggotflow.plausibility import BodyMeasures, body_measures
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +178,13 @@ class SweepEvidence:
 
 
 def orientation_evidence(
-    tracks: Iterable[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, tuple[np.ndarray, float]]],
+    tracks: Iterable[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, BodyMeasures | None]],
 ) -> tuple[MotionEvidence, SweepEvidence]:
     """Both cues (crawling direction, head sweeps) that the LAST point of each spine is the head.
 
     In: (t (n,) s, spine (n, k, 2)) per larva, any units (scale-free), points in the order
-    to test (last point = supposed head); optionally a third item, (centre (n, 2), median
-    spine length) of that spine as `maggotflow.plausibility` measured it (not computed twice).
+    to test (last point = supposed head); optionally a third item, the `BodyMeasures` of that
+    spine as `maggotflow.plausibility` measured it (not computed twice).
     Out: (MotionEvidence, SweepEvidence) over all larvae, from one pass over the same ~0.5 s
     windows.
     """
@@ -194,50 +199,23 @@ def orientation_evidence(
             n, k = spine.shape[0], spine.shape[1]
             if n < 2 or k < 2:
                 continue
-            # point_mean and spine_lengths: the numpy reductions, bit for bit, a few times faster
-            if measured and measured[0] is not None:
-                centre, body = measured[0]
-            else:
-                centre = point_mean(spine)  # (n, 2), independent of the point order
-                body = float(np.median(spine_lengths(spine)))
-            half = k // 2
-            axis = point_mean(spine[:, k - half :]) - point_mean(spine[:, :half])
-            axis_norm = np.hypot(axis[:, 0], axis[:, 1])
-            if not body > 0:
+            body = measured[0] if measured and measured[0] is not None else body_measures(spine)
+            if not body.length > 0:
                 continue
-            end = np.searchsorted(t, t + WINDOW_S - 1e-9)
-            start = np.flatnonzero(end < n)
-            end = end[start]
-            span = t[end] - t[start]
-            start, end = start[span <= MAX_WINDOW_S], end[span <= MAX_WINDOW_S]
-            if start.size == 0:
+            windows = _windows(t, n)
+            if windows is None:
                 continue
-            frame_s = np.minimum(np.diff(t, append=t[-1])[start], MAX_WINDOW_S)
+            start, end, frame_s = windows
 
-            # Crawling direction: centre displacement along the body axis.
-            d = centre[end] - centre[start]
-            a = axis[start] / axis_norm[start, None] + axis[end] / axis_norm[end, None]
-            a /= np.hypot(a[:, 0], a[:, 1])[:, None]
-            along = (d * a).sum(axis=1)
-            moving = (np.hypot(d[:, 0], d[:, 1]) >= MOVING_BODY_LENGTHS * body) & np.isfinite(along)
-            along = along[moving]
+            moving, along = _along_axis(body, start, end)
             forward += float(along[along > 0].sum())
             backward += float(-along[along < 0].sum())
             steps += int(moving.sum())
             seconds += float(frame_s[moving].sum())
 
-            # Head sweeps: sideways offset of each end point from the centre, across the axis
-            # of the spine's central half (so a swept end does not tilt its own reference),
-            # in body lengths; its change over each window, still or moving alike.
             if k < 4:
                 continue  # no central half distinct from the ends
-            q = max(1, int(round(k / 4)))
-            mid = spine[:, k - 1 - q] - spine[:, q]
-            normal = np.stack([-mid[:, 1], mid[:, 0]], axis=1) / (np.hypot(mid[:, 0], mid[:, 1]) * body)[:, None]
-            head_y = ((spine[:, -1] - centre) * normal).sum(axis=1)
-            tail_y = ((spine[:, 0] - centre) * normal).sum(axis=1)
-            dh = np.abs(head_y[end] - head_y[start])
-            dt = np.abs(tail_y[end] - tail_y[start])
+            dh, dt = _end_sweeps(spine, body, start, end)
             ok = np.isfinite(dh) & np.isfinite(dt)
             head_lateral.append(dh[ok])
             tail_lateral.append(dt[ok])
@@ -245,12 +223,98 @@ def orientation_evidence(
         total = forward + backward
         motion = MotionEvidence(forward / total if total > 0 else float("nan"), steps, seconds)
         if head_lateral and sum(x.size for x in head_lateral):
-            head = float(np.median(np.concatenate(head_lateral)))
-            tail = float(np.median(np.concatenate(tail_lateral)))
+            # a concatenation is a new array: its median may reorder it in place (no copy)
+            head = float(np.median(np.concatenate(head_lateral), overwrite_input=True))
+            tail = float(np.median(np.concatenate(tail_lateral), overwrite_input=True))
         else:
             head = tail = float("nan")
         windows = int(sum(x.size for x in head_lateral))
     return motion, SweepEvidence(head, tail, windows, sweep_seconds)
+
+
+def _windows(t: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The ~0.5 s windows of one larva's frames t (n,) s: (first frames, last frames, the
+    duration in s of the frame interval each starts on), or None when there is none. A
+    window runs from each frame to the first frame at least WINDOW_S later; one spanning
+    more than MAX_WINDOW_S (a tracking gap) is not used."""
+    end = np.searchsorted(t, t + WINDOW_S - 1e-9)
+    start = np.flatnonzero(end < n)
+    end = end[start]
+    span = t[end] - t[start]
+    start, end = start[span <= MAX_WINDOW_S], end[span <= MAX_WINDOW_S]
+    if start.size == 0:
+        return None
+    return start, end, np.minimum(np.diff(t, append=t[-1])[start], MAX_WINDOW_S)
+
+
+def _along_axis(body: BodyMeasures, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crawling direction over the windows (start, end): whether each window is moving (the
+    centre displaced by at least MOVING_BODY_LENGTHS bodies, and a finite figure), and for
+    the moving ones the displacement along the body axis (rear half's mean point -> front
+    half's, averaged over the window's two ends). Coordinates are rows (2, n): the same
+    operations as on (n, 2) columns, on contiguous data; the displacement along the axis only
+    for the windows where it counts."""
+    centre = body.centre.T
+    d = np.take(centre, end, axis=1) - np.take(centre, start, axis=1)
+    moving = _at_least(d, MOVING_BODY_LENGTHS * body.length)
+    used = np.flatnonzero(moving)
+    axis = body.front.T - body.rear.T
+    unit = axis / np.hypot(axis[0], axis[1])
+    a = np.take(unit, start[used], axis=1) + np.take(unit, end[used], axis=1)
+    a /= np.hypot(a[0], a[1])
+    d = np.take(d, used, axis=1)
+    along = d[0] * a[0] + d[1] * a[1]
+    finite = np.isfinite(along)
+    moving[used] = finite
+    return moving, along[finite]
+
+
+def _at_least(d: np.ndarray, threshold: float) -> np.ndarray:
+    """np.hypot(d[0], d[1]) >= threshold for d (2, m), bit for bit, with hypot (slow) only
+    near the threshold: d0 * d0 + d1 * d1 is within a few ulp of hypot's square (hypot itself
+    within 1 ulp), so a margin of 1e-9 of the squared threshold decides the rest exactly;
+    non-finite values, and thresholds whose square could under- or overflow, use hypot."""
+    if not 1e-100 < threshold < 1e100:
+        return np.hypot(d[0], d[1]) >= threshold
+    square = d[0] * d[0]
+    square += d[1] * d[1]
+    limit = threshold * threshold
+    reached = square >= limit
+    square -= limit
+    unsure = np.flatnonzero(~(np.abs(square, out=square) > 1e-9 * limit))
+    if unsure.size:
+        reached[unsure] = np.hypot(d[0, unsure], d[1, unsure]) >= threshold
+    return reached
+
+
+def _end_sweeps(spine: np.ndarray, body: BodyMeasures, start: np.ndarray,
+                end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Head sweeps over the windows (start, end): |change| of each end point's sideways
+    offset from the centre, across the axis of the spine's central half (so a swept end does
+    not tilt its own reference), in body lengths: (head end, tail end). The four points used
+    are copied to rows (2, n), worked on in place."""
+    k = spine.shape[1]
+    q = max(1, int(round(k / 4)))
+    points = np.take(spine, [0, q, k - 1 - q, k - 1], axis=1).transpose(1, 2, 0)
+    tail, inner_rear, inner_front, head = np.ascontiguousarray(points)
+    mid = inner_front - inner_rear
+    scale = np.hypot(mid[0], mid[1])
+    scale *= body.length
+    normal_x = np.negative(mid[1])
+    normal_x /= scale
+    normal_y = mid[0]
+    normal_y /= scale
+    moved = []
+    for end_point in (head, tail):
+        end_point -= body.centre.T
+        end_point[0] *= normal_x
+        end_point[1] *= normal_y
+        offset = end_point[0]
+        offset += end_point[1]
+        change = offset[end]
+        change -= offset[start]
+        moved.append(np.abs(change, out=change))
+    return moved[0], moved[1]
 
 
 def _verdict(motion: MotionEvidence, sweeps: SweepEvidence) -> str:

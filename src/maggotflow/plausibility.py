@@ -31,18 +31,26 @@ one point"; as with larvae too short to tag): one tracker glitch never costs the
 larvae of the file. So a larva collapsed in every frame is left out, with that warning,
 before `maggotflow.segments` could refuse it for having zero length.
 
-Cost: a larva with nothing to bridge is returned as given (no copy), after a few passes over
-its spine; the figures (point means, spine lengths, the running median) are computed by
-`point_mean`, `spine_lengths` and `running_median7`, which give numpy's own results bit for
-bit, faster (`maggotflow.orientation` uses the first two too).
+Cost: a larva with nothing to bridge is returned as given (no copy). That is proven from
+whole-larva figures on one transposed copy of its spine (`point_rows`: each point's x and y
+contiguous over the frames), without a verdict per frame: the largest and smallest value,
+the shortest spine against the median one, and a bound on how far any point can be from the
+running median of the centre (`_cannot_jump`; only when the bound is not enough is every
+point measured). The larva's `BodyMeasures` (centre, median length, mean points of the two
+halves), which `maggotflow.orientation` needs too, come from the same copy. Anything else (a
+value, collapse or jump found, or a spine not laid out frame after frame) goes the long way,
+frame by frame. Every figure is numpy's own result bit for bit: `point_mean`,
+`spine_lengths` and `running_median7` and the row-wise versions follow numpy's order of
+additions, so the verdicts and messages are those of the plain numpy formulas.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -129,6 +137,105 @@ def running_median7(padded: np.ndarray) -> np.ndarray:
     return v[3]
 
 
+class BodyMeasures(NamedTuple):
+    """Figures of one larva's spine (n, k, 2), k >= 2, in its given point order: what bridging
+    measures and `maggotflow.orientation` uses, numpy's own results bit for bit."""
+
+    centre: np.ndarray  # (n, 2): mean of the k points, = point_mean(spine)
+    length: float  # median spine length, = float(np.median(spine_lengths(spine)))
+    rear: np.ndarray  # (n, 2): mean of the first k // 2 points, = point_mean(spine[:, : k // 2])
+    front: np.ndarray  # (n, 2): mean of the last k // 2 points, = point_mean(spine[:, k - k // 2 :])
+
+
+def point_rows(spine: np.ndarray) -> np.ndarray:
+    """Copy of spine (n, k, 2) as (k, 2, n): row [i, 0] holds the x of point i in every frame.
+
+    A point's column of a spine is strided (every 2k-th value); these rows are contiguous, so
+    the same element-wise operations on them run several times faster, with the same results."""
+    return np.ascontiguousarray(spine.transpose(1, 2, 0))
+
+
+def body_measures(spine: np.ndarray) -> BodyMeasures:
+    """BodyMeasures of spine (n, k, 2), k >= 2, n >= 1, from one copy of it (`point_rows`)."""
+    rows = point_rows(spine)
+    centre, rear, front = _row_means(rows)
+    length = _row_lengths(rows) if _frames_side_by_side(spine) else spine_lengths(spine)
+    return BodyMeasures(centre.T, float(np.median(length, overwrite_input=True)), rear.T, front.T)
+
+
+def _frames_side_by_side(spine: np.ndarray) -> bool:
+    """Whether spine (n, k, 2) float64 holds each frame's points side by side, frames one
+    after the other (as a reader's table rows do). Then numpy adds a frame's segments in
+    `spine_lengths` in its pairwise order, which `_row_lengths` follows; in other layouts
+    (e.g. Fortran order) numpy adds them one after the other, and only `spine_lengths` gives
+    its bits."""
+    size = spine.itemsize
+    return (spine.dtype == np.float64 and spine.strides[2] == size and spine.strides[1] == 2 * size
+            and spine.strides[0] >= 2 * spine.shape[1] * size)
+
+
+def _row_means(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, rear, front), each (2, n), from point rows (k, 2, n): as `point_mean`, the points
+    added one after the other (the rear half's sum is the start of the centre's)."""
+    k, half = rows.shape[0], rows.shape[0] // 2
+    total = rows[0].copy()
+    rear = total / 1 if half == 1 else None  # point_mean of one point: its values / 1
+    for i in range(1, k):
+        total += rows[i]
+        if i == half - 1:
+            rear = total / half
+    front = rows[k - half].copy()
+    for i in range(k - half + 1, k):
+        front += rows[i]
+    front /= half
+    return total / k, rear, front
+
+
+def _row_lengths(rows: np.ndarray) -> np.ndarray:
+    """Spine lengths (n,) from point rows (k, 2, n), k >= 2: bit for bit `spine_lengths`."""
+    step = rows[1:] - rows[:-1]  # (k - 1, 2, n)
+    step *= step
+    segment = step[:, 0]
+    segment += step[:, 1]
+    np.sqrt(segment, out=segment)
+    return _pairwise_sum(segment)
+
+
+def _pairwise_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over the first axis of (m, n), m >= 1, element-wise over n, in the order numpy's
+    `sum(axis=1)` adds the m values of each row of a contiguous (n, m) array: 0.0 plus their
+    pairwise sum (8 running sums, combined in pairs, then the rest; halves above 128 values;
+    fewer than 8 values one after the other). Works in place: `values` is overwritten."""
+    total = _pairwise(values)
+    total += 0.0  # numpy starts from 0.0: a sum of -0.0s is 0.0
+    return total
+
+
+def _pairwise(values: np.ndarray) -> np.ndarray:
+    """numpy's pairwise sum over the first axis of (m, n), m >= 1 (see `_pairwise_sum`),
+    accumulated in values[0] (returned)."""
+    m = values.shape[0]
+    if m > 128:
+        cut = m // 2 - (m // 2) % 8
+        total = _pairwise(values[:cut])
+        total += _pairwise(values[cut:])
+        return total
+    if m < 8:
+        for i in range(1, m):
+            values[0] += values[i]
+        return values[0]
+    r = values[:8]  # the 8 running sums
+    i = 8
+    while i < m - m % 8:
+        r += values[i : i + 8]
+        i += 8
+    for a, b in ((0, 1), (2, 3), (0, 2), (4, 5), (6, 7), (4, 6), (0, 4)):  # ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))
+        r[a] += r[b]
+    for j in range(i, m):
+        r[0] += values[j]
+    return r[0]
+
+
 def bridge_implausible_frames(
     path: str | Path,
     larva: str,
@@ -144,12 +251,17 @@ def bridge_implausible_frames(
     units and any point order; `where(i)` names frame i for messages ("line 17", "frame 3").
     Out: (spine, outline), new arrays when a frame was bridged, else the inputs themselves
     (no copy). With a `measures` list, when every frame is plausible and the body has a
-    length, (centre (n, 2), median spine length) of the spine is appended to it: the figures
-    `maggotflow.orientation.orientation_evidence` computes too, so a reader can pass them on.
+    length, the spine's `BodyMeasures` are appended to it: the figures
+    `maggotflow.orientation.orientation_evidence` needs too, so a reader can pass them on.
     Raises CorruptTrackError when more than MAX_IMPLAUSIBLE_FRACTION of the frames are bad.
     """
     n = spine.shape[0]
     if n == 0:
+        return spine, outline
+    measured = _measure_if_plausible(spine, outline)
+    if measured is not None:  # the common case, proven without looking frame by frame
+        if measures is not None:
+            measures.append(measured)
         return spine, outline
     found = _find_implausible(spine, outline)
     bad = found.absurd | found.jump | found.collapsed
@@ -180,7 +292,53 @@ class _Findings:
     collapsed: np.ndarray  # bool: spine at most COLLAPSED_FRACTION of the median length
     lengths: np.ndarray  # spine lengths, filled where a collapse was looked for and found
     median_length: float = 0.0  # of the frames with plausible values
-    measured: tuple[np.ndarray, float] | None = None  # (centre, body) when every frame was used
+    measured: BodyMeasures | None = None  # when every frame was used
+
+
+def _measure_if_plausible(spine: np.ndarray, outline: np.ndarray | None) -> BodyMeasures | None:
+    """The BodyMeasures of a larva when no frame can be implausible, else None (then
+    `_find_implausible` looks frame by frame): the same verdict, from whole-larva figures.
+
+    No value is beyond MAX_ABS_COORDINATE (nor non-finite) when the largest and smallest are
+    not; no spine is collapsed when the shortest is not; no point jumped when `_cannot_jump`
+    proves it (else the exact test of `_mark_jumps` runs on the point rows)."""
+    n, k = spine.shape[0], spine.shape[1]
+    if n < 3 or k < 2 or not _frames_side_by_side(spine):
+        return None
+    with np.errstate(all="ignore"):
+        rows = point_rows(spine)
+        high, low = rows.max(), rows.min()
+        if not (high <= MAX_ABS_COORDINATE and -low <= MAX_ABS_COORDINATE):
+            return None
+        if outline is not None and outline.shape[1]:
+            # per frame NaN padding is ignored; an all-NaN or infinite outline goes the long way
+            if not (np.fmax.reduce(outline, axis=None) <= MAX_ABS_COORDINATE
+                    and -np.fmin.reduce(outline, axis=None) <= MAX_ABS_COORDINATE):
+                return None
+        length = _row_lengths(rows)
+        body = float(np.median(length, overwrite_input=True))  # reorders length: only its extremes are used below
+        if not length.min() > COLLAPSED_FRACTION * body:
+            return None
+        centre, rear, front = _row_means(rows)
+        if not _cannot_jump(centre, length, body, max(high, -low)):
+            found = _Findings(np.zeros(n, bool), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n, bool),
+                              np.zeros(n))
+            _mark_jumps(found, rows, slice(None), body, centre)
+            if found.jump.any():
+                return None
+    return BodyMeasures(centre.T, body, rear.T, front.T)
+
+
+def _cannot_jump(centre: np.ndarray, length: np.ndarray, body: float, scale: float) -> bool:
+    """True when no point of any frame can lie MAX_JUMP_BODY_LENGTHS bodies from the running
+    median of the centre (2, n): a point lies within its spine's length of the frame's centre
+    (a mean of the points), and the median of JUMP_WINDOW centres within JUMP_WINDOW // 2
+    times the largest frame-to-frame step (per coordinate) of the centre it replaces. The
+    margin covers rounding many times over (values up to `scale`), so the exact test could
+    not fire either."""
+    step = np.abs(np.diff(centre, axis=1)).max(axis=1)
+    reach = float(length.max()) + (JUMP_WINDOW // 2) * math.hypot(float(step[0]), float(step[1]))
+    return reach * (1 + 1e-6) + 1e-9 * scale < MAX_JUMP_BODY_LENGTHS * body
 
 
 def _find_implausible(spine: np.ndarray, outline: np.ndarray | None) -> _Findings:
@@ -199,7 +357,7 @@ def _find_implausible(spine: np.ndarray, outline: np.ndarray | None) -> _Finding
         if s.shape[0] and spine.shape[1] >= 2:  # a one-point "spine" has no length to lose
             good, s, body = _mark_collapsed(found, s, good, good_frames)
         if s.shape[0] >= 3 and body > 0:
-            _mark_jumps(found, s, good, body)
+            _mark_jumps(found, point_rows(s), good, body)
     return found
 
 
@@ -241,22 +399,24 @@ def _mark_collapsed(found: _Findings, s: np.ndarray, good: slice | np.ndarray,
     return good, s[~short], body
 
 
-def _mark_jumps(found: _Findings, s: np.ndarray, good: slice | np.ndarray, body: float) -> None:
-    """Mark the frames among `good` (spines `s`) with a point more than MAX_JUMP_BODY_LENGTHS
-    bodies from the running median of the centre; keep (centre, body) as `measured` when
-    `good` is every frame."""
-    centre = point_mean(s)
-    if isinstance(good, slice):
-        found.measured = (centre, body)
+def _mark_jumps(found: _Findings, rows: np.ndarray, good: slice | np.ndarray, body: float,
+                centre: np.ndarray | None = None) -> None:
+    """Mark the frames among `good` (point rows (k, 2, m), see `point_rows`) with a point more
+    than MAX_JUMP_BODY_LENGTHS bodies from the running median of the centre (2, m), computed
+    here unless given; keep the BodyMeasures as `measured` when `good` is every frame."""
+    if centre is None:
+        centre, rear, front = _row_means(rows)
+        if isinstance(good, slice):
+            found.measured = BodyMeasures(centre.T, body, rear.T, front.T)
     half = JUMP_WINDOW // 2
     # reflect, not edge: an edge-padded first frame would outvote its neighbours
-    expected = running_median7(np.pad(centre, ((half, half), (0, 0)), mode="reflect"))
-    dx = s[:, :, 0] - expected[:, None, 0]
-    dy = s[:, :, 1] - expected[:, None, 1]
+    expected = running_median7(np.pad(centre.T, ((half, half), (0, 0)), mode="reflect"))
+    dx = rows[:, 0] - expected[:, 0]  # (k, m)
+    dy = rows[:, 1] - expected[:, 1]
     dx *= dx
     dy *= dy
     dx += dy
-    reach = np.sqrt(dx.max(axis=1)) / body  # sqrt is monotonic: max first, exactly
+    reach = np.sqrt(dx.max(axis=0)) / body  # sqrt is monotonic: max first, exactly
     found.jump[good] = reach > MAX_JUMP_BODY_LENGTHS
     found.jump_size[good] = reach
 
