@@ -898,7 +898,8 @@ def read_spine(path: str | Path, options: ReadOptions | None = None) -> Run:
 
     # File order, impossible frames bridged (line numbers name them), before orientation.
     # Spines are views into the table where a larva is one block of lines (no copy).
-    # Plausibility hands its body measures (centre, length) on to the orientation evidence.
+    # Plausibility hands its body measures (`BodyMeasures`: centre, median length, half means)
+    # on to the orientation evidence.
     larvae = []
     for larva, rows in kept:
         measures: list = []
