@@ -58,6 +58,7 @@ def write_copies(root: Path, larvae: int, duration: float, copies: int, seed: in
         (root / str(i)).mkdir()
         os.link(first, root / str(i) / name)
         paths.append(root / str(i) / name)
+    os.sync()  # written to disk now, not while it is read (writeback costs CPU)
     return paths
 
 

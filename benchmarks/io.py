@@ -77,6 +77,7 @@ def reading_rows(run: Run, folder: Path) -> None:
     write_fimtrack(on_frame_grid(run), fim, framerate=30.0, pixelsize_um=100.0)
     spines_only = ReadOptions(outlines=False)
     fim_options = ReadOptions(framerate=30.0, pixelsize_um=100.0)
+    os.sync()  # the files just written reach the disk now, not while they are read (writeback costs CPU)
     spine_mb = spine.stat().st_size / 1e6
     parser = fast_spine_parser()  # imports pyarrow, once per process, before the timing
     wall, cpu = wall_and_cpu(lambda: read_table(spine, "spine"))
@@ -103,6 +104,7 @@ def main() -> None:
             reading_rows(run, Path(tmp))
             trx = Path(tmp) / "t15" / "g@e" / "p" / "20200101_000000" / "trx.mat"
             write_trx(run, trx)
+            os.sync()
             throughput("read trx.mat", trx, lambda: read_run(trx, ReadOptions()))
     finally:
         logger.setLevel(level)

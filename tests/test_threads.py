@@ -48,6 +48,8 @@ def test_reader_split_gives_a_gpu_job_readers_and_a_cpu_job_torch_threads():
     from maggotflow.threads import ReaderSplit, reader_split
 
     assert reader_split(8, "cuda") == ReaderSplit(readers=7, torch_threads=1)
+    assert reader_split(3, "cuda") == ReaderSplit(readers=2, torch_threads=1)
+    assert reader_split(2, "cuda") == ReaderSplit(readers=0, torch_threads=2)  # one reader: slower than none
     assert reader_split(1, "cuda") == ReaderSplit(readers=0, torch_threads=1)  # the producer thread reads
     assert reader_split(8, "cpu") == ReaderSplit(readers=0, torch_threads=8)
     assert reader_split(8, "cpu", readers=2) == ReaderSplit(readers=2, torch_threads=6)

@@ -16,7 +16,7 @@ ensemble's does the majority vote). `Predictor` only loads, streams, batches and
 - the model is loaded once per call; files are read by `maggotflow.readers.prepare_file`
   (read one input, check it, measure its larvae), one after another in a producer thread or
   in reader processes (`readers`; `maggotflow.threads.reader_split` shares the job's cores
-  between them and torch: on CUDA every core but one reads, on the CPU torch takes them
+  between them and torch: on CUDA every core but one reads (from 3 cores), on the CPU torch takes them
   all), in input order. The producer thread cuts every larva's time steps into fixed-size
   chunks (spanning larvae and files) and builds the chunk's segments of every spec
   (`maggotflow.segments.build_segments_torch`, batched over the chunk's larvae; every time
@@ -617,10 +617,10 @@ def predict_files(
     segments: who builds the segments (see `Predictor`).
     cores: the cores this call may use (default: torch's thread count, which `maggotflow
     --threads`, a job's `threads:` or the caller set; never more than the job's allocation,
-    `threads.allocated_cores`). readers: reader processes, or "auto": `threads.reader_split` shares
-    the cores between readers and torch's threads (on CUDA all but one core read; on the CPU
-    torch gets them all); torch's threads are set for the call and put back. The labels
-    do not depend on either.
+    `threads.allocated_cores`). readers: reader processes, or "auto": `threads.reader_split`
+    shares the cores between readers and torch's threads (on CUDA from 3 cores all but one
+    read; on the CPU torch gets them all); torch's threads are set for the call and put
+    back. The labels do not depend on either.
     Returns the `.label` paths written, in input order.
     """
     inputs = [Path(p) for p in inputs]

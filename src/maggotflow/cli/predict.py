@@ -23,7 +23,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=None, help="segments per forward pass (default 128 on CPU, 8192 on CUDA)")
     add("--readers", type=reader_count, default="auto",
         help="reader processes (read and check track files while the model runs): a number, or auto "
-             "(default: on a GPU all allocated cores but one, on the CPU none: torch takes every core)")
+             "(default: on a GPU all allocated cores but one from 3 cores on, on the CPU none: torch takes every core)")
     add("--keep-going", action="store_true", help="skip bad input files, report them at the end (exit 1)")
     replace = parser.add_mutually_exclusive_group()
     replace.add_argument("--overwrite", action="store_true",
