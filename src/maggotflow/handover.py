@@ -121,15 +121,6 @@ def unpack(packed: Packed) -> Any:
     return unpickler.load()
 
 
-def discard(packed: Packed) -> None:
-    """Free what `pack` wrote without unpacking it."""
-    if packed.path is not None:
-        try:
-            os.unlink(packed.path)
-        except FileNotFoundError:
-            pass
-
-
 def remove_owned(owner: str) -> None:
     """Remove the files packed for `owner` that it never unpacked."""
     for path in glob.glob(os.path.join(SHARED_DIR, f"{_PREFIX}{owner}-*")):

@@ -16,8 +16,8 @@ ensemble's does the majority vote). `Predictor` only loads, streams, batches and
 - the model is loaded once per call; files are read by `maggotflow.readers.prepare_file`
   (read one input, check it, measure its larvae), one after another in a producer thread or
   in reader processes (`readers`; `maggotflow.threads.reader_split` shares the job's cores
-  between them and torch: on CUDA every core but one reads (from 3 cores), on the CPU torch takes them
-  all), in input order. The producer thread cuts every larva's time steps into fixed-size
+  between them and torch: on CUDA every core but one reads (from 3 cores), on the CPU
+  torch takes them all), in input order. The producer thread cuts every larva's time steps into fixed-size
   chunks (spanning larvae and files) and builds the chunk's segments of every spec
   (`maggotflow.segments.build_segments_torch`, batched over the chunk's larvae; every time
   step a centre, edge steps with edge-clamped windows), so reading and segment building

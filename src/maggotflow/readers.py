@@ -46,8 +46,8 @@ from maggotflow.tracks import Run, TrackDataError
 log = logging.getLogger(__name__)
 
 INTERMEDIATE_SUFFIXES = (".h5", ".hdf5")
-# A reader process that dies this many times with the same file at the head of the queue,
-# alone, fails that file.
+# A file that is the oldest waiting when reader processes die this many times (the last
+# time read alone) fails.
 _DEATHS_PER_FILE = 2
 
 

@@ -63,9 +63,10 @@ def reader_split(cores: int, device_type: str, readers: int | str = "auto") -> R
     "auto": on a GPU the model runs there and the main process (cutting chunks, launching
     the GPU's work, decoding, writing labels) keeps one core; every other core reads
     (cores - 1 readers, 1 torch thread), from 3 cores on: one reader process delivers less
-    than the producer thread alone (it hands each file over to the main process: 530,000
-    against 620,000 segments/s of 149 MB .spine files, two readers 834,000; `python -m
-    benchmarks feed` on 2 cores), so with 2 cores or fewer the producer thread reads. On
+    than the producer thread alone (it hands each file over to the main process: 573,000
+    against 701,000 segments/s of 149 MB .spine files, two readers 946,000; `python -m
+    benchmarks feed` on 2 cores, docs/benchmarks.md), so with 2 cores or fewer the
+    producer thread reads. On
     the CPU the model costs ~2,000-3,000 segments/s per core, reading ~600,000: the
     producer thread reads while torch computes, and every core runs torch (0 readers,
     `cores` threads); a reader process would hold a core that idles 99 % of the time
